@@ -1,0 +1,187 @@
+import { createInterface } from 'node:readline';
+import { parseArgs } from 'node:util';
+import { CONFIG_KEYS, ConfigError, envName, loadConfig, type Config } from './config.js';
+import { isPresenceError } from './core/errors.js';
+import { MemoryBus } from './adapters/memory/memory-bus.js';
+import { PresenceEngine } from './engine/engine.js';
+import { createLogger, openStore, startServer, VERSION } from './server.js';
+
+const USAGE = `presenced ${VERSION}: a presence server
+
+Usage:
+  presenced start [--config FILE]                      start the server
+  presenced account add <jid> [--password P]           create an account
+  presenced account remove <jid>                       delete an account
+  presenced account passwd <jid> [--password P]        change a password
+  presenced account list [--domain D]                  list accounts
+  presenced config                                     list configuration keys
+  presenced --version | --help
+
+Without --password the password is read from standard input (prompted on a terminal).
+Every command reads the same configuration as the server: --config FILE, then PRESENCED_* variables.
+Account commands work while the server runs; they write to its database directly.`;
+
+class UsageError extends Error {}
+
+function readPassword(prompt: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const tty = process.stdin.isTTY === true;
+    const rl = createInterface({ input: process.stdin, output: tty ? process.stderr : undefined, terminal: tty });
+    if (tty) {
+      process.stderr.write(prompt);
+      // Mute the echo so the password does not appear on screen.
+      (rl as unknown as { _writeToOutput: (s: string) => void })._writeToOutput = () => {};
+    }
+    let answered = false;
+    rl.once('line', (line) => {
+      answered = true;
+      if (tty) process.stderr.write('\n');
+      rl.close();
+      resolve(line);
+    });
+    rl.once('close', () => {
+      if (!answered) reject(new UsageError('no password given (use --password or pipe it on standard input)'));
+    });
+  });
+}
+
+async function withEngine<T>(config: Config, fn: (engine: PresenceEngine) => Promise<T>): Promise<T> {
+  const store = openStore(config);
+  try {
+    await store.migrate();
+    // The CLI never holds sessions: an in-memory bus with no subscribers is all the engine needs here.
+    const engine = new PresenceEngine(store, new MemoryBus(), {
+      domains: config.domains,
+      gracePeriodMs: 0,
+      defaultPublicPresence: config.public_presence_default,
+      tokenSecret: Buffer.alloc(32),
+    });
+    return await fn(engine);
+  } finally {
+    await store.close();
+  }
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        password: { type: 'string', short: 'p' },
+        domain: { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+        version: { type: 'boolean', short: 'v' },
+      },
+    });
+  } catch (e) {
+    console.error(`presenced: ${(e as Error).message}\n\n${USAGE}`);
+    return 2;
+  }
+  const { values, positionals } = parsed;
+  if (values.version) {
+    console.log(VERSION);
+    return 0;
+  }
+  if (values.help || positionals.length === 0) {
+    console.log(USAGE);
+    return positionals.length === 0 && !values.help ? 2 : 0;
+  }
+
+  try {
+    const [cmd, sub, arg, ...extra] = positionals;
+    if (cmd === 'config') {
+      for (const [k, spec] of Object.entries(CONFIG_KEYS)) {
+        console.log(`${k.padEnd(24)} ${envName(k).padEnd(34)} default ${JSON.stringify(spec.def)}\n    ${spec.doc}`);
+      }
+      return 0;
+    }
+    const config = loadConfig({ file: values.config });
+    if (cmd === 'start') {
+      if (sub !== undefined) throw new UsageError(`unexpected argument "${sub}"`);
+      return await runServer(config);
+    }
+    if (cmd !== 'account') throw new UsageError(`unknown command "${cmd}"`);
+    if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
+    switch (sub) {
+      case 'add':
+      case 'passwd': {
+        if (!arg) throw new UsageError(`account ${sub} needs a jid`);
+        const password = values.password ?? (await readPassword(`password for ${arg}: `));
+        return await withEngine(config, async (engine) => {
+          if (sub === 'add') console.log(`created ${await engine.createAccount(arg, password)}`);
+          else {
+            await engine.changePassword(arg, password);
+            console.log(`password changed for ${engine.localJid(arg)}`);
+          }
+          return 0;
+        });
+      }
+      case 'remove': {
+        if (!arg) throw new UsageError('account remove needs a jid');
+        return await withEngine(config, async (engine) => {
+          if (!(await engine.deleteAccount(arg))) {
+            console.error(`presenced: no account ${engine.localJid(arg)}`);
+            return 1;
+          }
+          console.log(`removed ${engine.localJid(arg)}`);
+          return 0;
+        });
+      }
+      case 'list': {
+        if (arg) throw new UsageError(`unexpected argument "${arg}"`);
+        return await withEngine(config, async (engine) => {
+          let after: string | undefined;
+          do {
+            const page = await engine.store.listAccounts({ limit: 1000, ...(after ? { after } : {}), ...(values.domain ? { domain: values.domain.toLowerCase() } : {}) });
+            for (const j of page.jids) console.log(j);
+            after = page.next ?? undefined;
+          } while (after);
+          return 0;
+        });
+      }
+      default:
+        throw new UsageError(sub ? `unknown account command "${sub}"` : 'account needs a command: add, remove, passwd, list');
+    }
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`presenced: ${e.message}\n\nRun "presenced --help" for usage.`);
+      return 2;
+    }
+    if (e instanceof ConfigError) {
+      console.error(`presenced: ${e.message}`);
+      return 2;
+    }
+    if (isPresenceError(e)) {
+      console.error(`presenced: ${e.message} (${e.code})`);
+      return 1;
+    }
+    throw e;
+  }
+}
+
+async function runServer(config: Config): Promise<number> {
+  const log = createLogger(config.log_level);
+  const server = await startServer(config, log);
+  return new Promise<number>((resolve) => {
+    const onSignal = (signal: string): void => {
+      const timer = setTimeout(() => {
+        log.error({ timeoutMs: config.shutdown_timeout_ms }, 'graceful shutdown timed out; exiting');
+        resolve(1);
+        process.exit(1);
+      }, config.shutdown_timeout_ms);
+      timer.unref();
+      server.stop(signal).then(
+        () => resolve(0),
+        (err: unknown) => {
+          log.error({ err }, 'shutdown failed');
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', () => onSignal('SIGTERM'));
+    process.once('SIGINT', () => onSignal('SIGINT'));
+  });
+}

@@ -1,0 +1,213 @@
+import { readFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { parseJid } from './core/jid.js';
+
+/**
+ * Configuration: defaults, overridden by a JSON file (--config), overridden by PRESENCED_* environment
+ * variables. Every key is declared once below with its type, default and description; the README's
+ * configuration table is generated from the same list (`presenced config --help`), so they cannot drift.
+ */
+type Kind = 'string' | 'int' | 'bool' | 'list' | 'level';
+
+interface KeySpec {
+  readonly kind: Kind;
+  readonly def: unknown;
+  readonly doc: string;
+  readonly min?: number;
+  readonly max?: number;
+}
+
+export const CONFIG_KEYS = {
+  host: { kind: 'string', def: '127.0.0.1', doc: 'Address the HTTP/WebSocket listener binds to.' },
+  http_port: { kind: 'int', def: 5280, min: 0, max: 65535, doc: 'HTTP port (REST, /ws, /metrics). 0 picks a free port, which is logged.' },
+  domains: { kind: 'list', def: ['localhost'], doc: 'Domains this server hosts accounts for (comma-separated in the environment).' },
+  data_dir: { kind: 'string', def: './data', doc: 'Directory for the SQLite database and generated secrets.' },
+  admin_token: { kind: 'string', def: '', doc: 'Bearer token for the admin REST API. Empty disables the admin API.' },
+  log_level: { kind: 'level', def: 'info', doc: 'One of fatal, error, warn, info, debug, trace, silent.' },
+  grace_period_ms: { kind: 'int', def: 10_000, min: 0, max: 600_000, doc: 'How long a session whose connection dropped stays online awaiting a reconnect of the same resource.' },
+  heartbeat_interval_ms: { kind: 'int', def: 25_000, min: 50, max: 600_000, doc: 'A connection silent for this long is pinged.' },
+  idle_timeout_ms: { kind: 'int', def: 60_000, min: 100, max: 3_600_000, doc: 'A connection silent (no frame, no pong) for this long is dead. Offline is shown within idle_timeout_ms + grace_period_ms.' },
+  auth_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'A connection must authenticate within this time.' },
+  ws_max_frame_bytes: { kind: 'int', def: 65_536, min: 1024, max: 16_777_216, doc: 'Largest WebSocket frame accepted; bigger ones close the connection with 1009.' },
+  ws_rate_limit: { kind: 'int', def: 20, min: 1, max: 100_000, doc: 'Sustained requests per second per connection.' },
+  ws_rate_burst: { kind: 'int', def: 60, min: 1, max: 100_000, doc: 'Requests a connection may send at once above the sustained rate.' },
+  ws_flood_strikes: { kind: 'int', def: 50, min: 1, max: 100_000, doc: 'Rate-limited requests in a row after which the connection is closed (1008).' },
+  max_auth_failures: { kind: 'int', def: 3, min: 1, max: 100, doc: 'Failed logins on one connection after which it is closed (1008).' },
+  max_connections: { kind: 'int', def: 100_000, min: 1, max: 10_000_000, doc: 'WebSocket connections accepted at once; beyond this upgrades get 503.' },
+  token_ttl_s: { kind: 'int', def: 86_400, min: 60, max: 31_536_000, doc: 'Default lifetime of login tokens issued by the REST API.' },
+  token_secret: { kind: 'string', def: '', doc: 'Secret signing login tokens (at least 32 characters). Empty: generated once and kept in data_dir/token-secret.' },
+  public_presence_default: { kind: 'bool', def: false, doc: 'Whether accounts that did not choose show their presence to anyone (anonymous HTTP included).' },
+  shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
+} as const satisfies Record<string, KeySpec>;
+
+export type ConfigKey = keyof typeof CONFIG_KEYS;
+
+export interface Config {
+  host: string;
+  http_port: number;
+  domains: string[];
+  data_dir: string;
+  admin_token: string;
+  log_level: string;
+  grace_period_ms: number;
+  heartbeat_interval_ms: number;
+  idle_timeout_ms: number;
+  auth_timeout_ms: number;
+  ws_max_frame_bytes: number;
+  ws_rate_limit: number;
+  ws_rate_burst: number;
+  ws_flood_strikes: number;
+  max_auth_failures: number;
+  max_connections: number;
+  token_ttl_s: number;
+  token_secret: string;
+  public_presence_default: boolean;
+  shutdown_timeout_ms: number;
+}
+
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    this.name = 'ConfigError';
+  }
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+const ENV_PREFIX = 'PRESENCED_';
+
+export function envName(key: string): string {
+  return ENV_PREFIX + key.toUpperCase();
+}
+
+function closest(word: string): string | null {
+  let best: string | null = null;
+  let bestD = Infinity;
+  for (const k of Object.keys(CONFIG_KEYS)) {
+    const d = editDistance(word, k);
+    if (d < bestD) {
+      bestD = d;
+      best = k;
+    }
+  }
+  return bestD <= 3 ? best : null;
+}
+
+function editDistance(a: string, b: string): number {
+  const row = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = row[0] as number;
+    row[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = row[j] as number;
+      row[j] = Math.min((row[j] as number) + 1, (row[j - 1] as number) + 1, prev + (a[i - 1] === b[j - 1] ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return row[b.length] as number;
+}
+
+/** Converts one raw value (from JSON or from an environment string) to the key's type, or explains why not. */
+function coerce(key: ConfigKey, raw: unknown, fromEnv: boolean, where: string): { value?: unknown; problem?: string } {
+  const spec: KeySpec = CONFIG_KEYS[key];
+  const shown = JSON.stringify(raw);
+  switch (spec.kind) {
+    case 'string':
+      if (typeof raw !== 'string') return { problem: `${key} must be a string (got ${shown} from ${where})` };
+      return { value: raw };
+    case 'level':
+      if (typeof raw !== 'string' || !LEVELS.includes(raw)) return { problem: `${key} must be one of ${LEVELS.join(', ')} (got ${shown} from ${where})` };
+      return { value: raw };
+    case 'bool': {
+      if (typeof raw === 'boolean') return { value: raw };
+      if (fromEnv && typeof raw === 'string' && /^(true|false|1|0|yes|no)$/i.test(raw)) return { value: /^(true|1|yes)$/i.test(raw) };
+      return { problem: `${key} must be true or false (got ${shown} from ${where})` };
+    }
+    case 'int': {
+      const n = fromEnv && typeof raw === 'string' && /^-?\d+$/.test(raw.trim()) ? Number(raw) : raw;
+      if (typeof n !== 'number' || !Number.isInteger(n)) return { problem: `${key} must be an integer (got ${shown} from ${where})` };
+      if ((spec.min !== undefined && n < spec.min) || (spec.max !== undefined && n > spec.max)) {
+        return { problem: `${key} must be between ${spec.min} and ${spec.max} (got ${n} from ${where})` };
+      }
+      return { value: n };
+    }
+    case 'list': {
+      const list = fromEnv && typeof raw === 'string' ? raw.split(',').map((s) => s.trim()).filter(Boolean) : raw;
+      if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) {
+        return { problem: `${key} must be a non-empty list of strings (got ${shown} from ${where})` };
+      }
+      return { value: list };
+    }
+  }
+}
+
+export interface LoadOptions {
+  readonly file?: string | undefined;
+  readonly env?: NodeJS.ProcessEnv;
+  /** Values that win over everything (used by tests and embedding). */
+  readonly overrides?: Partial<Config>;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const problems: string[] = [];
+  const cfg: Record<string, unknown> = {};
+  for (const [k, spec] of Object.entries(CONFIG_KEYS)) cfg[k] = spec.def;
+
+  if (opts.file) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(readFileSync(opts.file, 'utf8'));
+    } catch (e) {
+      const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message;
+      throw new ConfigError([`cannot read config file ${opts.file}: ${why}`]);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+      throw new ConfigError([`config file ${opts.file} must hold a JSON object`]);
+    }
+    for (const [k, v] of Object.entries(parsed)) {
+      if (!(k in CONFIG_KEYS)) {
+        const hint = closest(k);
+        problems.push(`unknown key "${k}" in ${opts.file}${hint ? ` (did you mean "${hint}"?)` : ''}`);
+        continue;
+      }
+      const r = coerce(k as ConfigKey, v, false, opts.file);
+      if (r.problem) problems.push(r.problem);
+      else cfg[k] = r.value;
+    }
+  }
+
+  for (const [name, v] of Object.entries(env)) {
+    if (!name.startsWith(ENV_PREFIX) || v === undefined) continue;
+    const k = name.slice(ENV_PREFIX.length).toLowerCase();
+    if (!(k in CONFIG_KEYS)) {
+      const hint = closest(k);
+      problems.push(`unknown environment variable ${name}${hint ? ` (did you mean ${envName(hint)}?)` : ''}`);
+      continue;
+    }
+    const r = coerce(k as ConfigKey, v, true, name);
+    if (r.problem) problems.push(r.problem);
+    else cfg[k] = r.value;
+  }
+
+  Object.assign(cfg, opts.overrides ?? {});
+  const c = cfg as unknown as Config;
+
+  const domains: string[] = [];
+  for (const d of c.domains) {
+    try {
+      const j = parseJid(d);
+      if (j.local !== '' || j.resource !== null) problems.push(`domains: "${d}" is not a bare domain`);
+      else domains.push(j.domain);
+    } catch (e) {
+      problems.push(`domains: "${d}" is not a valid domain: ${(e as Error).message}`);
+    }
+  }
+  c.domains = [...new Set(domains)];
+  if (c.token_secret !== '' && c.token_secret.length < 32) problems.push('token_secret must be at least 32 characters (or empty to generate one)');
+  if (c.admin_token !== '' && c.admin_token.length < 16) problems.push('admin_token must be at least 16 characters (or empty to disable the admin API)');
+  if (c.idle_timeout_ms <= c.heartbeat_interval_ms) problems.push('idle_timeout_ms must be greater than heartbeat_interval_ms, or live connections would be dropped');
+  if (c.ws_rate_burst < 1) problems.push('ws_rate_burst must be at least 1');
+  if (problems.length) throw new ConfigError(problems);
+  c.data_dir = resolve(c.data_dir);
+  return c;
+}

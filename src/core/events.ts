@@ -1,0 +1,58 @@
+import type { AccountPresence, SessionPresence } from './presence.js';
+import type { SubState } from './subscription-state.js';
+
+/** Everything that happens to presence, for features (apps, push, extensions) to consume. */
+export interface PresenceEvents {
+  'session.opened': { jid: string; session: SessionPresence; protocol: string };
+  'session.changed': { jid: string; session: SessionPresence; previous: SessionPresence };
+  'session.closed': { jid: string; session: SessionPresence; reason: string };
+  'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence };
+  'subscription.changed': { owner: string; contact: string; state: SubState | null };
+  'block.changed': { owner: string; contact: string; blocked: boolean };
+  'account.created': { jid: string };
+  'account.deleted': { jid: string };
+}
+
+export type EventName = keyof PresenceEvents;
+type Listener<K extends EventName> = (payload: PresenceEvents[K]) => void;
+
+/**
+ * A tiny synchronous typed emitter. Listeners run in registration order; a throwing listener is
+ * reported through `onListenerError` and never stops the others, because one faulty extension must
+ * not keep presence from reaching everyone else.
+ */
+export class EventHub {
+  private readonly listeners = new Map<EventName, Array<Listener<never>>>();
+  onListenerError: (err: unknown, event: EventName) => void = () => {};
+
+  on<K extends EventName>(event: K, fn: Listener<K>): () => void {
+    let list = this.listeners.get(event);
+    if (!list) {
+      list = [];
+      this.listeners.set(event, list);
+    }
+    list.push(fn as Listener<never>);
+    return () => {
+      const l = this.listeners.get(event);
+      if (!l) return;
+      const i = l.indexOf(fn as Listener<never>);
+      if (i >= 0) l.splice(i, 1);
+    };
+  }
+
+  hasListeners(event: EventName): boolean {
+    return (this.listeners.get(event)?.length ?? 0) > 0;
+  }
+
+  emit<K extends EventName>(event: K, payload: PresenceEvents[K]): void {
+    const list = this.listeners.get(event);
+    if (!list || list.length === 0) return;
+    for (const fn of list.slice()) {
+      try {
+        (fn as Listener<K>)(payload);
+      } catch (err) {
+        this.onListenerError(err, event);
+      }
+    }
+  }
+}

@@ -1,0 +1,675 @@
+import { randomBytes } from 'node:crypto';
+import { PresenceError } from '../core/errors.js';
+import { EventHub } from '../core/events.js';
+import { domainOf, parseAccountJid, parseResource } from '../core/jid.js';
+import {
+  aggregatePresence,
+  isShow,
+  MAX_STATUS_LENGTH,
+  samePresence,
+  validatePriority,
+  type AccountPresence,
+  type LastSeen,
+  type SessionPresence,
+  type Show,
+} from '../core/presence.js';
+import type { RosterItem } from '../core/roster.js';
+import { exchange, type SubType } from '../core/subscription.js';
+import { NONE, type SubState } from '../core/subscription-state.js';
+import { canSeePresence } from '../core/visibility.js';
+import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
+import type { AccountSettings, Store } from '../ports/store.js';
+import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
+import { KeyedLock } from './keyed-lock.js';
+import { issueToken, verifyToken } from './tokens.js';
+
+/** How a protocol front door receives what the engine sends to one of its sessions. */
+export interface SessionSink {
+  deliver(delivery: Delivery): void;
+  /** The engine ends the connection (replaced by a newer login, account removed, shutdown). */
+  close(reason: string): void;
+}
+
+export interface PresenceInput {
+  readonly show?: Show;
+  readonly status?: string | null;
+  readonly priority?: number;
+}
+
+/** A session held by this node. Its identity survives a reconnect inside the grace period. */
+export class Session {
+  sink: SessionSink | null;
+  presence: SessionPresence;
+  lingerTimer: NodeJS.Timeout | null = null;
+  constructor(
+    readonly jid: string,
+    readonly resource: string,
+    public protocol: string,
+    sink: SessionSink,
+    presence: SessionPresence,
+  ) {
+    this.sink = sink;
+    this.presence = presence;
+  }
+  get fullJid(): string {
+    return `${this.jid}/${this.resource}`;
+  }
+}
+
+interface AccountState {
+  readonly jid: string;
+  roster: Map<string, RosterItem>;
+  blocks: Set<string>;
+  settings: AccountSettings;
+  lastSeen: LastSeen | null;
+  presence: AccountPresence;
+  readonly local: Map<string, Session>;
+}
+
+export interface EngineOptions {
+  readonly domains: readonly string[];
+  /** How long a session whose connection dropped stays online waiting for a reconnect. */
+  readonly gracePeriodMs: number;
+  /** Presence visible to anyone unless the account says otherwise. */
+  readonly defaultPublicPresence: boolean;
+  readonly tokenSecret: Buffer;
+  /** Accounts without local sessions kept in memory; beyond this the least recently used are dropped. */
+  readonly cacheSize?: number;
+  readonly now?: () => number;
+}
+
+export interface RosterView {
+  readonly version: number;
+  readonly items: RosterItem[];
+}
+
+export interface EngineStats {
+  deliveries: number;
+  presenceChanges: number;
+}
+
+const MAX_RESOURCE_ATTEMPTS = 5;
+const OFFLINE_MASK = (jid: string): AccountPresence => ({
+  jid,
+  online: false,
+  show: 'offline',
+  status: null,
+  priority: 0,
+  resource: null,
+  lastSeen: null,
+});
+
+/**
+ * The presence engine: applies the pure rules of core/ to durable state (Store) and live state
+ * (PresenceBus), and fans every change out to the sessions allowed to see it. Protocol front doors call
+ * it and implement SessionSink; features subscribe to `events`.
+ */
+export class PresenceEngine {
+  readonly events = new EventHub();
+  readonly stats: EngineStats = { deliveries: 0, presenceChanges: 0 };
+  private readonly states = new Map<string, AccountState>();
+  private readonly loading = new Map<string, Promise<AccountState>>();
+  private readonly sessionLock = new KeyedLock();
+  private readonly rosterLock = new KeyedLock();
+  private readonly domains: Set<string>;
+  private readonly now: () => number;
+  private readonly cacheSize: number;
+  private closing = false;
+
+  constructor(
+    readonly store: Store,
+    readonly bus: PresenceBus,
+    private readonly opts: EngineOptions,
+  ) {
+    this.domains = new Set(opts.domains);
+    this.now = opts.now ?? Date.now;
+    this.cacheSize = opts.cacheSize ?? 10_000;
+    bus.onDelivery((to, d, resource) => this.dispatchLocal(to, d, resource));
+  }
+
+  // ---------------------------------------------------------------- accounts
+
+  /** Normalises a JID and checks that this server hosts its domain. */
+  localJid(input: unknown): string {
+    if (typeof input !== 'string') throw new PresenceError('bad-jid', 'jid must be a string');
+    const jid = parseAccountJid(input);
+    if (!this.domains.has(domainOf(jid))) {
+      throw new PresenceError('not-found', `domain ${domainOf(jid)} is not served here`);
+    }
+    return jid;
+  }
+
+  isLocalDomain(domain: string): boolean {
+    return this.domains.has(domain);
+  }
+
+  async createAccount(jidInput: string, password: string): Promise<string> {
+    const jid = this.localJid(jidInput);
+    const bad = checkPasswordShape(password);
+    if (bad) throw new PresenceError('bad-request', bad);
+    const creds = await deriveCredentials(password);
+    await this.store.createAccount({ jid, ...creds, createdAt: this.now() });
+    this.events.emit('account.created', { jid });
+    return jid;
+  }
+
+  async changePassword(jidInput: string, password: string): Promise<void> {
+    const jid = this.localJid(jidInput);
+    const bad = checkPasswordShape(password);
+    if (bad) throw new PresenceError('bad-request', bad);
+    const creds = await deriveCredentials(password);
+    if (!(await this.store.setCredentials(jid, creds))) throw new PresenceError('not-found', `no account ${jid}`);
+    // Tokens issued before now stop working: a password change is how a user locks out a lost device.
+    await this.store.updateSettings(jid, { tokensNotBefore: this.now() });
+  }
+
+  async deleteAccount(jidInput: string): Promise<boolean> {
+    const jid = this.localJid(jidInput);
+    if (!(await this.store.getAccount(jid))) return false;
+    const state = this.states.get(jid);
+    if (state) {
+      for (const s of [...state.local.values()]) {
+        const sink = s.sink;
+        s.sink = null;
+        sink?.close('account-removed');
+        await this.closeSession(s, 'account-removed');
+      }
+    }
+    // Contacts lose the account from their rosters, as if it had removed them (RFC 6121 §2.5.2).
+    const pointing = await this.store.getItemsPointingAt(jid);
+    await this.store.removeRosterItems(pointing.map((i) => ({ owner: i.owner, contact: i.contact })));
+    const existed = await this.store.deleteAccount(jid);
+    this.states.delete(jid);
+    for (const item of pointing) {
+      const s = this.states.get(item.owner);
+      s?.roster.delete(jid);
+      this.bus.deliver(item.owner, { kind: 'roster', item: null, contact: jid });
+      if (item.state.to) this.bus.deliver(item.owner, { kind: 'presence', from: jid, presence: OFFLINE_MASK(jid), session: null });
+    }
+    if (existed) this.events.emit('account.deleted', { jid });
+    return existed;
+  }
+
+  async accountExists(jid: string): Promise<boolean> {
+    return (await this.store.getAccount(jid)) !== undefined;
+  }
+
+  /** Resolves with the normalised JID, or rejects with 'auth-failed' without saying which part was wrong. */
+  async authenticatePassword(jidInput: unknown, password: unknown): Promise<string> {
+    let jid: string;
+    try {
+      jid = this.localJid(jidInput);
+    } catch {
+      throw new PresenceError('auth-failed', 'wrong jid or password');
+    }
+    if (typeof password !== 'string' || checkPasswordShape(password)) {
+      throw new PresenceError('auth-failed', 'wrong jid or password');
+    }
+    const account = await this.store.getAccount(jid);
+    if (!account || !(await verifyPassword(password, account.passwordHash))) {
+      throw new PresenceError('auth-failed', 'wrong jid or password');
+    }
+    return jid;
+  }
+
+  issueToken(jid: string, ttlSeconds: number, scope = 'login'): { token: string; expiresAt: number } {
+    const iat = this.now();
+    const exp = iat + ttlSeconds * 1000;
+    return { token: issueToken(this.opts.tokenSecret, { sub: jid, iat, exp, scope }), expiresAt: exp };
+  }
+
+  async authenticateToken(token: unknown, scope = 'login'): Promise<string> {
+    const claims = verifyToken(this.opts.tokenSecret, token, this.now());
+    if (!claims || claims.scope !== scope) throw new PresenceError('auth-failed', 'invalid or expired token');
+    if (!(await this.store.getAccount(claims.sub))) throw new PresenceError('auth-failed', 'invalid or expired token');
+    const settings = await this.store.getSettings(claims.sub);
+    const notBefore = typeof settings.tokensNotBefore === 'number' ? settings.tokensNotBefore : 0;
+    if (claims.iat <= notBefore) throw new PresenceError('auth-failed', 'invalid or expired token');
+    return claims.sub;
+  }
+
+  // ---------------------------------------------------------------- account state cache
+
+  private async state(jid: string): Promise<AccountState> {
+    const cached = this.states.get(jid);
+    if (cached) {
+      // Re-insert to mark it recently used; Map keeps insertion order, which eviction walks.
+      this.states.delete(jid);
+      this.states.set(jid, cached);
+      return cached;
+    }
+    let p = this.loading.get(jid);
+    if (!p) {
+      p = this.loadState(jid).finally(() => this.loading.delete(jid));
+      this.loading.set(jid, p);
+    }
+    return p;
+  }
+
+  private async loadState(jid: string): Promise<AccountState> {
+    const [roster, blocks, settings, lastSeen] = await Promise.all([
+      this.store.getRoster(jid),
+      this.store.getBlocks(jid),
+      this.store.getSettings(jid),
+      this.store.getLastSeen(jid),
+    ]);
+    const sessions = await this.bus.sessionsOf(jid);
+    const state: AccountState = {
+      jid,
+      roster: new Map(roster.map((i) => [i.contact, i])),
+      blocks: new Set(blocks),
+      settings,
+      lastSeen,
+      presence: aggregatePresence(jid, sessions, lastSeen),
+      local: new Map(),
+    };
+    const raced = this.states.get(jid);
+    if (raced) return raced;
+    this.states.set(jid, state);
+    this.evict();
+    return state;
+  }
+
+  private evict(): void {
+    if (this.states.size <= this.cacheSize) return;
+    for (const [jid, s] of this.states) {
+      if (this.states.size <= this.cacheSize) break;
+      if (s.local.size === 0) this.states.delete(jid);
+    }
+  }
+
+  // ---------------------------------------------------------------- sessions
+
+  /**
+   * Opens (or takes over) the session `resource` of `jid`. A session with the same resource that is
+   * lingering after a dropped connection, or still connected elsewhere, is taken over without watchers
+   * seeing it go offline.
+   */
+  async openSession(
+    jid: string,
+    resourceInput: string | null,
+    protocol: string,
+    sink: SessionSink,
+    initial: PresenceInput | null,
+  ): Promise<Session> {
+    if (this.closing) throw new PresenceError('not-allowed', 'server is shutting down');
+    const resource = resourceInput === null ? null : parseResource(resourceInput);
+    const input = initial === null ? null : checkPresenceInput(initial);
+    return this.sessionLock.run(jid, async () => {
+      const state = await this.state(jid);
+      const res = resource ?? (await this.freshResource(state));
+      const existing = state.local.get(res);
+      const now = this.now();
+      if (existing) {
+        if (existing.lingerTimer) clearTimeout(existing.lingerTimer);
+        existing.lingerTimer = null;
+        const old = existing.sink;
+        existing.sink = sink;
+        existing.protocol = protocol;
+        old?.close('replaced');
+        if (input) await this.applyPresence(state, existing, sessionFrom(res, input, now));
+        return existing;
+      }
+      const presence = input
+        ? sessionFrom(res, input, now)
+        : { resource: res, available: false, show: 'available' as Show, status: null, priority: 0, lastActive: now };
+      const session = new Session(jid, res, protocol, sink, presence);
+      state.local.set(res, session);
+      const all = await this.bus.putSession(jid, this.live(session));
+      this.events.emit('session.opened', { jid, session: presence, protocol });
+      await this.recompute(state, all, session.presence);
+      return session;
+    });
+  }
+
+  private async freshResource(state: AccountState): Promise<string> {
+    const taken = new Set((await this.bus.sessionsOf(state.jid)).map((s) => s.resource));
+    for (let i = 0; i < MAX_RESOURCE_ATTEMPTS; i++) {
+      const r = `pd-${randomBytes(6).toString('base64url')}`;
+      if (!taken.has(r) && !state.local.has(r)) return r;
+    }
+    throw new PresenceError('internal', 'could not allocate a resource');
+  }
+
+  async setPresence(session: Session, input: PresenceInput): Promise<SessionPresence> {
+    const checked = checkPresenceInput(input);
+    return this.sessionLock.run(session.jid, async () => {
+      const state = await this.state(session.jid);
+      if (state.local.get(session.resource) !== session) throw new PresenceError('not-found', 'session has ended');
+      await this.applyPresence(state, session, sessionFrom(session.resource, checked, this.now()));
+      return session.presence;
+    });
+  }
+
+  private async applyPresence(state: AccountState, session: Session, next: SessionPresence): Promise<void> {
+    const previous = session.presence;
+    session.presence = next;
+    const all = await this.bus.putSession(state.jid, this.live(session));
+    this.events.emit('session.changed', { jid: state.jid, session: next, previous });
+    await this.recompute(state, all, next);
+  }
+
+  /**
+   * The connection behind `session` is gone. With `grace` the session stays online for the grace
+   * period so a quick reconnect shows watchers nothing; otherwise (a clean goodbye) it ends now.
+   */
+  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string }): void {
+    if (session.sink !== sink) return; // already taken over by a newer connection
+    session.sink = null;
+    if (opts.grace && this.opts.gracePeriodMs > 0 && !this.closing) {
+      session.lingerTimer = setTimeout(() => {
+        session.lingerTimer = null;
+        void this.closeSession(session, opts.reason);
+      }, this.opts.gracePeriodMs);
+      return;
+    }
+    void this.closeSession(session, opts.reason);
+  }
+
+  async closeSession(session: Session, reason: string): Promise<void> {
+    await this.sessionLock.run(session.jid, async () => {
+      const state = this.states.get(session.jid);
+      if (!state || state.local.get(session.resource) !== session) return;
+      if (session.sink !== null) return; // reattached while we waited for the lock
+      if (session.lingerTimer) clearTimeout(session.lingerTimer);
+      session.lingerTimer = null;
+      state.local.delete(session.resource);
+      const remaining = await this.bus.removeSession(session.jid, session.resource);
+      this.events.emit('session.closed', { jid: session.jid, session: session.presence, reason });
+      await this.recompute(state, remaining, null);
+      this.evict();
+    });
+  }
+
+  private live(s: Session): LiveSession {
+    return { ...s.presence, protocol: s.protocol, node: this.bus.node };
+  }
+
+  /** Derives the account presence from its sessions and, if watchers could tell the difference, fans it out. */
+  private recompute(state: AccountState, sessions: readonly SessionPresence[], cause: SessionPresence | null): Promise<void> {
+    const previous = state.presence;
+    const next = aggregatePresence(state.jid, sessions, state.lastSeen);
+    let persisted: Promise<void> = Promise.resolve();
+    let presence = next;
+    if (previous.online && !next.online) {
+      const lastSeen = { at: this.now(), status: previous.status };
+      state.lastSeen = lastSeen;
+      presence = aggregatePresence(state.jid, sessions, lastSeen);
+      persisted = this.store.setLastSeen(state.jid, lastSeen);
+    }
+    if (samePresence(previous, presence)) {
+      state.presence = presence;
+      return persisted;
+    }
+    state.presence = presence;
+    this.stats.presenceChanges++;
+    this.events.emit('presence.changed', { jid: state.jid, presence, previous });
+    this.fanOut(state, { kind: 'presence', from: state.jid, presence, session: cause });
+    return persisted;
+  }
+
+  /** Sends a presence delivery to every contact allowed to see the account, and to the account's own other sessions. */
+  private fanOut(state: AccountState, d: Delivery): void {
+    for (const item of state.roster.values()) {
+      if (!item.state.from || state.blocks.has(item.contact)) continue;
+      this.bus.deliver(item.contact, d);
+    }
+    if (state.local.size > 1 || this.bus.node !== 'local') this.bus.deliver(state.jid, d);
+  }
+
+  /** The bus hands every delivery for an account with sessions on this node to here. */
+  private dispatchLocal(to: string, d: Delivery, resource: string | null): void {
+    const state = this.states.get(to);
+    if (!state || state.local.size === 0) return;
+    if (d.kind === 'presence' && d.from !== to && state.blocks.has(d.from)) return;
+    if (resource !== null) {
+      const s = state.local.get(resource);
+      if (s?.sink) {
+        this.stats.deliveries++;
+        s.sink.deliver(d);
+      }
+      return;
+    }
+    for (const s of state.local.values()) {
+      if (!s.sink) continue;
+      this.stats.deliveries++;
+      s.sink.deliver(d);
+    }
+  }
+
+  // ---------------------------------------------------------------- presence queries
+
+  /** Presence of an account as the server knows it, with no visibility check (admin use). */
+  async presenceOf(jid: string): Promise<AccountPresence> {
+    return (await this.presenceOfMany([jid])).get(jid) as AccountPresence;
+  }
+
+  async presenceOfMany(jids: readonly string[]): Promise<Map<string, AccountPresence>> {
+    const sessions = await this.bus.sessionsOfMany(jids);
+    const offline = jids.filter((j) => !sessions.has(j));
+    const lastSeen = offline.length ? await this.store.getLastSeenMany(offline) : new Map<string, LastSeen>();
+    const out = new Map<string, AccountPresence>();
+    for (const j of jids) out.set(j, aggregatePresence(j, sessions.get(j) ?? [], lastSeen.get(j) ?? null));
+    return out;
+  }
+
+  async sessionsOf(jid: string): Promise<LiveSession[]> {
+    return this.bus.sessionsOf(jid);
+  }
+
+  /** Whether `viewer` (a bare JID, or null for anonymous) may see `target`'s presence. */
+  async canSee(viewer: string | null, target: string): Promise<boolean> {
+    const t = await this.state(target);
+    const v = viewer !== null && viewer !== target && this.isLocalDomain(domainOf(viewer)) ? await this.state(viewer) : null;
+    return canSeePresence({
+      viewer,
+      target,
+      targetItemForViewer: viewer === null ? undefined : t.roster.get(viewer)?.state,
+      targetBlocksViewer: viewer !== null && t.blocks.has(viewer),
+      viewerBlocksTarget: v !== null && v.blocks.has(target),
+      targetPublic: typeof t.settings.publicPresence === 'boolean' ? t.settings.publicPresence : this.opts.defaultPublicPresence,
+    });
+  }
+
+  /** Presence of every contact `jid` may see: what a client is given when it connects. */
+  async contactsPresence(jid: string): Promise<AccountPresence[]> {
+    const state = await this.state(jid);
+    const candidates = [...state.roster.values()].filter((i) => i.state.to).map((i) => i.contact);
+    const visible: string[] = [];
+    for (const c of candidates) if (await this.canSee(jid, c)) visible.push(c);
+    return [...(await this.presenceOfMany(visible)).values()];
+  }
+
+  // ---------------------------------------------------------------- roster and subscriptions
+
+  async roster(jid: string): Promise<RosterView> {
+    const state = await this.state(jid);
+    return { version: await this.store.getRosterVersion(jid), items: [...state.roster.values()] };
+  }
+
+  async setRosterItem(owner: string, contactInput: string, name: string | null, groups: readonly string[]): Promise<RosterItem> {
+    const contact = parseAccountJid(contactInput);
+    if (contact === owner) throw new PresenceError('bad-request', 'an account cannot be its own contact');
+    return this.rosterLock.run(owner, async () => {
+      const state = await this.state(owner);
+      const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.get(contact)?.state ?? NONE };
+      await this.store.putRosterItems([item]);
+      state.roster.set(contact, item);
+      this.bus.deliver(owner, { kind: 'roster', item, contact });
+      return item;
+    });
+  }
+
+  /** Removes a contact: cancels both directions of the subscription, then drops the item (RFC 6121 §2.5.2). */
+  async removeRosterItem(owner: string, contactInput: string): Promise<boolean> {
+    const contact = parseAccountJid(contactInput);
+    const state = await this.state(owner);
+    const item = state.roster.get(contact);
+    if (!item) return false;
+    if (item.state.to || item.state.pendingOut) await this.subscription(owner, contact, 'unsubscribe');
+    if (item.state.from || item.state.pendingIn || item.state.preApproved) await this.subscription(owner, contact, 'unsubscribed');
+    await this.rosterLock.run(owner, async () => {
+      await this.store.removeRosterItems([{ owner, contact }]);
+      state.roster.delete(contact);
+    });
+    this.bus.deliver(owner, { kind: 'roster', item: null, contact });
+    return true;
+  }
+
+  /**
+   * The user `owner` sends a subscription stanza of `type` to `contactInput`. Both rosters live here,
+   * so both sides of RFC 6121's exchange are applied and stored together.
+   */
+  async subscription(owner: string, contactInput: string, type: SubType): Promise<SubState> {
+    const contact = parseAccountJid(contactInput);
+    if (contact === owner) throw new PresenceError('bad-request', 'an account cannot subscribe to itself');
+    const local = this.isLocalDomain(domainOf(contact));
+    if (!local) throw new PresenceError('not-allowed', `domain ${domainOf(contact)} is not served here (no federation)`);
+    // An unknown local contact behaves like one who never answers: telling the sender it does not
+    // exist would let anyone probe which accounts exist.
+    const contactExists = await this.accountExists(contact);
+    return this.rosterLock.runAll([owner, contact], async () => {
+      const a = await this.state(owner);
+      const b = contactExists ? await this.state(contact) : null;
+      const aItem = a.roster.get(contact);
+      const bItem = b?.roster.get(owner);
+      const r = exchange({
+        sender: aItem?.state,
+        recipient: bItem?.state,
+        type,
+        senderBlocksRecipient: a.blocks.has(contact),
+        recipientBlocksSender: b !== null && b.blocks.has(owner),
+      });
+      const writes: RosterItem[] = [];
+      const nextA: RosterItem = { owner, contact, name: aItem?.name ?? null, groups: aItem?.groups ?? [], state: r.sender };
+      const nextB: RosterItem = { owner: contact, contact: owner, name: bItem?.name ?? null, groups: bItem?.groups ?? [], state: r.recipient };
+      // A pending-in request alone does not make a visible roster entry until it is answered, but we
+      // keep it as an item so the request survives restarts.
+      if (r.senderChanged || !aItem) writes.push(nextA);
+      if (b && r.recipientChanged) writes.push(nextB);
+      if (writes.length) await this.store.putRosterItems(writes);
+      a.roster.set(contact, nextA);
+      if (b && r.recipientChanged) b.roster.set(owner, nextB);
+
+      if (r.senderChanged || !aItem) {
+        this.bus.deliver(owner, { kind: 'roster', item: nextA, contact });
+        this.events.emit('subscription.changed', { owner, contact, state: nextA.state });
+      }
+      if (b && r.recipientChanged) {
+        this.bus.deliver(contact, { kind: 'roster', item: nextB, contact: owner });
+        this.events.emit('subscription.changed', { owner: contact, contact: owner, state: nextB.state });
+      }
+      if (b && r.deliverToRecipient) this.bus.deliver(contact, { kind: 'subscription', from: owner, type });
+      if (r.autoReplied) this.bus.deliver(owner, { kind: 'subscription', from: contact, type: 'subscribed' });
+
+      // Presence follows the `from` flags: whoever gained a subscriber sends its presence to it,
+      // whoever lost one tells it "unavailable" (RFC 6121 §3.1.5, §3.2.2, §3.3.2).
+      this.presenceAfterChange(a, contact, aItem?.state ?? NONE, r.sender);
+      if (b) this.presenceAfterChange(b, owner, bItem?.state ?? NONE, r.recipient);
+      return r.sender;
+    });
+  }
+
+  private presenceAfterChange(owner: AccountState, contact: string, before: SubState, after: SubState): void {
+    if (before.from === after.from || owner.blocks.has(contact)) return;
+    const presence = after.from ? owner.presence : OFFLINE_MASK(owner.jid);
+    this.bus.deliver(contact, { kind: 'presence', from: owner.jid, presence, session: null });
+  }
+
+  // ---------------------------------------------------------------- blocking (XEP-0191)
+
+  async blocks(jid: string): Promise<string[]> {
+    return [...(await this.state(jid)).blocks];
+  }
+
+  async block(owner: string, contactInput: string): Promise<boolean> {
+    const contact = parseAccountJid(contactInput);
+    if (contact === owner) throw new PresenceError('bad-request', 'an account cannot block itself');
+    return this.rosterLock.run(owner, async () => {
+      const state = await this.state(owner);
+      if (state.blocks.has(contact)) return false;
+      await this.store.addBlock(owner, contact);
+      state.blocks.add(contact);
+      this.events.emit('block.changed', { owner, contact, blocked: true });
+      // The blocked contact sees the owner go unavailable, and the owner stops seeing the contact.
+      if (state.roster.get(contact)?.state.from) {
+        this.bus.deliver(contact, { kind: 'presence', from: owner, presence: OFFLINE_MASK(owner), session: null });
+      }
+      if (state.roster.get(contact)?.state.to) {
+        this.bus.deliver(owner, { kind: 'presence', from: contact, presence: OFFLINE_MASK(contact), session: null });
+      }
+      return true;
+    });
+  }
+
+  async unblock(owner: string, contactInput: string): Promise<boolean> {
+    const contact = parseAccountJid(contactInput);
+    return this.rosterLock.run(owner, async () => {
+      const state = await this.state(owner);
+      if (!state.blocks.has(contact)) return false;
+      await this.store.removeBlock(owner, contact);
+      state.blocks.delete(contact);
+      this.events.emit('block.changed', { owner, contact, blocked: false });
+      const item = state.roster.get(contact);
+      if (item?.state.from) this.bus.deliver(contact, { kind: 'presence', from: owner, presence: state.presence, session: null });
+      if (item?.state.to && (await this.canSee(owner, contact))) {
+        this.bus.deliver(owner, { kind: 'presence', from: contact, presence: await this.presenceOf(contact), session: null });
+      }
+      return true;
+    });
+  }
+
+  // ---------------------------------------------------------------- settings
+
+  async settings(jid: string): Promise<AccountSettings> {
+    return (await this.state(jid)).settings;
+  }
+
+  async updateSettings(jid: string, patch: Record<string, unknown>): Promise<AccountSettings> {
+    const settings = await this.store.updateSettings(jid, patch);
+    const state = this.states.get(jid);
+    if (state) state.settings = settings;
+    return settings;
+  }
+
+  // ---------------------------------------------------------------- lifecycle
+
+  localSessionCount(): number {
+    let n = 0;
+    for (const s of this.states.values()) n += s.local.size;
+    return n;
+  }
+
+  /**
+   * Ends every local session: connections are told why, watchers see them go offline and last-seen is
+   * written, so a restart starts from the truth.
+   */
+  async shutdown(reason = 'shutdown'): Promise<void> {
+    this.closing = true;
+    const sessions: Session[] = [];
+    for (const s of this.states.values()) sessions.push(...s.local.values());
+    for (const s of sessions) {
+      const sink = s.sink;
+      s.sink = null;
+      sink?.close(reason);
+    }
+    await Promise.all(sessions.map((s) => this.closeSession(s, reason)));
+  }
+}
+
+function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
+  const show = input.show ?? 'available';
+  if (!isShow(show)) throw new PresenceError('bad-request', `show must be one of chat, available, away, xa, dnd`);
+  const status = input.status ?? null;
+  if (status !== null && typeof status !== 'string') throw new PresenceError('bad-request', 'status must be a string or null');
+  if (status !== null && status.length > MAX_STATUS_LENGTH) {
+    throw new PresenceError('bad-request', `status longer than ${MAX_STATUS_LENGTH} characters`);
+  }
+  const priority = input.priority ?? 0;
+  if (!validatePriority(priority)) throw new PresenceError('bad-request', 'priority must be an integer from -128 to 127');
+  return { show, status, priority };
+}
+
+function sessionFrom(resource: string, p: Required<PresenceInput>, now: number): SessionPresence {
+  return { resource, available: true, show: p.show, status: p.status, priority: p.priority, lastActive: now };
+}

@@ -1,0 +1,48 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
+/**
+ * Bearer tokens the REST API issues so a client can log in without holding the password.
+ * Stateless (HMAC-SHA256 over the claims with a server secret) so any node of a cluster sharing the
+ * secret verifies them without a lookup; `iat` lets a password change revoke every earlier token.
+ */
+export interface TokenClaims {
+  readonly sub: string;
+  readonly iat: number; // epoch ms: finer than seconds so a password change revokes a token issued the same second
+  readonly exp: number; // epoch ms
+  readonly scope: string;
+}
+
+const PREFIX = 'pd1';
+
+function sign(secret: Buffer, body: string): string {
+  return createHmac('sha256', secret).update(`${PREFIX}.${body}`).digest('base64url');
+}
+
+export function issueToken(secret: Buffer, claims: TokenClaims): string {
+  const body = Buffer.from(JSON.stringify(claims)).toString('base64url');
+  return `${PREFIX}.${body}.${sign(secret, body)}`;
+}
+
+/** Returns the claims of a well-signed, unexpired token, or null. Never throws on bad input. */
+export function verifyToken(secret: Buffer, token: unknown, nowMs: number): TokenClaims | null {
+  if (typeof token !== 'string' || token.length > 4096) return null;
+  const parts = token.split('.');
+  if (parts.length !== 3 || parts[0] !== PREFIX) return null;
+  const body = parts[1] as string;
+  const given = Buffer.from(parts[2] as string, 'base64url');
+  const expected = Buffer.from(sign(secret, body), 'base64url');
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
+  let claims: unknown;
+  try {
+    claims = JSON.parse(Buffer.from(body, 'base64url').toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof claims !== 'object' || claims === null) return null;
+  const c = claims as Record<string, unknown>;
+  if (typeof c.sub !== 'string' || typeof c.iat !== 'number' || typeof c.exp !== 'number' || typeof c.scope !== 'string') {
+    return null;
+  }
+  if (c.exp <= nowMs) return null;
+  return { sub: c.sub, iat: c.iat, exp: c.exp, scope: c.scope };
+}

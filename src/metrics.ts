@@ -1,0 +1,64 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { PresenceEngine } from './engine/engine.js';
+
+/**
+ * Prometheus metrics. A registry per server (not prom-client's global one) so several servers in one
+ * process, as in the tests, do not share or double-register metrics.
+ */
+export class Metrics {
+  readonly registry = new Registry();
+  readonly errors: Counter<'code'>;
+  readonly authFailures: Counter;
+  readonly httpRequests: Counter<'status'>;
+
+  constructor(engine: PresenceEngine, connections: () => Record<string, number>) {
+    collectDefaultMetrics({ register: this.registry, prefix: 'presenced_process_' });
+    const reg = [this.registry];
+    new Gauge({
+      name: 'presenced_connections',
+      help: 'Open client connections by protocol.',
+      labelNames: ['protocol'],
+      registers: reg,
+      collect() {
+        for (const [protocol, n] of Object.entries(connections())) this.set({ protocol }, n);
+      },
+    });
+    new Gauge({
+      name: 'presenced_sessions_online',
+      help: 'Sessions held by this node (lingering ones in their grace period included).',
+      registers: reg,
+      collect() {
+        this.set(engine.localSessionCount());
+      },
+    });
+    new Gauge({
+      name: 'presenced_accounts_online',
+      help: 'Accounts with at least one session.',
+      registers: reg,
+      async collect() {
+        this.set((await engine.bus.counts()).accounts);
+      },
+    });
+    new Counter({
+      name: 'presenced_presence_changes_total',
+      help: 'Changes of account presence visible to watchers.',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(engine.stats.presenceChanges);
+      },
+    });
+    new Counter({
+      name: 'presenced_deliveries_total',
+      help: 'Updates handed to client sessions (presence, roster, subscription).',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(engine.stats.deliveries);
+      },
+    });
+    this.errors = new Counter({ name: 'presenced_errors_total', help: 'Errors answered to clients, by code.', labelNames: ['code'], registers: reg });
+    this.authFailures = new Counter({ name: 'presenced_auth_failures_total', help: 'Failed logins.', registers: reg });
+    this.httpRequests = new Counter({ name: 'presenced_http_requests_total', help: 'HTTP requests by status code.', labelNames: ['status'], registers: reg });
+  }
+}

@@ -1,0 +1,327 @@
+import type { WebSocket } from 'ws';
+import { isPresenceError, PresenceError } from '../../core/errors.js';
+import { parseAccountJid } from '../../core/jid.js';
+import type { SubType } from '../../core/subscription.js';
+import type { Delivery } from '../../ports/bus.js';
+import type { PresenceEngine, Session, SessionSink } from '../../engine/engine.js';
+import {
+  errorFrame,
+  parseRequest,
+  presenceInput,
+  presenceView,
+  RequestError,
+  result,
+  rosterFields,
+  rosterItemView,
+  str,
+  type Request,
+} from './messages.js';
+
+export interface NativeLimits {
+  /** Sustained requests per second a connection may send. */
+  readonly rate: number;
+  /** Requests a connection may send at once above the sustained rate. */
+  readonly burst: number;
+  /** Rejected requests in a row after which the connection is closed as a flood. */
+  readonly maxStrikes: number;
+  /** Failed logins after which the connection is closed. */
+  readonly maxAuthFailures: number;
+}
+
+export interface NativeHooks {
+  onError(code: string): void;
+}
+
+/** WebSocket close codes (RFC 6455 §7.4.1) the server uses. */
+export const CLOSE = { normal: 1000, goingAway: 1001, policy: 1008, tooBig: 1009, internal: 1011 } as const;
+
+const SUBSCRIPTION_TYPES: Record<string, SubType> = {
+  subscribe: 'subscribe',
+  approve: 'subscribed',
+  unsubscribe: 'unsubscribe',
+  deny: 'unsubscribed',
+};
+
+/** Encoded once per delivery: every recipient of one presence change gets the same bytes. */
+const encoded = new WeakMap<Delivery, string>();
+
+function encodeDelivery(d: Delivery): string {
+  let s = encoded.get(d);
+  if (s !== undefined) return s;
+  switch (d.kind) {
+    case 'presence':
+      s = JSON.stringify({ type: 'presence', ...presenceView(d.presence) });
+      break;
+    case 'roster':
+      s = JSON.stringify(d.item ? { type: 'roster', item: rosterItemView(d.item) } : { type: 'roster', removed: d.contact });
+      break;
+    case 'subscription':
+      s = JSON.stringify({ type: 'subscription', from: d.from, kind: d.type });
+      break;
+    case 'kick':
+      s = JSON.stringify({ type: 'closing', reason: d.reason });
+      break;
+  }
+  encoded.set(d, s);
+  return s;
+}
+
+/**
+ * One client connection of the native protocol. Before `auth` only `auth` and `ping` are accepted;
+ * after it, the connection is the sink of one engine session.
+ */
+export class NativeConnection implements SessionSink {
+  lastReceived: number;
+  private session: Session | null = null;
+  private authenticating = false;
+  private authFailures = 0;
+  private tokens: number;
+  private tokensAt: number;
+  private strikes = 0;
+  /** Deliveries held back while the initial snapshot is being assembled, so none arrive before it. */
+  private held: string[] | null = null;
+  private ended = false;
+
+  constructor(
+    private readonly ws: WebSocket,
+    private readonly engine: PresenceEngine,
+    private readonly limits: NativeLimits,
+    private readonly hooks: NativeHooks,
+    now: number,
+  ) {
+    this.lastReceived = now;
+    this.tokens = limits.burst;
+    this.tokensAt = now;
+  }
+
+  get authenticated(): boolean {
+    return this.session !== null;
+  }
+
+  // ---------------------------------------------------------------- SessionSink
+
+  deliver(d: Delivery): void {
+    const frame = encodeDelivery(d);
+    if (this.held) this.held.push(frame);
+    else this.send(frame);
+  }
+
+  close(reason: string): void {
+    if (this.ended) return;
+    this.send(JSON.stringify({ type: 'closing', reason }));
+    this.end(reason === 'shutdown' ? CLOSE.goingAway : CLOSE.normal, reason, false);
+  }
+
+  // ---------------------------------------------------------------- transport events
+
+  onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
+    this.lastReceived = now;
+    if (isBinary) {
+      this.reject(null, new PresenceError('bad-request', 'binary frames are not accepted; send JSON text'));
+      return;
+    }
+    if (!this.takeToken(now)) {
+      this.strikes++;
+      this.hooks.onError('rate-limited');
+      if (this.strikes >= this.limits.maxStrikes) {
+        this.send(errorFrame(null, 'rate-limited', 'too many requests; closing'));
+        this.end(CLOSE.policy, 'flooding', true);
+        return;
+      }
+      this.send(errorFrame(idOf(data), 'rate-limited', `more than ${this.limits.rate} requests per second`));
+      return;
+    }
+    this.strikes = 0;
+    let req: Request;
+    try {
+      req = parseRequest(data.toString());
+    } catch (e) {
+      this.reject(e instanceof RequestError ? e.id : null, e);
+      return;
+    }
+    this.handle(req).then(
+      (value) => this.send(result(req.id, value)),
+      (e: unknown) => this.reject(req.id, e),
+    );
+  }
+
+  /** The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). */
+  onClose(clean: boolean, reason: string): void {
+    this.ended = true;
+    const s = this.session;
+    if (s) this.engine.detach(s, this, { grace: !clean, reason });
+  }
+
+  // ---------------------------------------------------------------- requests
+
+  private async handle(req: Request): Promise<unknown> {
+    const b = req.body;
+    if (req.type === 'ping') return { time: new Date().toISOString() };
+    if (req.type === 'auth') return this.auth(b);
+    const session = this.session;
+    if (!session) throw new PresenceError('not-authenticated', 'send "auth" first');
+    const jid = session.jid;
+    switch (req.type) {
+      case 'presence': {
+        const p = await this.engine.setPresence(session, presenceInput(b));
+        return { show: p.show, status: p.status, priority: p.priority };
+      }
+      case 'roster.get': {
+        const r = await this.engine.roster(jid);
+        return { version: r.version, items: r.items.map(rosterItemView) };
+      }
+      case 'roster.set': {
+        const { name, groups } = rosterFields(b);
+        return { item: rosterItemView(await this.engine.setRosterItem(jid, str(b, 'jid'), name, groups)) };
+      }
+      case 'roster.remove':
+        return { removed: await this.engine.removeRosterItem(jid, str(b, 'jid')) };
+      case 'subscribe':
+      case 'approve':
+      case 'deny':
+      case 'unsubscribe': {
+        const contact = str(b, 'jid');
+        if (req.type === 'subscribe' && (b.name !== undefined || b.groups !== undefined)) {
+          const { name, groups } = rosterFields(b);
+          await this.engine.setRosterItem(jid, contact, name, groups);
+        }
+        const state = await this.engine.subscription(jid, contact, SUBSCRIPTION_TYPES[req.type] as SubType);
+        const { subscription, pendingOut, pendingIn, preApproved } = rosterItemView({ owner: jid, contact, name: null, groups: [], state });
+        return { jid: parseAccountJid(contact), subscription, pendingOut, pendingIn, preApproved };
+      }
+      case 'block':
+        return { changed: await this.engine.block(jid, str(b, 'jid')) };
+      case 'unblock':
+        return { changed: await this.engine.unblock(jid, str(b, 'jid')) };
+      case 'blocks.get':
+        return { jids: await this.engine.blocks(jid) };
+      case 'presence.get': {
+        const all = await this.engine.contactsPresence(jid);
+        const wanted = b.jids;
+        if (wanted === undefined) return { contacts: all.map(presenceView) };
+        if (!Array.isArray(wanted) || !wanted.every((x) => typeof x === 'string')) {
+          throw new PresenceError('bad-request', '"jids" must be an array of strings');
+        }
+        const set = new Set(wanted);
+        return { contacts: all.filter((p) => set.has(p.jid)).map(presenceView) };
+      }
+      case 'push.register':
+        throw new PresenceError('unsupported', 'push notifications are not supported by this server yet');
+      case 'bye':
+        // Answer first, then close: the client learns its goodbye was taken.
+        queueMicrotask(() => this.end(CLOSE.normal, 'bye', true));
+        return {};
+    }
+    throw new PresenceError('unknown-type', `unknown request type "${req.type}"`);
+  }
+
+  private async auth(b: Record<string, unknown>): Promise<unknown> {
+    if (this.session || this.authenticating) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
+    this.authenticating = true;
+    try {
+      let jid: string;
+      try {
+        if (b.token !== undefined) jid = await this.engine.authenticateToken(b.token);
+        else jid = await this.engine.authenticatePassword(b.jid, b.password);
+        if (b.token !== undefined && b.jid !== undefined && this.engine.localJid(b.jid) !== jid) {
+          throw new PresenceError('auth-failed', 'token does not belong to this jid');
+        }
+      } catch (e) {
+        if (isPresenceError(e) && e.code === 'auth-failed') {
+          this.authFailures++;
+          if (this.authFailures >= this.limits.maxAuthFailures) {
+            queueMicrotask(() => this.end(CLOSE.policy, 'too many failed logins', true));
+          }
+        }
+        throw e;
+      }
+      const resource = str(b, 'resource', { optional: true, max: 1023 }) ?? null;
+      const initial = b.presence === false ? null : presenceInput(typeof b.presence === 'object' && b.presence !== null ? (b.presence as Record<string, unknown>) : {});
+      if (this.ended) throw new PresenceError('not-allowed', 'connection closed');
+      this.held = [];
+      const session = await this.engine.openSession(jid, resource, 'native', this, initial);
+      this.session = session;
+      if (this.ended) {
+        this.engine.detach(session, this, { grace: true, reason: 'disconnected' });
+        throw new PresenceError('not-allowed', 'connection closed');
+      }
+      const contacts = await this.engine.contactsPresence(jid);
+      const p = session.presence;
+      // The result goes out after this returns; deliveries that raced the snapshot follow it.
+      queueMicrotask(() => this.flushHeld());
+      return {
+        jid,
+        resource: session.resource,
+        presence: p.available ? { show: p.show, status: p.status, priority: p.priority } : null,
+        contacts: contacts.map(presenceView),
+      };
+    } catch (e) {
+      this.held = null;
+      throw e;
+    } finally {
+      this.authenticating = false;
+    }
+  }
+
+  private flushHeld(): void {
+    const held = this.held;
+    this.held = null;
+    if (held) for (const f of held) this.send(f);
+  }
+
+  // ---------------------------------------------------------------- helpers
+
+  private takeToken(now: number): boolean {
+    const { rate, burst } = this.limits;
+    this.tokens = Math.min(burst, this.tokens + ((now - this.tokensAt) / 1000) * rate);
+    this.tokensAt = now;
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+
+  private reject(id: string | number | null, e: unknown): void {
+    const err = isPresenceError(e) ? e : new PresenceError('internal', 'internal error');
+    this.hooks.onError(err.code);
+    if (!isPresenceError(e)) this.onInternalError(e);
+    this.send(errorFrame(id, err.code, err.message));
+  }
+
+  onInternalError: (e: unknown) => void = () => {};
+
+  private send(frame: string): void {
+    if (this.ws.readyState === 1) this.ws.send(frame);
+  }
+
+  /** Closes the socket; `clean` ends the session at once instead of after the grace period. */
+  private end(code: number, reason: string, clean: boolean): void {
+    if (!this.ended) {
+      this.ended = true;
+      const s = this.session;
+      if (s) this.engine.detach(s, this, { grace: !clean, reason });
+    }
+    if (this.ws.readyState === 0 || this.ws.readyState === 1) this.ws.close(code, reason.slice(0, 120));
+  }
+
+  /** No traffic for longer than the idle timeout: the peer is gone without saying so. */
+  terminate(): void {
+    if (!this.ended) {
+      this.ended = true;
+      const s = this.session;
+      if (s) this.engine.detach(s, this, { grace: true, reason: 'timeout' });
+    }
+    this.ws.terminate();
+  }
+
+  ping(): void {
+    if (this.ws.readyState === 1) this.ws.ping();
+  }
+}
+
+/** Best effort: echo the id of a rate-limited request so the client can match the error. */
+function idOf(data: Buffer | ArrayBuffer | Buffer[]): string | number | null {
+  const text = Buffer.isBuffer(data) ? data.toString('utf8', 0, Math.min(data.length, 256)) : '';
+  const m = /"id"\s*:\s*("(?:[^"\\]{1,64})"|-?\d{1,15})/.exec(text);
+  if (!m || m[1] === undefined) return null;
+  return m[1].startsWith('"') ? m[1].slice(1, -1) : Number(m[1]);
+}

@@ -1,0 +1,95 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import type { PresenceEngine } from '../../engine/engine.js';
+import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
+
+export interface NativeServerOptions extends NativeLimits {
+  readonly path: string;
+  readonly maxFrameBytes: number;
+  /** How often an idle connection is pinged. */
+  readonly heartbeatIntervalMs: number;
+  /** No frame (pong included) for this long and the connection is considered dead. */
+  readonly idleTimeoutMs: number;
+  /** A connection that has not authenticated within this time is closed. */
+  readonly authTimeoutMs: number;
+  readonly maxConnections: number;
+}
+
+/**
+ * The native JSON-over-WebSocket front door, mounted on the HTTP server's upgrade event. One sweep
+ * timer serves every connection (pings, idle and auth timeouts): per-connection timers would cost
+ * memory and timer-wheel churn at tens of thousands of sessions.
+ */
+export class NativeServer {
+  private readonly wss: WebSocketServer;
+  private readonly conns = new Map<WebSocket, { conn: NativeConnection; openedAt: number }>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    private readonly engine: PresenceEngine,
+    private readonly opts: NativeServerOptions,
+    private readonly hooks: NativeHooks & { onInternalError(e: unknown): void },
+  ) {
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.maxFrameBytes,
+      perMessageDeflate: false, // deflate contexts cost hundreds of KB per connection
+      clientTracking: false,
+    });
+    const tick = Math.max(20, Math.min(opts.heartbeatIntervalMs, opts.idleTimeoutMs, opts.authTimeoutMs) / 2);
+    this.sweeper = setInterval(() => this.sweep(), tick);
+    this.sweeper.unref();
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  attach(server: Server): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== this.opts.path) return; // another front door (XMPP over WebSocket) may own it
+      if (this.conns.size >= this.opts.maxConnections) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+    });
+  }
+
+  private accept(ws: WebSocket): void {
+    const now = Date.now();
+    const conn = new NativeConnection(ws, this.engine, this.opts, this.hooks, now);
+    conn.onInternalError = this.hooks.onInternalError;
+    this.conns.set(ws, { conn, openedAt: now });
+    ws.on('message', (data, isBinary) => conn.onMessage(data as Buffer, isBinary, Date.now()));
+    ws.on('pong', () => {
+      conn.lastReceived = Date.now();
+    });
+    ws.on('error', () => {
+      // 'close' follows; oversized frames and protocol errors end up there with their code.
+    });
+    ws.on('close', (code, reason) => {
+      this.conns.delete(ws);
+      conn.onClose(code === CLOSE.normal, reason.toString() || `closed (${code})`);
+    });
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const { conn, openedAt } of this.conns.values()) {
+      const silent = now - conn.lastReceived;
+      if (!conn.authenticated && now - openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
+      else if (silent > this.opts.idleTimeoutMs) conn.terminate();
+      else if (silent >= this.opts.heartbeatIntervalMs) conn.ping();
+    }
+  }
+
+  /** Stops accepting and closes every connection (the engine has already told them why). */
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const ws of this.conns.keys()) ws.close(CLOSE.goingAway, 'shutdown');
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}

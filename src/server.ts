@@ -1,0 +1,155 @@
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import { pino, type Logger } from 'pino';
+import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
+import { MemoryBus } from './adapters/memory/memory-bus.js';
+import type { Config } from './config.js';
+import { isPresenceError, type ErrorCode } from './core/errors.js';
+import { PresenceEngine } from './engine/engine.js';
+import { Metrics } from './metrics.js';
+import { adminApi } from './protocols/http/admin-api.js';
+import { NativeServer } from './protocols/native/native-server.js';
+import type { Store } from './ports/store.js';
+
+export const VERSION = '0.1.0';
+
+const HTTP_STATUS: Record<ErrorCode, number> = {
+  'bad-request': 400,
+  'bad-jid': 400,
+  'unknown-type': 400,
+  'not-authenticated': 401,
+  'already-authenticated': 409,
+  'auth-failed': 401,
+  'not-found': 404,
+  'not-allowed': 403,
+  conflict: 409,
+  'rate-limited': 429,
+  unsupported: 501,
+  internal: 500,
+};
+
+export function createLogger(level: string): Logger {
+  return pino({ level, base: { service: 'presenced' } });
+}
+
+export function openStore(config: Config): Store {
+  mkdirSync(config.data_dir, { recursive: true });
+  return SqliteStore.open({ path: join(config.data_dir, 'presenced.sqlite') });
+}
+
+/** The token secret survives restarts (issued tokens stay valid) and never leaves the data directory. */
+function tokenSecret(config: Config): Buffer {
+  if (config.token_secret !== '') return Buffer.from(config.token_secret);
+  const file = join(config.data_dir, 'token-secret');
+  if (existsSync(file)) return Buffer.from(readFileSync(file, 'utf8').trim(), 'base64');
+  const secret = randomBytes(32);
+  writeFileSync(file, secret.toString('base64') + '\n', { mode: 0o600 });
+  return secret;
+}
+
+export interface RunningServer {
+  readonly engine: PresenceEngine;
+  readonly http: FastifyInstance;
+  readonly port: number;
+  readonly url: string;
+  readonly log: Logger;
+  stop(reason?: string): Promise<void>;
+}
+
+/** The composition root: builds adapters, the engine and every front door from the configuration. */
+export async function startServer(config: Config, log: Logger = createLogger(config.log_level)): Promise<RunningServer> {
+  const store = openStore(config);
+  await store.migrate();
+  const bus = new MemoryBus();
+  const engine = new PresenceEngine(store, bus, {
+    domains: config.domains,
+    gracePeriodMs: config.grace_period_ms,
+    defaultPublicPresence: config.public_presence_default,
+    tokenSecret: tokenSecret(config),
+  });
+  engine.events.onListenerError = (err, event) => log.error({ err, event }, 'event listener failed');
+
+  const http = Fastify({
+    loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
+    disableRequestLogging: true,
+    bodyLimit: 1024 * 1024,
+  });
+
+  let native: NativeServer | null = null;
+  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0 }));
+  engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
+
+  http.setErrorHandler((err: FastifyError | Error, req, reply) => {
+    if (isPresenceError(err)) {
+      metrics.errors.inc({ code: err.code });
+      return reply.code(HTTP_STATUS[err.code]).send({ error: { code: err.code, message: err.message } });
+    }
+    const fe = err as FastifyError;
+    if (typeof fe.statusCode === 'number' && fe.statusCode < 500) {
+      metrics.errors.inc({ code: 'bad-request' });
+      return reply.code(fe.statusCode).send({ error: { code: fe.statusCode === 413 ? 'too-large' : 'bad-request', message: fe.message } });
+    }
+    metrics.errors.inc({ code: 'internal' });
+    req.log.error({ err }, 'request failed');
+    return reply.code(500).send({ error: { code: 'internal', message: 'internal error' } });
+  });
+  http.setNotFoundHandler((req, reply) =>
+    reply.code(404).send({ error: { code: 'not-found', message: `no route ${req.method} ${req.url.split('?')[0]}` } }),
+  );
+  http.addHook('onResponse', async (_req, reply) => {
+    metrics.httpRequests.inc({ status: String(reply.statusCode) });
+  });
+
+  http.get('/healthz', async () => ({ status: 'ok', version: VERSION, sessions: engine.localSessionCount() }));
+  http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
+  await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
+
+  native = new NativeServer(
+    engine,
+    {
+      path: '/ws',
+      maxFrameBytes: config.ws_max_frame_bytes,
+      heartbeatIntervalMs: config.heartbeat_interval_ms,
+      idleTimeoutMs: config.idle_timeout_ms,
+      authTimeoutMs: config.auth_timeout_ms,
+      maxConnections: config.max_connections,
+      rate: config.ws_rate_limit,
+      burst: config.ws_rate_burst,
+      maxStrikes: config.ws_flood_strikes,
+      maxAuthFailures: config.max_auth_failures,
+    },
+    {
+      onError: (code) => {
+        metrics.errors.inc({ code });
+        if (code === 'auth-failed') metrics.authFailures.inc();
+      },
+      onInternalError: (err) => log.error({ err }, 'native request failed'),
+    },
+  );
+  native.attach(http.server);
+
+  await http.listen({ host: config.host, port: config.http_port });
+  const addr = http.server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : config.http_port;
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+  const url = `http://${host}:${port}`;
+  log.info({ port, url, domains: config.domains, dataDir: config.data_dir }, `presenced ${VERSION} listening on ${url}`);
+  if (config.admin_token === '') log.warn('admin API disabled (no admin_token); set PRESENCED_ADMIN_TOKEN to enable it');
+
+  let stopping: Promise<void> | null = null;
+  const stop = (reason = 'shutdown'): Promise<void> => {
+    stopping ??= (async () => {
+      log.info({ reason }, 'shutting down');
+      await engine.shutdown('shutdown');
+      await native?.close();
+      await http.close();
+      await bus.close();
+      await store.close();
+      log.info('stopped');
+    })();
+    return stopping;
+  };
+  return { engine, http, port, url, log, stop };
+}
