@@ -154,18 +154,19 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   for (const [k, spec] of Object.entries(CONFIG_KEYS)) cfg[k] = spec.def;
 
   if (opts.file) {
-    let parsed: unknown;
+    let parsed: unknown = {};
     try {
       parsed = JSON.parse(readFileSync(opts.file, 'utf8'));
     } catch (e) {
       const why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'file not found' : (e as Error).message;
-      throw new ConfigError([`cannot read config file ${opts.file}: ${why}`]);
+      problems.push(`cannot read config file ${opts.file}: ${why}`);
     }
     if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new ConfigError([`config file ${opts.file} must hold a JSON object`]);
+      problems.push(`config file ${opts.file} must hold a JSON object`);
+      parsed = {};
     }
-    for (const [k, v] of Object.entries(parsed)) {
-      if (!(k in CONFIG_KEYS)) {
+    for (const [k, v] of Object.entries(parsed as object)) {
+      if (!Object.hasOwn(CONFIG_KEYS, k)) {
         const hint = closest(k);
         problems.push(`unknown key "${k}" in ${opts.file}${hint ? ` (did you mean "${hint}"?)` : ''}`);
         continue;
@@ -179,7 +180,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   for (const [name, v] of Object.entries(env)) {
     if (!name.startsWith(ENV_PREFIX) || v === undefined) continue;
     const k = name.slice(ENV_PREFIX.length).toLowerCase();
-    if (!(k in CONFIG_KEYS)) {
+    if (!Object.hasOwn(CONFIG_KEYS, k)) {
       const hint = closest(k);
       problems.push(`unknown environment variable ${name}${hint ? ` (did you mean ${envName(hint)}?)` : ''}`);
       continue;

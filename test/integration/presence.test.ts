@@ -142,6 +142,18 @@ describe('grace period and visibility', () => {
     await hank.close();
   });
 
+  test('a goodbye (bye request) ends the session at once, without waiting for the grace period', async () => {
+    const { client: hank } = await TestClient.login(t.wsUrl, 'hank@localhost', 'secret-pw', { resource: 'w' });
+    const { client: gina } = await TestClient.login(t.wsUrl, 'gina@localhost', 'secret-pw', { resource: 'leaving' });
+    await hank.presenceOf('gina@localhost', (p) => p.online);
+    assert.deepEqual(await gina.request('bye'), {});
+    assert.equal((await gina.closed).code, 1000);
+    // The 10 s grace period would outlast this wait: offline here proves the goodbye skipped it.
+    const off = await hank.presenceOf('gina@localhost', (p) => !p.online);
+    assert.ok(off.lastSeen);
+    await hank.close();
+  });
+
   test('a non-contact never receives presence', async () => {
     const { client: gina } = await TestClient.login(t.wsUrl, 'gina@localhost');
     const { client: ivan, auth } = await TestClient.login(t.wsUrl, 'ivan@localhost');

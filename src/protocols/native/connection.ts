@@ -81,6 +81,7 @@ export class NativeConnection implements SessionSink {
   /** Deliveries held back while the initial snapshot is being assembled, so none arrive before it. */
   private held: string[] | null = null;
   private ended = false;
+  private closeAfterReply: { code: number; reason: string } | null = null;
 
   constructor(
     private readonly ws: WebSocket,
@@ -139,10 +140,16 @@ export class NativeConnection implements SessionSink {
       this.reject(e instanceof RequestError ? e.id : null, e);
       return;
     }
-    this.handle(req).then(
-      (value) => this.send(result(req.id, value)),
-      (e: unknown) => this.reject(req.id, e),
-    );
+    this.handle(req)
+      .then(
+        (value) => this.send(result(req.id, value)),
+        (e: unknown) => this.reject(req.id, e),
+      )
+      .finally(() => {
+        // A request may end the connection (bye, too many failed logins): only after its answer went out.
+        const close = this.closeAfterReply;
+        if (close) this.end(close.code, close.reason, true);
+      });
   }
 
   /** The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). */
@@ -208,8 +215,7 @@ export class NativeConnection implements SessionSink {
       case 'push.register':
         throw new PresenceError('unsupported', 'push notifications are not supported by this server yet');
       case 'bye':
-        // Answer first, then close: the client learns its goodbye was taken.
-        queueMicrotask(() => this.end(CLOSE.normal, 'bye', true));
+        this.closeAfterReply = { code: CLOSE.normal, reason: 'bye' };
         return {};
     }
     throw new PresenceError('unknown-type', `unknown request type "${req.type}"`);
@@ -230,7 +236,7 @@ export class NativeConnection implements SessionSink {
         if (isPresenceError(e) && e.code === 'auth-failed') {
           this.authFailures++;
           if (this.authFailures >= this.limits.maxAuthFailures) {
-            queueMicrotask(() => this.end(CLOSE.policy, 'too many failed logins', true));
+            this.closeAfterReply = { code: CLOSE.policy, reason: 'too many failed logins' };
           }
         }
         throw e;
