@@ -31,6 +31,7 @@ const { values: args } = parseArgs({
     'paced-seconds': { type: 'string', default: '10' },
     'memory-sessions': { type: 'string', default: '10000' },
     'server-cpu': { type: 'string', default: '0' },
+    'server-node-args': { type: 'string', default: '' },
   },
 });
 const N = Number(args.clients);
@@ -63,7 +64,8 @@ async function prepareData(dir: string, accounts: number, contacts: number): Pro
 }
 
 async function startServer(dir: string): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn('taskset', ['-c', args['server-cpu'] as string, process.execPath, 'bin/presenced.js', 'start'], {
+  const nodeArgs = (args['server-node-args'] as string).split(' ').filter(Boolean);
+  const proc = spawn('taskset', ['-c', args['server-cpu'] as string, process.execPath, ...nodeArgs, 'bin/presenced.js', 'start'], {
     env: {
       ...process.env,
       PRESENCED_DATA_DIR: dir,
@@ -169,6 +171,7 @@ async function throughputAndLatency(): Promise<void> {
     received = 0;
     onReceive = () => {};
     const start = process.hrtime.bigint();
+    const cpu0 = process.cpuUsage();
     for (let b = 0; b < B; b++) {
       for (let i = 0; i < N; i++) {
         const c = clients[i]!;
@@ -177,7 +180,11 @@ async function throughputAndLatency(): Promise<void> {
     }
     await waitFor(() => received >= expected + N * B); // deliveries plus each request's result
     const secs = Number(process.hrtime.bigint() - start) / 1e9;
-    console.log(`burst: ${expected} deliveries in ${secs.toFixed(3)} s = ${Math.round(expected / secs)} deliveries/s`);
+    const cpu = process.cpuUsage(cpu0);
+    console.log(
+      `burst: ${expected} deliveries in ${secs.toFixed(3)} s = ${Math.round(expected / secs)} deliveries/s ` +
+        `(load generator busy ${Math.round(((cpu.user + cpu.system) / 1e6 / secs) * 100)}% of one core)`,
+    );
 
     // Paced: changes spread evenly to give `rate` deliveries per second; latency per delivery.
     const rate = Number(args['paced-rate']);
@@ -185,31 +192,29 @@ async function throughputAndLatency(): Promise<void> {
     const changesPerSec = rate / K;
     const latencies: number[] = [];
     onReceive = (frame) => {
+      // Only presence pushes: the request's own result also echoes the status back to its sender.
+      if (!frame.startsWith('{"type":"presence"')) return;
       const i = frame.indexOf('"status":"t');
       if (i < 0) return;
       const sent = Number(frame.slice(i + 11, frame.indexOf('"', i + 11)));
       latencies.push(Number(process.hrtime.bigint() - BigInt(sent)) / 1e6);
     };
-    const tickMs = 5;
-    const perTick = (changesPerSec * tickMs) / 1000;
-    let budget = 0;
-    let who = 0;
+    const tickMs = 1;
     const totalTicks = (seconds * 1000) / tickMs;
     let ticks = 0;
+    let sent = 0;
+    let who = 0;
     const pacedStart = Date.now();
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
         // Catch up on ticks the timer missed, so the offered rate is what was asked.
-        const due = Math.min(totalTicks, Math.floor((Date.now() - pacedStart) / tickMs));
-        while (ticks < due) {
-          ticks++;
-          budget += perTick;
-          while (budget >= 1) {
-            budget -= 1;
-            const c = clients[who]!;
-            who = (who + 1) % N;
-            c.ws.send(`{"id":${++c.seq},"type":"presence","status":"t${process.hrtime.bigint()}"}`);
-          }
+        ticks = Math.min(totalTicks, Math.floor((Date.now() - pacedStart) / tickMs));
+        const due = Math.floor((ticks * tickMs * changesPerSec) / 1000);
+        while (sent < due) {
+          sent++;
+          const c = clients[who]!;
+          who = (who + 1) % N;
+          c.ws.send(`{"id":${++c.seq},"type":"presence","status":"t${process.hrtime.bigint()}"}`);
         }
         if (ticks >= totalTicks) {
           clearInterval(timer);
@@ -217,7 +222,7 @@ async function throughputAndLatency(): Promise<void> {
         }
       }, tickMs);
     });
-    const expectedPaced = Math.floor(changesPerSec * seconds) * K;
+    const expectedPaced = sent * K;
     await waitFor(() => latencies.length >= expectedPaced);
     latencies.sort((a, b) => a - b);
     console.log(

@@ -80,7 +80,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 
   let native: NativeServer | null = null;
   const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0 }));
-  engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
+  if (log.isLevelEnabled('debug')) {
+    engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
+  }
 
   http.setErrorHandler((err: FastifyError | Error, req, reply) => {
     if (isPresenceError(err)) {

@@ -20,6 +20,7 @@ import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, Store } from '../ports/store.js';
 import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
+import { compactItem, internJid } from './compact.js';
 import { KeyedLock } from './keyed-lock.js';
 import { issueToken, verifyToken } from './tokens.js';
 
@@ -255,8 +256,8 @@ export class PresenceEngine {
     ]);
     const sessions = await this.bus.sessionsOf(jid);
     const state: AccountState = {
-      jid,
-      roster: new Map(roster.map((i) => [i.contact, i])),
+      jid: internJid(jid),
+      roster: new Map(roster.map((i) => [internJid(i.contact), compactItem(i)])),
       blocks: new Set(blocks),
       settings,
       lastSeen,
@@ -345,7 +346,7 @@ export class PresenceEngine {
     const previous = session.presence;
     session.presence = next;
     const all = await this.bus.putSession(state.jid, this.live(session));
-    this.events.emit('session.changed', { jid: state.jid, session: next, previous });
+    if (this.events.hasListeners('session.changed')) this.events.emit('session.changed', { jid: state.jid, session: next, previous });
     await this.recompute(state, all, next);
   }
 
@@ -403,7 +404,7 @@ export class PresenceEngine {
     }
     state.presence = presence;
     this.stats.presenceChanges++;
-    this.events.emit('presence.changed', { jid: state.jid, presence, previous });
+    if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
     this.fanOut(state, { kind: 'presence', from: state.jid, presence, session: cause });
     return persisted;
   }
@@ -494,7 +495,7 @@ export class PresenceEngine {
       const state = await this.state(owner);
       const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.get(contact)?.state ?? NONE };
       await this.store.putRosterItems([item]);
-      state.roster.set(contact, item);
+      state.roster.set(contact, compactItem(item));
       this.bus.deliver(owner, { kind: 'roster', item, contact });
       return item;
     });
@@ -548,8 +549,8 @@ export class PresenceEngine {
       if (r.senderChanged || !aItem) writes.push(nextA);
       if (b && r.recipientChanged) writes.push(nextB);
       if (writes.length) await this.store.putRosterItems(writes);
-      a.roster.set(contact, nextA);
-      if (b && r.recipientChanged) b.roster.set(owner, nextB);
+      a.roster.set(contact, compactItem(nextA));
+      if (b && r.recipientChanged) b.roster.set(owner, compactItem(nextB));
 
       if (r.senderChanged || !aItem) {
         this.bus.deliver(owner, { kind: 'roster', item: nextA, contact });

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { WebSocket } from 'ws';
 import { isPresenceError, PresenceError } from '../../core/errors.js';
 import { parseAccountJid } from '../../core/jid.js';
@@ -42,12 +43,41 @@ const SUBSCRIPTION_TYPES: Record<string, SubType> = {
   deny: 'unsubscribed',
 };
 
-/** Encoded once per delivery: every recipient of one presence change gets the same bytes. */
-const encoded = new WeakMap<Delivery, string>();
+/**
+ * Frames sent to one socket during one turn of the event loop leave in one write: the socket is corked
+ * on its first send and every corked socket is uncorked together once the turn's I/O callbacks are done.
+ * A busy recipient then costs one syscall per turn instead of one per update, and a lone update still
+ * leaves in the same turn.
+ */
+const corked: Socket[] = [];
+let uncorkScheduled = false;
+
+function uncorkAll(): void {
+  uncorkScheduled = false;
+  for (const s of corked.splice(0)) s.uncork();
+}
+
+function cork(ws: WebSocket): void {
+  const socket = (ws as unknown as { _socket: Socket | null })._socket;
+  if (!socket || socket.writableCorked > 0) return;
+  socket.cork();
+  corked.push(socket);
+  if (!uncorkScheduled) {
+    uncorkScheduled = true;
+    setImmediate(uncorkAll);
+  }
+}
+
+/**
+ * Encoded once per delivery: the engine hands one delivery object to every recipient in a row, so a
+ * one-entry cache serves all of them without the GC cost a WeakMap of every delivery would have.
+ */
+let lastDelivery: Delivery | null = null;
+let lastFrame = '';
 
 function encodeDelivery(d: Delivery): string {
-  let s = encoded.get(d);
-  if (s !== undefined) return s;
+  if (d === lastDelivery) return lastFrame;
+  let s: string;
   switch (d.kind) {
     case 'presence':
       s = JSON.stringify({ type: 'presence', ...presenceView(d.presence) });
@@ -62,7 +92,8 @@ function encodeDelivery(d: Delivery): string {
       s = JSON.stringify({ type: 'closing', reason: d.reason });
       break;
   }
-  encoded.set(d, s);
+  lastDelivery = d;
+  lastFrame = s;
   return s;
 }
 
@@ -296,7 +327,9 @@ export class NativeConnection implements SessionSink {
   onInternalError: (e: unknown) => void = () => {};
 
   private send(frame: string): void {
-    if (this.ws.readyState === 1) this.ws.send(frame);
+    if (this.ws.readyState !== 1) return;
+    cork(this.ws);
+    this.ws.send(frame);
   }
 
   /** Closes the socket; `clean` ends the session at once instead of after the grace period. */
