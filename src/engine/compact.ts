@@ -1,4 +1,3 @@
-import type { RosterItem } from '../core/roster.js';
 import type { SubState } from '../core/subscription-state.js';
 
 /**
@@ -9,7 +8,6 @@ import type { SubState } from '../core/subscription-state.js';
 const POOL_LIMIT = 200_000;
 const jids = new Map<string, string>();
 const states = new Map<number, SubState>();
-const EMPTY: readonly string[] = Object.freeze([]);
 
 export function internJid(jid: string): string {
   const known = jids.get(jid);
@@ -28,14 +26,4 @@ export function sharedState(s: SubState): SubState {
     states.set(key, shared);
   }
   return shared;
-}
-
-export function compactItem(item: RosterItem): RosterItem {
-  return {
-    owner: internJid(item.owner),
-    contact: internJid(item.contact),
-    name: item.name,
-    groups: item.groups.length === 0 ? EMPTY : item.groups,
-    state: sharedState(item.state),
-  };
 }

@@ -20,7 +20,8 @@ import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, Store } from '../ports/store.js';
 import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
-import { compactItem, internJid } from './compact.js';
+import { internJid } from './compact.js';
+import { RosterCache } from './roster-cache.js';
 import { KeyedLock } from './keyed-lock.js';
 import { issueToken, verifyToken } from './tokens.js';
 
@@ -59,7 +60,7 @@ export class Session {
 
 interface AccountState {
   readonly jid: string;
-  roster: Map<string, RosterItem>;
+  readonly roster: RosterCache;
   blocks: Set<string>;
   settings: AccountSettings;
   lastSeen: LastSeen | null;
@@ -257,7 +258,7 @@ export class PresenceEngine {
     const sessions = await this.bus.sessionsOf(jid);
     const state: AccountState = {
       jid: internJid(jid),
-      roster: new Map(roster.map((i) => [internJid(i.contact), compactItem(i)])),
+      roster: new RosterCache(internJid(jid), roster),
       blocks: new Set(blocks),
       settings,
       lastSeen,
@@ -411,10 +412,10 @@ export class PresenceEngine {
 
   /** Sends a presence delivery to every contact allowed to see the account, and to the account's own other sessions. */
   private fanOut(state: AccountState, d: Delivery): void {
-    for (const item of state.roster.values()) {
-      if (!item.state.from || state.blocks.has(item.contact)) continue;
-      this.bus.deliver(item.contact, d);
-    }
+    const blocks = state.blocks;
+    state.roster.forEachWhere(isSubscriber, (contact) => {
+      if (!blocks.has(contact)) this.bus.deliver(contact, d);
+    });
     if (state.local.size > 1 || this.bus.node !== 'local') this.bus.deliver(state.jid, d);
   }
 
@@ -465,7 +466,7 @@ export class PresenceEngine {
     return canSeePresence({
       viewer,
       target,
-      targetItemForViewer: viewer === null ? undefined : t.roster.get(viewer)?.state,
+      targetItemForViewer: viewer === null ? undefined : t.roster.stateOf(viewer),
       targetBlocksViewer: viewer !== null && t.blocks.has(viewer),
       viewerBlocksTarget: v !== null && v.blocks.has(target),
       targetPublic: typeof t.settings.publicPresence === 'boolean' ? t.settings.publicPresence : this.opts.defaultPublicPresence,
@@ -475,7 +476,8 @@ export class PresenceEngine {
   /** Presence of every contact `jid` may see: what a client is given when it connects. */
   async contactsPresence(jid: string): Promise<AccountPresence[]> {
     const state = await this.state(jid);
-    const candidates = [...state.roster.values()].filter((i) => i.state.to).map((i) => i.contact);
+    const candidates: string[] = [];
+    state.roster.forEachWhere((s) => s.to, (c) => candidates.push(c));
     const visible: string[] = [];
     for (const c of candidates) if (await this.canSee(jid, c)) visible.push(c);
     return [...(await this.presenceOfMany(visible)).values()];
@@ -485,7 +487,7 @@ export class PresenceEngine {
 
   async roster(jid: string): Promise<RosterView> {
     const state = await this.state(jid);
-    return { version: await this.store.getRosterVersion(jid), items: [...state.roster.values()] };
+    return { version: await this.store.getRosterVersion(jid), items: state.roster.items() };
   }
 
   async setRosterItem(owner: string, contactInput: string, name: string | null, groups: readonly string[]): Promise<RosterItem> {
@@ -493,9 +495,9 @@ export class PresenceEngine {
     if (contact === owner) throw new PresenceError('bad-request', 'an account cannot be its own contact');
     return this.rosterLock.run(owner, async () => {
       const state = await this.state(owner);
-      const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.get(contact)?.state ?? NONE };
+      const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.stateOf(contact) ?? NONE };
       await this.store.putRosterItems([item]);
-      state.roster.set(contact, compactItem(item));
+      state.roster.set(item);
       this.bus.deliver(owner, { kind: 'roster', item, contact });
       return item;
     });
@@ -549,8 +551,8 @@ export class PresenceEngine {
       if (r.senderChanged || !aItem) writes.push(nextA);
       if (b && r.recipientChanged) writes.push(nextB);
       if (writes.length) await this.store.putRosterItems(writes);
-      a.roster.set(contact, compactItem(nextA));
-      if (b && r.recipientChanged) b.roster.set(owner, compactItem(nextB));
+      a.roster.set(nextA);
+      if (b && r.recipientChanged) b.roster.set(nextB);
 
       if (r.senderChanged || !aItem) {
         this.bus.deliver(owner, { kind: 'roster', item: nextA, contact });
@@ -657,6 +659,8 @@ export class PresenceEngine {
     await Promise.all(sessions.map((s) => this.closeSession(s, reason)));
   }
 }
+
+const isSubscriber = (s: SubState): boolean => s.from;
 
 function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
   const show = input.show ?? 'available';
