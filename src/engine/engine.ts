@@ -61,7 +61,8 @@ export class Session {
 interface AccountState {
   readonly jid: string;
   readonly roster: RosterCache;
-  blocks: Set<string>;
+  /** Shared empty set until the account blocks someone: most never do, and a Set per account adds up. */
+  blocks: ReadonlySet<string>;
   settings: AccountSettings;
   lastSeen: LastSeen | null;
   presence: AccountPresence;
@@ -259,7 +260,7 @@ export class PresenceEngine {
     const state: AccountState = {
       jid: internJid(jid),
       roster: new RosterCache(internJid(jid), roster),
-      blocks: new Set(blocks),
+      blocks: blocks.length ? new Set(blocks) : NO_BLOCKS,
       settings,
       lastSeen,
       presence: aggregatePresence(jid, sessions, lastSeen),
@@ -592,7 +593,7 @@ export class PresenceEngine {
       const state = await this.state(owner);
       if (state.blocks.has(contact)) return false;
       await this.store.addBlock(owner, contact);
-      state.blocks.add(contact);
+      state.blocks = new Set([...state.blocks, contact]);
       this.events.emit('block.changed', { owner, contact, blocked: true });
       // The blocked contact sees the owner go unavailable, and the owner stops seeing the contact.
       if (state.roster.get(contact)?.state.from) {
@@ -611,7 +612,9 @@ export class PresenceEngine {
       const state = await this.state(owner);
       if (!state.blocks.has(contact)) return false;
       await this.store.removeBlock(owner, contact);
-      state.blocks.delete(contact);
+      const rest = new Set(state.blocks);
+      rest.delete(contact);
+      state.blocks = rest.size ? rest : NO_BLOCKS;
       this.events.emit('block.changed', { owner, contact, blocked: false });
       const item = state.roster.get(contact);
       if (item?.state.from) this.bus.deliver(contact, { kind: 'presence', from: owner, presence: state.presence, session: null });
@@ -661,6 +664,7 @@ export class PresenceEngine {
 }
 
 const isSubscriber = (s: SubState): boolean => s.from;
+const NO_BLOCKS: ReadonlySet<string> = new Set();
 
 function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
   const show = input.show ?? 'available';

@@ -103,6 +103,7 @@ function encodeDelivery(d: Delivery): string {
  */
 export class NativeConnection implements SessionSink {
   lastReceived: number;
+  readonly openedAt: number;
   private session: Session | null = null;
   private authenticating = false;
   private authFailures = 0;
@@ -122,6 +123,7 @@ export class NativeConnection implements SessionSink {
     now: number,
   ) {
     this.lastReceived = now;
+    this.openedAt = now;
     this.tokens = limits.burst;
     this.tokensAt = now;
   }

@@ -4,6 +4,25 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
 
+const CONN = Symbol('presenced.conn');
+const SERVER = Symbol('presenced.server');
+type SocketWithConn = WebSocket & { [CONN]: NativeConnection; [SERVER]: NativeServer };
+
+function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
+  (this as SocketWithConn)[CONN].onMessage(data, isBinary, Date.now());
+}
+function onPong(this: WebSocket): void {
+  (this as SocketWithConn)[CONN].lastReceived = Date.now();
+}
+function onError(): void {
+  // 'close' follows; oversized frames and protocol errors end up there with their code.
+}
+function onClose(this: WebSocket, code: number, reason: Buffer): void {
+  const self = this as SocketWithConn;
+  self[SERVER].forget(self[CONN]);
+  self[CONN].onClose(code === CLOSE.normal, reason.toString() || `closed (${code})`);
+}
+
 export interface NativeServerOptions extends NativeLimits {
   readonly path: string;
   readonly maxFrameBytes: number;
@@ -23,7 +42,7 @@ export interface NativeServerOptions extends NativeLimits {
  */
 export class NativeServer {
   private readonly wss: WebSocketServer;
-  private readonly conns = new Map<WebSocket, { conn: NativeConnection; openedAt: number }>();
+  private readonly conns = new Set<NativeConnection>();
   private readonly sweeper: NodeJS.Timeout;
 
   constructor(
@@ -59,28 +78,29 @@ export class NativeServer {
   }
 
   private accept(ws: WebSocket): void {
-    const now = Date.now();
-    const conn = new NativeConnection(ws, this.engine, this.opts, this.hooks, now);
+    const conn = new NativeConnection(ws, this.engine, this.opts, this.hooks, Date.now());
     conn.onInternalError = this.hooks.onInternalError;
-    this.conns.set(ws, { conn, openedAt: now });
-    ws.on('message', (data, isBinary) => conn.onMessage(data as Buffer, isBinary, Date.now()));
-    ws.on('pong', () => {
-      conn.lastReceived = Date.now();
-    });
-    ws.on('error', () => {
-      // 'close' follows; oversized frames and protocol errors end up there with their code.
-    });
-    ws.on('close', (code, reason) => {
-      this.conns.delete(ws);
-      conn.onClose(code === CLOSE.normal, reason.toString() || `closed (${code})`);
-    });
+    this.conns.add(conn);
+    // Shared listeners that find their connection on the socket: four closures per connection would
+    // cost more memory than the connection object itself.
+    (ws as SocketWithConn)[CONN] = conn;
+    (ws as SocketWithConn)[SERVER] = this;
+    ws.on('message', onMessage);
+    ws.on('pong', onPong);
+    ws.on('error', onError);
+    ws.on('close', onClose);
+  }
+
+  /** @internal */
+  forget(conn: NativeConnection): void {
+    this.conns.delete(conn);
   }
 
   private sweep(): void {
     const now = Date.now();
-    for (const { conn, openedAt } of this.conns.values()) {
+    for (const conn of this.conns) {
       const silent = now - conn.lastReceived;
-      if (!conn.authenticated && now - openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
+      if (!conn.authenticated && now - conn.openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
       else if (silent > this.opts.idleTimeoutMs) conn.terminate();
       else if (silent >= this.opts.heartbeatIntervalMs) conn.ping();
     }
@@ -89,7 +109,7 @@ export class NativeServer {
   /** Stops accepting and closes every connection (the engine has already told them why). */
   async close(): Promise<void> {
     clearInterval(this.sweeper);
-    for (const ws of this.conns.keys()) ws.close(CLOSE.goingAway, 'shutdown');
+    for (const conn of this.conns) conn.close('shutdown');
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
 }
