@@ -73,6 +73,24 @@ describe('live presence between contacts over the native protocol', () => {
     await bob.close();
   });
 
+  test('requests pipelined behind auth run after it, in the order sent', async () => {
+    const c = await TestClient.connect(t.wsUrl);
+    const results = await Promise.all([
+      c.request('auth', { jid: 'carol@localhost', password: 'secret-pw', resource: 'pipe' }),
+      c.request('roster.set', { jid: 'erin@localhost', name: 'Erin' }),
+      c.request('presence', { show: 'away', status: 'first' }),
+      c.request('presence', { show: 'dnd', status: 'second' }),
+      c.request('roster.get'),
+    ]);
+    assert.equal(results[0].jid, 'carol@localhost');
+    assert.deepEqual(results[3], { show: 'dnd', status: 'second', priority: 0 });
+    assert.deepEqual(results[4].items.map((i: any) => [i.jid, i.name]), [['erin@localhost', 'Erin']]);
+    const presence = await t.admin('GET', '/accounts/carol@localhost/presence');
+    assert.deepEqual([presence.body.show, presence.body.status], ['dnd', 'second']);
+    await c.request('roster.remove', { jid: 'erin@localhost' });
+    await c.close();
+  });
+
   test('a killed connection (no goodbye) shows offline to the watcher after the grace period', async () => {
     const { client: carol } = await TestClient.login(t.wsUrl, 'carol@localhost');
     const { client: dave } = await TestClient.login(t.wsUrl, 'dave@localhost');

@@ -105,7 +105,6 @@ export class NativeConnection implements SessionSink {
   lastReceived: number;
   readonly openedAt: number;
   private session: Session | null = null;
-  private authenticating = false;
   private authFailures = 0;
   private tokens: number;
   private tokensAt: number;
@@ -114,6 +113,8 @@ export class NativeConnection implements SessionSink {
   private held: string[] | null = null;
   private ended = false;
   private closeAfterReply: { code: number; reason: string } | null = null;
+  private readonly queue: Request[] = [];
+  private busy = false;
 
   constructor(
     private readonly ws: WebSocket,
@@ -173,6 +174,22 @@ export class NativeConnection implements SessionSink {
       this.reject(e instanceof RequestError ? e.id : null, e);
       return;
     }
+    this.queue.push(req);
+    if (!this.busy) this.drain();
+  }
+
+  /**
+   * Requests of one connection run one at a time, in the order sent: a client may pipeline `auth` and
+   * its first requests, or a roster change and a presence, and have them applied in that order.
+   */
+  private drain(): void {
+    const req = this.queue.shift();
+    if (req === undefined || this.ended) {
+      this.busy = false;
+      this.queue.length = 0;
+      return;
+    }
+    this.busy = true;
     this.handle(req)
       .then(
         (value) => this.send(result(req.id, value)),
@@ -182,6 +199,7 @@ export class NativeConnection implements SessionSink {
         // A request may end the connection (bye, too many failed logins): only after its answer went out.
         const close = this.closeAfterReply;
         if (close) this.end(close.code, close.reason, true);
+        this.drain();
       });
   }
 
@@ -255,8 +273,7 @@ export class NativeConnection implements SessionSink {
   }
 
   private async auth(b: Record<string, unknown>): Promise<unknown> {
-    if (this.session || this.authenticating) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
-    this.authenticating = true;
+    if (this.session) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
     try {
       let jid: string;
       try {
@@ -297,8 +314,6 @@ export class NativeConnection implements SessionSink {
     } catch (e) {
       this.held = null;
       throw e;
-    } finally {
-      this.authenticating = false;
     }
   }
 
