@@ -92,15 +92,8 @@ export interface EngineStats {
 }
 
 const MAX_RESOURCE_ATTEMPTS = 5;
-const OFFLINE_MASK = (jid: string): AccountPresence => ({
-  jid,
-  online: false,
-  show: 'offline',
-  status: null,
-  priority: 0,
-  resource: null,
-  lastSeen: null,
-});
+/** What someone who may no longer see an account is told: offline, with no status and no last-seen. */
+const OFFLINE_MASK = (jid: string): AccountPresence => aggregatePresence(jid, [], null);
 
 /**
  * The presence engine: applies the pure rules of core/ to durable state (Store) and live state
