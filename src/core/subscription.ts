@@ -10,6 +10,7 @@
  *   - never `from && pendingIn`: once approved there is nothing left to answer;
  *   - never `from && preApproved`: a pre-approval is spent the moment it turns into `from`.
  */
+import { stanzaAllowed } from './blocking.js';
 import { PresenceError } from './errors.js';
 import { NONE, type SubState } from './subscription-state.js';
 
@@ -157,7 +158,8 @@ export function exchange(params: {
 }): ExchangeResult {
   const senderBefore = params.sender ?? NONE;
   const recipientBefore = params.recipient ?? NONE;
-  if (params.senderBlocksRecipient) {
+  const blocking = stanzaAllowed(params.senderBlocksRecipient, params.recipientBlocksSender);
+  if (blocking === 'reject') {
     throw new PresenceError('not-allowed', 'you block this contact; unblock it before sending it subscription requests or answers');
   }
 
@@ -167,7 +169,7 @@ export function exchange(params: {
   let deliverToRecipient = false;
   let autoReplied = false;
 
-  if (out.route && !params.recipientBlocksSender) {
+  if (out.route && blocking === 'deliver') {
     const inb = applyInbound(recipientBefore, params.type);
     recipient = inb.state;
     deliverToRecipient = inb.deliver;
