@@ -13,9 +13,10 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { WebSocket } from 'ws';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import type { RosterItem } from '../src/core/roster.js';
@@ -35,6 +36,10 @@ const { values: args } = parseArgs({
     'idle-seconds': { type: 'string', default: '30' },
   },
 });
+// The generator is the measuring instrument: pinned to one core, its own parallel-scavenge pauses would
+// be counted as delivery latency (the server turns the same flag off for itself, see runtime-tuning.ts).
+if (availableParallelism() === 1) setFlagsFromString('--no-parallel-scavenge');
+
 const N = Number(args.clients);
 const K = Number(args.contacts);
 const SECRET = 'bench-secret-bench-secret-bench-secret';

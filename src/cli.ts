@@ -4,6 +4,7 @@ import { CONFIG_KEYS, ConfigError, envName, loadConfig, type Config } from './co
 import { isPresenceError } from './core/errors.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
 import { PresenceEngine } from './engine/engine.js';
+import { tuneRuntime } from './runtime-tuning.js';
 import { createLogger, openStore, startServer, VERSION } from './server.js';
 
 const USAGE = `presenced ${VERSION}: a presence server
@@ -164,6 +165,8 @@ export async function main(argv: string[]): Promise<number> {
 
 async function runServer(config: Config): Promise<number> {
   const log = createLogger(config.log_level);
+  const tuned = tuneRuntime();
+  if (tuned.length) log.info({ v8Flags: tuned }, 'runtime tuned for this machine');
   const server = await startServer(config, log);
   return new Promise<number>((resolve) => {
     const onSignal = (signal: string): void => {

@@ -1,4 +1,4 @@
-import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { isPresenceError, PresenceError } from '../../core/errors.js';
 import { parseAccountJid } from '../../core/jid.js';
@@ -17,6 +17,7 @@ import {
   str,
   type Request,
 } from './messages.js';
+import { Outbox, textFrame } from './outbox.js';
 
 export interface NativeLimits {
   /** Sustained requests per second a connection may send. */
@@ -44,38 +45,13 @@ const SUBSCRIPTION_TYPES: Record<string, SubType> = {
 };
 
 /**
- * Frames sent to one socket during one turn of the event loop leave in one write: the socket is corked
- * on its first send and every corked socket is uncorked together once the turn's I/O callbacks are done.
- * A busy recipient then costs one syscall per turn instead of one per update, and a lone update still
- * leaves in the same turn.
- */
-const corked: Socket[] = [];
-let uncorkScheduled = false;
-
-function uncorkAll(): void {
-  uncorkScheduled = false;
-  for (const s of corked.splice(0)) s.uncork();
-}
-
-function cork(ws: WebSocket): void {
-  const socket = (ws as unknown as { _socket: Socket | null })._socket;
-  if (!socket || socket.writableCorked > 0) return;
-  socket.cork();
-  corked.push(socket);
-  if (!uncorkScheduled) {
-    uncorkScheduled = true;
-    setImmediate(uncorkAll);
-  }
-}
-
-/**
  * Encoded once per delivery: the engine hands one delivery object to every recipient in a row, so a
  * one-entry cache serves all of them without the GC cost a WeakMap of every delivery would have.
  */
 let lastDelivery: Delivery | null = null;
-let lastFrame = '';
+let lastFrame: Buffer = Buffer.alloc(0);
 
-function encodeDelivery(d: Delivery): string {
+function encodeDelivery(d: Delivery): Buffer {
   if (d === lastDelivery) return lastFrame;
   let s: string;
   switch (d.kind) {
@@ -93,8 +69,8 @@ function encodeDelivery(d: Delivery): string {
       break;
   }
   lastDelivery = d;
-  lastFrame = s;
-  return s;
+  lastFrame = textFrame(s);
+  return lastFrame;
 }
 
 /**
@@ -110,7 +86,8 @@ export class NativeConnection implements SessionSink {
   private tokensAt: number;
   private strikes = 0;
   /** Deliveries held back while the initial snapshot is being assembled, so none arrive before it. */
-  private held: string[] | null = null;
+  private held: Buffer[] | null = null;
+  private readonly outbox: Outbox;
   private ended = false;
   private closeAfterReply: { code: number; reason: string } | null = null;
   private readonly queue: Request[] = [];
@@ -118,6 +95,7 @@ export class NativeConnection implements SessionSink {
 
   constructor(
     private readonly ws: WebSocket,
+    socket: Duplex,
     private readonly engine: PresenceEngine,
     private readonly limits: NativeLimits,
     private readonly hooks: NativeHooks,
@@ -127,6 +105,7 @@ export class NativeConnection implements SessionSink {
     this.openedAt = now;
     this.tokens = limits.burst;
     this.tokensAt = now;
+    this.outbox = new Outbox(ws, socket);
   }
 
   get authenticated(): boolean {
@@ -138,7 +117,7 @@ export class NativeConnection implements SessionSink {
   deliver(d: Delivery): void {
     const frame = encodeDelivery(d);
     if (this.held) this.held.push(frame);
-    else this.send(frame);
+    else this.sendFrame(frame);
   }
 
   close(reason: string): void {
@@ -206,6 +185,7 @@ export class NativeConnection implements SessionSink {
   /** The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). */
   onClose(clean: boolean, reason: string): void {
     this.ended = true;
+    this.outbox.discard();
     const s = this.session;
     if (s) this.engine.detach(s, this, { grace: !clean, reason });
   }
@@ -320,7 +300,7 @@ export class NativeConnection implements SessionSink {
   private flushHeld(): void {
     const held = this.held;
     this.held = null;
-    if (held) for (const f of held) this.send(f);
+    if (held) for (const f of held) this.sendFrame(f);
   }
 
   // ---------------------------------------------------------------- helpers
@@ -343,10 +323,12 @@ export class NativeConnection implements SessionSink {
 
   onInternalError: (e: unknown) => void = () => {};
 
-  private send(frame: string): void {
-    if (this.ws.readyState !== 1) return;
-    cork(this.ws);
-    this.ws.send(frame);
+  private send(text: string): void {
+    this.sendFrame(textFrame(text));
+  }
+
+  private sendFrame(frame: Buffer): void {
+    if (this.ws.readyState === 1) this.outbox.push(frame);
   }
 
   /** Closes the socket; `clean` ends the session at once instead of after the grace period. */
@@ -356,6 +338,7 @@ export class NativeConnection implements SessionSink {
       const s = this.session;
       if (s) this.engine.detach(s, this, { grace: !clean, reason });
     }
+    this.outbox.flush();
     if (this.ws.readyState === 0 || this.ws.readyState === 1) this.ws.close(code, reason.slice(0, 120));
   }
 
@@ -366,6 +349,7 @@ export class NativeConnection implements SessionSink {
       const s = this.session;
       if (s) this.engine.detach(s, this, { grace: true, reason: 'timeout' });
     }
+    this.outbox.discard();
     this.ws.terminate();
   }
 

@@ -73,12 +73,12 @@ export class NativeServer {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws));
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket));
     });
   }
 
-  private accept(ws: WebSocket): void {
-    const conn = new NativeConnection(ws, this.engine, this.opts, this.hooks, Date.now());
+  private accept(ws: WebSocket, socket: Duplex): void {
+    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, Date.now());
     conn.onInternalError = this.hooks.onInternalError;
     this.conns.add(conn);
     // Shared listeners that find their connection on the socket: four closures per connection would
