@@ -21,6 +21,7 @@ import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, Store } from '../ports/store.js';
 import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
 import { internJid } from './compact.js';
+import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
 import { KeyedLock } from './keyed-lock.js';
 import { issueToken, verifyToken } from './tokens.js';
@@ -66,7 +67,7 @@ interface AccountState {
   settings: AccountSettings;
   lastSeen: LastSeen | null;
   presence: AccountPresence;
-  readonly local: Map<string, Session>;
+  readonly local: SmallMap<string, Session>;
 }
 
 export interface EngineOptions {
@@ -257,7 +258,7 @@ export class PresenceEngine {
       settings,
       lastSeen,
       presence: aggregatePresence(jid, sessions, lastSeen),
-      local: new Map(),
+      local: new SmallMap(),
     };
     const raced = this.states.get(jid);
     if (raced) return raced;
