@@ -4,6 +4,7 @@ import { CONFIG_KEYS, ConfigError, envName, loadConfig, type Config } from './co
 import { isPresenceError } from './core/errors.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
 import { PresenceEngine } from './engine/engine.js';
+import { startIdleCollector } from './idle-collector.js';
 import { tuneRuntime } from './runtime-tuning.js';
 import { createLogger, openStore, startServer, VERSION } from './server.js';
 
@@ -168,6 +169,7 @@ async function runServer(config: Config): Promise<number> {
   const tuned = tuneRuntime();
   if (tuned.length) log.info({ v8Flags: tuned }, 'runtime tuned for this machine');
   const server = await startServer(config, log);
+  startIdleCollector({ intervalMs: config.idle_gc_interval_ms }, log);
   return new Promise<number>((resolve) => {
     const onSignal = (signal: string): void => {
       const timer = setTimeout(() => {
