@@ -7,6 +7,17 @@ export type Listener<T> = (payload: T) => void;
 export class Emitter<Events extends object> {
   private readonly listeners = new Map<keyof Events, Set<Listener<never>>>();
 
+  /**
+   * Where an exception thrown by a listener goes. By default it is rethrown on a later turn, where the
+   * platform reports it (window.onerror, uncaughtException) as it would for a DOM event listener,
+   * without leaving the client half-updated.
+   */
+  onListenerError: (error: unknown, type: keyof Events) => void = (error) => {
+    setTimeout(() => {
+      throw error;
+    }, 0);
+  };
+
   /** Adds a listener; returns a function that removes it. */
   on<K extends keyof Events>(type: K, listener: Listener<Events[K]>): () => void {
     let set = this.listeners.get(type);
@@ -35,11 +46,7 @@ export class Emitter<Events extends object> {
     return this.listeners.get(type)?.size ?? 0;
   }
 
-  /**
-   * Calls every listener. A listener that throws must not leave the client half-updated, so the
-   * exception is rethrown on a later turn, where the platform reports it (window.onerror,
-   * uncaughtException) as it would for a DOM event listener.
-   */
+  /** Calls every listener; one that throws does not stop the others (see onListenerError). */
   protected emit<K extends keyof Events>(type: K, payload: Events[K]): void {
     const set = this.listeners.get(type);
     if (!set) return;
@@ -47,9 +54,7 @@ export class Emitter<Events extends object> {
       try {
         (listener as Listener<Events[K]>)(payload);
       } catch (e) {
-        setTimeout(() => {
-          throw e;
-        }, 0);
+        this.onListenerError(e, type);
       }
     }
   }
