@@ -10,6 +10,7 @@ import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
+import { demoPage } from './protocols/http/demo-page.js';
 import { NativeServer } from './protocols/native/native-server.js';
 import type { Store } from './ports/store.js';
 
@@ -108,6 +109,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.get('/healthz', async () => ({ status: 'ok', version: VERSION, sessions: engine.localSessionCount() }));
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
+  if (config.demo) await http.register(demoPage());
 
   native = new NativeServer(
     engine,

@@ -1,0 +1,25 @@
+export { PresencedClient } from './client.js';
+export type { ClientEvents, ClientOptions, ClientState, ConnectedEvent, DisconnectedEvent, HeartbeatOptions, ReconnectingEvent } from './client.js';
+export { PresencedConnection } from './connection.js';
+export type { CloseInfo, Push } from './connection.js';
+export { PresencedError, isPresencedError } from './errors.js';
+export type { ClientErrorCode, ErrorCode, ServerErrorCode } from './errors.js';
+export { Emitter } from './emitter.js';
+export type { Listener } from './emitter.js';
+export { backoffDelay, RECONNECT_DEFAULTS } from './backoff.js';
+export type { ReconnectOptions } from './backoff.js';
+export type {
+  ContactPresence,
+  ContactShow,
+  OwnPresence,
+  PresenceInput,
+  RosterChange,
+  RosterItem,
+  Show,
+  Subscription,
+  SubscriptionEvent,
+  SubscriptionKind,
+  SubscriptionState,
+  WebSocketConstructor,
+  WebSocketLike,
+} from './types.js';
