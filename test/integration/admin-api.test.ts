@@ -13,7 +13,7 @@ describe('admin REST API', () => {
   test('requires the admin bearer token', async () => {
     const res = await fetch(`${t.url}/api/v1/accounts`);
     assert.equal(res.status, 401);
-    const body = await res.json();
+    const body = (await res.json()) as { error: { code: string } };
     assert.equal(body.error.code, 'auth-failed');
     const wrong = await fetch(`${t.url}/api/v1/accounts`, { headers: { authorization: 'Bearer not-the-token-at-all' } });
     assert.equal(wrong.status, 401);
@@ -35,7 +35,7 @@ describe('admin REST API', () => {
       body: '{"jid":',
     });
     assert.equal(notJson.status, 400);
-    assert.equal((await notJson.json()).error.code, 'bad-request');
+    assert.equal(((await notJson.json()) as { error: { code: string } }).error.code, 'bad-request');
 
     const p1 = await t.admin('GET', '/accounts?limit=2');
     assert.deepEqual(p1.body, { accounts: ['amy@localhost', 'max@localhost'], next: 'max@localhost' });
@@ -111,7 +111,7 @@ describe('admin REST API', () => {
   test('health and metrics', async () => {
     const h = await fetch(`${t.url}/healthz`);
     assert.equal(h.status, 200);
-    assert.equal((await h.json()).status, 'ok');
+    assert.equal(((await h.json()) as { status: string }).status, 'ok');
     const m = await (await fetch(`${t.url}/metrics`)).text();
     for (const name of ['presenced_connections', 'presenced_sessions_online', 'presenced_presence_changes_total', 'presenced_errors_total', 'presenced_deliveries_total']) {
       assert.match(m, new RegExp(`^${name}`, 'm'), name);
@@ -119,6 +119,6 @@ describe('admin REST API', () => {
     assert.match(m, /presenced_errors_total\{code="auth-failed"\} [1-9]/);
     const nf = await fetch(`${t.url}/nope`);
     assert.equal(nf.status, 404);
-    assert.equal((await nf.json()).error.code, 'not-found');
+    assert.equal(((await nf.json()) as { error: { code: string } }).error.code, 'not-found');
   });
 });
