@@ -6,6 +6,7 @@ import { MemoryBus } from './adapters/memory/memory-bus.js';
 import { PresenceEngine } from './engine/engine.js';
 import { startIdleCollector } from './idle-collector.js';
 import { tuneRuntime } from './runtime-tuning.js';
+import { controlRequest, DataDirInUseError } from './control-channel.js';
 import { createLogger, openStore, startServer, VERSION } from './server.js';
 
 const USAGE = `presenced ${VERSION}: a presence server
@@ -21,9 +22,17 @@ Usage:
 
 Without --password the password is read from standard input (prompted on a terminal).
 Every command reads the same configuration as the server: --config FILE, then PRESENCED_* variables.
-Account commands work while the server runs; they write to its database directly.`;
+Account commands work while the server runs: they go through the running server (its control socket
+in the data directory), so its sessions and caches follow at once; with no server running they
+write to the database directly.`;
 
 class UsageError extends Error {}
+
+/** An error answered by the running server, printed like the same error raised here. */
+function failed(r: { code: string; message: string }): number {
+  console.error(`presenced: ${r.message} (${r.code})`);
+  return 1;
+}
 
 function readPassword(prompt: string): Promise<string> {
   return new Promise((resolve, reject) => {
@@ -112,25 +121,32 @@ export async function main(argv: string[]): Promise<number> {
       case 'passwd': {
         if (!arg) throw new UsageError(`account ${sub} needs a jid`);
         const password = values.password ?? (await readPassword(`password for ${arg}: `));
-        return await withEngine(config, async (engine) => {
-          if (sub === 'add') console.log(`created ${await engine.createAccount(arg, password)}`);
-          else {
-            await engine.changePassword(arg, password);
-            console.log(`password changed for ${engine.localJid(arg)}`);
-          }
+        const op = sub === 'add' ? 'account.add' : 'account.passwd';
+        const done = (jid: string): number => {
+          console.log(sub === 'add' ? `created ${jid}` : `password changed for ${jid}`);
           return 0;
+        };
+        const viaServer = await controlRequest(config.data_dir, { op, jid: arg, password });
+        if (viaServer) return viaServer.ok ? done(viaServer.jid) : failed(viaServer);
+        return await withEngine(config, async (engine) => {
+          if (sub === 'add') return done(await engine.createAccount(arg, password));
+          await engine.changePassword(arg, password);
+          return done(engine.localJid(arg));
         });
       }
       case 'remove': {
         if (!arg) throw new UsageError('account remove needs a jid');
-        return await withEngine(config, async (engine) => {
-          if (!(await engine.deleteAccount(arg))) {
-            console.error(`presenced: no account ${engine.localJid(arg)}`);
+        const result = (jid: string, removed: boolean): number => {
+          if (!removed) {
+            console.error(`presenced: no account ${jid}`);
             return 1;
           }
-          console.log(`removed ${engine.localJid(arg)}`);
+          console.log(`removed ${jid}`);
           return 0;
-        });
+        };
+        const viaServer = await controlRequest(config.data_dir, { op: 'account.remove', jid: arg });
+        if (viaServer) return viaServer.ok ? result(viaServer.jid, viaServer.removed === true) : failed(viaServer);
+        return await withEngine(config, async (engine) => result(engine.localJid(arg), await engine.deleteAccount(arg)));
       }
       case 'list': {
         if (arg) throw new UsageError(`unexpected argument "${arg}"`);
@@ -158,6 +174,10 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (isPresenceError(e)) {
       console.error(`presenced: ${e.message} (${e.code})`);
+      return 1;
+    }
+    if (e instanceof DataDirInUseError) {
+      console.error(`presenced: ${e.message}`);
       return 1;
     }
     throw e;

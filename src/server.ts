@@ -13,6 +13,7 @@ import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
 import { NativeServer } from './protocols/native/native-server.js';
 import type { Store } from './ports/store.js';
+import { startControlChannel, type ControlChannel } from './control-channel.js';
 
 export const VERSION = '0.1.0';
 
@@ -71,6 +72,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     tokenSecret: tokenSecret(config),
   });
   engine.events.onListenerError = (err, event) => log.error({ err, event }, 'event listener failed');
+  let control: ControlChannel;
+  try {
+    control = await startControlChannel(engine, config.data_dir, log);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
 
   const http = Fastify({
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
@@ -147,6 +155,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const stop = (reason = 'shutdown'): Promise<void> => {
     stopping ??= (async () => {
       log.info({ reason }, 'shutting down');
+      await control.close();
       await engine.shutdown('shutdown');
       await native?.close();
       await http.close();

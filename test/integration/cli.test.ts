@@ -412,6 +412,33 @@ describe('presenced start: a running server, graceful shutdown and restart', { t
     assert.equal(accepted.type, 'result', JSON.stringify(accepted));
     await newPw.close();
 
+    // Removing an account while the server runs goes through the server: its online session is ended
+    // at once (a removed account must not stay online to its contacts until a restart).
+    assert.equal((await runCli(['account', 'add', 'carol@localhost', '--password', 'pw'], cliEnvForDir)).code, 0);
+    const carol = await WsProbe.open(wsUrl);
+    assert.equal((await carol.auth(1, 'carol@localhost', 'pw')).type, 'result');
+    const removed = await runCli(['account', 'remove', 'carol@localhost'], cliEnvForDir);
+    assert.equal(removed.code, 0, show(removed));
+    assert.equal(removed.stdout.trim(), 'removed carol@localhost');
+    assert.deepEqual(await carol.waitFor((f) => f.type === 'closing'), { type: 'closing', reason: 'account-removed' });
+    await carol.closed;
+    // Errors answered by the running server read like the CLI's own, with exit 1.
+    const removedAgain = await runCli(['account', 'remove', 'carol@localhost'], cliEnvForDir);
+    assert.deepEqual([removedAgain.code, removedAgain.stderr.trim()], [1, 'presenced: no account carol@localhost']);
+    const dup = await runCli(['account', 'add', 'bob@localhost', '--password', 'pw'], cliEnvForDir);
+    assert.equal(dup.code, 1, show(dup));
+    assert.match(dup.stderr, /\(conflict\)/);
+
+    // A second server on the same data directory refuses to start instead of sharing the database.
+    const second = spawn(process.execPath, [BIN, 'start'], { cwd: ROOT, env: serverEnv, stdio: ['ignore', 'pipe', 'pipe'] });
+    children.add(second);
+    let secondErr = '';
+    second.stderr.setEncoding('utf8').on('data', (d: string) => (secondErr += d));
+    const secondExit = await new Promise<number | null>((resolve) => second.on('close', (code) => resolve(code)));
+    children.delete(second);
+    assert.equal(secondExit, 1, secondErr);
+    assert.match(secondErr, /another presenced is already running with data directory/);
+
     // ---- graceful shutdown
     assert.equal(srv.child.kill('SIGTERM'), true);
     const [closed, exit] = await Promise.all([bob.closed, srv.exited]);
