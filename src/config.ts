@@ -38,6 +38,7 @@ export const CONFIG_KEYS = {
   token_secret: { kind: 'string', def: '', doc: 'Secret signing login tokens (at least 32 characters). Empty: generated once and kept in data_dir/token-secret.' },
   public_presence_default: { kind: 'bool', def: false, doc: 'Whether accounts that did not choose show their presence to anyone (anonymous HTTP included).' },
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
+  trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -63,6 +64,7 @@ export interface Config {
   token_secret: string;
   public_presence_default: boolean;
   shutdown_timeout_ms: number;
+  trust_req_jid: boolean;
 }
 
 export class ConfigError extends Error {
