@@ -39,6 +39,46 @@ interface ImageRequest {
 
 class BadParam extends Error {}
 
+const CONTENT_TYPES = { text: 'text/plain; charset=utf-8', xml: 'text/xml; charset=utf-8', json: 'application/json; charset=utf-8' } as const;
+type TextType = keyof typeof CONTENT_TYPES;
+
+interface Rendered {
+  readonly body: string;
+  readonly etag: string;
+}
+
+const RENDER: Record<TextType, (p: AccountPresence | null) => string> = {
+  text: presenceText,
+  xml: presenceXml,
+  json: (p) => JSON.stringify(presenceJson(p)),
+};
+
+// The engine replaces an account's presence object on every change and never mutates it, so a body
+// rendered from one object stays right for as long as that object is current, and is dropped with it.
+// The visibility decision is made on every request before this is consulted.
+const renderCache: Record<TextType, WeakMap<AccountPresence, Rendered>> = { text: new WeakMap(), xml: new WeakMap(), json: new WeakMap() };
+const FORBIDDEN: Record<TextType, Rendered> = {
+  text: render('text', null),
+  xml: render('xml', null),
+  json: render('json', null),
+};
+
+function render(type: TextType, p: AccountPresence | null): Rendered {
+  const body = RENDER[type](p);
+  return { body, etag: etagOf(body) };
+}
+
+function rendered(type: TextType, p: AccountPresence | null): Rendered {
+  if (p === null) return FORBIDDEN[type];
+  const cache = renderCache[type];
+  let r = cache.get(p);
+  if (r === undefined) {
+    r = render(type, p);
+    cache.set(p, r);
+  }
+  return r;
+}
+
 /** Only absolute http(s) URLs: the browser follows the redirect; the server never fetches anything. */
 function checkedUrl(name: string, raw: string): string {
   if (raw.length > MAX_URL) throw new BadParam(`"${name}" is longer than ${MAX_URL} characters`);
@@ -106,19 +146,8 @@ export function statusEndpoint(opts: StatusEndpointOptions) {
       if (notModified(req, img.etag)) return reply.code(304).send();
       return reply.header('content-type', img.contentType).send(img.body);
     }
-    let body: string;
-    let contentType: string;
-    if (type === 'text') {
-      body = presenceText(p);
-      contentType = 'text/plain; charset=utf-8';
-    } else if (type === 'xml') {
-      body = presenceXml(p);
-      contentType = 'text/xml; charset=utf-8';
-    } else {
-      body = JSON.stringify(presenceJson(p));
-      contentType = 'application/json; charset=utf-8';
-    }
-    const etag = etagOf(body);
+    const { body, etag } = rendered(type, p);
+    const contentType = CONTENT_TYPES[type];
     reply.header('etag', etag);
     if (notModified(req, etag)) return reply.code(304).send();
     return reply.header('content-type', contentType).send(body);
