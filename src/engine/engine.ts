@@ -19,7 +19,7 @@ import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, Store } from '../ports/store.js';
-import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
+import { checkPasswordShape, deriveCredentials, hashPassword, verifyPassword } from './credentials.js';
 import { internJid } from './compact.js';
 import { RosterCache } from './roster-cache.js';
 import { KeyedLock } from './keyed-lock.js';
@@ -116,6 +116,7 @@ export class PresenceEngine {
   private readonly now: () => number;
   private readonly cacheSize: number;
   private closing = false;
+  private dummyHash: Promise<string> | null = null;
 
   constructor(
     readonly store: Store,
@@ -209,7 +210,10 @@ export class PresenceEngine {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
     const account = await this.store.getAccount(jid);
-    if (!account || !(await verifyPassword(password, account.passwordHash))) {
+    // An unknown account costs the same scrypt as a wrong password, so the time to answer does not
+    // tell whether the account exists (HTTP Basic on the presence endpoints would otherwise let anyone probe).
+    const hash = account?.passwordHash ?? (await (this.dummyHash ??= hashPassword(randomBytes(18).toString('base64'))));
+    if (!(await verifyPassword(password, hash)) || !account) {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
     return jid;

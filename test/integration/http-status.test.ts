@@ -219,6 +219,9 @@ describe('HTTP presence: /plugins/presence/status and /api/v1/presence', () => {
     assert.equal(wrong.status, 401);
     assert.match(wrong.headers['www-authenticate'] ?? '', /^Basic realm="presenced"/);
     assert.equal(JSON.parse(wrong.text).error.code, 'auth-failed');
+    const unknownUser = await status('jid=alice@localhost&type=text', { authorization: basic('nobody@localhost', 'wrong') });
+    assert.equal(unknownUser.status, 401);
+    assert.deepEqual(unknownUser.body, wrong.body, 'an unknown Basic user is told exactly what a wrong password is told');
     assert.equal((await status('jid=alice@localhost&type=text&token=garbage')).status, 401);
     assert.equal((await status('jid=alice@localhost&type=text', { authorization: 'Digest x' })).status, 401);
 
@@ -227,6 +230,16 @@ describe('HTTP presence: /plugins/presence/status and /api/v1/presence', () => {
     assert.equal((await status('jid=alice@localhost&type=text', { authorization: basic('bob@localhost') })).text, 'Forbidden');
     await alice.request('unblock', { jid: 'bob@localhost' });
     assert.equal((await status('jid=alice@localhost&type=text', { authorization: basic('bob@localhost') })).text, 'in a meeting');
+  });
+
+  test('an account asked about before it existed is seen once created (no stale "unknown")', async () => {
+    assert.equal((await status('jid=latecomer@localhost&type=text')).text, 'Forbidden');
+    await t.createAccount('latecomer@localhost');
+    assert.equal((await status('jid=latecomer@localhost&type=text')).text, 'Forbidden', 'private by default');
+    await t.admin('PATCH', '/accounts/latecomer@localhost/settings', { publicPresence: true });
+    assert.equal((await status('jid=latecomer@localhost&type=text')).text, 'Unavailable');
+    assert.equal((await t.admin('DELETE', '/accounts/latecomer@localhost')).status, 204);
+    assert.equal((await status('jid=latecomer@localhost&type=text')).text, 'Forbidden');
   });
 
   test('POST with a form body takes the same parameters', async () => {

@@ -133,7 +133,7 @@ export function statusEndpoint(opts: StatusEndpointOptions) {
   const EMPTY: Record<string, unknown> = {};
 
   function respond(req: FastifyRequest, reply: FastifyReply, type: OutputType, image: ImageRequest | null, p: AccountPresence | null): FastifyReply {
-    reply.header('cache-control', CACHE_CONTROL).header('vary', VARY).header('access-control-allow-origin', '*').header('access-control-expose-headers', 'ETag');
+    reply.header('cache-control', CACHE_CONTROL).header('vary', VARY).header('access-control-expose-headers', 'ETag');
     if (type === 'image') {
       const word: StatusImageWord = p === null ? 'forbidden' : statusWord(p);
       const r = (image as ImageRequest).redirects;
@@ -160,6 +160,8 @@ export function statusEndpoint(opts: StatusEndpointOptions) {
   }
 
   function handler(req: FastifyRequest, reply: FastifyReply) {
+    // Set first so that error answers can be read by scripts on other origins too.
+    reply.header('access-control-allow-origin', '*');
     const q = req.query as Record<string, unknown>;
     const b = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : EMPTY;
     const param = (n: string): string | undefined => first(q[n]) ?? first(b[n]);
