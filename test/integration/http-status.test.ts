@@ -268,6 +268,15 @@ describe('HTTP presence: /plugins/presence/status and /api/v1/presence', () => {
       assert.equal(again.body.length, 0);
       assert.equal(again.headers.etag, etag);
     }
+    // HEAD: the headers of GET, no body.
+    const head = await get('/plugins/presence/status?jid=pub@localhost&type=text', {}, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.headers['content-length'], '4');
+    assert.equal(head.body.length, 0);
+    // Answers written past Fastify's send pipeline are still counted.
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    assert.match(metrics, /presenced_http_requests_total\{status="304"\} [1-9]/);
+
     const before = (await status('jid=pub@localhost')).headers.etag!;
     await pub.request('presence', { show: 'dnd' });
     const changed = await status('jid=pub@localhost', { 'if-none-match': before });

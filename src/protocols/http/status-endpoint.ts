@@ -44,6 +44,7 @@ type TextType = keyof typeof CONTENT_TYPES;
 
 interface Rendered {
   readonly body: string;
+  readonly bytes: number;
   readonly etag: string;
 }
 
@@ -65,7 +66,7 @@ const FORBIDDEN: Record<TextType, Rendered> = {
 
 function render(type: TextType, p: AccountPresence | null): Rendered {
   const body = RENDER[type](p);
-  return { body, etag: etagOf(body) };
+  return { body, bytes: Buffer.byteLength(body), etag: etagOf(body) };
 }
 
 function rendered(type: TextType, p: AccountPresence | null): Rendered {
@@ -128,29 +129,51 @@ function parseForm(body: string): Record<string, string> {
   return out;
 }
 
+/**
+ * Writes the answer straight to Node's response: the hot path skips Fastify's send pipeline (no
+ * serialisation, no onSend hooks here), and a string body leaves in the same write as the headers.
+ * Fastify's onResponse hooks (metrics) still run.
+ */
+function sendRaw(req: FastifyRequest, reply: FastifyReply, contentType: string, body: string, bytes: number, etag: string, encoding: 'utf8' | 'latin1'): FastifyReply {
+  reply.hijack();
+  const res = reply.raw;
+  if (notModified(req, etag)) {
+    res.writeHead(304, { etag, 'cache-control': CACHE_CONTROL, vary: VARY, 'access-control-allow-origin': '*', 'access-control-expose-headers': 'ETag' });
+    res.end();
+  } else {
+    res.writeHead(200, {
+      'content-type': contentType,
+      'content-length': bytes,
+      etag,
+      'cache-control': CACHE_CONTROL,
+      vary: VARY,
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': 'ETag',
+    });
+    res.end(body, encoding);
+  }
+  return reply;
+}
+
 export function statusEndpoint(opts: StatusEndpointOptions) {
   const { resolver, lookup, images } = opts;
   const EMPTY: Record<string, unknown> = {};
 
   function respond(req: FastifyRequest, reply: FastifyReply, type: OutputType, image: ImageRequest | null, p: AccountPresence | null): FastifyReply {
-    reply.header('cache-control', CACHE_CONTROL).header('vary', VARY).header('access-control-expose-headers', 'ETag');
     if (type === 'image') {
       const word: StatusImageWord = p === null ? 'forbidden' : statusWord(p);
       const r = (image as ImageRequest).redirects;
       if (r !== null) {
         const to = r.perStatus[word] ?? (r.template !== null ? new URL(r.template.replaceAll(TOKEN, word)).href : undefined);
-        if (to !== undefined) return reply.code(302).header('location', to).send();
+        if (to !== undefined) {
+          return reply.code(302).header('cache-control', CACHE_CONTROL).header('vary', VARY).header('access-control-expose-headers', 'ETag').header('location', to).send();
+        }
       }
       const img = images[word][(image as ImageRequest).variant];
-      reply.header('etag', img.etag);
-      if (notModified(req, img.etag)) return reply.code(304).send();
-      return reply.header('content-type', img.contentType).send(img.body);
+      return sendRaw(req, reply, img.contentType, img.latin1, img.body.length, img.etag, 'latin1');
     }
-    const { body, etag } = rendered(type, p);
-    const contentType = CONTENT_TYPES[type];
-    reply.header('etag', etag);
-    if (notModified(req, etag)) return reply.code(304).send();
-    return reply.header('content-type', contentType).send(body);
+    const r = rendered(type, p);
+    return sendRaw(req, reply, CONTENT_TYPES[type], r.body, r.bytes, r.etag, 'utf8');
   }
 
   function answer(req: FastifyRequest, reply: FastifyReply, type: OutputType, image: ImageRequest | null, target: string | null, who: Requester) {

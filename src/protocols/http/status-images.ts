@@ -6,6 +6,8 @@ import { STATUS_WORDS, type StatusImageWord } from './status-words.js';
 /** One encoded image with what a response needs, prepared once at start. */
 export interface StatusImage {
   readonly body: Buffer;
+  /** The same bytes as a latin1 string: Node writes a string body together with the headers in one syscall, a Buffer in a second chunk. */
+  readonly latin1: string;
   readonly contentType: string;
   readonly etag: string;
 }
@@ -26,7 +28,7 @@ export function loadStatusImages(dir = ASSETS): StatusImages {
   for (const word of STATUS_WORDS) {
     const one = (file: string, contentType: string): StatusImage => {
       const body = readFileSync(dir + file);
-      return { body, contentType, etag: etagOf(body) };
+      return { body, latin1: body.toString('latin1'), contentType, etag: etagOf(body) };
     };
     out[word] = {
       svg: one(`${word}.svg`, 'image/svg+xml'),
