@@ -40,6 +40,7 @@ export const CONFIG_KEYS = {
   idle_gc_interval_ms: { kind: 'int', def: 10_000, min: 0, max: 3_600_000, doc: 'How often a quiet server checks whether to give memory back after a load spike (one full garbage collection when the event loop was under 5% busy and memory grew by 32 MB since the last one); 0 turns it off.' },
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },
+  trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -67,6 +68,7 @@ export interface Config {
   idle_gc_interval_ms: number;
   shutdown_timeout_ms: number;
   demo: boolean;
+  trust_req_jid: boolean;
 }
 
 export class ConfigError extends Error {

@@ -11,6 +11,7 @@ import { PresenceEngine } from './engine/engine.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
+import { httpPresence } from './protocols/http/http-presence.js';
 import { NativeServer } from './protocols/native/native-server.js';
 import type { Store } from './ports/store.js';
 import { startControlChannel, type ControlChannel } from './control-channel.js';
@@ -118,6 +119,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
   if (config.demo) await http.register(demoPage());
+  await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid });
+  if (config.trust_req_jid) log.warn('trust_req_jid is on: the HTTP status endpoint believes unproven req_jid values (UNSAFE outside a closed network)');
 
   native = new NativeServer(
     engine,

@@ -19,7 +19,7 @@ import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, Store } from '../ports/store.js';
-import { checkPasswordShape, deriveCredentials, verifyPassword } from './credentials.js';
+import { checkPasswordShape, deriveCredentials, hashPassword, verifyPassword } from './credentials.js';
 import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
@@ -68,6 +68,11 @@ interface AccountState {
   lastSeen: LastSeen | null;
   presence: AccountPresence;
   readonly local: SmallMap<string, Session>;
+  /**
+   * Whether the account exists. A state is also kept for an unknown JID someone asked about, so that
+   * asking about it again costs what asking about a real account costs (no probing by timing).
+   */
+  exists: boolean;
 }
 
 export interface EngineOptions {
@@ -112,6 +117,7 @@ export class PresenceEngine {
   private readonly now: () => number;
   private readonly cacheSize: number;
   private closing = false;
+  private dummyHash: Promise<string> | null = null;
 
   constructor(
     readonly store: Store,
@@ -146,6 +152,8 @@ export class PresenceEngine {
     if (bad) throw new PresenceError('bad-request', bad);
     const creds = await deriveCredentials(password);
     await this.store.createAccount({ jid, ...creds, createdAt: this.now() });
+    const cached = this.states.get(jid);
+    if (cached) cached.exists = true;
     this.events.emit('account.created', { jid });
     return jid;
   }
@@ -203,7 +211,10 @@ export class PresenceEngine {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
     const account = await this.store.getAccount(jid);
-    if (!account || !(await verifyPassword(password, account.passwordHash))) {
+    // An unknown account costs the same scrypt as a wrong password, so the time to answer does not
+    // tell whether the account exists (HTTP Basic on the presence endpoints would otherwise let anyone probe).
+    const hash = account?.passwordHash ?? (await (this.dummyHash ??= hashPassword(randomBytes(18).toString('base64'))));
+    if (!(await verifyPassword(password, hash)) || !account) {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
     return jid;
@@ -244,11 +255,12 @@ export class PresenceEngine {
   }
 
   private async loadState(jid: string): Promise<AccountState> {
-    const [roster, blocks, settings, lastSeen] = await Promise.all([
+    const [roster, blocks, settings, lastSeen, account] = await Promise.all([
       this.store.getRoster(jid),
       this.store.getBlocks(jid),
       this.store.getSettings(jid),
       this.store.getLastSeen(jid),
+      this.store.getAccount(jid),
     ]);
     const sessions = await this.bus.sessionsOf(jid);
     const state: AccountState = {
@@ -259,6 +271,7 @@ export class PresenceEngine {
       lastSeen,
       presence: aggregatePresence(jid, sessions, lastSeen),
       local: new SmallMap(),
+      exists: account !== undefined,
     };
     const raced = this.states.get(jid);
     if (raced) return raced;
@@ -294,6 +307,7 @@ export class PresenceEngine {
     const input = initial === null ? null : checkPresenceInput(initial);
     return this.sessionLock.run(jid, async () => {
       const state = await this.state(jid);
+      state.exists = true; // it authenticated, whatever an older cached lookup said
       const res = resource ?? (await this.freshResource(state));
       const existing = state.local.get(res);
       const now = this.now();
@@ -457,7 +471,39 @@ export class PresenceEngine {
   /** Whether `viewer` (a bare JID, or null for anonymous) may see `target`'s presence. */
   async canSee(viewer: string | null, target: string): Promise<boolean> {
     const t = await this.state(target);
-    const v = viewer !== null && viewer !== target && this.isLocalDomain(domainOf(viewer)) ? await this.state(viewer) : null;
+    const v = this.viewerNeedsState(viewer, target) ? await this.state(viewer as string) : null;
+    return this.visible(viewer, t, v);
+  }
+
+  /**
+   * The presence `viewer` (null: anonymous) may see of `target`, or null when it may not see it or
+   * `target` has no account: one answer for both, so no front door can be used to probe which accounts
+   * exist. Synchronous when both accounts are in memory, which is the common case on a busy status
+   * endpoint; otherwise a promise that loads them, doing the same loading for an unknown JID as for a
+   * real one. `target` must be a normalised JID of a local domain.
+   */
+  visiblePresence(viewer: string | null, target: string): AccountPresence | null | Promise<AccountPresence | null> {
+    const t = this.states.get(target);
+    const needViewer = this.viewerNeedsState(viewer, target);
+    const v = needViewer ? this.states.get(viewer as string) : null;
+    if (t === undefined || v === undefined) return this.visiblePresenceLoaded(viewer, target, needViewer);
+    this.states.delete(target); // mark recently used, as state() does
+    this.states.set(target, t);
+    return t.exists && this.visible(viewer, t, v) ? t.presence : null;
+  }
+
+  private async visiblePresenceLoaded(viewer: string | null, target: string, needViewer: boolean): Promise<AccountPresence | null> {
+    const t = await this.state(target);
+    const v = needViewer ? await this.state(viewer as string) : null;
+    return t.exists && this.visible(viewer, t, v) ? t.presence : null;
+  }
+
+  private viewerNeedsState(viewer: string | null, target: string): boolean {
+    return viewer !== null && viewer !== target && this.isLocalDomain(domainOf(viewer));
+  }
+
+  private visible(viewer: string | null, t: AccountState, v: AccountState | null): boolean {
+    const target = t.jid;
     return canSeePresence({
       viewer,
       target,

@@ -114,8 +114,11 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 60 || ttl > 31_536_000) {
         throw new PresenceError('bad-request', 'ttl must be an integer number of seconds from 60 to 31536000');
       }
-      const t = engine.issueToken(jid, ttl);
-      return reply.code(201).send({ jid, token: t.token, expiresAt: new Date(t.expiresAt).toISOString() });
+      // 'presence' tokens only prove a requester on the HTTP presence endpoints; they cannot log in.
+      const scope = b.scope === undefined ? 'login' : b.scope;
+      if (scope !== 'login' && scope !== 'presence') throw new PresenceError('bad-request', 'scope must be "login" or "presence"');
+      const t = engine.issueToken(jid, ttl, scope);
+      return reply.code(201).send({ jid, token: t.token, scope, expiresAt: new Date(t.expiresAt).toISOString() });
     });
 
     app.post('/presence/query', async (req) => {

@@ -1,0 +1,23 @@
+import type { FastifyInstance } from 'fastify';
+import type { PresenceEngine } from '../../engine/engine.js';
+import { presenceApi } from './presence-api.js';
+import { RequesterResolver } from './requester.js';
+import { loadStatusImages } from './status-images.js';
+import { statusEndpoint } from './status-endpoint.js';
+import { PresenceLookup } from './visible-presence.js';
+
+export interface HttpPresenceOptions {
+  readonly adminToken: string;
+  /** Believe an unproven req_jid (Openfire's behaviour); unsafe outside closed networks. */
+  readonly trustReqJid: boolean;
+  /** Default lifetime of presence tokens minted by users (POST /api/v1/presence/token). */
+  readonly presenceTokenTtlSeconds?: number;
+}
+
+/** Mounts the HTTP presence front door: the Openfire-compatible status endpoint and /api/v1/presence. */
+export async function httpPresence(http: FastifyInstance, engine: PresenceEngine, opts: HttpPresenceOptions): Promise<void> {
+  const resolver = new RequesterResolver(engine, opts);
+  const lookup = new PresenceLookup(engine);
+  await http.register(statusEndpoint({ resolver, lookup, images: loadStatusImages() }));
+  await http.register(presenceApi({ engine, resolver, lookup, presenceTokenTtlSeconds: opts.presenceTokenTtlSeconds ?? 3600 }), { prefix: '/api/v1' });
+}

@@ -1,0 +1,225 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { AccountPresence } from '../../core/presence.js';
+import { CACHE_CONTROL, etagOf, first, notModified, preflight, sendError, VARY } from './http-common.js';
+import { presenceJson, presenceText, presenceXml } from './presence-formats.js';
+import { sendAuthFailed, type Requester, type RequesterResolver } from './requester.js';
+import type { ImageVariant, StatusImages } from './status-images.js';
+import type { PresenceLookup } from './visible-presence.js';
+import { STATUS_WORDS, statusWord, type StatusImageWord } from './status-words.js';
+
+/**
+ * `/plugins/presence/status`: the Openfire (and Jive Messenger) presence plugin's URL and parameters,
+ * so pages written for it work unchanged; see docs/http.md for what differs and why.
+ *
+ * Registered as plain routes with no schema: this is the hottest HTTP path (pages embed hundreds of
+ * icons), and answering a cached account is synchronous from parameters to reply.
+ */
+export interface StatusEndpointOptions {
+  readonly resolver: RequesterResolver;
+  readonly lookup: PresenceLookup;
+  readonly images: StatusImages;
+}
+
+type OutputType = 'image' | 'text' | 'xml' | 'json';
+const TYPES = new Set<string>(['image', 'text', 'xml', 'json']);
+const TOKEN = '--IMAGE--';
+const MAX_URL = 2048;
+const FORM_LIMIT = 64 * 1024;
+
+interface Redirects {
+  /** `images`, with --IMAGE-- still in it. */
+  readonly template: string | null;
+  readonly perStatus: Partial<Record<StatusImageWord, string>>;
+}
+
+interface ImageRequest {
+  readonly variant: ImageVariant;
+  readonly redirects: Redirects | null;
+}
+
+class BadParam extends Error {}
+
+const CONTENT_TYPES = { text: 'text/plain; charset=utf-8', xml: 'text/xml; charset=utf-8', json: 'application/json; charset=utf-8' } as const;
+type TextType = keyof typeof CONTENT_TYPES;
+
+interface Rendered {
+  readonly body: string;
+  readonly bytes: number;
+  readonly etag: string;
+}
+
+const RENDER: Record<TextType, (p: AccountPresence | null) => string> = {
+  text: presenceText,
+  xml: presenceXml,
+  json: (p) => JSON.stringify(presenceJson(p)),
+};
+
+// The engine replaces an account's presence object on every change and never mutates it, so a body
+// rendered from one object stays right for as long as that object is current, and is dropped with it.
+// The visibility decision is made on every request before this is consulted.
+const renderCache: Record<TextType, WeakMap<AccountPresence, Rendered>> = { text: new WeakMap(), xml: new WeakMap(), json: new WeakMap() };
+const FORBIDDEN: Record<TextType, Rendered> = {
+  text: render('text', null),
+  xml: render('xml', null),
+  json: render('json', null),
+};
+
+function render(type: TextType, p: AccountPresence | null): Rendered {
+  const body = RENDER[type](p);
+  return { body, bytes: Buffer.byteLength(body), etag: etagOf(body) };
+}
+
+function rendered(type: TextType, p: AccountPresence | null): Rendered {
+  if (p === null) return FORBIDDEN[type];
+  const cache = renderCache[type];
+  let r = cache.get(p);
+  if (r === undefined) {
+    r = render(type, p);
+    cache.set(p, r);
+  }
+  return r;
+}
+
+/** Only absolute http(s) URLs: the browser follows the redirect; the server never fetches anything. */
+function checkedUrl(name: string, raw: string): string {
+  if (raw.length > MAX_URL) throw new BadParam(`"${name}" is longer than ${MAX_URL} characters`);
+  let u: URL;
+  try {
+    u = new URL(raw.replaceAll(TOKEN, 'available'));
+  } catch {
+    throw new BadParam(`"${name}" must be an absolute http or https URL`);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new BadParam(`"${name}" must be an http or https URL (got ${u.protocol})`);
+  return raw;
+}
+
+function redirectsOf(param: (n: string) => string | undefined): Redirects | null {
+  const images = param('images');
+  let template: string | null = null;
+  if (images !== undefined) {
+    if (!images.includes(TOKEN)) throw new BadParam(`"images" must contain the ${TOKEN} token`);
+    template = checkedUrl('images', images);
+  }
+  let perStatus: Partial<Record<StatusImageWord, string>> | null = null;
+  for (const word of STATUS_WORDS) {
+    const v = param(word);
+    if (v === undefined) continue;
+    perStatus ??= {};
+    perStatus[word] = new URL(checkedUrl(word, v)).href;
+  }
+  if (template === null && perStatus === null) return null;
+  return { template, perStatus: perStatus ?? {} };
+}
+
+function variantOf(format: string | undefined, scale: string | undefined, accept: string | undefined): ImageVariant {
+  if (scale !== undefined && scale !== '1' && scale !== '2') throw new BadParam('"scale" must be 1 or 2');
+  if (format === undefined) {
+    // Browsers that draw SVG in <img> say so in Accept: they get the image that is sharp at any size.
+    if (accept !== undefined && accept.includes('image/svg+xml')) return 'svg';
+    return scale === '2' ? 'png2x' : 'png';
+  }
+  if (format === 'svg') return 'svg';
+  if (format === 'png') return scale === '2' ? 'png2x' : 'png';
+  throw new BadParam('"format" must be svg or png');
+}
+
+function parseForm(body: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of new URLSearchParams(body)) if (!Object.hasOwn(out, k)) out[k] = v;
+  return out;
+}
+
+/**
+ * Writes the answer straight to Node's response: the hot path skips Fastify's send pipeline (no
+ * serialisation, no onSend hooks here), and a string body leaves in the same write as the headers.
+ * Fastify's onResponse hooks (metrics) still run.
+ */
+function sendRaw(req: FastifyRequest, reply: FastifyReply, contentType: string, body: string, bytes: number, etag: string, encoding: 'utf8' | 'latin1'): FastifyReply {
+  reply.hijack();
+  const res = reply.raw;
+  if (notModified(req, etag)) {
+    res.writeHead(304, { etag, 'cache-control': CACHE_CONTROL, vary: VARY, 'access-control-allow-origin': '*', 'access-control-expose-headers': 'ETag' });
+    res.end();
+  } else {
+    res.writeHead(200, {
+      'content-type': contentType,
+      'content-length': bytes,
+      etag,
+      'cache-control': CACHE_CONTROL,
+      vary: VARY,
+      'access-control-allow-origin': '*',
+      'access-control-expose-headers': 'ETag',
+    });
+    res.end(body, encoding);
+  }
+  return reply;
+}
+
+export function statusEndpoint(opts: StatusEndpointOptions) {
+  const { resolver, lookup, images } = opts;
+  const EMPTY: Record<string, unknown> = {};
+
+  function respond(req: FastifyRequest, reply: FastifyReply, type: OutputType, image: ImageRequest | null, p: AccountPresence | null): FastifyReply {
+    if (type === 'image') {
+      const word: StatusImageWord = p === null ? 'forbidden' : statusWord(p);
+      const r = (image as ImageRequest).redirects;
+      if (r !== null) {
+        const to = r.perStatus[word] ?? (r.template !== null ? new URL(r.template.replaceAll(TOKEN, word)).href : undefined);
+        if (to !== undefined) {
+          return reply.code(302).header('cache-control', CACHE_CONTROL).header('vary', VARY).header('access-control-expose-headers', 'ETag').header('location', to).send();
+        }
+      }
+      const img = images[word][(image as ImageRequest).variant];
+      return sendRaw(req, reply, img.contentType, img.latin1, img.body.length, img.etag, 'latin1');
+    }
+    const r = rendered(type, p);
+    return sendRaw(req, reply, CONTENT_TYPES[type], r.body, r.bytes, r.etag, 'utf8');
+  }
+
+  function answer(req: FastifyRequest, reply: FastifyReply, type: OutputType, image: ImageRequest | null, target: string | null, who: Requester) {
+    const p = lookup.presence(who, target);
+    if (p instanceof Promise) return p.then((v) => respond(req, reply, type, image, v));
+    return respond(req, reply, type, image, p);
+  }
+
+  function handler(req: FastifyRequest, reply: FastifyReply) {
+    // Set first so that error answers can be read by scripts on other origins too.
+    reply.header('access-control-allow-origin', '*');
+    const q = req.query as Record<string, unknown>;
+    const b = typeof req.body === 'object' && req.body !== null ? (req.body as Record<string, unknown>) : EMPTY;
+    const param = (n: string): string | undefined => first(q[n]) ?? first(b[n]);
+    const jid = param('jid');
+    if (jid === undefined || jid === '') return sendError(reply, 400, 'bad-request', 'the "jid" parameter is required');
+    const type = param('type') ?? 'image';
+    if (!TYPES.has(type)) return sendError(reply, 400, 'bad-request', '"type" must be image, text, xml or json');
+    let image: ImageRequest | null = null;
+    if (type === 'image') {
+      try {
+        image = { variant: variantOf(param('format'), param('scale'), req.headers.accept), redirects: redirectsOf(param) };
+      } catch (e) {
+        if (e instanceof BadParam) return sendError(reply, 400, 'bad-request', e.message);
+        throw e;
+      }
+    }
+    // Parsed before the requester is known and whatever the outcome, so a malformed, remote or unknown
+    // JID walks the same path as a real one.
+    const target = lookup.target(jid);
+    const who = resolver.resolve(req.headers.authorization, param('token'), param('req_jid'));
+    if (who instanceof Promise) {
+      return who.then(
+        (w) => answer(req, reply, type as OutputType, image, target, w),
+        (err: unknown) => sendAuthFailed(reply, err),
+      );
+    }
+    return answer(req, reply, type as OutputType, image, target, who);
+  }
+
+  return async function register(app: FastifyInstance): Promise<void> {
+    // Pages post the plugin's parameters from HTML forms; the parser is scoped to this plugin.
+    app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: FORM_LIMIT }, (_req, body, done) => {
+      done(null, parseForm(body as string));
+    });
+    app.route({ method: ['GET', 'POST'], url: '/plugins/presence/status', handler });
+    app.options('/plugins/presence/status', preflight);
+  };
+}
