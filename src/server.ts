@@ -11,6 +11,8 @@ import { PresenceEngine } from './engine/engine.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { NativeServer } from './protocols/native/native-server.js';
+import { certificateFiles, secureContext } from './protocols/xmpp/tls-certificate.js';
+import { XmppServer } from './protocols/xmpp/xmpp-server.js';
 import type { Store } from './ports/store.js';
 
 export const VERSION = '0.1.0';
@@ -54,6 +56,9 @@ export interface RunningServer {
   readonly http: FastifyInstance;
   readonly port: number;
   readonly url: string;
+  /** Bound XMPP ports (null when that listener is disabled). */
+  readonly xmppPort: number | null;
+  readonly xmppsPort: number | null;
   readonly log: Logger;
   stop(reason?: string): Promise<void>;
 }
@@ -132,6 +137,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     },
   );
   native.attach(http.server);
+  const xmpp = await startXmpp(config, engine, log);
+  xmpp.attach(http.server);
 
   await http.listen({ host: config.host, port: config.http_port });
   const addr = http.server.address();
@@ -147,6 +154,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       log.info({ reason }, 'shutting down');
       await engine.shutdown('shutdown');
       await native?.close();
+      await xmpp.close();
       await http.close();
       await bus.close();
       await store.close();
@@ -154,5 +162,38 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     })();
     return stopping;
   };
-  return { engine, http, port, url, log, stop };
+  return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
+}
+
+async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): Promise<XmppServer> {
+  const xlog = log.child({ component: 'xmpp' });
+  const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
+  if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
+  const xmpp = new XmppServer(
+    engine,
+    {
+      host: config.host,
+      port: config.xmpp_port,
+      tlsPort: config.xmpps_port,
+      websocketPath: '/xmpp-websocket',
+      maxConnections: config.max_connections,
+      limits: { maxStanzaChars: config.xmpp_max_stanza_bytes, maxDepth: 32, maxAttributes: 64 },
+      requireTls: config.xmpp_require_tls,
+      registration: config.xmpp_registration === 'open' ? 'open' : 'closed',
+      resourceConflict: config.xmpp_resource_conflict === 'new_resource' ? 'new_resource' : 'replace_old',
+      maxAuthFailures: config.max_auth_failures,
+      negotiationTimeoutMs: config.xmpp_negotiation_timeout_ms,
+      stanzaTimeoutMs: config.xmpp_stanza_timeout_ms,
+      pingIntervalMs: config.heartbeat_interval_ms,
+      idleTimeoutMs: config.idle_timeout_ms,
+      maxOfflineMessages: config.xmpp_max_offline_messages,
+      serverVersion: VERSION,
+    },
+    secureContext(files),
+    xlog,
+  );
+  await xmpp.listen();
+  if (!config.xmpp_require_tls) xlog.warn('xmpp_require_tls is false: XMPP clients may log in without TLS, sending passwords in the clear with PLAIN');
+  if (xmpp.port !== null || xmpp.tlsPort !== null) xlog.info({ port: xmpp.port, tlsPort: xmpp.tlsPort }, 'XMPP listening');
+  return xmpp;
 }
