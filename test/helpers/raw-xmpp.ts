@@ -8,7 +8,7 @@ export class RawXmpp {
   readonly closed: Promise<void>;
   private waiters: Array<() => void> = [];
 
-  private constructor(readonly socket: Socket) {
+  constructor(readonly socket: Socket) {
     socket.setEncoding('utf8');
     socket.on('data', (d: string) => {
       this.text += d;
@@ -21,12 +21,16 @@ export class RawXmpp {
   }
 
   static async open(port: number): Promise<RawXmpp> {
+    return new RawXmpp(await RawXmpp.connectRaw(port));
+  }
+
+  static async connectRaw(port: number): Promise<Socket> {
     const socket = connect(port, '127.0.0.1');
     await new Promise<void>((resolve, reject) => {
       socket.once('connect', resolve);
       socket.once('error', reject);
     });
-    return new RawXmpp(socket);
+    return socket;
   }
 
   write(s: string): void {

@@ -14,6 +14,9 @@ export { xml, type Element };
  */
 export class XmppTestClient {
   readonly received: Element[] = [];
+  /** Errors the client reported (stream errors carry a `condition`). */
+  readonly errors: Array<Error & { condition?: string }> = [];
+  private errorWaiters: Array<(e: Error & { condition?: string }) => void> = [];
   private waiters: Array<{ pred: (s: Element) => boolean; resolve(s: Element): void }> = [];
   jid = '';
 
@@ -27,8 +30,9 @@ export class XmppTestClient {
         this.received.push(s);
       }
     });
-    xmpp.on('error', () => {
-      // Connection errors surface through start() or the test's own waits.
+    xmpp.on('error', (e: Error & { condition?: string }) => {
+      this.errors.push(e);
+      for (const w of this.errorWaiters) w(e);
     });
   }
 
@@ -60,6 +64,13 @@ export class XmppTestClient {
   /** The next presence from `bare` (any resource) matching `pred`. */
   presenceFrom(bare: string, pred: (s: Element) => boolean = () => true, what = 'presence'): Promise<Element> {
     return this.waitFor((s) => s.is('presence') && (s.attrs.from ?? '').split('/')[0] === bare && pred(s), `${what} from ${bare}`);
+  }
+
+  /** Resolves with the first stream error of `condition` the client reports. */
+  streamError(condition: string): Promise<Error> {
+    const seen = this.errors.find((e) => e.condition === condition);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve) => this.errorWaiters.push((e) => e.condition === condition && resolve(e)));
   }
 
   send(s: Element): Promise<void> {
