@@ -187,6 +187,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       pingIntervalMs: config.heartbeat_interval_ms,
       idleTimeoutMs: config.idle_timeout_ms,
       maxOfflineMessages: config.xmpp_max_offline_messages,
+      smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
       serverVersion: VERSION,
     },
     secureContext(files),

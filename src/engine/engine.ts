@@ -373,14 +373,16 @@ export class PresenceEngine {
    * The connection behind `session` is gone. With `grace` the session stays online for the grace
    * period so a quick reconnect shows watchers nothing; otherwise (a clean goodbye) it ends now.
    */
-  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string }): void {
+  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string; graceMs?: number }): void {
     if (session.sink !== sink) return; // already taken over by a newer connection
     session.sink = null;
-    if (opts.grace && this.opts.gracePeriodMs > 0 && !this.closing) {
+    // A protocol may hold a session longer than the default (XMPP stream management's resumption window).
+    const graceMs = opts.graceMs ?? this.opts.gracePeriodMs;
+    if (opts.grace && graceMs > 0 && !this.closing) {
       session.lingerTimer = setTimeout(() => {
         session.lingerTimer = null;
         void this.closeSession(session, opts.reason);
-      }, this.opts.gracePeriodMs);
+      }, graceMs);
       return;
     }
     void this.closeSession(session, opts.reason);

@@ -11,8 +11,9 @@ import { parseFrame, StreamParser } from './parser.js';
 import { handlePresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
 import { rosterPush, subscriptionPresence } from './roster.js';
 import { handleRegistration } from './registration.js';
-import { routeMessage } from './routing.js';
+import { deliverOffline, routeMessage } from './routing.js';
 import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
+import type { SmState } from './stream-management.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
 import { el, escapeAttr, XmlElement } from './xml.js';
 
@@ -50,6 +51,9 @@ export class XmppConnection implements SessionSink, TransportEvents {
   private outQueue: OutItem[] = [];
   private readonly unconfirmed = new Set<(ok: boolean) => void>();
   private pinging = false;
+  /** XEP-0198 state once the client enabled stream management. */
+  sm: SmState | null = null;
+  private ackRequested = false;
 
   constructor(
     readonly transport: XmppTransport,
@@ -170,7 +174,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
         if (this.ctx.opts.registration === 'open') f += `<register xmlns='${NS.registerFeature}'/>`;
       }
     } else {
-      f += `<bind xmlns='${NS.bind}'/><session xmlns='${NS.session}'><optional/></session>`;
+      f += `<bind xmlns='${NS.bind}'/><session xmlns='${NS.session}'><optional/></session><sm xmlns='${NS.sm}'/>`;
       f += `<ver xmlns='${NS.rosterVer}'/><sub xmlns='${NS.preApproval}'/>`;
     }
     this.transport.send(`<stream:features xmlns:stream='${NS.stream}'>${f}</stream:features>`);
@@ -225,6 +229,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   private async handle(s: XmlElement): Promise<void> {
     if (this.stage === 'tls-or-auth') return this.negotiate(s);
+    if (s.ns === NS.sm) return this.streamManagement(s);
     if (this.stage === 'bind') {
       if (s.name === 'iq' && s.ns === NS.client && s.child('bind', NS.bind)) return this.bind(s);
       if (s.name === 'iq' && s.ns === NS.client && s.attr('type') === 'get' && s.child('query', NS.discoInfo)) return handleIq(this, s);
@@ -232,6 +237,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     if (this.stage !== 'bound') return;
     if (s.ns !== NS.client) throw new StreamError('unsupported-stanza-type', `unknown element ${s.name} in ${s.ns.slice(0, 100)}`);
+    if (this.sm) this.sm.inbound = (this.sm.inbound + 1) % 2 ** 32;
     switch (s.name) {
       case 'iq':
         return handleIq(this, s);
@@ -335,6 +341,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
       const taken = this.ctx.engine.localSessionsOf(jid).some((x) => x.resource === resource && x.sink !== null);
       if (taken && this.ctx.opts.resourceConflict === 'new_resource') resource = null;
     }
+    // A fresh bind of a resource whose stream could have been resumed: that stream is over.
+    if (resource !== null) await this.ctx.sm.end(`${jid}/${resource}`);
     const session = await this.ctx.engine.openSession(jid, resource, 'xmpp', this, null);
     if (this.ended) {
       this.ctx.engine.detach(session, this, { grace: false, reason: 'disconnected' });
@@ -353,7 +361,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
   sendStanza(stanza: XmlElement | string, onWritten?: () => void): void {
     if (this.ended) return;
     const text = typeof stanza === 'string' ? stanza : stanza.toString();
-    if (this.outQueue.length === 0) this.transport.send(text, onWritten);
+    if (this.outQueue.length === 0) this.write(text, onWritten);
     else this.outQueue.push(onWritten ? { text, onWritten } : { text });
   }
 
@@ -388,8 +396,92 @@ export class XmppConnection implements SessionSink, TransportEvents {
         text = null;
       }
       this.outQueue.shift();
-      if (text !== null && !this.ended) this.transport.send(text, head.onWritten);
+      if (text !== null && !this.ended) this.write(text, head.onWritten);
     }
+  }
+
+  /** Every stanza leaves through here, so stream management counts exactly what the client was sent. */
+  private write(text: string, onWritten?: () => void): void {
+    this.transport.send(text, onWritten);
+    const sm = this.sm;
+    if (!sm) return;
+    sm.sent(text);
+    if (!this.ackRequested) {
+      this.ackRequested = true;
+      // One request per burst, after the burst.
+      setImmediate(() => {
+        if (!this.ended && this.sm === sm) this.transport.send(`<r xmlns='${NS.sm}'/>`);
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- XEP-0198 stream management
+
+  private async streamManagement(s: XmlElement): Promise<void> {
+    const sm = this.sm;
+    switch (s.name) {
+      case 'enable': {
+        if (this.stage !== 'bound' || !this.session || sm) {
+          this.transport.send(`<failed xmlns='${NS.sm}'><unexpected-request xmlns='${NS.stanzas}'/></failed>`);
+          return;
+        }
+        const resume = s.attr('resume') === 'true' || s.attr('resume') === '1';
+        const state = this.ctx.sm.enable(this, this.session.jid, this.session.resource, resume);
+        this.sm = state;
+        const max = Math.floor(this.ctx.sm.resumeTimeoutMs / 1000);
+        this.transport.send(state.resumable ? `<enabled xmlns='${NS.sm}' id='${state.id}' resume='true' max='${max}'/>` : `<enabled xmlns='${NS.sm}'/>`);
+        return;
+      }
+      case 'r':
+        if (sm) this.transport.send(`<a xmlns='${NS.sm}' h='${sm.inbound}'/>`);
+        return;
+      case 'a': {
+        if (!sm) return;
+        const h = Number(s.attr('h'));
+        if (!Number.isInteger(h) || h < 0) throw new StreamError('bad-format', 'bad h');
+        sm.ack(h);
+        this.ackRequested = false;
+        if (sm.unacked.length > 0) {
+          this.ackRequested = true;
+          this.transport.send(`<r xmlns='${NS.sm}'/>`);
+        }
+        return;
+      }
+      case 'resume':
+        return this.resume(s);
+    }
+    throw new StreamError('unsupported-stanza-type', `unknown stream management element ${s.name.slice(0, 50)}`);
+  }
+
+  private async resume(s: XmlElement): Promise<void> {
+    const jid = this.authJid;
+    const state = jid && this.stage === 'bind' ? this.ctx.sm.find(s.attr('previd') ?? '', jid) : undefined;
+    const h = Number(s.attr('h'));
+    if (!state || !Number.isInteger(h) || h < 0) {
+      this.transport.send(`<failed xmlns='${NS.sm}'><item-not-found xmlns='${NS.stanzas}'/></failed>`);
+      return;
+    }
+    state.ack(h);
+    state.conn = this;
+    // Takes the session over from the lingering (or not yet noticed dead) connection: watchers see nothing.
+    const session = await this.ctx.engine.openSession(state.jid, state.resource, 'xmpp', this, null);
+    if (this.ended) {
+      this.ctx.engine.detach(session, this, { grace: true, reason: 'disconnected', graceMs: this.ctx.sm.resumeTimeoutMs });
+      return;
+    }
+    this.session = session;
+    this.sm = state;
+    this.stage = 'bound';
+    this.available = state.available;
+    this.transport.send(`<resumed xmlns='${NS.sm}' previd='${state.id}' h='${state.inbound}'/>`);
+    // XEP-0198 §5: what the client did not acknowledge is sent again, keeping its sequence numbers.
+    for (const u of state.unacked) this.transport.send(u.text);
+    if (state.unacked.length > 0) {
+      this.ackRequested = true;
+      this.transport.send(`<r xmlns='${NS.sm}'/>`);
+    }
+    // Messages that arrived while the stream was away were stored; this resource is back.
+    if (this.available && session.presence.priority >= 0) await deliverOffline(this);
   }
 
   // ---------------------------------------------------------------- SessionSink
@@ -458,6 +550,16 @@ export class XmppConnection implements SessionSink, TransportEvents {
     for (const done of [...this.unconfirmed]) done(false);
     const s = this.session;
     if (!s) return;
+    const sm = this.sm;
+    if (sm && sm.conn === this) {
+      sm.available = this.available;
+      sm.conn = null;
+      if (grace && sm.resumable) {
+        // The session stays online to watchers for the resumption window; directed presence stays too.
+        this.ctx.engine.detach(s, this, { grace: true, reason, graceMs: this.ctx.sm.resumeTimeoutMs });
+        return;
+      }
+    }
     if (this.directed.size > 0) sendDirectedUnavailable(this);
     this.ctx.engine.detach(s, this, { grace, reason });
   }

@@ -1,5 +1,6 @@
 import type { PresenceEngine } from '../../engine/engine.js';
 import type { XmlLimits } from './parser.js';
+import type { StreamManagement } from './stream-management.js';
 
 export interface XmppOptions {
   readonly limits: XmlLimits;
@@ -16,6 +17,8 @@ export interface XmppOptions {
   /** A connection silent this long is dead. */
   readonly idleTimeoutMs: number;
   readonly maxOfflineMessages: number;
+  /** XEP-0198: how long a dropped stream can be resumed (its session stays online meanwhile); 0 disables resumption. */
+  readonly smResumeTimeoutMs: number;
   readonly serverVersion: string;
 }
 
@@ -33,4 +36,5 @@ export interface XmppContext {
   /** Secret for the fake SCRAM salts of unknown accounts. */
   readonly saltSecret: Buffer;
   readonly startedAt: number;
+  readonly sm: StreamManagement;
 }

@@ -10,6 +10,7 @@ import type { XmppContext, XmppLog, XmppOptions } from './context.js';
 import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
+import { StreamManagement } from './stream-management.js';
 import { TcpTransport } from './tcp-transport.js';
 import { WsTransport } from './ws-transport.js';
 import { el } from './xml.js';
@@ -43,7 +44,8 @@ export class XmppServer {
     private readonly tlsContext: SecureContext | null,
     log: XmppLog,
   ) {
-    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now() };
+    const sm = new StreamManagement(engine, opts.smResumeTimeoutMs);
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm };
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.limits.maxStanzaChars * 4,
@@ -126,6 +128,8 @@ export class XmppServer {
         conn.closeStream(timeout, true);
         continue;
       }
+      // Until bound, the negotiation timeout is the bound (a slow SCRAM client is not a dead one).
+      if (!conn.bound) continue;
       const silent = now - conn.lastReceived;
       if (silent > this.opts.idleTimeoutMs) conn.terminate();
       else if (silent >= this.opts.pingIntervalMs) conn.ping();

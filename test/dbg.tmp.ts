@@ -1,0 +1,17 @@
+import { startTestServer } from './helpers/server.js';
+import { XmppTestClient, xml } from './helpers/xmpp-client.js';
+const t = await startTestServer({ xmpp_port: 0, xmpps_port: 0, xmpp_require_tls: false, log_level: 'debug' });
+await t.createAccount('carol@localhost');
+const svc = `xmpp://127.0.0.1:${t.server.xmppPort}`;
+const first = await XmppTestClient.login(svc, 'carol', 'secret-pw', 'same');
+(first.xmpp as any).on('element', (e: any) => console.log('FIRST <-', e.toString().slice(0, 200)));
+(first.xmpp as any).on('send', (e: any) => console.log('FIRST ->', e.toString().slice(0, 200)));
+(first.xmpp as any).on('status', (s: any) => console.log('FIRST status', s));
+console.log('first ok');
+const second = await XmppTestClient.login(svc, 'carol', 'secret-pw', 'same');
+console.log('second ok', second.jid);
+await first.streamError('conflict');
+console.log('conflict seen');
+await new Promise((r) => setTimeout(r, 1500));
+await second.stop(); await first.stop();
+await t.destroy();
