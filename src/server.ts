@@ -11,7 +11,7 @@ import { PresenceEngine } from './engine/engine.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { NativeServer } from './protocols/native/native-server.js';
-import { certificateFiles, secureContext } from './protocols/xmpp/tls-certificate.js';
+import { certificateFiles, loadTls } from './protocols/xmpp/tls-certificate.js';
 import { XmppServer } from './protocols/xmpp/xmpp-server.js';
 import type { Store } from './ports/store.js';
 
@@ -190,7 +190,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
       serverVersion: VERSION,
     },
-    secureContext(files),
+    loadTls(files),
     xlog,
   );
   await xmpp.listen();

@@ -35,6 +35,15 @@ export function certificateFiles(opts: { certPath: string; keyPath: string; data
   return { cert, key, generated: true };
 }
 
-export function secureContext(files: CertificateFiles): SecureContext {
-  return createSecureContext({ cert: readFileSync(files.cert), key: readFileSync(files.key), minVersion: 'TLSv1.2' });
+export interface TlsMaterial {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  /** For STARTTLS, where a plain socket is wrapped after the fact. */
+  readonly context: SecureContext;
+}
+
+export function loadTls(files: CertificateFiles): TlsMaterial {
+  const cert = readFileSync(files.cert);
+  const key = readFileSync(files.key);
+  return { cert, key, context: createSecureContext({ cert, key, minVersion: 'TLSv1.2' }) };
 }

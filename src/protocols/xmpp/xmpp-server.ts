@@ -2,7 +2,7 @@ import type { IncomingMessage, Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer, type SecureContext, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { XmppConnection } from './connection.js';
@@ -11,6 +11,7 @@ import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
 import { StreamManagement } from './stream-management.js';
+import type { TlsMaterial } from './tls-certificate.js';
 import { TcpTransport } from './tcp-transport.js';
 import { WsTransport } from './ws-transport.js';
 import { el } from './xml.js';
@@ -41,7 +42,7 @@ export class XmppServer {
   constructor(
     private readonly engine: PresenceEngine,
     private readonly opts: XmppServerOptions,
-    private readonly tlsContext: SecureContext | null,
+    private readonly tlsMaterial: TlsMaterial | null,
     log: XmppLog,
   ) {
     const sm = new StreamManagement(engine, opts.smResumeTimeoutMs);
@@ -72,8 +73,9 @@ export class XmppServer {
       this.tcp = createNetServer((socket) => this.acceptTcp(socket, false));
       this.port = await listen(this.tcp, this.opts.host, this.opts.port);
     }
-    if (this.opts.tlsPort >= 0 && this.tlsContext) {
-      this.tls = createTlsServer({ secureContext: this.tlsContext }, (socket) => this.acceptTcp(socket, true));
+    if (this.opts.tlsPort >= 0 && this.tlsMaterial) {
+      const { cert, key } = this.tlsMaterial;
+      this.tls = createTlsServer({ cert, key, minVersion: 'TLSv1.2' }, (socket) => this.acceptTcp(socket, true));
       this.tls.on('tlsClientError', () => {
         // A failed handshake is the client's problem; the socket is gone.
       });
@@ -103,7 +105,7 @@ export class XmppServer {
       return;
     }
     socket.setNoDelay(true);
-    this.accept(new TcpTransport(socket, this.tlsContext, secure));
+    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure));
   }
 
   private accept(transport: TcpTransport | WsTransport): void {
