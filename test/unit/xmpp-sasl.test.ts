@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { deriveCredentials } from '../../src/engine/credentials.js';
+import { deriveCredentials, verifyPasswordWithScram } from '../../src/engine/credentials.js';
 import type { ScramKeys } from '../../src/ports/store.js';
 import { SaslFailure, ScramMechanism, type SaslBackend } from '../../src/protocols/xmpp/sasl.js';
 
@@ -66,5 +66,16 @@ describe('SCRAM (RFC 5802, RFC 7677) against the stored keys', () => {
     const backend = await backendFor('pw');
     await assert.rejects(new ScramMechanism(backend, 'sha256').step(Buffer.from('p=tls-unique,,n=alice,r=abc')), (e: unknown) => e instanceof SaslFailure && e.condition === 'malformed-request');
     await assert.rejects(new ScramMechanism(backend, 'sha256').step(Buffer.from('garbage')), (e: unknown) => e instanceof SaslFailure && e.condition === 'malformed-request');
+  });
+});
+
+describe('verifyPasswordWithScram (PLAIN checked against the SCRAM keys)', () => {
+  test('accepts the password the keys were made from, refuses others', async () => {
+    const creds = await deriveCredentials('Ünïcode pw');
+    for (const algo of ['sha1', 'sha256'] as const) {
+      const keys = (algo === 'sha1' ? creds.scramSha1 : creds.scramSha256) as ScramKeys;
+      assert.equal(await verifyPasswordWithScram('Ünïcode pw', keys, algo), true);
+      assert.equal(await verifyPasswordWithScram('Ünïcode pw ', keys, algo), false);
+    }
   });
 });

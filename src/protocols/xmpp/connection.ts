@@ -272,7 +272,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     const engine = this.ctx.engine;
     return {
       domain: this.domain,
-      checkPassword: (jid, password) => engine.authenticatePassword(jid, password),
+      checkPassword: (jid, password) => engine.authenticatePasswordFast(jid, password),
       scramKeys: (jid, algo) => engine.scramKeys(jid, algo),
       fakeSalt: (jid) => createHmac('sha256', this.ctx.saltSecret).update(jid).digest().subarray(0, 16).toString('base64'),
     };
