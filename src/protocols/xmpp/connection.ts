@@ -148,12 +148,13 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   private sendHeader(): void {
     const id = randomBytes(8).toString('hex');
-    const from = escapeAttr(this.domain || this.ctx.engine.isLocalDomain(this.domain) ? this.domain : '');
+    // Only a domain we serve is claimed; for host-unknown the header names no one.
+    const from = this.ctx.engine.isLocalDomain(this.domain) ? ` from='${escapeAttr(this.domain)}'` : '';
     if (this.transport.framing === 'websocket') {
-      this.transport.send(`<open xmlns='${NS.framing}' id='${id}' from='${from}' version='1.0' xml:lang='en'/>`);
+      this.transport.send(`<open xmlns='${NS.framing}' id='${id}'${from} version='1.0' xml:lang='en'/>`);
     } else {
       this.transport.send(
-        `<?xml version='1.0'?><stream:stream xmlns='${NS.client}' xmlns:stream='${NS.stream}' id='${id}' from='${from}' version='1.0' xml:lang='en'>`,
+        `<?xml version='1.0'?><stream:stream xmlns='${NS.client}' xmlns:stream='${NS.stream}' id='${id}'${from} version='1.0' xml:lang='en'>`,
       );
     }
     this.headerSent = true;
