@@ -84,7 +84,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
 
   let native: NativeServer | null = null;
-  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0 }));
+  let xmppServer: XmppServer | null = null;
+  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }));
   if (log.isLevelEnabled('debug')) {
     engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
   }
@@ -138,6 +139,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   );
   native.attach(http.server);
   const xmpp = await startXmpp(config, engine, log);
+  xmppServer = xmpp;
   xmpp.attach(http.server);
 
   await http.listen({ host: config.host, port: config.http_port });
