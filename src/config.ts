@@ -41,6 +41,18 @@ export const CONFIG_KEYS = {
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },
   trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },
+  xmpp_port: { kind: 'int', def: 5222, min: -1, max: 65535, doc: 'XMPP client port (STARTTLS). 0 picks a free port (logged); -1 disables it.' },
+  xmpps_port: { kind: 'int', def: 5223, min: -1, max: 65535, doc: 'XMPP client port with direct TLS (XEP-0368). 0 picks a free port; -1 disables it.' },
+  xmpp_require_tls: { kind: 'bool', def: true, doc: 'XMPP clients must use TLS before authenticating. false allows plaintext streams with PLAIN (logged as a warning).' },
+  xmpp_registration: { kind: 'string', def: 'closed', doc: 'XEP-0077 in-band registration: closed, or open (anyone may create an account).' },
+  xmpp_resource_conflict: { kind: 'string', def: 'replace_old', doc: 'A login binding a resource already connected: replace_old (the old stream gets a conflict error) or new_resource (the new one gets a generated resource).' },
+  xmpp_max_stanza_bytes: { kind: 'int', def: 262_144, min: 1024, max: 16_777_216, doc: 'Largest XMPP stanza (in characters); bigger ones end the stream with policy-violation.' },
+  xmpp_negotiation_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP stream must be authenticated and bound within this time, or it ends with connection-timeout.' },
+  xmpp_stanza_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'A stanza (or stream header) that was started must be complete within this time (slow senders get connection-timeout).' },
+  xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
+  xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed; its session stays online to watchers meanwhile. 0 disables resumption.' },
+  tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
+  tls_key: { kind: 'string', def: '', doc: 'PEM private key matching tls_cert.' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -69,6 +81,18 @@ export interface Config {
   shutdown_timeout_ms: number;
   demo: boolean;
   trust_req_jid: boolean;
+  xmpp_port: number;
+  xmpps_port: number;
+  xmpp_require_tls: boolean;
+  xmpp_registration: string;
+  xmpp_resource_conflict: string;
+  xmpp_max_stanza_bytes: number;
+  xmpp_negotiation_timeout_ms: number;
+  xmpp_stanza_timeout_ms: number;
+  xmpp_max_offline_messages: number;
+  xmpp_sm_resume_timeout_ms: number;
+  tls_cert: string;
+  tls_key: string;
 }
 
 export class ConfigError extends Error {
@@ -214,6 +238,9 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.admin_token !== '' && c.admin_token.length < 16) problems.push('admin_token must be at least 16 characters (or empty to disable the admin API)');
   if (c.idle_timeout_ms <= c.heartbeat_interval_ms) problems.push('idle_timeout_ms must be greater than heartbeat_interval_ms, or live connections would be dropped');
   if (c.ws_rate_burst < 1) problems.push('ws_rate_burst must be at least 1');
+  if (c.xmpp_registration !== 'open' && c.xmpp_registration !== 'closed') problems.push('xmpp_registration must be open or closed');
+  if (c.xmpp_resource_conflict !== 'replace_old' && c.xmpp_resource_conflict !== 'new_resource') problems.push('xmpp_resource_conflict must be replace_old or new_resource');
+  if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
   if (problems.length) throw new ConfigError(problems);
   c.data_dir = resolve(c.data_dir);
   return c;

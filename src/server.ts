@@ -13,6 +13,8 @@ import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
 import { httpPresence } from './protocols/http/http-presence.js';
 import { NativeServer } from './protocols/native/native-server.js';
+import { certificateFiles, loadTls } from './protocols/xmpp/tls-certificate.js';
+import { XmppServer } from './protocols/xmpp/xmpp-server.js';
 import type { Store } from './ports/store.js';
 import { startControlChannel, type ControlChannel } from './control-channel.js';
 
@@ -57,6 +59,9 @@ export interface RunningServer {
   readonly http: FastifyInstance;
   readonly port: number;
   readonly url: string;
+  /** Bound XMPP ports (null when that listener is disabled). */
+  readonly xmppPort: number | null;
+  readonly xmppsPort: number | null;
   readonly log: Logger;
   stop(reason?: string): Promise<void>;
 }
@@ -92,7 +97,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   });
 
   let native: NativeServer | null = null;
-  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0 }));
+  let xmppServer: XmppServer | null = null;
+  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }));
   if (log.isLevelEnabled('debug')) {
     engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
   }
@@ -157,6 +163,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     },
   );
   native.attach(http.server);
+  const xmpp = await startXmpp(config, engine, log);
+  xmppServer = xmpp;
+  xmpp.attach(http.server);
 
   await http.listen({ host: config.host, port: config.http_port });
   const addr = http.server.address();
@@ -173,6 +182,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       await control.close();
       await engine.shutdown('shutdown');
       await native?.close();
+      await xmpp.close();
       await http.close();
       await bus.close();
       await store.close();
@@ -180,5 +190,39 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     })();
     return stopping;
   };
-  return { engine, http, port, url, log, stop };
+  return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
+}
+
+async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): Promise<XmppServer> {
+  const xlog = log.child({ component: 'xmpp' });
+  const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
+  if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
+  const xmpp = new XmppServer(
+    engine,
+    {
+      host: config.host,
+      port: config.xmpp_port,
+      tlsPort: config.xmpps_port,
+      websocketPath: '/xmpp-websocket',
+      maxConnections: config.max_connections,
+      limits: { maxStanzaChars: config.xmpp_max_stanza_bytes, maxDepth: 32, maxAttributes: 64 },
+      requireTls: config.xmpp_require_tls,
+      registration: config.xmpp_registration === 'open' ? 'open' : 'closed',
+      resourceConflict: config.xmpp_resource_conflict === 'new_resource' ? 'new_resource' : 'replace_old',
+      maxAuthFailures: config.max_auth_failures,
+      negotiationTimeoutMs: config.xmpp_negotiation_timeout_ms,
+      stanzaTimeoutMs: config.xmpp_stanza_timeout_ms,
+      pingIntervalMs: config.heartbeat_interval_ms,
+      idleTimeoutMs: config.idle_timeout_ms,
+      maxOfflineMessages: config.xmpp_max_offline_messages,
+      smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
+      serverVersion: VERSION,
+    },
+    loadTls(files),
+    xlog,
+  );
+  await xmpp.listen();
+  if (!config.xmpp_require_tls) xlog.warn('xmpp_require_tls is false: XMPP clients may log in without TLS, sending passwords in the clear with PLAIN');
+  if (xmpp.port !== null || xmpp.tlsPort !== null) xlog.info({ port: xmpp.port, tlsPort: xmpp.tlsPort }, 'XMPP listening');
+  return xmpp;
 }

@@ -51,6 +51,19 @@ export async function verifyPassword(password: string, encoded: string): Promise
   return timingSafeEqual(key, expected);
 }
 
+/**
+ * Checks a password against stored SCRAM keys (RFC 5802 §3: H(HMAC(SaltedPassword, "Client Key")) must
+ * equal StoredKey). Costs one PBKDF2 of the key's iteration count: what a SCRAM login costs the client,
+ * far less than scrypt, and no weaker than the SCRAM keys stored beside the hash anyway.
+ */
+export async function verifyPasswordWithScram(password: string, keys: ScramKeys, algo: 'sha1' | 'sha256'): Promise<boolean> {
+  const keylen = algo === 'sha1' ? 20 : 32;
+  const salted = await pbkdf2Async(normalisePassword(password), Buffer.from(keys.salt, 'base64'), keys.iterations, keylen, algo);
+  const storedKey = createHash(algo).update(createHmac(algo, salted).update('Client Key').digest()).digest();
+  const expected = Buffer.from(keys.storedKey, 'base64');
+  return expected.length === storedKey.length && timingSafeEqual(storedKey, expected);
+}
+
 async function scramKeys(password: string, algo: 'sha1' | 'sha256'): Promise<ScramKeys> {
   const salt = randomBytes(16);
   const keylen = algo === 'sha1' ? 20 : 32;

@@ -18,8 +18,8 @@ import { exchange, type SubType } from '../core/subscription.js';
 import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
-import type { AccountSettings, Store } from '../ports/store.js';
-import { checkPasswordShape, deriveCredentials, hashPassword, verifyPassword } from './credentials.js';
+import type { AccountSettings, ScramKeys, Store } from '../ports/store.js';
+import { checkPasswordShape, deriveCredentials, hashPassword, verifyPassword, verifyPasswordWithScram } from './credentials.js';
 import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
@@ -220,6 +220,42 @@ export class PresenceEngine {
     return jid;
   }
 
+  /**
+   * Like authenticatePassword, but checked against the account's SCRAM-SHA-256 keys when it has them
+   * (XMPP SASL PLAIN): a login then costs a PBKDF2 instead of an scrypt, so a thousand clients
+   * reconnecting after a restart do not queue for seconds behind the password hash.
+   */
+  async authenticatePasswordFast(jidInput: unknown, password: unknown): Promise<string> {
+    let jid: string;
+    try {
+      jid = this.localJid(jidInput);
+    } catch {
+      throw new PresenceError('auth-failed', 'wrong jid or password');
+    }
+    if (typeof password !== 'string' || checkPasswordShape(password)) throw new PresenceError('auth-failed', 'wrong jid or password');
+    const account = await this.store.getAccount(jid);
+    const ok = account
+      ? account.scramSha256
+        ? await verifyPasswordWithScram(password, account.scramSha256, 'sha256')
+        : await verifyPassword(password, account.passwordHash)
+      : false;
+    if (!ok) throw new PresenceError('auth-failed', 'wrong jid or password');
+    return jid;
+  }
+
+  /** The stored SCRAM keys of an account (XMPP SASL); null for an unknown account or JID. */
+  async scramKeys(jidInput: string, algo: 'sha1' | 'sha256'): Promise<ScramKeys | null> {
+    let jid: string;
+    try {
+      jid = this.localJid(jidInput);
+    } catch {
+      return null;
+    }
+    const account = await this.store.getAccount(jid);
+    if (!account) return null;
+    return algo === 'sha1' ? account.scramSha1 : account.scramSha256;
+  }
+
   issueToken(jid: string, ttlSeconds: number, scope = 'login'): { token: string; expiresAt: number } {
     const iat = this.now();
     const exp = iat + ttlSeconds * 1000;
@@ -352,26 +388,39 @@ export class PresenceEngine {
     });
   }
 
+  /** The session stays connected but stops being available (XMPP `<presence type='unavailable'/>`). */
+  async setUnavailable(session: Session, status: string | null): Promise<void> {
+    const checked = checkPresenceInput({ status });
+    await this.sessionLock.run(session.jid, async () => {
+      const state = await this.state(session.jid);
+      if (state.local.get(session.resource) !== session) throw new PresenceError('not-found', 'session has ended');
+      const next = { ...sessionFrom(session.resource, checked, this.now()), available: false };
+      await this.applyPresence(state, session, next);
+    });
+  }
+
   private async applyPresence(state: AccountState, session: Session, next: SessionPresence): Promise<void> {
     const previous = session.presence;
     session.presence = next;
     const all = await this.bus.putSession(state.jid, this.live(session));
     if (this.events.hasListeners('session.changed')) this.events.emit('session.changed', { jid: state.jid, session: next, previous });
-    await this.recompute(state, all, next);
+    await this.recompute(state, all, next, !sameSessionPresence(previous, next));
   }
 
   /**
    * The connection behind `session` is gone. With `grace` the session stays online for the grace
    * period so a quick reconnect shows watchers nothing; otherwise (a clean goodbye) it ends now.
    */
-  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string }): void {
+  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string; graceMs?: number }): void {
     if (session.sink !== sink) return; // already taken over by a newer connection
     session.sink = null;
-    if (opts.grace && this.opts.gracePeriodMs > 0 && !this.closing) {
+    // A protocol may hold a session longer than the default (XMPP stream management's resumption window).
+    const graceMs = opts.graceMs ?? this.opts.gracePeriodMs;
+    if (opts.grace && graceMs > 0 && !this.closing) {
       session.lingerTimer = setTimeout(() => {
         session.lingerTimer = null;
         void this.closeSession(session, opts.reason);
-      }, this.opts.gracePeriodMs);
+      }, graceMs);
       return;
     }
     void this.closeSession(session, opts.reason);
@@ -387,9 +436,17 @@ export class PresenceEngine {
       state.local.delete(session.resource);
       const remaining = await this.bus.removeSession(session.jid, session.resource);
       this.events.emit('session.closed', { jid: session.jid, session: session.presence, reason });
-      await this.recompute(state, remaining, null);
+      // Per-resource watchers (XMPP) must hear that this resource went, even when the account stays online.
+      const gone = session.presence.available ? { ...session.presence, available: false } : null;
+      await this.recompute(state, remaining, gone, gone !== null);
       this.evict();
     });
+  }
+
+  /** The sessions of `jid` connected to this node (a protocol routes stanzas to their sinks). */
+  localSessionsOf(jid: string): Session[] {
+    const state = this.states.get(jid);
+    return state ? [...state.local.values()] : [];
   }
 
   private live(s: Session): LiveSession {
@@ -397,7 +454,12 @@ export class PresenceEngine {
   }
 
   /** Derives the account presence from its sessions and, if watchers could tell the difference, fans it out. */
-  private recompute(state: AccountState, sessions: readonly SessionPresence[], cause: SessionPresence | null): Promise<void> {
+  private recompute(
+    state: AccountState,
+    sessions: readonly SessionPresence[],
+    cause: SessionPresence | null,
+    resourceChanged = false,
+  ): Promise<void> {
     const previous = state.presence;
     const next = aggregatePresence(state.jid, sessions, state.lastSeen);
     let persisted: Promise<void> = Promise.resolve();
@@ -410,6 +472,9 @@ export class PresenceEngine {
     }
     if (samePresence(previous, presence)) {
       state.presence = presence;
+      if (resourceChanged && cause !== null) {
+        this.fanOut(state, { kind: 'presence', from: state.jid, presence, session: cause, resourceOnly: true });
+      }
       return persisted;
     }
     state.presence = presence;
@@ -717,6 +782,10 @@ function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
   const priority = input.priority ?? 0;
   if (!validatePriority(priority)) throw new PresenceError('bad-request', 'priority must be an integer from -128 to 127');
   return { show, status, priority };
+}
+
+function sameSessionPresence(a: SessionPresence, b: SessionPresence): boolean {
+  return a.available === b.available && a.show === b.show && a.status === b.status && a.priority === b.priority;
 }
 
 function sessionFrom(resource: string, p: Required<PresenceInput>, now: number): SessionPresence {

@@ -21,6 +21,11 @@ export type Delivery =
       readonly presence: AccountPresence;
       /** The session whose change caused this update (null when the account became unavailable). */
       readonly session: SessionPresence | null;
+      /**
+       * Only one resource changed (it came, went or changed while another resource still represents the
+       * account): protocols that show per-resource presence (XMPP) use it, the others ignore it.
+       */
+      readonly resourceOnly?: true;
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }

@@ -24,6 +24,16 @@ export interface AccountSettings {
   readonly [key: string]: unknown;
 }
 
+/** A message kept for an account that had no resource able to take it (XEP-0160). */
+export interface OfflineMessage {
+  readonly id: number;
+  readonly to: string;
+  readonly from: string;
+  /** The stanza as serialised XML, exactly as it will be written to the recipient. */
+  readonly xml: string;
+  readonly at: number;
+}
+
 export interface AccountPage {
   readonly jids: string[];
   /** Pass as `after` to get the next page; null when this was the last page. */
@@ -82,4 +92,11 @@ export interface Store {
   getLastSeenMany(jids: readonly string[]): Promise<Map<string, LastSeen>>;
   setLastSeen(jid: string, lastSeen: LastSeen): Promise<void>;
   setLastSeenMany(entries: ReadonlyArray<{ jid: string; lastSeen: LastSeen }>): Promise<void>;
+
+  /** Stores one message durably; resolves with its id once committed. */
+  addOfflineMessage(message: Omit<OfflineMessage, 'id'>): Promise<number>;
+  /** Oldest first. */
+  getOfflineMessages(to: string, limit: number): Promise<OfflineMessage[]>;
+  countOfflineMessages(to: string): Promise<number>;
+  deleteOfflineMessages(ids: readonly number[]): Promise<void>;
 }

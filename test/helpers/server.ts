@@ -30,6 +30,9 @@ export async function startTestServer(overrides: Partial<Config> = {}, dataDir?:
       log_level: 'silent',
       admin_token: ADMIN_TOKEN,
       grace_period_ms: 300,
+      // Several test servers run at once; XMPP listeners are opt-in per test (port 0 picks a free one).
+      xmpp_port: -1,
+      xmpps_port: -1,
       ...overrides,
     },
   });

@@ -378,6 +378,9 @@ describe('presenced start: a running server, graceful shutdown and restart', { t
       PRESENCED_DATA_DIR: dataDir,
       PRESENCED_ADMIN_TOKEN: ADMIN_TOKEN,
       PRESENCED_LOG_LEVEL: 'info',
+      // Other test servers may hold the default XMPP ports.
+      PRESENCED_XMPP_PORT: '-1',
+      PRESENCED_XMPPS_PORT: '-1',
     });
     cliEnvForDir = cliEnv({ PRESENCED_DATA_DIR: dataDir, PRESENCED_LOG_LEVEL: 'silent' });
   });

@@ -76,6 +76,22 @@ export const MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 2,
+    name: 'offline messages',
+    async up(db) {
+      // One row per message, so a message is either fully stored or absent, and delivery deletes by id.
+      await db.schema
+        .createTable('offline_messages')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('recipient', 'text', (c) => c.notNull())
+        .addColumn('sender', 'text', (c) => c.notNull())
+        .addColumn('xml', 'text', (c) => c.notNull())
+        .addColumn('at', 'integer', (c) => c.notNull())
+        .execute();
+      await db.schema.createIndex('offline_messages_recipient').on('offline_messages').columns(['recipient', 'id']).execute();
+    },
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

@@ -6,6 +6,7 @@ import {
   SqliteDriver,
   sql,
   type DatabaseConnection,
+  type Generated,
   type Driver,
   type SqliteDatabase,
   type SqliteDialectConfig,
@@ -16,7 +17,7 @@ import { PresenceError } from '../../core/errors.js';
 import type { LastSeen } from '../../core/presence.js';
 import type { RosterItem } from '../../core/roster.js';
 import type { SubState } from '../../core/subscription-state.js';
-import type { AccountPage, AccountRecord, AccountSettings, ScramKeys, Store } from '../../ports/store.js';
+import type { AccountPage, AccountRecord, AccountSettings, OfflineMessage, ScramKeys, Store } from '../../ports/store.js';
 import { runMigrations } from './migrations.js';
 
 interface AccountsTable {
@@ -62,6 +63,14 @@ interface LastSeenTable {
   status: string | null;
 }
 
+interface OfflineMessagesTable {
+  id: Generated<number>;
+  recipient: string;
+  sender: string;
+  xml: string;
+  at: number;
+}
+
 interface Tables {
   accounts: AccountsTable;
   account_settings: AccountSettingsTable;
@@ -69,6 +78,7 @@ interface Tables {
   roster_versions: RosterVersionsTable;
   blocks: BlocksTable;
   last_seen: LastSeenTable;
+  offline_messages: OfflineMessagesTable;
 }
 
 type Db = Kysely<Tables>;
@@ -257,6 +267,7 @@ export class SqliteStore implements Store {
       await trx.deleteFrom('blocks').where('owner', '=', jid).execute();
       await trx.deleteFrom('account_settings').where('jid', '=', jid).execute();
       await trx.deleteFrom('last_seen').where('jid', '=', jid).execute();
+      await trx.deleteFrom('offline_messages').where('recipient', '=', jid).execute();
       return res.numDeletedRows > 0n;
     });
   }
@@ -494,5 +505,42 @@ export class SqliteStore implements Store {
         oc.column('jid').doUpdateSet((eb) => ({ at: eb.ref('excluded.at'), status: eb.ref('excluded.status') })),
       )
       .execute();
+  }
+
+  // ----------------------------------------------------------------------------- offline messages
+
+  async addOfflineMessage(m: Omit<OfflineMessage, 'id'>): Promise<number> {
+    const row = await this.#db
+      .insertInto('offline_messages')
+      .values({ recipient: m.to, sender: m.from, xml: m.xml, at: m.at })
+      .returning('id')
+      .executeTakeFirstOrThrow();
+    return row.id;
+  }
+
+  async getOfflineMessages(to: string, limit: number): Promise<OfflineMessage[]> {
+    const rows = await this.#db
+      .selectFrom('offline_messages')
+      .selectAll()
+      .where('recipient', '=', to)
+      .orderBy('id')
+      .limit(limit)
+      .execute();
+    return rows.map((r) => ({ id: r.id, to: r.recipient, from: r.sender, xml: r.xml, at: r.at }));
+  }
+
+  async countOfflineMessages(to: string): Promise<number> {
+    const row = await this.#db
+      .selectFrom('offline_messages')
+      .select((eb) => eb.fn.countAll<number>().as('n'))
+      .where('recipient', '=', to)
+      .executeTakeFirst();
+    return Number(row?.n ?? 0);
+  }
+
+  async deleteOfflineMessages(ids: readonly number[]): Promise<void> {
+    for (let i = 0; i < ids.length; i += IN_CHUNK) {
+      await this.#db.deleteFrom('offline_messages').where('id', 'in', ids.slice(i, i + IN_CHUNK)).execute();
+    }
   }
 }

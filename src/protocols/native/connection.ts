@@ -115,6 +115,8 @@ export class NativeConnection implements SessionSink {
   // ---------------------------------------------------------------- SessionSink
 
   deliver(d: Delivery): void {
+    // The native protocol shows account presence only; a change of one resource alone is not news.
+    if (d.kind === 'presence' && d.resourceOnly) return;
     const frame = encodeDelivery(d);
     if (this.held) this.held.push(frame);
     else this.sendFrame(frame);

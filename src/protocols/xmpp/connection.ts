@@ -1,0 +1,602 @@
+import { createHmac, randomBytes } from 'node:crypto';
+import { isPresenceError } from '../../core/errors.js';
+import { parseJid } from '../../core/jid.js';
+import type { Session, SessionSink } from '../../engine/engine.js';
+import type { Delivery } from '../../ports/bus.js';
+import type { XmppContext } from './context.js';
+import { StanzaError, StreamError, stanzaErrorReply, streamErrorXml, type StreamCondition } from './errors.js';
+import { handleIq } from './iq-handlers.js';
+import { NS } from './namespaces.js';
+import { parseFrame, StreamParser } from './parser.js';
+import { handlePresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
+import { rosterPush, subscriptionPresence } from './roster.js';
+import { handleRegistration } from './registration.js';
+import { deliverOffline, routeMessage } from './routing.js';
+import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
+import type { SmState } from './stream-management.js';
+import type { TransportEvents, XmppTransport } from './transport.js';
+import { el, escapeAttr, XmlElement } from './xml.js';
+
+interface OutItem {
+  readonly text: string | Promise<string | null>;
+  readonly onWritten?: () => void;
+}
+
+type Stage = 'header' | 'tls-or-auth' | 'bind' | 'bound' | 'closed';
+
+/**
+ * One client stream (RFC 6120) over any transport: stream negotiation (STARTTLS, SASL, resource
+ * binding), then the session's stanzas. It is the engine's SessionSink for its bound session.
+ */
+export class XmppConnection implements SessionSink, TransportEvents {
+  lastReceived: number;
+  readonly openedAt: number;
+  private stage: Stage = 'header';
+  private parser: StreamParser | null;
+  private headerSent = false;
+  private domain = '';
+  private authJid: string | null = null;
+  private authFailures = 0;
+  private mechanism: SaslMechanism | null = null;
+  session: Session | null = null;
+  /** The client sent initial presence: it receives presence and messages sent to its bare JID. */
+  available = false;
+  /** JIDs this resource sent directed presence to; they hear when it leaves (RFC 6121 §4.6). */
+  readonly directed = new Set<string>();
+  private ended = false;
+  /** Stanzas run one at a time, in order; pending engine work must not reorder a client's requests. */
+  private queue: XmlElement[] = [];
+  private busy = false;
+  /** Outgoing text waiting for an earlier asynchronous piece (a roster push needing its version). */
+  private outQueue: OutItem[] = [];
+  private readonly unconfirmed = new Set<(ok: boolean) => void>();
+  private pinging = false;
+  /** XEP-0198 state once the client enabled stream management. */
+  sm: SmState | null = null;
+  private ackRequested = false;
+
+  constructor(
+    readonly transport: XmppTransport,
+    readonly ctx: XmppContext,
+    now: number,
+  ) {
+    this.lastReceived = now;
+    this.openedAt = now;
+    this.parser = transport.framing === 'tcp' ? this.newParser() : null;
+  }
+
+  get bound(): boolean {
+    return this.stage === 'bound';
+  }
+
+  get jid(): string {
+    return this.session?.jid ?? this.authJid ?? '';
+  }
+
+  get fullJid(): string {
+    return this.session?.fullJid ?? '';
+  }
+
+  get partialSince(): number | null {
+    return this.parser?.partialSince ?? null;
+  }
+
+  private newParser(): StreamParser {
+    return new StreamParser(this.ctx.opts.limits, {
+      streamStart: (root) => this.onStreamStart(root),
+      stanza: (s) => this.enqueue(s),
+      streamEnd: () => this.onStreamEnd(),
+    });
+  }
+
+  // ---------------------------------------------------------------- transport events
+
+  onData(chunk: Buffer): void {
+    if (this.ended) return;
+    this.lastReceived = Date.now();
+    this.pinging = false;
+    const parser = this.parser;
+    if (!parser) return;
+    try {
+      parser.write(chunk, this.lastReceived);
+    } catch (e) {
+      this.fail(e);
+    }
+  }
+
+  onFrame(text: string): void {
+    if (this.ended) return;
+    this.lastReceived = Date.now();
+    this.pinging = false;
+    try {
+      const e = parseFrame(text, this.ctx.opts.limits);
+      if (e.ns === NS.framing && e.name === 'open') this.onStreamStart(e);
+      else if (e.ns === NS.framing && e.name === 'close') this.onStreamEnd();
+      else if (this.stage === 'header') throw new StreamError('not-well-formed', 'expected <open/>');
+      else this.enqueue(e.ns === '' ? new XmlElement(e.name, NS.client, e.attrs, e.children) : e);
+    } catch (err) {
+      this.fail(err);
+    }
+  }
+
+  onTransportClosed(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stage = 'closed';
+    this.leave(true, 'disconnected');
+  }
+
+  // ---------------------------------------------------------------- stream negotiation
+
+  private onStreamStart(root: XmlElement): void {
+    const ws = this.transport.framing === 'websocket';
+    if (!ws && (root.name !== 'stream' || root.ns !== NS.stream)) throw new StreamError('invalid-namespace', 'expected <stream:stream>');
+    const to = root.attr('to') ?? '';
+    this.domain = to.toLowerCase();
+    this.sendHeader();
+    if (!ws) {
+      // The stream's content namespace is the default namespace of the header (RFC 6120 §4.8.2).
+      const contentNs = (root as XmlElement & { attrs: Record<string, string> }).attrs['xmlns'];
+      if (contentNs !== undefined && contentNs !== NS.client) throw new StreamError('invalid-namespace', 'content namespace must be jabber:client');
+    }
+    if (!this.ctx.engine.isLocalDomain(this.domain)) throw new StreamError('host-unknown', `this server does not serve ${to.slice(0, 100)}`);
+    const version = root.attr('version');
+    if (version === undefined || !/^1\.\d+$/.test(version)) throw new StreamError('unsupported-version', 'XMPP 1.0 streams only');
+    if (this.stage === 'header') this.stage = this.authJid ? 'bind' : 'tls-or-auth';
+    this.sendFeatures();
+  }
+
+  private sendHeader(): void {
+    const id = randomBytes(8).toString('hex');
+    // Only a domain we serve is claimed; for host-unknown the header names no one.
+    const from = this.ctx.engine.isLocalDomain(this.domain) ? ` from='${escapeAttr(this.domain)}'` : '';
+    if (this.transport.framing === 'websocket') {
+      this.transport.send(`<open xmlns='${NS.framing}' id='${id}'${from} version='1.0' xml:lang='en'/>`);
+    } else {
+      this.transport.send(
+        `<?xml version='1.0'?><stream:stream xmlns='${NS.client}' xmlns:stream='${NS.stream}' id='${id}'${from} version='1.0' xml:lang='en'>`,
+      );
+    }
+    this.headerSent = true;
+  }
+
+  private plainAllowed(): boolean {
+    return this.transport.secure || !this.ctx.opts.requireTls;
+  }
+
+  private sendFeatures(): void {
+    let f = '';
+    if (this.authJid === null) {
+      const tlsNeeded = this.ctx.opts.requireTls && !this.transport.secure;
+      if (this.transport.canStartTls) f += `<starttls xmlns='${NS.tls}'>${tlsNeeded ? '<required/>' : ''}</starttls>`;
+      if (!tlsNeeded || !this.transport.canStartTls) {
+        const mechs = MECHANISMS.filter((m) => m !== 'PLAIN' || this.plainAllowed());
+        f += `<mechanisms xmlns='${NS.sasl}'>${mechs.map((m) => `<mechanism>${m}</mechanism>`).join('')}</mechanisms>`;
+        if (this.ctx.opts.registration === 'open') f += `<register xmlns='${NS.registerFeature}'/>`;
+      }
+    } else {
+      f += `<bind xmlns='${NS.bind}'/><session xmlns='${NS.session}'><optional/></session><sm xmlns='${NS.sm}'/>`;
+      f += `<ver xmlns='${NS.rosterVer}'/><sub xmlns='${NS.preApproval}'/>`;
+    }
+    this.transport.send(`<stream:features xmlns:stream='${NS.stream}'>${f}</stream:features>`);
+  }
+
+  private restartStream(): void {
+    this.stage = 'header';
+    if (this.transport.framing === 'tcp') this.parser = this.newParser();
+  }
+
+  private onStreamEnd(): void {
+    if (this.ended) return;
+    this.closeStream(null, false);
+  }
+
+  // ---------------------------------------------------------------- stanzas
+
+  private enqueue(stanza: XmlElement): void {
+    if (this.ended) return;
+    this.queue.push(stanza);
+    if (!this.busy) void this.drain();
+  }
+
+  private async drain(): Promise<void> {
+    this.busy = true;
+    while (!this.ended) {
+      const s = this.queue.shift();
+      if (s === undefined) break;
+      try {
+        await this.handle(s);
+      } catch (e) {
+        if (e instanceof StreamError) {
+          this.fail(e);
+          break;
+        }
+        if (e instanceof StanzaError) {
+          if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, e.condition, e.text));
+          continue;
+        }
+        if (isPresenceError(e)) {
+          const cond = e.code === 'bad-jid' ? 'jid-malformed' : e.code === 'not-allowed' ? 'not-allowed' : e.code === 'not-found' ? 'item-not-found' : 'bad-request';
+          if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, cond, e.message));
+          continue;
+        }
+        this.ctx.log.error({ err: e }, 'xmpp stanza failed');
+        if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, 'internal-server-error'));
+      }
+    }
+    this.queue.length = this.ended ? 0 : this.queue.length;
+    this.busy = false;
+  }
+
+  private async handle(s: XmlElement): Promise<void> {
+    if (this.stage === 'tls-or-auth') return this.negotiate(s);
+    if (s.ns === NS.sm) return this.streamManagement(s);
+    if (this.stage === 'bind') {
+      if (s.name === 'iq' && s.ns === NS.client && s.child('bind', NS.bind)) return this.bind(s);
+      if (s.name === 'iq' && s.ns === NS.client && s.attr('type') === 'get' && s.child('query', NS.discoInfo)) return handleIq(this, s);
+      throw new StreamError('not-authorized', 'bind a resource first');
+    }
+    if (this.stage !== 'bound') return;
+    if (s.ns !== NS.client) throw new StreamError('unsupported-stanza-type', `unknown element ${s.name} in ${s.ns.slice(0, 100)}`);
+    if (this.sm) this.sm.inbound = (this.sm.inbound + 1) % 2 ** 32;
+    switch (s.name) {
+      case 'iq':
+        return handleIq(this, s);
+      case 'presence':
+        return handlePresence(this, s);
+      case 'message':
+        return routeMessage(this, s);
+    }
+    throw new StreamError('unsupported-stanza-type', `unknown stanza <${s.name.slice(0, 50)}>`);
+  }
+
+  private async negotiate(s: XmlElement): Promise<void> {
+    if (s.ns === NS.tls && s.name === 'starttls') {
+      if (!this.transport.canStartTls) {
+        this.transport.send(`<failure xmlns='${NS.tls}'/>`);
+        this.closeStream(null, false);
+        return;
+      }
+      this.transport.send(`<proceed xmlns='${NS.tls}'/>`);
+      this.transport.startTls();
+      this.restartStream();
+      return;
+    }
+    if (s.ns === NS.sasl) return this.sasl(s);
+    if (s.ns === NS.client && s.name === 'iq' && s.child('query', NS.register)) {
+      return handleRegistration(this, s);
+    }
+    throw new StreamError('not-authorized', 'authenticate first');
+  }
+
+  private saslBackend(): SaslBackend {
+    const engine = this.ctx.engine;
+    return {
+      domain: this.domain,
+      checkPassword: (jid, password) => engine.authenticatePasswordFast(jid, password),
+      scramKeys: (jid, algo) => engine.scramKeys(jid, algo),
+      fakeSalt: (jid) => createHmac('sha256', this.ctx.saltSecret).update(jid).digest().subarray(0, 16).toString('base64'),
+    };
+  }
+
+  private async sasl(s: XmlElement): Promise<void> {
+    try {
+      if (this.ctx.opts.requireTls && !this.transport.secure && this.transport.canStartTls) {
+        throw new SaslFailure('encryption-required', 'STARTTLS first');
+      }
+      let data: Buffer;
+      if (s.name === 'auth') {
+        const name = s.attr('mechanism') ?? '';
+        if (!(MECHANISMS as readonly string[]).includes(name)) throw new SaslFailure('invalid-mechanism');
+        if (name === 'PLAIN' && !this.plainAllowed()) throw new SaslFailure('encryption-required', 'PLAIN needs TLS');
+        this.mechanism = createMechanism(name as MechanismName, this.saslBackend());
+        const text = s.text().trim();
+        if (text === '') {
+          // No initial response: ask for it with an empty challenge.
+          this.transport.send(`<challenge xmlns='${NS.sasl}'/>`);
+          return;
+        }
+        data = decode(text);
+      } else if (s.name === 'response') {
+        if (!this.mechanism) throw new SaslFailure('malformed-request', 'no exchange in progress');
+        data = decode(s.text().trim());
+      } else if (s.name === 'abort') {
+        this.mechanism = null;
+        throw new SaslFailure('aborted');
+      } else {
+        throw new SaslFailure('malformed-request', `unexpected <${s.name.slice(0, 50)}>`);
+      }
+      const step = await (this.mechanism as SaslMechanism).step(data);
+      if (this.ended) return;
+      if (!step.done) {
+        this.transport.send(`<challenge xmlns='${NS.sasl}'>${Buffer.from(step.challenge).toString('base64')}</challenge>`);
+        return;
+      }
+      this.mechanism = null;
+      this.authJid = this.ctx.engine.localJid(step.jid);
+      const extra = step.additional === null ? '' : Buffer.from(step.additional).toString('base64');
+      this.transport.send(`<success xmlns='${NS.sasl}'>${extra}</success>`);
+      this.restartStream();
+    } catch (e) {
+      if (!(e instanceof SaslFailure)) throw e;
+      this.mechanism = null;
+      const text = e.message !== e.condition ? `<text>${escapeText(e.message)}</text>` : '';
+      this.transport.send(`<failure xmlns='${NS.sasl}'><${e.condition}/>${text}</failure>`);
+      if (e.condition === 'not-authorized') {
+        this.authFailures++;
+        if (this.authFailures >= this.ctx.opts.maxAuthFailures) throw new StreamError('policy-violation', 'too many failed authentication attempts');
+      }
+    }
+  }
+
+  private async bind(s: XmlElement): Promise<void> {
+    if (s.attr('type') !== 'set') throw new StanzaError('bad-request', 'bind is a set');
+    const jid = this.authJid as string;
+    let resource: string | null = s.child('bind', NS.bind)?.childText('resource')?.trim() || null;
+    if (resource !== null) {
+      try {
+        resource = parseJid(`${jid}/${resource}`).resource;
+      } catch {
+        throw new StanzaError('bad-request', 'invalid resource');
+      }
+      const taken = this.ctx.engine.localSessionsOf(jid).some((x) => x.resource === resource && x.sink !== null);
+      if (taken && this.ctx.opts.resourceConflict === 'new_resource') resource = null;
+    }
+    // A fresh bind of a resource whose stream could have been resumed: that stream is over.
+    if (resource !== null) await this.ctx.sm.end(`${jid}/${resource}`);
+    const session = await this.ctx.engine.openSession(jid, resource, 'xmpp', this, null);
+    if (this.ended) {
+      this.ctx.engine.detach(session, this, { grace: false, reason: 'disconnected' });
+      return;
+    }
+    this.session = session;
+    this.stage = 'bound';
+    this.sendStanza(
+      el('iq', NS.client, { type: 'result', id: s.attr('id') }, el('bind', NS.bind, {}, el('jid', NS.bind, {}, session.fullJid))),
+    );
+  }
+
+  // ---------------------------------------------------------------- output
+
+  /** Writes a stanza in order after anything queued before it. */
+  sendStanza(stanza: XmlElement | string, onWritten?: () => void): void {
+    if (this.ended) return;
+    const text = typeof stanza === 'string' ? stanza : stanza.toString();
+    if (this.outQueue.length === 0) this.write(text, onWritten);
+    else this.outQueue.push(onWritten ? { text, onWritten } : { text });
+  }
+
+  /** Resolves true once the stanza was handed to the socket, false if the connection ended first. */
+  sendConfirmed(stanza: XmlElement | string): Promise<boolean> {
+    return new Promise((resolve) => {
+      if (this.ended) return resolve(false);
+      const done = (ok: boolean) => {
+        this.unconfirmed.delete(done);
+        resolve(ok);
+      };
+      this.unconfirmed.add(done);
+      this.sendStanza(stanza, () => done(true));
+    });
+  }
+
+  /** Queues text computed asynchronously; later stanzas wait for it so the client sees them in order. */
+  sendLater(p: Promise<string | null>): void {
+    if (this.ended) return;
+    this.outQueue.push({ text: p });
+    if (this.outQueue.length === 1) void this.pumpOut();
+  }
+
+  private async pumpOut(): Promise<void> {
+    while (this.outQueue.length > 0) {
+      const head = this.outQueue[0] as OutItem;
+      let text: string | null;
+      try {
+        text = await head.text;
+      } catch (e) {
+        this.ctx.log.error({ err: e }, 'xmpp output failed');
+        text = null;
+      }
+      this.outQueue.shift();
+      if (text !== null && !this.ended) this.write(text, head.onWritten);
+    }
+  }
+
+  /** Every stanza leaves through here, so stream management counts exactly what the client was sent. */
+  private write(text: string, onWritten?: () => void): void {
+    this.transport.send(text, onWritten);
+    const sm = this.sm;
+    if (!sm) return;
+    sm.sent(text);
+    if (!this.ackRequested) {
+      this.ackRequested = true;
+      // One request per burst, after the burst.
+      setImmediate(() => {
+        if (!this.ended && this.sm === sm) this.transport.send(`<r xmlns='${NS.sm}'/>`);
+      });
+    }
+  }
+
+  // ---------------------------------------------------------------- XEP-0198 stream management
+
+  private async streamManagement(s: XmlElement): Promise<void> {
+    const sm = this.sm;
+    switch (s.name) {
+      case 'enable': {
+        if (this.stage !== 'bound' || !this.session || sm) {
+          this.transport.send(`<failed xmlns='${NS.sm}'><unexpected-request xmlns='${NS.stanzas}'/></failed>`);
+          return;
+        }
+        const resume = s.attr('resume') === 'true' || s.attr('resume') === '1';
+        const state = this.ctx.sm.enable(this, this.session.jid, this.session.resource, resume);
+        this.sm = state;
+        const max = Math.floor(this.ctx.sm.resumeTimeoutMs / 1000);
+        this.transport.send(state.resumable ? `<enabled xmlns='${NS.sm}' id='${state.id}' resume='true' max='${max}'/>` : `<enabled xmlns='${NS.sm}'/>`);
+        return;
+      }
+      case 'r':
+        if (sm) this.transport.send(`<a xmlns='${NS.sm}' h='${sm.inbound}'/>`);
+        return;
+      case 'a': {
+        if (!sm) return;
+        const h = Number(s.attr('h'));
+        if (!Number.isInteger(h) || h < 0) throw new StreamError('bad-format', 'bad h');
+        sm.ack(h);
+        this.ackRequested = false;
+        if (sm.unacked.length > 0) {
+          this.ackRequested = true;
+          this.transport.send(`<r xmlns='${NS.sm}'/>`);
+        }
+        return;
+      }
+      case 'resume':
+        return this.resume(s);
+    }
+    throw new StreamError('unsupported-stanza-type', `unknown stream management element ${s.name.slice(0, 50)}`);
+  }
+
+  private async resume(s: XmlElement): Promise<void> {
+    const jid = this.authJid;
+    const state = jid && this.stage === 'bind' ? this.ctx.sm.find(s.attr('previd') ?? '', jid) : undefined;
+    const h = Number(s.attr('h'));
+    if (!state || !Number.isInteger(h) || h < 0) {
+      this.transport.send(`<failed xmlns='${NS.sm}'><item-not-found xmlns='${NS.stanzas}'/></failed>`);
+      return;
+    }
+    state.ack(h);
+    state.conn = this;
+    // Takes the session over from the lingering (or not yet noticed dead) connection: watchers see nothing.
+    const session = await this.ctx.engine.openSession(state.jid, state.resource, 'xmpp', this, null);
+    if (this.ended) {
+      this.ctx.engine.detach(session, this, { grace: true, reason: 'disconnected', graceMs: this.ctx.sm.resumeTimeoutMs });
+      return;
+    }
+    this.session = session;
+    this.sm = state;
+    this.stage = 'bound';
+    this.available = state.available;
+    this.transport.send(`<resumed xmlns='${NS.sm}' previd='${state.id}' h='${state.inbound}'/>`);
+    // XEP-0198 §5: what the client did not acknowledge is sent again, keeping its sequence numbers.
+    for (const u of state.unacked) this.transport.send(u.text);
+    if (state.unacked.length > 0) {
+      this.ackRequested = true;
+      this.transport.send(`<r xmlns='${NS.sm}'/>`);
+    }
+    // Messages that arrived while the stream was away were stored; this resource is back.
+    if (this.available && session.presence.priority >= 0) await deliverOffline(this);
+  }
+
+  // ---------------------------------------------------------------- SessionSink
+
+  deliver(d: Delivery): void {
+    if (this.ended || !this.session) return;
+    switch (d.kind) {
+      case 'presence': {
+        const p = presenceDelivery(this, d);
+        if (p) this.sendStanza(p);
+        return;
+      }
+      case 'roster':
+        this.sendLater(rosterPush(this, d.item, d.contact));
+        return;
+      case 'subscription':
+        this.sendStanza(subscriptionPresence(d.from, this.session.jid, d.type));
+        return;
+      case 'kick':
+        this.close(d.reason);
+        return;
+    }
+  }
+
+  close(reason: string): void {
+    if (this.ended) return;
+    const condition: StreamCondition = reason === 'replaced' ? 'conflict' : reason === 'shutdown' ? 'system-shutdown' : reason === 'account-removed' ? 'not-authorized' : 'policy-violation';
+    // The engine has already taken the session from us (replaced, removed, shutdown): nothing to detach.
+    this.session = null;
+    this.closeStream(new StreamError(condition, reason), false);
+  }
+
+  // ---------------------------------------------------------------- ending
+
+  private fail(e: unknown): void {
+    if (e instanceof StreamError) {
+      this.closeStream(e, true);
+      return;
+    }
+    this.ctx.log.error({ err: e }, 'xmpp stream failed');
+    this.closeStream(new StreamError('internal-server-error'), true);
+  }
+
+  /** Sends a stream error (if any) and closes the stream. */
+  closeStream(error: StreamError | null, grace: boolean): void {
+    if (this.ended) return;
+    if (error && !this.headerSent) this.sendHeader();
+    if (error) this.transport.send(streamErrorXml(error.condition, error.text));
+    this.transport.send(this.transport.framing === 'websocket' ? `<close xmlns='${NS.framing}'/>` : '</stream:stream>');
+    this.ended = true;
+    this.stage = 'closed';
+    this.leave(grace, error ? error.condition : 'closed');
+    this.transport.end();
+  }
+
+  /** Dead peer (idle timeout): the session lingers for the grace period. */
+  terminate(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.stage = 'closed';
+    this.leave(true, 'timeout');
+    this.transport.destroy();
+  }
+
+  private leave(grace: boolean, reason: string): void {
+    for (const done of [...this.unconfirmed]) done(false);
+    const s = this.session;
+    if (!s) return;
+    const sm = this.sm;
+    if (sm && sm.conn === this) {
+      sm.available = this.available;
+      sm.conn = null;
+      if (grace && sm.resumable) {
+        // The session stays online to watchers for the resumption window; directed presence stays too.
+        this.ctx.engine.detach(s, this, { grace: true, reason, graceMs: this.ctx.sm.resumeTimeoutMs });
+        return;
+      }
+    }
+    if (this.directed.size > 0) sendDirectedUnavailable(this);
+    this.ctx.engine.detach(s, this, { grace, reason });
+  }
+
+  /** XEP-0199: the server asks a silent client whether it is still there. */
+  ping(): void {
+    if (this.ended || this.pinging || this.stage !== 'bound') return;
+    this.pinging = true;
+    this.sendStanza(el('iq', NS.client, { type: 'get', id: `ping-${Date.now().toString(36)}`, to: this.fullJid, from: this.domain }, el('ping', NS.ping)));
+  }
+
+  /** A connection that is not yet bound, or that sits inside an unfinished stanza. */
+  timedOut(now: number): StreamError | null {
+    if (this.stage !== 'bound' && now - this.openedAt > this.ctx.opts.negotiationTimeoutMs) {
+      return new StreamError('connection-timeout', 'stream negotiation took too long');
+    }
+    const since = this.partialSince;
+    if (since !== null && now - since > this.ctx.opts.stanzaTimeoutMs) return new StreamError('connection-timeout', 'stanza not completed in time');
+    return null;
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  get streamDomain(): string {
+    return this.domain;
+  }
+}
+
+function decode(text: string): Buffer {
+  if (text === '=') return Buffer.alloc(0);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(text)) throw new SaslFailure('incorrect-encoding');
+  return Buffer.from(text, 'base64');
+}
+
+function escapeText(s: string): string {
+  return s.replace(/[&<>]/g, (c) => (c === '&' ? '&amp;' : c === '<' ? '&lt;' : '&gt;'));
+}

@@ -1,0 +1,40 @@
+import type { PresenceEngine } from '../../engine/engine.js';
+import type { XmlLimits } from './parser.js';
+import type { StreamManagement } from './stream-management.js';
+
+export interface XmppOptions {
+  readonly limits: XmlLimits;
+  readonly requireTls: boolean;
+  readonly registration: 'open' | 'closed';
+  readonly resourceConflict: 'replace_old' | 'new_resource';
+  readonly maxAuthFailures: number;
+  /** Stream header to bound resource within this time, or connection-timeout. */
+  readonly negotiationTimeoutMs: number;
+  /** A stanza (or the stream header) started must be complete within this time. */
+  readonly stanzaTimeoutMs: number;
+  /** A connection silent this long is pinged (XEP-0199). */
+  readonly pingIntervalMs: number;
+  /** A connection silent this long is dead. */
+  readonly idleTimeoutMs: number;
+  readonly maxOfflineMessages: number;
+  /** XEP-0198: how long a dropped stream can be resumed (its session stays online meanwhile); 0 disables resumption. */
+  readonly smResumeTimeoutMs: number;
+  readonly serverVersion: string;
+}
+
+export interface XmppLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+  error(obj: object, msg: string): void;
+}
+
+/** What every XMPP connection shares. */
+export interface XmppContext {
+  readonly engine: PresenceEngine;
+  readonly opts: XmppOptions;
+  readonly log: XmppLog;
+  /** Secret for the fake SCRAM salts of unknown accounts. */
+  readonly saltSecret: Buffer;
+  readonly startedAt: number;
+  readonly sm: StreamManagement;
+}

@@ -1,0 +1,139 @@
+import type { FullJid } from '../../core/jid.js';
+import type { XmppConnection } from './connection.js';
+import { StanzaError } from './errors.js';
+import { NS } from './namespaces.js';
+import { xmppConnectionsOf } from './routing.js';
+import { handleRosterIq } from './roster.js';
+import { jidAttr } from './stanza-util.js';
+import { el, type XmlElement } from './xml.js';
+
+/** What an iq is addressed to, once the server has looked at its `to`. */
+type Target = { kind: 'server' } | { kind: 'self' } | { kind: 'account'; jid: string } | { kind: 'resource'; jid: FullJid };
+
+function targetOf(conn: XmppConnection, to: string | undefined): Target {
+  if (to === undefined) return { kind: 'self' };
+  const j = jidAttr(to);
+  if (j.local === '' && j.resource === null && conn.ctx.engine.isLocalDomain(j.domain)) return { kind: 'server' };
+  if (j.local === '' || !conn.ctx.engine.isLocalDomain(j.domain)) throw new StanzaError(j.local === '' ? 'item-not-found' : 'remote-server-not-found');
+  if (j.resource !== null) return { kind: 'resource', jid: j };
+  return j.bare === conn.jid ? { kind: 'self' } : { kind: 'account', jid: j.bare };
+}
+
+const SERVER_FEATURES = [NS.discoInfo, NS.discoItems, NS.ping, NS.version, NS.last, NS.blocking, 'msgoffline', NS.roster, NS.rosterVer];
+
+export async function handleIq(conn: XmppConnection, s: XmlElement): Promise<void> {
+  const type = s.attr('type');
+  const id = s.attr('id');
+  const target = targetOf(conn, s.attr('to'));
+  if (type === 'result' || type === 'error') {
+    // Answers to other clients' requests are routed; answers to ours (pings, pushes) need nothing.
+    if (target.kind === 'resource') forward(conn, s, target.jid);
+    return;
+  }
+  if ((type !== 'get' && type !== 'set') || id === undefined) throw new StanzaError('bad-request', 'an iq needs an id and a type of get or set');
+  const payloads = s.elements();
+  if (payloads.length !== 1) throw new StanzaError('bad-request', 'an iq get or set carries exactly one child');
+  const q = payloads[0] as XmlElement;
+  if (target.kind === 'resource') {
+    if (target.jid.bare === conn.jid && target.jid.resource === conn.session?.resource) return answer(conn, s, await local(conn, s, q, { kind: 'self' }));
+    if (!forward(conn, s, target.jid)) throw new StanzaError('service-unavailable');
+    return;
+  }
+  answer(conn, s, await local(conn, s, q, target));
+}
+
+function answer(conn: XmppConnection, s: XmlElement, reply: XmlElement): void {
+  conn.sendStanza(reply.withAttrs({ from: reply.attr('from') ?? s.attr('to'), to: conn.fullJid || undefined }));
+}
+
+/** Passes an iq to another connected resource (clients query each other's capabilities, versions, …). */
+function forward(conn: XmppConnection, s: XmlElement, to: FullJid): boolean {
+  const me = conn.session;
+  if (!me) return false;
+  const c = xmppConnectionsOf(conn.ctx.engine, to.bare).find((x) => x.session?.resource === to.resource);
+  if (!c) return false;
+  c.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
+  return true;
+}
+
+async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target: Exclude<Target, { kind: 'resource' }>): Promise<XmlElement> {
+  const engine = conn.ctx.engine;
+  const type = s.attr('type');
+  const result = (...children: XmlElement[]) => el('iq', NS.client, { type: 'result', id: s.attr('id') }, ...children);
+  const get = type === 'get';
+  switch (q.ns) {
+    case NS.ping:
+      return result();
+    case NS.discoInfo:
+      if (!get) break;
+      if (target.kind === 'server') {
+        const features = [...SERVER_FEATURES, ...(conn.ctx.opts.registration === 'open' ? [NS.register] : [])];
+        return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'server', type: 'im', name: 'presenced' }), ...features.map((f) => el('feature', NS.discoInfo, { var: f }))));
+      }
+      if (target.kind === 'account' && !(await engine.canSee(conn.jid, target.jid))) throw new StanzaError('service-unavailable');
+      return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'account', type: 'registered' }), el('feature', NS.discoInfo, { var: NS.discoInfo }), el('feature', NS.discoInfo, { var: NS.last })));
+    case NS.discoItems:
+      if (!get) break;
+      return result(el('query', NS.discoItems, { node: q.attr('node') }));
+    case NS.version:
+      if (!get || target.kind !== 'server') break;
+      return result(el('query', NS.version, {}, el('name', NS.version, {}, 'presenced'), el('version', NS.version, {}, conn.ctx.opts.serverVersion)));
+    case NS.last:
+      if (!get) break;
+      return result(await lastActivity(conn, target));
+    case NS.session:
+      if (get) break;
+      return result();
+    case NS.bind:
+      throw new StanzaError('not-allowed', 'a resource is already bound');
+    case NS.roster:
+      if (target.kind !== 'self') throw new StanzaError('forbidden');
+      return handleRosterIq(conn, s, q);
+    case NS.blocking:
+      if (target.kind !== 'self') throw new StanzaError('forbidden');
+      return blocking(conn, s, q, result);
+    case NS.register:
+      throw new StanzaError('feature-not-implemented', 'change passwords through the admin API');
+  }
+  if (target.kind === 'account') throw new StanzaError('service-unavailable');
+  throw new StanzaError('service-unavailable');
+}
+
+/** XEP-0012: the server's uptime, or for an account how long ago it was last available. */
+async function lastActivity(conn: XmppConnection, target: Exclude<Target, { kind: 'resource' }>): Promise<XmlElement> {
+  const now = Date.now();
+  if (target.kind === 'server') return el('query', NS.last, { seconds: Math.floor((now - conn.ctx.startedAt) / 1000) });
+  const jid = target.kind === 'self' ? conn.jid : target.jid;
+  if (target.kind === 'account' && !(await conn.ctx.engine.canSee(conn.jid, jid))) throw new StanzaError('forbidden');
+  const p = await conn.ctx.engine.presenceOf(jid);
+  if (p.online) return el('query', NS.last, { seconds: 0 });
+  if (p.lastSeen === null) throw new StanzaError('item-not-found', 'never seen');
+  return el('query', NS.last, { seconds: Math.max(0, Math.floor((now - p.lastSeen) / 1000)) }, p.status ?? '');
+}
+
+/** XEP-0191. Pushes to the user's resources come from the engine's block.changed events. */
+async function blocking(conn: XmppConnection, s: XmlElement, q: XmlElement, result: (...c: XmlElement[]) => XmlElement): Promise<XmlElement> {
+  const engine = conn.ctx.engine;
+  const jid = conn.jid;
+  if (s.attr('type') === 'get') {
+    if (q.name !== 'blocklist') throw new StanzaError('bad-request');
+    return result(el('blocklist', NS.blocking, {}, ...(await engine.blocks(jid)).map((b) => el('item', NS.blocking, { jid: b }))));
+  }
+  const jids = q.elements().filter((e) => e.name === 'item').map((e) => {
+    const j = e.attr('jid');
+    if (j === undefined) throw new StanzaError('bad-request', 'item without jid');
+    const parsed = jidAttr(j);
+    if (parsed.local === '' || parsed.resource !== null) throw new StanzaError('not-acceptable', 'only accounts can be blocked here');
+    return parsed.bare;
+  });
+  if (q.name === 'block') {
+    if (jids.length === 0) throw new StanzaError('bad-request', 'block needs at least one item');
+    for (const j of jids) await engine.block(jid, j);
+    return result();
+  }
+  if (q.name === 'unblock') {
+    for (const j of jids.length ? jids : await engine.blocks(jid)) await engine.unblock(jid, j);
+    return result();
+  }
+  throw new StanzaError('bad-request');
+}

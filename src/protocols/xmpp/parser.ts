@@ -1,0 +1,173 @@
+import { StringDecoder } from 'node:string_decoder';
+import { SaxesParser, type SaxesTagNS } from 'saxes';
+import { StreamError } from './errors.js';
+import { XmlElement } from './xml.js';
+
+export interface XmlLimits {
+  /** Characters a single stanza (or the stream header, or a WebSocket frame) may take. */
+  readonly maxStanzaChars: number;
+  /** Element nesting allowed inside a stanza. */
+  readonly maxDepth: number;
+  readonly maxAttributes: number;
+}
+
+export interface StreamParserEvents {
+  streamStart(root: XmlElement): void;
+  stanza(stanza: XmlElement): void;
+  streamEnd(): void;
+}
+
+/** Bytes written to saxes at once: the size limit is checked between slices, before saxes buffers more. */
+const SLICE = 16 * 1024;
+
+function toElement(tag: SaxesTagNS): XmlElement {
+  const attrs: Record<string, string> = {};
+  for (const a of Object.values(tag.attributes)) {
+    // Namespace declarations are re-derived from each element's namespace when serialising.
+    // (the default `xmlns` is kept for the stream header check; the serialiser never writes it from attrs).
+    if (a.prefix === 'xmlns') continue;
+    attrs[a.name] = a.value;
+  }
+  return new XmlElement(tag.local, tag.uri, attrs, []);
+}
+
+/**
+ * The restrictions of RFC 6120 §11.1 on a saxes parser: no DTD, comments or processing instructions
+ * (restricted-xml), no entities other than the five predefined ones (saxes rejects undefined entity
+ * references, and never reads a DTD's entity declarations), and the size, depth and attribute limits.
+ */
+function restrict(parser: SaxesParser<{ xmlns: true }>, limits: XmlLimits, depthOf: () => number): void {
+  parser.on('doctype', () => {
+    throw new StreamError('restricted-xml', 'DTDs are not allowed');
+  });
+  parser.on('comment', () => {
+    throw new StreamError('restricted-xml', 'comments are not allowed');
+  });
+  parser.on('processinginstruction', () => {
+    throw new StreamError('restricted-xml', 'processing instructions are not allowed');
+  });
+  parser.on('opentagstart', () => {
+    if (depthOf() >= limits.maxDepth) throw new StreamError('policy-violation', `elements nested deeper than ${limits.maxDepth}`);
+  });
+  parser.on('attribute', () => {
+    // Counted as they arrive, so a tag with a million attributes fails early.
+    if (Object.keys((parser as unknown as { tag: { attributes: object } }).tag?.attributes ?? {}).length >= limits.maxAttributes) {
+      throw new StreamError('policy-violation', `more than ${limits.maxAttributes} attributes on one element`);
+    }
+  });
+  parser.on('error', (e) => {
+    throw e instanceof StreamError ? e : new StreamError('not-well-formed', e.message.split('\n')[0]);
+  });
+}
+
+function rejectDeclarations(text: string): void {
+  // Caught here too, before saxes reads a whole DTD: its doctype event only fires at the end.
+  if (text.includes('<!DOCTYPE') || text.includes('<!ENTITY')) throw new StreamError('restricted-xml', 'DTDs and entity declarations are not allowed');
+}
+
+/**
+ * The incremental parser of one TCP XML stream (RFC 6120 §4): the root `<stream:stream>` is announced
+ * when its start tag ends, and each child of the root as one complete stanza. A stream restart (after
+ * STARTTLS or SASL) needs a new parser. Errors are thrown as StreamError from `write`.
+ */
+export class StreamParser {
+  private readonly parser = new SaxesParser({ xmlns: true, position: true });
+  private readonly decoder = new StringDecoder('utf8');
+  private stack: XmlElement[] = [];
+  private stanzaStart = 0;
+  private lastChar = '>';
+  /** Epoch ms since which a stanza (or the header) has been started but not finished; null when idle. */
+  partialSince: number | null = null;
+
+  constructor(
+    private readonly limits: XmlLimits,
+    private readonly events: StreamParserEvents,
+  ) {
+    const p = this.parser;
+    restrict(p, limits, () => Math.max(0, this.stack.length - 1));
+    p.on('opentag', (tag) => {
+      const e = toElement(tag);
+      if (this.stack.length === 0) {
+        this.stack.push(e);
+        this.stanzaStart = p.position;
+        this.events.streamStart(e);
+        return;
+      }
+      const parent = this.stack[this.stack.length - 1] as XmlElement;
+      if (this.stack.length > 1) parent.children.push(e);
+      this.stack.push(e);
+      if (tag.isSelfClosing) return; // closetag follows and pops it
+    });
+    p.on('closetag', () => {
+      const e = this.stack.pop() as XmlElement;
+      if (this.stack.length === 0) {
+        this.events.streamEnd();
+        return;
+      }
+      if (this.stack.length === 1) {
+        this.stanzaStart = p.position;
+        this.events.stanza(e);
+      }
+    });
+    p.on('text', (t) => {
+      // Whitespace between stanzas (keepalives) belongs to no stanza.
+      if (this.stack.length > 1) (this.stack[this.stack.length - 1] as XmlElement).children.push(t);
+      else if (t.trim() !== '') throw new StreamError('not-well-formed', 'text outside a stanza');
+    });
+    p.on('cdata', (t) => {
+      if (this.stack.length > 1) (this.stack[this.stack.length - 1] as XmlElement).children.push(t);
+    });
+  }
+
+  /** Feeds received bytes; throws StreamError on the first violation. */
+  write(chunk: Buffer, now: number): void {
+    const text = this.decoder.write(chunk);
+    for (let i = 0; i < text.length; i += SLICE) {
+      const slice = text.slice(i, i + SLICE);
+      rejectDeclarations(slice);
+      this.parser.write(slice);
+      if (this.parser.position - this.stanzaStart > this.limits.maxStanzaChars) {
+        throw new StreamError('policy-violation', `stanza larger than ${this.limits.maxStanzaChars} characters`);
+      }
+    }
+    const trimmed = text.trimEnd();
+    if (trimmed !== '') this.lastChar = trimmed[trimmed.length - 1] as string;
+    const partial = this.stack.length !== 1 || this.lastChar !== '>';
+    if (!partial) this.partialSince = null;
+    else this.partialSince ??= now;
+  }
+}
+
+/**
+ * Parses one WebSocket frame of RFC 7395 framing: a complete XML document holding one element (an
+ * `<open/>`, a `<close/>` or a stanza), with the same restrictions as a TCP stream.
+ */
+export function parseFrame(text: string, limits: XmlLimits): XmlElement {
+  if (text.length > limits.maxStanzaChars) throw new StreamError('policy-violation', `frame larger than ${limits.maxStanzaChars} characters`);
+  rejectDeclarations(text);
+  const parser = new SaxesParser({ xmlns: true, position: false });
+  const stack: XmlElement[] = [];
+  let root: XmlElement | null = null;
+  restrict(parser, limits, () => stack.length);
+  parser.on('opentag', (tag) => {
+    const e = toElement(tag);
+    const parent = stack[stack.length - 1];
+    if (parent) parent.children.push(e);
+    else root = e;
+    stack.push(e);
+  });
+  parser.on('closetag', () => {
+    stack.pop();
+  });
+  parser.on('text', (t) => {
+    const top = stack[stack.length - 1];
+    if (top) top.children.push(t);
+  });
+  parser.on('cdata', (t) => {
+    const top = stack[stack.length - 1];
+    if (top) top.children.push(t);
+  });
+  parser.write(text).close();
+  if (root === null) throw new StreamError('not-well-formed', 'empty frame');
+  return root;
+}

@@ -1,0 +1,170 @@
+import type { SubType } from '../../core/subscription.js';
+import { isShow, type AccountPresence, type SessionPresence, type Show } from '../../core/presence.js';
+import type { PresenceInput } from '../../engine/engine.js';
+import type { Delivery } from '../../ports/bus.js';
+import type { XmppConnection } from './connection.js';
+import { StanzaError } from './errors.js';
+import { NS } from './namespaces.js';
+import { deliverOffline, xmppConnectionsOf } from './routing.js';
+import { subscriptionPresence } from './roster.js';
+import { jidAttr } from './stanza-util.js';
+import { el, type XmlElement } from './xml.js';
+
+const SUBSCRIPTION_TYPES: ReadonlySet<string> = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
+
+/** `<presence/>` of one resource as XMPP shows it: no <show/> means plainly available. */
+export function resourcePresence(from: string, to: string, p: Pick<SessionPresence, 'available' | 'show' | 'status' | 'priority'>): XmlElement {
+  if (!p.available) return el('presence', NS.client, { from, to, type: 'unavailable' }, p.status ? el('status', NS.client, {}, p.status) : null);
+  return el(
+    'presence',
+    NS.client,
+    { from, to },
+    p.show !== 'available' ? el('show', NS.client, {}, p.show) : null,
+    p.status ? el('status', NS.client, {}, p.status) : null,
+    p.priority !== 0 ? el('priority', NS.client, {}, String(p.priority)) : null,
+  );
+}
+
+function accountPresence(p: AccountPresence, to: string): XmlElement {
+  if (p.online && p.resource !== null) {
+    return resourcePresence(`${p.jid}/${p.resource}`, to, { available: true, show: p.show as Show, status: p.status, priority: p.priority });
+  }
+  return el('presence', NS.client, { from: p.jid, to, type: 'unavailable' }, p.status ? el('status', NS.client, {}, p.status) : null);
+}
+
+/** The presence stanza an engine delivery becomes for this connection, or null when it sees none. */
+export function presenceDelivery(conn: XmppConnection, d: Extract<Delivery, { kind: 'presence' }>): XmlElement | null {
+  const me = conn.session;
+  if (!me || !conn.available) return null;
+  if (d.session !== null) {
+    // Our own presence was already echoed when we sent it.
+    if (d.from === me.jid && d.session.resource === me.resource) return null;
+    return resourcePresence(`${d.from}/${d.session.resource}`, me.fullJid, d.session);
+  }
+  return accountPresence(d.presence, me.fullJid);
+}
+
+function presenceInput(s: XmlElement): PresenceInput {
+  const showText = s.childText('show')?.trim();
+  let show: Show = 'available';
+  if (showText !== undefined && showText !== '') {
+    if (showText === 'available' || !isShow(showText)) throw new StanzaError('bad-request', 'show must be chat, away, xa or dnd');
+    show = showText;
+  }
+  const status = s.childText('status') ?? null;
+  const prioText = s.childText('priority')?.trim();
+  let priority = 0;
+  if (prioText !== undefined && prioText !== '') {
+    priority = Number(prioText);
+    if (!/^[+-]?\d+$/.test(prioText) || priority < -128 || priority > 127) throw new StanzaError('bad-request', 'priority must be an integer from -128 to 127');
+  }
+  return { show, status, priority };
+}
+
+export async function handlePresence(conn: XmppConnection, s: XmlElement): Promise<void> {
+  const engine = conn.ctx.engine;
+  const session = conn.session;
+  if (!session) return;
+  const type = s.attr('type');
+  const to = s.attr('to');
+  if (type === 'error') return;
+  if (type !== undefined && SUBSCRIPTION_TYPES.has(type)) {
+    if (to === undefined) throw new StanzaError('bad-request', 'subscription presence needs a to');
+    const target = jidAttr(to).bare;
+    try {
+      await engine.subscription(session.jid, target, type as SubType);
+    } catch {
+      // RFC 6121 §3: subscription stanzas that cannot be applied are dropped, telling nobody.
+    }
+    return;
+  }
+  if (type === 'probe') {
+    if (to === undefined) return;
+    const target = jidAttr(to).bare;
+    if (!(await engine.canSee(session.jid, target))) return;
+    await sendResourcesOf(conn, target);
+    return;
+  }
+  if (type !== undefined && type !== 'unavailable') throw new StanzaError('bad-request', `unknown presence type ${type.slice(0, 30)}`);
+  if (to !== undefined) return directedPresence(conn, s, to, type === 'unavailable');
+
+  if (type === 'unavailable') {
+    const status = s.childText('status') ?? null;
+    conn.available = false;
+    await engine.setUnavailable(session, status);
+    conn.sendStanza(el('presence', NS.client, { from: session.fullJid, to: session.fullJid, type: 'unavailable' }));
+    sendDirectedUnavailable(conn);
+    return;
+  }
+  const input = presenceInput(s);
+  const initial = !conn.available;
+  conn.available = true;
+  const p = await engine.setPresence(session, input);
+  conn.sendStanza(resourcePresence(session.fullJid, session.fullJid, p));
+  if (initial) await initialPresence(conn, p.priority);
+}
+
+/** RFC 6121 §4.2.2–4.2.3: the contacts' presence (every available resource), our other resources, pending requests, offline messages. */
+async function initialPresence(conn: XmppConnection, priority: number): Promise<void> {
+  const engine = conn.ctx.engine;
+  const me = conn.session;
+  if (!me) return;
+  const contacts = await engine.contactsPresence(me.jid);
+  for (const c of contacts) {
+    if (c.online) await sendResourcesOf(conn, c.jid);
+    else conn.sendStanza(accountPresence(c, me.fullJid));
+  }
+  for (const s of await engine.sessionsOf(me.jid)) {
+    if (s.resource !== me.resource && s.available) conn.sendStanza(resourcePresence(`${me.jid}/${s.resource}`, me.fullJid, s));
+  }
+  const roster = await engine.roster(me.jid);
+  for (const item of roster.items) {
+    if (item.state.pendingIn) conn.sendStanza(subscriptionPresence(item.contact, me.jid, 'subscribe'));
+  }
+  // XEP-0160: stored messages go to a resource that can receive bare-JID messages.
+  if (priority >= 0) await deliverOffline(conn);
+}
+
+async function sendResourcesOf(conn: XmppConnection, target: string): Promise<void> {
+  const me = conn.session;
+  if (!me) return;
+  const sessions = (await conn.ctx.engine.sessionsOf(target)).filter((s) => s.available);
+  if (sessions.length === 0) {
+    conn.sendStanza(accountPresence(await conn.ctx.engine.presenceOf(target), me.fullJid));
+    return;
+  }
+  for (const s of sessions) conn.sendStanza(resourcePresence(`${target}/${s.resource}`, me.fullJid, s));
+}
+
+async function directedPresence(conn: XmppConnection, s: XmlElement, to: string, unavailable: boolean): Promise<void> {
+  const engine = conn.ctx.engine;
+  const me = conn.session;
+  if (!me) return;
+  const target = jidAttr(to);
+  if (!engine.isLocalDomain(target.domain) || target.local === '') return;
+  if ((await engine.blocks(me.jid)).includes(target.bare)) throw new StanzaError('not-acceptable', 'you block this contact');
+  if ((await engine.accountExists(target.bare)) && (await engine.blocks(target.bare)).includes(me.jid)) return;
+  const stamped = s.withAttrs({ from: me.fullJid, to: target.full });
+  for (const c of xmppConnectionsOf(engine, target.bare)) {
+    if (target.resource !== null ? c.session?.resource === target.resource : c.available) c.sendStanza(stamped);
+  }
+  if (unavailable) conn.directed.delete(target.full);
+  else conn.directed.add(target.full);
+}
+
+/** RFC 6121 §4.6.3: whoever got directed presence hears that the resource left. */
+export function sendDirectedUnavailable(conn: XmppConnection): void {
+  const me = conn.session;
+  if (!me) return;
+  const engine = conn.ctx.engine;
+  for (const full of conn.directed) {
+    const slash = full.indexOf('/');
+    const bare = slash >= 0 ? full.slice(0, slash) : full;
+    const resource = slash >= 0 ? full.slice(slash + 1) : null;
+    const stanza = el('presence', NS.client, { from: me.fullJid, to: full, type: 'unavailable' });
+    for (const c of xmppConnectionsOf(engine, bare)) {
+      if (resource !== null ? c.session?.resource === resource : c.available) c.sendStanza(stanza);
+    }
+  }
+  conn.directed.clear();
+}

@@ -1,0 +1,95 @@
+import type { Socket } from 'node:net';
+import { TLSSocket, type SecureContext } from 'node:tls';
+import type { TransportEvents, XmppTransport } from './transport.js';
+
+/**
+ * An XMPP stream over TCP. Text queued during one turn of the event loop leaves in one write, as in the
+ * native front door: a burst of presence to one client costs one syscall.
+ */
+export class TcpTransport implements XmppTransport {
+  readonly framing = 'tcp' as const;
+  secure: boolean;
+  private socket: Socket;
+  private queue: string[] = [];
+  private callbacks: Array<() => void> = [];
+  private scheduled = false;
+  private closed = false;
+  events: TransportEvents | null = null;
+
+  constructor(
+    socket: Socket,
+    private readonly tlsContext: SecureContext | null,
+    secure: boolean,
+  ) {
+    this.socket = socket;
+    this.secure = secure;
+    this.listen(socket);
+  }
+
+  get canStartTls(): boolean {
+    return !this.secure && this.tlsContext !== null;
+  }
+
+  get remote(): string {
+    return `${this.socket.remoteAddress ?? '?'}:${this.socket.remotePort ?? '?'}`;
+  }
+
+  private listen(socket: Socket): void {
+    socket.on('data', (d: Buffer) => this.events?.onData(d));
+    socket.on('error', () => {
+      // 'close' follows.
+    });
+    socket.on('close', () => {
+      if (this.socket !== socket || this.closed) return;
+      this.closed = true;
+      this.events?.onTransportClosed();
+    });
+  }
+
+  send(text: string, onWritten?: () => void): void {
+    if (this.closed) return;
+    this.queue.push(text);
+    if (onWritten) this.callbacks.push(onWritten);
+    if (!this.scheduled) {
+      this.scheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  private flush(): void {
+    this.scheduled = false;
+    if (this.queue.length === 0) return;
+    const text = this.queue.length === 1 ? (this.queue[0] as string) : this.queue.join('');
+    const cbs = this.callbacks;
+    this.queue = [];
+    this.callbacks = [];
+    if (this.closed || !this.socket.writable) return;
+    this.socket.write(text, (err) => {
+      if (!err) for (const cb of cbs) cb();
+    });
+  }
+
+  startTls(): void {
+    if (!this.tlsContext) return;
+    this.flush();
+    const plain = this.socket;
+    plain.removeAllListeners('data');
+    const secure = new TLSSocket(plain, { isServer: true, secureContext: this.tlsContext });
+    this.socket = secure;
+    this.secure = true;
+    this.listen(secure);
+  }
+
+  end(): void {
+    this.flush();
+    if (!this.closed) this.socket.end();
+    // A peer that never answers our close must not hold the socket forever.
+    setTimeout(() => this.socket.destroy(), 2000).unref();
+  }
+
+  destroy(): void {
+    this.queue = [];
+    this.callbacks = [];
+    this.socket.destroy();
+  }
+}

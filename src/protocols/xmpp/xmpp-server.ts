@@ -1,0 +1,158 @@
+import type { IncomingMessage, Server as HttpServer } from 'node:http';
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { randomBytes } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { WebSocketServer } from 'ws';
+import type { PresenceEngine } from '../../engine/engine.js';
+import { XmppConnection } from './connection.js';
+import type { XmppContext, XmppLog, XmppOptions } from './context.js';
+import { NS } from './namespaces.js';
+import { xmppConnectionsOf } from './routing.js';
+import { nextId } from './stanza-util.js';
+import { StreamManagement } from './stream-management.js';
+import type { TlsMaterial } from './tls-certificate.js';
+import { TcpTransport } from './tcp-transport.js';
+import { WsTransport } from './ws-transport.js';
+import { el } from './xml.js';
+
+export interface XmppServerOptions extends XmppOptions {
+  readonly host: string;
+  /** -1 disables the listener, 0 picks a free port. */
+  readonly port: number;
+  readonly tlsPort: number;
+  readonly websocketPath: string;
+  readonly maxConnections: number;
+}
+
+/**
+ * The XMPP front door: c2s over TCP (STARTTLS), direct TLS (XEP-0368) and WebSocket (RFC 7395). One
+ * sweep timer serves every connection: negotiation and slow-stanza timeouts, XEP-0199 pings, dead peers.
+ */
+export class XmppServer {
+  private readonly conns = new Set<XmppConnection>();
+  private readonly ctx: XmppContext;
+  private readonly sweeper: NodeJS.Timeout;
+  private tcp: NetServer | null = null;
+  private tls: TlsServer | null = null;
+  private readonly wss: WebSocketServer;
+  port: number | null = null;
+  tlsPort: number | null = null;
+
+  constructor(
+    private readonly engine: PresenceEngine,
+    private readonly opts: XmppServerOptions,
+    private readonly tlsMaterial: TlsMaterial | null,
+    log: XmppLog,
+  ) {
+    const sm = new StreamManagement(engine, opts.smResumeTimeoutMs);
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm };
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: opts.limits.maxStanzaChars * 4,
+      perMessageDeflate: false,
+      clientTracking: false,
+      handleProtocols: (protocols) => (protocols.has('xmpp') ? 'xmpp' : false),
+    });
+    const tick = Math.max(20, Math.min(opts.pingIntervalMs, opts.stanzaTimeoutMs, opts.negotiationTimeoutMs) / 2);
+    this.sweeper = setInterval(() => this.sweep(), tick);
+    this.sweeper.unref();
+    engine.events.on('block.changed', (e) => {
+      // XEP-0191 §3.3/§3.4: every resource of the user hears of the change, whichever door made it.
+      const child = el(e.blocked ? 'block' : 'unblock', NS.blocking, {}, el('item', NS.blocking, { jid: e.contact }));
+      for (const c of xmppConnectionsOf(engine, e.owner)) c.sendStanza(el('iq', NS.client, { type: 'set', id: nextId('block'), to: c.fullJid }, child));
+    });
+  }
+
+  get connectionCount(): number {
+    return this.conns.size;
+  }
+
+  async listen(): Promise<void> {
+    if (this.opts.port >= 0) {
+      this.tcp = createNetServer((socket) => this.acceptTcp(socket, false));
+      this.port = await listen(this.tcp, this.opts.host, this.opts.port);
+    }
+    if (this.opts.tlsPort >= 0 && this.tlsMaterial) {
+      const { cert, key } = this.tlsMaterial;
+      this.tls = createTlsServer({ cert, key, minVersion: 'TLSv1.2' }, (socket) => this.acceptTcp(socket, true));
+      this.tls.on('tlsClientError', () => {
+        // A failed handshake is the client's problem; the socket is gone.
+      });
+      this.tlsPort = await listen(this.tls, this.opts.host, this.opts.tlsPort);
+    }
+  }
+
+  attach(server: HttpServer): void {
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      const path = (req.url ?? '').split('?')[0];
+      if (path !== this.opts.websocketPath) return;
+      if (this.conns.size >= this.opts.maxConnections) {
+        socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+        return;
+      }
+      this.wss.handleUpgrade(req, socket, head, (ws) => {
+        const secure = (req.socket as Partial<TLSSocket>).encrypted === true;
+        const transport = new WsTransport(ws, secure, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`);
+        this.accept(transport);
+      });
+    });
+  }
+
+  private acceptTcp(socket: Socket, secure: boolean): void {
+    if (this.conns.size >= this.opts.maxConnections) {
+      socket.destroy();
+      return;
+    }
+    socket.setNoDelay(true);
+    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure));
+  }
+
+  private accept(transport: TcpTransport | WsTransport): void {
+    const conn = new XmppConnection(transport, this.ctx, Date.now());
+    transport.events = {
+      onData: (d) => conn.onData(d),
+      onFrame: (t) => conn.onFrame(t),
+      onTransportClosed: () => {
+        this.conns.delete(conn);
+        conn.onTransportClosed();
+      },
+    };
+    this.conns.add(conn);
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const conn of this.conns) {
+      if (conn.isEnded) continue;
+      const timeout = conn.timedOut(now);
+      if (timeout) {
+        conn.closeStream(timeout, true);
+        continue;
+      }
+      // Until bound, the negotiation timeout is the bound (a slow SCRAM client is not a dead one).
+      if (!conn.bound) continue;
+      const silent = now - conn.lastReceived;
+      if (silent > this.opts.idleTimeoutMs) conn.terminate();
+      else if (silent >= this.opts.pingIntervalMs) conn.ping();
+    }
+  }
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+    for (const conn of this.conns) conn.close('shutdown');
+    await Promise.all([this.tcp, this.tls].map((s) => (s ? new Promise<void>((resolve) => s.close(() => resolve())) : undefined)));
+    await new Promise<void>((resolve) => this.wss.close(() => resolve()));
+  }
+}
+
+function listen(server: NetServer, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      const addr = server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : port);
+    });
+  });
+}
