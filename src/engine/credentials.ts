@@ -64,7 +64,7 @@ export async function verifyPasswordWithScram(password: string, keys: ScramKeys,
   return expected.length === storedKey.length && timingSafeEqual(storedKey, expected);
 }
 
-async function scramKeys(password: string, algo: 'sha1' | 'sha256'): Promise<ScramKeys> {
+export async function scramKeys(password: string, algo: 'sha1' | 'sha256'): Promise<ScramKeys> {
   const salt = randomBytes(16);
   const keylen = algo === 'sha1' ? 20 : 32;
   const salted = await pbkdf2Async(normalisePassword(password), salt, SCRAM_ITERATIONS, keylen, algo);

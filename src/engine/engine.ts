@@ -19,7 +19,7 @@ import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, ScramKeys, Store } from '../ports/store.js';
-import { checkPasswordShape, deriveCredentials, hashPassword, verifyPassword, verifyPasswordWithScram } from './credentials.js';
+import { checkPasswordShape, deriveCredentials, hashPassword, scramKeys, verifyPassword, verifyPasswordWithScram } from './credentials.js';
 import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
@@ -118,6 +118,7 @@ export class PresenceEngine {
   private readonly cacheSize: number;
   private closing = false;
   private dummyHash: Promise<string> | null = null;
+  private dummyScram: Promise<ScramKeys> | null = null;
 
   constructor(
     readonly store: Store,
@@ -234,12 +235,11 @@ export class PresenceEngine {
     }
     if (typeof password !== 'string' || checkPasswordShape(password)) throw new PresenceError('auth-failed', 'wrong jid or password');
     const account = await this.store.getAccount(jid);
-    const ok = account
-      ? account.scramSha256
-        ? await verifyPasswordWithScram(password, account.scramSha256, 'sha256')
-        : await verifyPassword(password, account.passwordHash)
-      : false;
-    if (!ok) throw new PresenceError('auth-failed', 'wrong jid or password');
+    // As in authenticatePassword: an unknown account costs what a wrong password costs, so the time to
+    // answer does not tell whether it exists.
+    const keys = account ? account.scramSha256 : await (this.dummyScram ??= scramKeys(randomBytes(18).toString('base64'), 'sha256'));
+    const ok = keys ? await verifyPasswordWithScram(password, keys, 'sha256') : await verifyPassword(password, (account as { passwordHash: string }).passwordHash);
+    if (!ok || !account) throw new PresenceError('auth-failed', 'wrong jid or password');
     return jid;
   }
 
