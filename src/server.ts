@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createServer as createHttpServer } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
@@ -11,7 +12,7 @@ import { PresenceEngine } from './engine/engine.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
-import { httpPresence } from './protocols/http/http-presence.js';
+import { httpPresence, type FastPath } from './protocols/http/http-presence.js';
 import { NativeServer } from './protocols/native/native-server.js';
 import { certificateFiles, loadTls } from './protocols/xmpp/tls-certificate.js';
 import { XmppServer } from './protocols/xmpp/xmpp-server.js';
@@ -86,6 +87,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     throw e;
   }
 
+  let fastPath: FastPath | null = null;
   const http = Fastify({
     loggerInstance: log.child({ component: 'http' }) as FastifyBaseLogger,
     // Per-request logs would drown the log on a busy status endpoint; errors are still logged.
@@ -93,6 +95,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     // No child logger per request: with request logging off it only carried a request id, and making
     // it was a visible share of a status-endpoint request's cost.
     childLoggerFactory: (logger) => logger,
+    // The status endpoint's hot path answers before Fastify routing when it can (see statusFastPath).
+    serverFactory: (handler) => {
+      const server = createHttpServer((req, res) => {
+        if (fastPath === null || !fastPath(req, res)) handler(req, res);
+      });
+      server.keepAliveTimeout = 72_000;
+      return server;
+    },
     bodyLimit: 1024 * 1024,
   });
 
@@ -122,14 +132,16 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   );
   // A synchronous hook (no promise per request) and one counter child per status code, looked up once.
   const byStatus = new Map<number, { inc(): void }>();
-  http.addHook('onResponse', (_req, reply, done) => {
-    const code = reply.statusCode;
+  const countHttp = (code: number): void => {
     let c = byStatus.get(code);
     if (c === undefined) {
       c = metrics.httpRequests.labels(String(code));
       byStatus.set(code, c);
     }
     c.inc();
+  };
+  http.addHook('onResponse', (_req, reply, done) => {
+    countHttp(reply.statusCode);
     done();
   });
 
@@ -137,7 +149,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
   if (config.demo) await http.register(demoPage());
-  await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid });
+  fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid }, countHttp);
   if (config.trust_req_jid) log.warn('trust_req_jid is on: the HTTP status endpoint believes unproven req_jid values (UNSAFE outside a closed network)');
 
   native = new NativeServer(

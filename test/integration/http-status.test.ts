@@ -256,6 +256,33 @@ describe('HTTP presence: /plugins/presence/status and /api/v1/presence', () => {
     assert.deepEqual(Buffer.from(await img.arrayBuffer()), asset('chat.png'));
   });
 
+  test('the anonymous GET fast path answers exactly as the full route (POST form), for every type, visible or not', async () => {
+    await pub.request('presence', { show: 'away', status: 'back <soon> & "then"' });
+    for (const jid of ['pub@localhost', 'alice@localhost', 'nobody@localhost', 'not a jid']) {
+      for (const type of ['image', 'text', 'xml', 'json']) {
+        const fast = await status(`jid=${encodeURIComponent(jid)}&type=${type}`);
+        const full = await get('/plugins/presence/status', {}, { method: 'POST', body: new URLSearchParams({ jid, type }) });
+        assert.equal(fast.status, full.status, `${jid} ${type}`);
+        assert.deepEqual(fast.headers, full.headers, `${jid} ${type}`);
+        assert.deepEqual(fast.body, full.body, `${jid} ${type}`);
+      }
+    }
+    // HEAD: the same headers, no body.
+    const head = await get('/plugins/presence/status?jid=pub%40localhost&type=text', {}, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.equal(head.body.length, 0);
+    assert.equal(head.headers['content-length'], String(Buffer.byteLength('back <soon> & "then"')));
+    // Answers of the fast path are counted in the metrics like the full route's.
+    const ok200 = async (): Promise<number> => {
+      const m = /presenced_http_requests_total\{status="200"\} (\d+)/.exec(await (await fetch(`${t.url}/metrics`)).text());
+      return Number(m?.[1] ?? 0);
+    };
+    const before = await ok200();
+    for (let i = 0; i < 5; i++) await status('jid=pub%40localhost&type=text');
+    // The /metrics request itself is counted once its answer is sent, so at least the five.
+    assert.ok((await ok200()) - before >= 5);
+  });
+
   test('caching: short max-age, ETag, 304 on If-None-Match, a new ETag after a change', async () => {
     await pub.request('presence', { show: 'away', status: null });
     for (const q of ['jid=pub@localhost', 'jid=pub@localhost&type=text', 'jid=pub@localhost&type=xml', 'jid=pub@localhost&type=json']) {

@@ -1,4 +1,5 @@
 import { createHash } from 'node:crypto';
+import type { IncomingHttpHeaders } from 'node:http';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 
 /**
@@ -11,7 +12,7 @@ export function etagOf(body: string | Buffer): string {
 }
 
 /** Whether the client already holds exactly this representation (RFC 9110 §13.1.2, weak comparison). */
-export function notModified(req: FastifyRequest, etag: string): boolean {
+export function notModified(req: { readonly headers: IncomingHttpHeaders }, etag: string): boolean {
   const inm = req.headers['if-none-match'];
   if (inm === undefined) return false;
   if (inm === '*') return true;

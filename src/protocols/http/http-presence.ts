@@ -1,9 +1,10 @@
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { presenceApi } from './presence-api.js';
 import { RequesterResolver } from './requester.js';
 import { loadStatusImages } from './status-images.js';
-import { statusEndpoint } from './status-endpoint.js';
+import { statusEndpoint, statusFastPath } from './status-endpoint.js';
 import { PresenceLookup } from './visible-presence.js';
 
 export interface HttpPresenceOptions {
@@ -14,10 +15,18 @@ export interface HttpPresenceOptions {
   readonly presenceTokenTtlSeconds?: number;
 }
 
-/** Mounts the HTTP presence front door: the Openfire-compatible status endpoint and /api/v1/presence. */
-export async function httpPresence(http: FastifyInstance, engine: PresenceEngine, opts: HttpPresenceOptions): Promise<void> {
+export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
+
+/**
+ * Mounts the HTTP presence front door: the Openfire-compatible status endpoint and /api/v1/presence.
+ * Returns the status endpoint's fast path, for the HTTP server to try before Fastify (see
+ * statusFastPath); `onAnswer` counts what it answers, as Fastify's hooks count the rest.
+ */
+export async function httpPresence(http: FastifyInstance, engine: PresenceEngine, opts: HttpPresenceOptions, onAnswer: (status: number) => void = () => {}): Promise<FastPath> {
   const resolver = new RequesterResolver(engine, opts);
   const lookup = new PresenceLookup(engine);
-  await http.register(statusEndpoint({ resolver, lookup, images: loadStatusImages() }));
+  const status = { resolver, lookup, images: loadStatusImages() };
+  await http.register(statusEndpoint(status));
   await http.register(presenceApi({ engine, resolver, lookup, presenceTokenTtlSeconds: opts.presenceTokenTtlSeconds ?? 3600 }), { prefix: '/api/v1' });
+  return statusFastPath(status, onAnswer);
 }
