@@ -43,6 +43,8 @@ const { values: args } = parseArgs({
     'idle-seconds': { type: 'string', default: '10' },
     'stall-seconds': { type: 'string', default: '30' },
     'server-cpu': { type: 'string', default: '0' },
+    // Leaves each server's temp directory (configs, logs) in place for a post-mortem.
+    'keep-dirs': { type: 'boolean', default: false },
     // PLAIN against presenced costs one scrypt (N=2^15, ~50-120 ms of CPU here) per login; SCRAM-SHA-1
     // costs the server a few HMACs, and the generator computes the salted password once (every bench
     // account shares it). 'auto' uses SCRAM for presenced and PLAIN for the peers.
@@ -329,6 +331,8 @@ listen:
     module: ejabberd_c2s
     starttls_required: false
     max_stanza_size: 262144
+    # the default backlog of 5 drops connects of a login storm (resets, 1 s SYN retries)
+    backlog: 1024
 acl:
   local:
     user_regexp: ""
@@ -912,7 +916,8 @@ async function measure(kind: ServerKind): Promise<Result> {
     sinks = { onStatus: () => {} };
     await Promise.race([closeAll(clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]);
     await server?.stop();
-    rmSync(dir, { recursive: true, force: true });
+    if (args['keep-dirs']) console.log(`[${kind.name}] kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
   return result;
 }
