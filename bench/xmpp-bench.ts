@@ -1,65 +1,230 @@
 /**
- * XMPP benchmark: N clients over plain TCP with SASL PLAIN, each a mutual contact of its K ring
- * neighbours, changing presence; measures login time, presence deliveries per second in a burst, and
- * delivery latency at a paced rate. The same shape as bench/native-bench.ts, and it speaks only
- * standard XMPP, so it runs against Prosody and ejabberd too (see /work/shared/PEERS.md). By hand:
+ * XMPP benchmark: the native-bench workload (N clients, each a mutual contact of its K ring neighbours,
+ * changing presence) over XMPP c2s, run against presenced, Prosody and ejabberd on the same machine in
+ * the same run, printed side by side. Run by hand (see docs/benchmarks.md), never in CI:
  *
+ *   npm run build
  *   ulimit -n 20000
- *   taskset -c 1 npx tsx bench/xmpp-bench.ts --clients 1000 --contacts 20            # spawns presenced
- *   taskset -c 1 npx tsx bench/xmpp-bench.ts --port 15222 --register --subscribe     # a running peer
+ *   taskset -c 1 npx tsx bench/xmpp-bench.ts --servers presenced,prosody,ejabberd
  *
- * With no --port, presenced is started pinned to --server-cpu with accounts and rosters written into a
- * fresh data directory. Against another server, --register creates the accounts (XEP-0077) and
- * --subscribe makes the ring contacts through subscription stanzas.
+ * Every server runs as its own process pinned to core 0 (`taskset -c 0`); this generator should run on
+ * the other core. The generator is a minimal XMPP client over plain TCP written for this purpose (no
+ * XML parser: incoming stanzas are found with indexOf), so that 1,000 clients and tens of thousands
+ * of stanzas per second fit in one core and the instrument costs little next to the servers.
+ *
+ * Per server: start it in a temp directory on a free loopback port; create the accounts and rosters
+ * (presenced and Prosody: written into their storage before start; ejabberd: XEP-0077 in-band
+ * registration, then every client subscribes to its ring neighbours and approves theirs until every
+ * roster holds K contacts with subscription both); log N clients in and out once (the roster setup,
+ * or a warm-up storm with the same effect: compiled code and grown heaps belong to the baseline); memory with 0
+ * sessions; log N clients in (timed); memory with N idle sessions; burst; paced latency; stop.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, type Socket } from 'node:net';
-import { tmpdir } from 'node:os';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
+import { chownSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, createServer, type Socket } from 'node:net';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
+import { setFlagsFromString } from 'node:v8';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import type { RosterItem } from '../src/core/roster.js';
 import { deriveCredentials } from '../src/engine/credentials.js';
 
 const { values: args } = parseArgs({
   options: {
+    servers: { type: 'string', default: 'presenced,prosody,ejabberd' },
     clients: { type: 'string', default: '1000' },
     contacts: { type: 'string', default: '20' },
-    host: { type: 'string', default: '127.0.0.1' },
-    port: { type: 'string', default: '' },
-    domain: { type: 'string', default: 'localhost' },
-    password: { type: 'string', default: 'bench' },
-    register: { type: 'boolean', default: false },
-    subscribe: { type: 'boolean', default: false },
     'burst-changes': { type: 'string', default: '5' },
     'paced-rate': { type: 'string', default: '10000' },
     'paced-seconds': { type: 'string', default: '10' },
+    // V8 gives a login storm's garbage back only after some seconds without allocation; too short a
+    // window charges it to the sessions (or to the baseline, giving negative figures).
+    'idle-seconds': { type: 'string', default: '20' },
+    'stall-seconds': { type: 'string', default: '30' },
     'server-cpu': { type: 'string', default: '0' },
+    // Extra node flags for presenced only (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
+    'server-node-args': { type: 'string', default: '' },
+    // Leaves each server's temp directory (configs, logs) in place for a post-mortem.
+    'keep-dirs': { type: 'boolean', default: false },
+    // PLAIN against presenced costs one scrypt (N=2^15, ~50-120 ms of CPU here) per login; SCRAM-SHA-1
+    // costs the server a few HMACs, and the generator computes the salted password once (every bench
+    // account shares it). 'auto' uses SCRAM for presenced and PLAIN for the peers.
+    sasl: { type: 'string', default: 'auto' },
   },
 });
+// The generator is the measuring instrument: pinned to one core, its own parallel-scavenge pauses would
+// be counted as delivery latency.
+if (availableParallelism() === 1) setFlagsFromString('--no-parallel-scavenge');
 
 const N = Number(args.clients);
 const K = Number(args.contacts);
-const DOMAIN = args.domain as string;
-const PASSWORD = args.password as string;
-const user = (i: number): string => `u${i}`;
-const jidOf = (i: number): string => `${user(i)}@${DOMAIN}`;
-const neighbours = (i: number): number[] => {
+const B = Number(args['burst-changes']);
+const PACED_RATE = Number(args['paced-rate']);
+const PACED_SECONDS = Number(args['paced-seconds']);
+const IDLE_SECONDS = Number(args['idle-seconds']);
+const STALL_MS = Number(args['stall-seconds']) * 1000;
+const SERVER_CPU = args['server-cpu'] as string;
+const DOMAIN = 'localhost';
+const PASSWORD = 'bench';
+const RESOURCE = 'bench';
+if (K % 2 !== 0 || K >= N) throw new Error('--contacts must be even and smaller than --clients');
+
+const userOf = (i: number): string => `u${i}`;
+const jidOf = (i: number): string => `u${i}@${DOMAIN}`;
+function neighbours(i: number): number[] {
   const out: number[] = [];
   for (let d = 1; d <= K / 2; d++) out.push((i + d) % N, (i - d + N) % N);
   return out;
-};
+}
 
-async function prepareData(dir: string): Promise<void> {
+type Mechanism = 'PLAIN' | 'SCRAM-SHA-1';
+
+// ---------------------------------------------------------------------------------------------------
+// Servers
+
+interface RunningServer {
+  port: number;
+  /** The process whose RSS is the server's memory (node, lua, beam.smp). */
+  memPid: number;
+  mechanism: Mechanism;
+  version: string;
+  stop(): Promise<void>;
+}
+
+interface ServerKind {
+  name: string;
+  /** Accounts and rosters exist before start (presenced) or are made over XMPP afterwards. */
+  preparedAccounts: boolean;
+  start(dir: string, port: number): Promise<RunningServer>;
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function exited(proc: ChildProcess): Promise<void> {
+  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => proc.once('exit', () => resolve()));
+}
+
+/** SIGTERM, and SIGKILL if the process has not gone after `graceMs`. */
+async function stopProcess(proc: ChildProcess, pid: number, graceMs: number): Promise<void> {
+  try {
+    process.kill(pid, 'SIGTERM');
+  } catch {
+    return;
+  }
+  const timer = setTimeout(() => {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }, graceMs);
+  await exited(proc);
+  clearTimeout(timer);
+}
+
+/**
+ * Waits until the port accepts TCP connections. Prosody and ejabberd have no machine-readable
+ * "ready" signal on stdout, so readiness is probed with a connect retried every 200 ms.
+ */
+async function waitForPort(port: number, proc: ChildProcess, timeoutMs: number): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`exited with ${proc.exitCode ?? proc.signalCode} before listening`);
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect(port, '127.0.0.1');
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > until) throw new Error(`port ${port} not listening after ${timeoutMs / 1000} s`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
+      // Field 4 (ppid) follows the parenthesised command name, which may itself contain spaces.
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === pid) out.push(Number(name));
+    } catch {
+      // the process ended while we looked
+    }
+  }
+  return out;
+}
+
+function commOf(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+  } catch {
+    return '';
+  }
+}
+
+function findDescendant(pid: number, comm: string): number | null {
+  const todo = [pid];
+  while (todo.length > 0) {
+    const p = todo.shift() as number;
+    if (commOf(p) === comm) return p;
+    todo.push(...childrenOf(p));
+  }
+  return null;
+}
+
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) : NaN;
+}
+
+function debVersion(pkg: string): string {
+  const r = spawnSync('dpkg-query', ['-W', '-f=${Version}', pkg], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : '?';
+}
+
+/** Installs the peers from Debian's packages when they are missing. */
+function ensurePackages(names: string[]): void {
+  const missing: string[] = [];
+  if (names.includes('prosody') && spawnSync('sh', ['-c', 'command -v prosody']).status !== 0) missing.push('prosody', 'prosody-modules');
+  if (names.includes('ejabberd') && spawnSync('sh', ['-c', 'command -v ejabberdctl || test -x /usr/sbin/ejabberdctl']).status !== 0) missing.push('ejabberd');
+  if (missing.length === 0) return;
+  console.log(`installing ${missing.join(' ')} with apt-get`);
+  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
+  spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
+  const r = spawnSync('apt-get', ['install', '-y', ...missing], { stdio: 'inherit', env });
+  if (r.status !== 0) console.log(`apt-get install failed (${r.status}); the missing servers will be reported as failed`);
+}
+
+async function prepareData(dir: string, accounts: number): Promise<void> {
   const store = SqliteStore.open({ path: join(dir, 'presenced.sqlite') });
   await store.migrate();
   const creds = await deriveCredentials(PASSWORD);
   const now = Date.now();
-  for (let i = 0; i < N; i++) await store.createAccount({ jid: jidOf(i), ...creds, createdAt: now });
+  for (let i = 0; i < accounts; i++) await store.createAccount({ jid: jidOf(i), ...creds, createdAt: now });
+  // RFC 6121 "both": the XMPP side derives subscription='both' from to && from.
   const both = { to: true, from: true, pendingOut: false, pendingIn: false, preApproved: false };
   let batch: RosterItem[] = [];
-  for (let i = 0; i < N; i++) {
+  for (let i = 0; i < accounts; i++) {
     for (const j of neighbours(i)) batch.push({ owner: jidOf(i), contact: jidOf(j), name: null, groups: [], state: both });
     if (batch.length >= 5000) {
       await store.putRosterItems(batch);
@@ -70,244 +235,754 @@ async function prepareData(dir: string): Promise<void> {
   await store.close();
 }
 
-async function spawnPresenced(dir: string): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn('taskset', ['-c', args['server-cpu'] as string, process.execPath, 'bin/presenced.js', 'start'], {
-    env: {
-      ...process.env,
-      PRESENCED_DATA_DIR: dir,
-      PRESENCED_HTTP_PORT: '0',
-      PRESENCED_XMPP_PORT: '0',
-      PRESENCED_XMPPS_PORT: '-1',
-      PRESENCED_XMPP_REQUIRE_TLS: 'false',
-      PRESENCED_LOG_LEVEL: 'info',
-      PRESENCED_HEARTBEAT_INTERVAL_MS: '600000',
-      PRESENCED_IDLE_TIMEOUT_MS: '3600000',
-      PRESENCED_XMPP_NEGOTIATION_TIMEOUT_MS: '600000',
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = await new Promise<number>((resolve, reject) => {
-    let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n')) if (line.includes('"XMPP listening"')) resolve(JSON.parse(line).port as number);
+const presenced: ServerKind = {
+  name: 'presenced',
+  preparedAccounts: true,
+  async start(dir, port) {
+    await prepareData(dir, N);
+    const proc = spawn('sh', ['-c', `ulimit -n 20000; exec taskset -c ${SERVER_CPU} "${process.execPath}" ${args['server-node-args']} bin/presenced.js start`], {
+      env: {
+        ...process.env,
+        PRESENCED_DATA_DIR: dir,
+        PRESENCED_HTTP_PORT: '0',
+        PRESENCED_XMPP_PORT: String(port),
+        PRESENCED_XMPPS_PORT: '-1',
+        PRESENCED_XMPP_REQUIRE_TLS: 'false',
+        PRESENCED_LOG_LEVEL: 'info',
+        PRESENCED_HEARTBEAT_INTERVAL_MS: '600000',
+        PRESENCED_IDLE_TIMEOUT_MS: '3600000',
+        PRESENCED_XMPP_NEGOTIATION_TIMEOUT_MS: '600000',
+        // Streams closed between the phases must end their sessions at once, not linger.
+        PRESENCED_GRACE_PERIOD_MS: '0',
+      },
+      stdio: ['ignore', 'pipe', 'inherit'],
     });
-    proc.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return { proc, port };
+    await new Promise<void>((resolve, reject) => {
+      let buf = '';
+      proc.stdout!.on('data', (d: Buffer) => {
+        buf += d.toString();
+        if (buf.includes('listening on')) resolve();
+        if (buf.length > 100_000) buf = buf.slice(-1000);
+      });
+      proc.once('exit', (code) => reject(new Error(`presenced exited with ${code}`)));
+    });
+    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
+    return {
+      port,
+      memPid: proc.pid!,
+      mechanism: 'SCRAM-SHA-1',
+      version: pkg.version,
+      stop: () => stopProcess(proc, proc.pid!, 15_000),
+    };
+  },
+};
+
+/**
+ * Prosody's accounts and rosters written into its `internal` file storage before start. Over XMPP the
+ * roster setup alone took over 5 minutes for 1,000 users here: Prosody rewrites a user's whole roster
+ * file on every change, and each mutual pair goes through four changes per side.
+ */
+function prepareProsodyData(dataDir: string): void {
+  const host = join(dataDir, DOMAIN);
+  for (const d of ['accounts', 'roster']) mkdirSync(join(host, d), { recursive: true });
+  // mod_auth_internal_hashed: SCRAM-SHA-1 keys in hex over PBKDF2 of the password with a string salt.
+  // One shared salt keeps setup to one PBKDF2; logins still cost the server one each.
+  const salt = 'xmpp-bench-shared-salt';
+  const iterations = 10_000;
+  const salted = pbkdf2Sync(PASSWORD, salt, iterations, 20, 'sha1');
+  const storedKey = createHash('sha1').update(createHmac('sha1', salted).update('Client Key').digest()).digest('hex');
+  const serverKey = createHmac('sha1', salted).update('Server Key').digest('hex');
+  const account = `return {\n\t["stored_key"] = "${storedKey}";\n\t["iteration_count"] = ${iterations};\n\t["server_key"] = "${serverKey}";\n\t["salt"] = "${salt}";\n};\n`;
+  for (let i = 0; i < N; i++) {
+    writeFileSync(join(host, 'accounts', `${userOf(i)}.dat`), account);
+    const items = neighbours(i).map((j) => `\t["${jidOf(j)}"] = { ["groups"] = {}; ["subscription"] = "both"; };\n`);
+    writeFileSync(join(host, 'roster', `${userOf(i)}.dat`), `return {\n\t[false] = { ["version"] = 1; ["pending"] = {}; };\n${items.join('')}};\n`);
+  }
 }
 
-const HEADER = `<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='${DOMAIN}' version='1.0'>`;
+const prosody: ServerKind = {
+  name: 'prosody',
+  preparedAccounts: true,
+  async start(dir, port) {
+    mkdirSync(join(dir, 'data'));
+    prepareProsodyData(join(dir, 'data'));
+    const cfg = join(dir, 'prosody.cfg.lua');
+    writeFileSync(
+      cfg,
+      `-- written by bench/xmpp-bench.ts
+run_as_root = true
+daemonize = false
+data_path = "${dir}/data"
+log = { warn = "${dir}/prosody.log" }
+interfaces = { "127.0.0.1" }
+c2s_ports = { ${port} }
+c2s_direct_tls_ports = { }
+legacy_ssl_ports = { }
+c2s_require_encryption = false
+allow_unencrypted_plain_auth = true
+allow_registration = true
+min_seconds_between_registrations = 0
+authentication = "internal_hashed"
+storage = "internal"
+-- no tls: without a certificate mod_tls would still offer STARTTLS (PEERS.md); no s2s on this box
+modules_enabled = { "roster", "saslauth", "disco", "ping", "register" }
+modules_disabled = { "s2s" }
+VirtualHost "${DOMAIN}"
+`,
+    );
+    const proc = spawn('sh', ['-c', `ulimit -n 20000; exec taskset -c ${SERVER_CPU} prosody --config "${cfg}"`], { stdio: ['ignore', 'ignore', 'inherit'] });
+    try {
+      await waitForPort(port, proc, 30_000);
+    } catch (e) {
+      proc.kill('SIGKILL');
+      throw e;
+    }
+    // taskset and env exec into lua: the spawned PID is the Lua interpreter.
+    return { port, memPid: proc.pid!, mechanism: 'PLAIN', version: debVersion('prosody'), stop: () => stopProcess(proc, proc.pid!, 15_000) };
+  },
+};
 
-/** A minimal XMPP client: regex-level parsing is enough for a load generator that knows what it sent. */
-class BenchClient {
+const ejabberd: ServerKind = {
+  name: 'ejabberd',
+  preparedAccounts: false,
+  async start(dir, port) {
+    mkdirSync(join(dir, 'logs'));
+    mkdirSync(join(dir, 'db'));
+    writeFileSync(
+      join(dir, 'ejabberd.yml'),
+      `# written by bench/xmpp-bench.ts
+hosts: [${DOMAIN}]
+loglevel: warning
+listen:
+  - port: ${port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    starttls_required: false
+    max_stanza_size: 262144
+    # the default backlog of 5 drops connects of a login storm (resets, 1 s SYN retries)
+    backlog: 1024
+acl:
+  local:
+    user_regexp: ""
+access_rules:
+  local: {allow: local}
+  c2s: {allow: all}
+  register: {allow: all}
+# otherwise one in-band registration per IP per 10 minutes
+registration_timeout: infinity
+modules:
+  mod_roster: {}
+  mod_register:
+    access: register
+    ip_access: all
+  mod_disco: {}
+  mod_ping: {}
+  mod_offline: {}
+`,
+    );
+    // One scheduler: fair against single-threaded servers on the same one-core pin. A node name of our
+    // own so that another ejabberd on this machine is not taken for ours.
+    writeFileSync(
+      join(dir, 'ejabberdctl.cfg'),
+      `ERL_OPTIONS="+S 1:1"\nERLANG_NODE=xmppbench${process.pid}@localhost\nINET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\n`,
+    );
+    copyFileSync('/etc/ejabberd/inetrc', join(dir, 'inetrc'));
+    const uid = Number(spawnSync('id', ['-u', 'ejabberd'], { encoding: 'utf8' }).stdout.trim());
+    const gid = Number(spawnSync('id', ['-g', 'ejabberd'], { encoding: 'utf8' }).stdout.trim());
+    for (const p of [dir, join(dir, 'logs'), join(dir, 'db'), join(dir, 'ejabberd.yml'), join(dir, 'ejabberdctl.cfg'), join(dir, 'inetrc')]) chownSync(p, uid, gid);
+    // Through su/runuser PAM resets the open-files limit to 1024 and ejabberd stops accepting near
+    // 1,000 sessions; setpriv keeps the limit raised here (PEERS.md).
+    const cmd =
+      `ulimit -n 20000; exec taskset -c ${SERVER_CPU} setpriv --reuid=ejabberd --regid=ejabberd --init-groups ` +
+      `env HOME=/var/lib/ejabberd USER=ejabberd ejabberdctl --config-dir "${dir}" --config "${dir}/ejabberd.yml" ` +
+      `--ctl-config "${dir}/ejabberdctl.cfg" --logs "${dir}/logs" --spool "${dir}/db" foreground`;
+    const proc = spawn('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
+    try {
+      await waitForPort(port, proc, 60_000);
+    } catch (e) {
+      const beam = findDescendant(proc.pid!, 'beam.smp');
+      if (beam !== null) process.kill(beam, 'SIGKILL');
+      proc.kill('SIGKILL');
+      throw e;
+    }
+    const beam = findDescendant(proc.pid!, 'beam.smp');
+    if (beam === null) throw new Error('ejabberd is listening but no beam.smp under it');
+    return {
+      port,
+      memPid: beam,
+      mechanism: 'PLAIN',
+      version: debVersion('ejabberd'),
+      // beam.smp takes SIGTERM as init:stop(); the ejabberdctl shell then exits with it.
+      stop: () => stopProcess(proc, beam, 30_000),
+    };
+  },
+};
+
+const KINDS: Record<string, ServerKind> = { presenced, prosody, ejabberd };
+
+// ---------------------------------------------------------------------------------------------------
+// The raw XMPP client
+
+const STREAM_HEADER = `<?xml version='1.0'?><stream:stream to='${DOMAIN}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`;
+
+/** The value of an attribute in an element's text, whichever quote the server used. */
+function attr(text: string, name: string): string | null {
+  const end = text.indexOf('>');
+  let i = text.indexOf(` ${name}=`);
+  if (i < 0 || (end >= 0 && i > end)) return null;
+  i += name.length + 2;
+  const q = text[i];
+  const close = text.indexOf(q as string, i + 1);
+  return close < 0 ? null : text.slice(i + 1, close);
+}
+
+/** End (exclusive) of the element starting at `start`, or -1 when it is not complete yet. */
+function elementEnd(buf: string, start: number): number {
+  let nameEnd = start + 1;
+  while (nameEnd < buf.length) {
+    const c = buf.charCodeAt(nameEnd);
+    if (c === 32 || c === 62 || c === 47 || c === 10 || c === 9 || c === 13) break;
+    nameEnd++;
+  }
+  const gt = buf.indexOf('>', nameEnd);
+  if (gt < 0) return -1;
+  if (buf.charCodeAt(gt - 1) === 47) return gt + 1;
+  const close = buf.indexOf(`</${buf.slice(start + 1, nameEnd)}>`, gt);
+  return close < 0 ? -1 : close + nameEnd - start + 2;
+}
+
+const saltedCache = new Map<string, Buffer>();
+
+/** Measurement sinks, swapped per phase; the client only parses the status text. */
+interface Sinks {
+  /** A presence with a status of ours: kind letter, sender index, rest; `now` is the chunk's arrival. */
+  onStatus(kind: number, sender: number, text: string, statusStart: number, statusEnd: number, now: number, receiver: number): void;
+}
+let sinks: Sinks = { onStatus: () => {} };
+let stanzasReceived = 0;
+
+class Client {
+  private socket: Socket;
   private buf = '';
-  private waiter: { re: RegExp; resolve(m: string): void } | null = null;
-  onStanza: (text: string) => void = () => {};
-  online = false;
+  private bound = false;
+  private waiter: { names: string[]; resolve: (el: string) => void; reject: (e: Error) => void } | null = null;
+  private closedResolve: (() => void) | null = null;
+  closed = false;
+  /** Roster contacts with subscription both, learned from roster results and pushes (setup only). */
+  both: Set<string> | null = null;
+  onBothChange: (() => void) | null = null;
+  private iqId = 0;
 
   constructor(
-    readonly i: number,
-    readonly socket: Socket,
+    readonly index: number,
+    port: number,
   ) {
-    socket.setEncoding('utf8');
-    socket.setNoDelay(true);
-    socket.on('data', (d: string) => this.data(d));
-    socket.on('error', () => {});
-  }
-
-  private data(d: string): void {
-    this.buf += d;
-    if (!this.online) {
-      const w = this.waiter;
-      const m = w && w.re.exec(this.buf);
-      if (w && m) {
-        this.buf = this.buf.slice(m.index + m[0].length);
-        this.waiter = null;
-        w.resolve(m[0]);
-      }
-      return;
-    }
-    // Stanzas of interest are complete elements; cut the buffer at each presence end.
-    let end: number;
-    while ((end = this.nextEnd()) >= 0) {
-      const stanza = this.buf.slice(0, end);
-      this.buf = this.buf.slice(end);
-      this.onStanza(stanza);
-    }
-  }
-
-  private nextEnd(): number {
-    const m = /<\/presence>|<presence[^>]*\/>|<\/iq>|<iq[^>]*\/>|<\/message>|<r xmlns[^>]*\/>|<a [^>]*\/>/.exec(this.buf);
-    return m ? m.index + m[0].length : -1;
-  }
-
-  expect(re: RegExp): Promise<string> {
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${jidOf(this.i)}: no ${re} in ${this.buf.slice(0, 300)}`)), Number(process.env.BENCH_EXPECT_MS ?? 60_000));
-      this.waiter = {
-        re,
-        resolve: (m) => {
-          clearTimeout(timer);
-          resolve(m);
-        },
-      };
-      this.data('');
+    this.socket = connect(port, '127.0.0.1');
+    this.socket.setNoDelay(true);
+    this.socket.on('data', (d: Buffer) => this.onData(d.toString('utf8')));
+    this.socket.on('error', (e) => this.fail(e));
+    this.socket.on('close', () => {
+      this.closed = true;
+      this.fail(new Error('connection closed'));
+      this.closedResolve?.();
     });
   }
 
-  send(s: string): void {
-    this.socket.write(s);
+  send(text: string): void {
+    if (!this.closed) this.socket.write(text);
   }
 
-  async login(register: boolean): Promise<void> {
-    this.send(HEADER);
-    await this.expect(/<\/stream:features>/);
-    if (register) {
-      this.send(`<iq type='set' id='reg'><query xmlns='jabber:iq:register'><username>${user(this.i)}</username><password>${PASSWORD}</password></query></iq>`);
-      await this.expect(/<iq[^>]*id=["']reg["'][^>]*>|<iq[^>]*id=["']reg["'][^>]*\/>/);
+  private fail(e: Error): void {
+    const w = this.waiter;
+    this.waiter = null;
+    w?.reject(new Error(`client ${this.index}: ${e.message}`));
+  }
+
+  /** The next top-level element named one of `names` (negotiation only). */
+  private next(names: string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      if (this.closed) return reject(new Error(`client ${this.index}: connection closed`));
+      this.waiter = { names, resolve, reject };
+      this.pump();
+    });
+  }
+
+  private onData(chunk: string): void {
+    this.buf = this.buf.length === 0 ? chunk : this.buf + chunk;
+    if (this.bound) this.scan(performance.now());
+    else this.pump();
+  }
+
+  /** Negotiation: hands the waiter the first element it asked for, skipping the stream header. */
+  private pump(): void {
+    const w = this.waiter;
+    if (!w) return;
+    let pos = 0;
+    for (;;) {
+      const lt = this.buf.indexOf('<', pos);
+      if (lt < 0) {
+        this.buf = '';
+        return;
+      }
+      if (this.buf.startsWith('<?xml', lt)) {
+        const e = this.buf.indexOf('?>', lt);
+        if (e < 0) break;
+        pos = e + 2;
+        continue;
+      }
+      if (this.buf.startsWith('<stream:stream', lt)) {
+        const e = this.buf.indexOf('>', lt);
+        if (e < 0) break;
+        pos = e + 1;
+        continue;
+      }
+      if (this.buf.startsWith('<stream:error', lt) || this.buf.startsWith('</stream:stream', lt)) {
+        this.waiter = null;
+        w.reject(new Error(`client ${this.index}: stream ended: ${this.buf.slice(lt, lt + 300)}`));
+        return;
+      }
+      const end = elementEnd(this.buf, lt);
+      if (end < 0) break;
+      const el = this.buf.slice(lt, end);
+      pos = end;
+      if (w.names.some((n) => el.startsWith(`<${n}`) && !/[\w:-]/.test(el.charAt(n.length + 1)))) {
+        this.buf = this.buf.slice(pos);
+        this.waiter = null;
+        w.resolve(el);
+        return;
+      }
     }
-    this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from(`\0${user(this.i)}\0${PASSWORD}`).toString('base64')}</auth>`);
-    const r = await this.expect(/<success[^>]*\/>|<success[^>]*>[^<]*<\/success>|<failure[\s\S]*?<\/failure>/);
-    if (r.startsWith('<failure')) throw new Error(`login of ${jidOf(this.i)} failed: ${r}`);
-    this.send(HEADER);
-    await this.expect(/<\/stream:features>/);
-    this.send(`<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>bench</resource></bind></iq>`);
-    await this.expect(/<\/iq>/);
-    this.send(`<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>`);
-    await this.expect(/<iq[^>]*id=["']sess["'][^>]*\/>|<iq[^>]*id=["']sess["'][^>]*>[\s\S]*?<\/iq>/);
-    this.online = true;
+    this.buf = this.buf.slice(pos);
+  }
+
+  async iq(type: 'get' | 'set', payload: string): Promise<string> {
+    const id = `q${++this.iqId}`;
+    this.send(`<iq type='${type}' id='${id}'>${payload}</iq>`);
+    for (;;) {
+      const el = await this.next(['iq']);
+      if (attr(el, 'id') === id) return el;
+    }
+  }
+
+  private async startStream(): Promise<string> {
+    this.send(STREAM_HEADER);
+    return this.next(['stream:features']);
+  }
+
+  /** XEP-0077 in-band registration of this client's account; an existing account is fine. */
+  async register(): Promise<void> {
+    await this.startStream();
+    const r = await this.iq('set', `<query xmlns='jabber:iq:register'><username>${userOf(this.index)}</username><password>${PASSWORD}</password></query>`);
+    if (attr(r, 'type') !== 'result' && !r.includes('<conflict')) throw new Error(`registration of ${userOf(this.index)} failed: ${r.slice(0, 300)}`);
+    await this.close();
+  }
+
+  /** Authenticates, binds, establishes the session, fetches the roster and sends initial presence. */
+  async login(mechanism: Mechanism): Promise<void> {
+    const features = await this.startStream();
+    if (!features.includes(`>${mechanism}<`)) throw new Error(`client ${this.index}: ${mechanism} not offered: ${features.slice(0, 400)}`);
+    if (mechanism === 'PLAIN') {
+      const creds = Buffer.from(`\0${userOf(this.index)}\0${PASSWORD}`).toString('base64');
+      this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${creds}</auth>`);
+    } else {
+      await this.scramSha1();
+    }
+    const outcome = await this.next(['success', 'failure']);
+    if (!outcome.startsWith('<success')) throw new Error(`client ${this.index}: authentication failed: ${outcome.slice(0, 300)}`);
+    const features2 = await this.startStream();
+    const bind = await this.iq('set', `<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>${RESOURCE}</resource></bind>`);
+    if (attr(bind, 'type') !== 'result') throw new Error(`client ${this.index}: bind failed: ${bind.slice(0, 300)}`);
+    if (features2.includes('urn:ietf:params:xml:ns:xmpp-session')) {
+      const s = await this.iq('set', `<session xmlns='urn:ietf:params:xml:ns:xmpp-session'/>`);
+      if (attr(s, 'type') !== 'result') throw new Error(`client ${this.index}: session failed: ${s.slice(0, 300)}`);
+    }
+    const roster = await this.iq('get', `<query xmlns='jabber:iq:roster'/>`);
+    if (this.both) this.learnRoster(roster);
+    // From here on incoming data is scanned for presence, not negotiated.
+    this.bound = true;
+    this.send('<presence/>');
+    if (this.buf.length > 0) this.scan(performance.now());
+  }
+
+  private async scramSha1(): Promise<void> {
+    const nonce = randomBytes(12).toString('base64');
+    const first = `n=${userOf(this.index)},r=${nonce}`;
+    this.send(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-1'>${Buffer.from(`n,,${first}`).toString('base64')}</auth>`);
+    const ch = await this.next(['challenge', 'failure']);
+    if (!ch.startsWith('<challenge')) throw new Error(`client ${this.index}: SCRAM refused: ${ch.slice(0, 300)}`);
+    const serverFirst = Buffer.from(ch.slice(ch.indexOf('>') + 1, ch.lastIndexOf('<')), 'base64').toString();
+    const fields = new Map(serverFirst.split(',').map((f) => [f.slice(0, 1), f.slice(2)] as const));
+    const r = fields.get('r') ?? '';
+    const s = fields.get('s') ?? '';
+    const iterations = Number(fields.get('i'));
+    let salted = saltedCache.get(`${s}/${iterations}`);
+    if (!salted) {
+      salted = pbkdf2Sync(PASSWORD, Buffer.from(s, 'base64'), iterations, 20, 'sha1');
+      saltedCache.set(`${s}/${iterations}`, salted);
+    }
+    const withoutProof = `c=biws,r=${r}`;
+    const authMessage = `${first},${serverFirst},${withoutProof}`;
+    const clientKey = createHmac('sha1', salted).update('Client Key').digest();
+    const signature = createHmac('sha1', createHash('sha1').update(clientKey).digest()).update(authMessage).digest();
+    for (let i = 0; i < clientKey.length; i++) clientKey[i] = (clientKey[i] as number) ^ (signature[i] as number);
+    const final = `${withoutProof},p=${clientKey.toString('base64')}`;
+    this.send(`<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>${Buffer.from(final).toString('base64')}</response>`);
+  }
+
+  /** Bound stream: find complete top-level stanzas cheaply; only presence carries measurements. */
+  private scan(now: number): void {
+    const buf = this.buf;
+    let pos = 0;
+    for (;;) {
+      const lt = buf.indexOf('<', pos);
+      if (lt < 0) {
+        pos = buf.length;
+        break;
+      }
+      const end = elementEnd(buf, lt);
+      if (end < 0) break;
+      stanzasReceived++;
+      if (buf.startsWith('<presence', lt)) this.presence(buf, lt, end, now);
+      else if (buf.startsWith('<iq', lt)) this.iqIn(buf.slice(lt, end));
+      pos = end;
+    }
+    this.buf = pos >= buf.length ? '' : buf.slice(pos);
+  }
+
+  private presence(buf: string, start: number, end: number, now: number): void {
+    const s = buf.indexOf('<status>', start);
+    if (s >= 0 && s < end) {
+      const textStart = s + 8;
+      const textEnd = buf.indexOf('</status>', textStart);
+      const dot = buf.indexOf('.', textStart);
+      const sender = Number(buf.slice(textStart + 1, dot));
+      // The server echoes a change to the sender's own resource: not a delivery to a contact.
+      if (sender !== this.index) sinks.onStatus(buf.charCodeAt(textStart), sender, buf, dot + 1, textEnd, now, this.index);
+      return;
+    }
+    if (this.both === null) return;
+    // Roster setup: approve every subscription request (from ring neighbours only, in this bench).
+    const el = buf.slice(start, end);
+    if (attr(el, 'type') === 'subscribe') {
+      const from = attr(el, 'from');
+      if (from !== null) this.send(`<presence to='${from}' type='subscribed'/>`);
+    }
+  }
+
+  private iqIn(el: string): void {
+    const type = attr(el, 'type');
+    if (type === 'get' && el.includes('urn:xmpp:ping')) {
+      this.send(`<iq type='result' id='${attr(el, 'id')}'${attr(el, 'from') !== null ? ` to='${attr(el, 'from')}'` : ''}/>`);
+      return;
+    }
+    if (type === 'set' && el.includes('jabber:iq:roster')) {
+      if (this.both) this.learnRoster(el);
+      this.send(`<iq type='result' id='${attr(el, 'id')}'/>`);
+    }
+  }
+
+  private learnRoster(el: string): void {
+    const both = this.both as Set<string>;
+    let pos = 0;
+    for (;;) {
+      const i = el.indexOf('<item', pos);
+      if (i < 0) break;
+      const gt = el.indexOf('>', i);
+      const tag = el.slice(i, gt + 1);
+      const jid = attr(tag, 'jid');
+      if (jid !== null) {
+        if (attr(tag, 'subscription') === 'both') both.add(jid);
+        else both.delete(jid);
+      }
+      pos = gt + 1;
+    }
+    this.onBothChange?.();
+  }
+
+  /** Ends the stream and waits for the server to close the connection. */
+  close(): Promise<void> {
+    if (this.closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.closedResolve = resolve;
+      this.bound = false;
+      this.send('</stream:stream>');
+      this.socket.end();
+    });
   }
 }
 
-async function connectAll(port: number): Promise<BenchClient[]> {
-  const clients: BenchClient[] = new Array(N);
+async function pool<T>(count: number, concurrency: number, fn: (i: number) => Promise<T>): Promise<T[]> {
+  const out: T[] = new Array(count);
   let next = 0;
-  const CONCURRENCY = 50;
   await Promise.all(
-    Array.from({ length: CONCURRENCY }, async () => {
-      while (next < N) {
+    Array.from({ length: Math.min(concurrency, count) }, async () => {
+      while (next < count) {
         const i = next++;
-        const socket = connect(port, args.host as string);
-        await new Promise<void>((resolve, reject) => {
-          socket.once('connect', resolve);
-          socket.once('error', reject);
-        });
-        const c = new BenchClient(i, socket);
-        await c.login(args.register as boolean);
-        clients[i] = c;
+        out[i] = await fn(i);
       }
     }),
   );
-  return clients;
+  return out;
 }
 
-function waitUntil(cond: () => boolean, timeoutMs: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const started = Date.now();
+async function loginAll(port: number, mechanism: Mechanism, withRosterSetup = false, count = N): Promise<Client[]> {
+  return pool(count, 100, async (i) => {
+    const c = new Client(i, port);
+    if (withRosterSetup) c.both = new Set();
+    await c.login(mechanism);
+    return c;
+  });
+}
+
+async function closeAll(clients: Client[]): Promise<void> {
+  await pool(clients.length, 200, (i) => (clients[i] as Client).close());
+}
+
+/**
+ * Resolves when `done()` holds, checked whenever `progress()` may have moved; fails when nothing moved
+ * for the stall limit. The 5 ms poll only notices events already counted by the clients.
+ */
+function waitUntil(what: string, done: () => boolean, progress: () => number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let last = progress();
+    let lastAt = Date.now();
     const t = setInterval(() => {
-      if (cond() || Date.now() - started > timeoutMs) {
+      if (done()) {
         clearInterval(t);
-        resolve(cond());
+        resolve();
+        return;
+      }
+      const p = progress();
+      if (p !== last) {
+        last = p;
+        lastAt = Date.now();
+      } else if (Date.now() - lastAt > STALL_MS) {
+        clearInterval(t);
+        reject(new Error(`${what}: no progress for ${STALL_MS / 1000} s (at ${p})`));
       }
     }, 5);
   });
 }
 
-function pct(sorted: number[], p: number): number {
-  return sorted.length ? (sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] as number) : NaN;
+/** Every client subscribes to its ring neighbours and approves theirs, until all rosters are mutual. */
+async function setupRosters(clients: Client[]): Promise<void> {
+  let complete = 0;
+  const counted = new Set<number>();
+  for (const c of clients) {
+    c.onBothChange = () => {
+      if (!counted.has(c.index) && (c.both as Set<string>).size >= K) {
+        counted.add(c.index);
+        complete++;
+      }
+    };
+    c.onBothChange();
+  }
+  for (const c of clients) for (const j of neighbours(c.index)) c.send(`<presence to='${jidOf(j)}' type='subscribe'/>`);
+  await waitUntil('roster setup', () => complete === clients.length, () => stanzasReceived);
+  for (const c of clients) {
+    c.both = null;
+    c.onBothChange = null;
+  }
 }
 
-async function main(): Promise<void> {
-  let proc: ChildProcess | null = null;
-  let dir: string | null = null;
-  let port = Number(args.port);
-  if (!args.port) {
-    dir = mkdtempSync(join(tmpdir(), 'presenced-xmpp-bench-'));
-    console.log(`preparing ${N} accounts with ${K} contacts each ...`);
-    await prepareData(dir);
-    ({ proc, port } = await spawnPresenced(dir));
+function percentile(sorted: Float64Array, p: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+/**
+ * Idle RSS: the lowest of one sample a second. Sampling is the measurement here, hence the timer: right
+ * after a login storm the heaps still hold garbage that the runtimes give back once allocation stops.
+ */
+async function idleRss(pid: number, seconds: number): Promise<number> {
+  let low = rssKb(pid);
+  for (let s = 0; s < seconds; s++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    low = Math.min(low, rssKb(pid));
   }
+  return low;
+}
+
+// ---------------------------------------------------------------------------------------------------
+// One server
+
+interface Result {
+  server: string;
+  version: string;
+  error?: string;
+  mechanism?: Mechanism;
+  setupSeconds?: number;
+  loginSeconds?: number;
+  burstRate?: number;
+  burstDelivered?: number;
+  burstGeneratorCpu?: number;
+  pacedDelivered?: number;
+  pacedExpected?: number;
+  p50?: number;
+  p99?: number;
+  max?: number;
+  rssIdleKb?: number;
+  rssSessionsKb?: number;
+  perSessionKb?: number;
+}
+
+async function measure(kind: ServerKind): Promise<Result> {
+  const result: Result = { server: kind.name, version: '?' };
+  const dir = mkdtempSync(join(tmpdir(), `xmpp-bench-${kind.name}-`));
+  let server: RunningServer | null = null;
+  let clients: Client[] = [];
   try {
+    const port = await freePort();
+    server = await kind.start(dir, port);
+    result.version = server.version;
+    const mech: Mechanism = args.sasl === 'plain' ? 'PLAIN' : args.sasl === 'scram-sha-1' ? 'SCRAM-SHA-1' : server.mechanism;
+    result.mechanism = mech;
+    console.log(`[${kind.name}] ${server.version} listening on 127.0.0.1:${port} (pid ${server.memPid}), SASL ${mech}`);
+
+    // Accounts and rosters, or for presenced (whose data was written before start) a warm-up storm of the
+    // same shape, so that every server's baseline includes what a login storm leaves behind.
     const t0 = Date.now();
-    console.log(`server on ${port}, logging in ...`);
-    const clients = await connectAll(port);
-    const loginMs = Date.now() - t0;
-    console.log(`login of ${N} clients: ${(loginMs / 1000).toFixed(1)} s`);
-
-    if (args.subscribe) {
-      let subscribed = 0;
-      for (const c of clients) {
-        c.onStanza = (s) => {
-          const m = /<presence[^>]*type=["']subscribe["'][^>]*from=["']([^"'/]+)|<presence[^>]*from=["']([^"'/]+)["'][^>]*type=["']subscribe["']/.exec(s);
-          const from = m?.[1] ?? m?.[2];
-          if (from) c.send(`<presence to='${from}' type='subscribed'/>`);
-          if (/type=["']subscribed["']/.test(s)) subscribed++;
-        };
-      }
-      for (const c of clients) for (const j of neighbours(c.i)) if (j > c.i || c.i - j > K / 2) c.send(`<presence to='${jidOf(j)}' type='subscribe'/>`);
-      await waitUntil(() => subscribed >= (N * K) / 2, 120_000);
-      console.log(`subscriptions: ${subscribed} answered`);
+    if (!kind.preparedAccounts) {
+      await pool(N, 50, (i) => new Client(i, port).register());
+      console.log(`[${kind.name}] registered ${N} accounts in band in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
     }
+    // The warm-up is a tenth of N: an allocator that keeps freed memory (Lua's, glibc's) would otherwise
+    // serve the measured sessions from what a storm of the same size left, showing ~0 per session.
+    // ejabberd's roster setup is necessarily a full storm: its baseline may be inflated (documented).
+    clients = await loginAll(port, mech, !kind.preparedAccounts, kind.preparedAccounts ? Math.max(1, Math.floor(N / 10)) : N);
+    if (!kind.preparedAccounts) await setupRosters(clients);
+    await closeAll(clients);
+    clients = [];
+    result.setupSeconds = (Date.now() - t0) / 1000;
+    console.log(`[${kind.name}] ${kind.preparedAccounts ? 'warm-up login storm' : `rosters of ${K} mutual contacts`} done in ${result.setupSeconds.toFixed(1)} s`);
 
-    // Everyone becomes available; wait until the initial presence storm has passed.
-    let received = 0;
-    let burstReceived = 0;
-    let latencies: number[] = [];
-    for (const c of clients) {
-      const own = `from='${jidOf(c.i)}/`;
-      const ownDq = `from="${jidOf(c.i)}/`;
-      c.onStanza = (s) => {
-        // The server echoes each client's own presence back to it: that is not a delivery to a contact.
-        if (!s.startsWith('<presence') || s.includes(own) || s.includes(ownDq)) return;
-        if (s.includes('<status>b')) burstReceived++;
-        received++;
-        const m = /<status>t(\d+(?:\.\d+)?)<\/status>/.exec(s);
-        if (m) latencies.push(performance.now() - Number(m[1]));
-      };
+    result.rssIdleKb = await idleRss(server.memPid, IDLE_SECONDS);
+
+    const t1 = Date.now();
+    clients = await loginAll(port, mech);
+    result.loginSeconds = (Date.now() - t1) / 1000;
+    // Idle sessions: the quiet period also lets the login fan-out drain before the burst.
+    result.rssSessionsKb = await idleRss(server.memPid, IDLE_SECONDS);
+    result.perSessionKb = (result.rssSessionsKb - result.rssIdleKb) / N;
+    console.log(
+      `[${kind.name}] logged in ${N} clients in ${result.loginSeconds.toFixed(1)} s; RSS ${(result.rssIdleKb / 1024).toFixed(1)} MB idle, ` +
+        `${(result.rssSessionsKb / 1024).toFixed(1)} MB with ${N} sessions: ${result.perSessionKb.toFixed(1)} KB per session`,
+    );
+
+    // Burst: every client changes show and status B times back to back.
+    const shows = ['away', 'dnd', 'xa', 'chat'];
+    const expected = N * B * K;
+    let burstGot = 0;
+    let lastAt = 0;
+    sinks = {
+      onStatus(kindChar, _sender, _text, _s, _e, now) {
+        if (kindChar !== 98 /* b */) return;
+        burstGot++;
+        lastAt = now;
+      },
+    };
+    const cpu0 = process.cpuUsage();
+    const start = performance.now();
+    for (let b = 0; b < B; b++) {
+      const show = shows[b % shows.length] as string;
+      for (const c of clients) c.send(`<presence><show>${show}</show><status>b${c.index}.${b}</status></presence>`);
     }
-    for (const c of clients) c.send('<presence/>');
-    await waitUntil(() => received >= N * K, 60_000);
-    received = 0;
+    await waitUntil('burst', () => burstGot >= expected, () => burstGot).catch((e: Error) => console.log(`[${kind.name}] ${e.message}`));
+    const secs = (lastAt - start) / 1000;
+    const cpu = process.cpuUsage(cpu0);
+    result.burstDelivered = burstGot;
+    result.burstRate = Math.round(burstGot / secs);
+    result.burstGeneratorCpu = Math.round(((cpu.user + cpu.system) / 1e6 / ((performance.now() - start) / 1000)) * 100);
+    console.log(
+      `[${kind.name}] burst: ${burstGot}/${expected} deliveries in ${secs.toFixed(3)} s = ${result.burstRate} deliveries/s ` +
+        `(generator busy ${result.burstGeneratorCpu}% of one core)`,
+    );
 
-    const changes = Number(args['burst-changes']);
-    const expected = N * changes * K;
-    const b0 = performance.now();
-    for (let r = 0; r < changes; r++) for (const c of clients) c.send(`<presence><show>${r % 2 ? 'away' : 'dnd'}</show><status>b${r}</status></presence>`);
-    const complete = await waitUntil(() => burstReceived >= expected, 120_000);
-    const burstS = (performance.now() - b0) / 1000;
-    received = burstReceived;
-    console.log(`burst: ${received} of ${expected} presence deliveries in ${burstS.toFixed(2)} s = ${Math.round(received / burstS)} /s${complete ? '' : ' (incomplete)'}`);
-
-    const rate = Number(args['paced-rate']);
-    const seconds = Number(args['paced-seconds']);
-    const changesPerSecond = rate / K;
-    latencies = [];
-    const p0 = performance.now();
+    // Paced: changes spread evenly so that PACED_RATE deliveries per second are due; each carries its
+    // send time, read back at receipt by the contacts (same clock, this process).
+    const changesPerSec = PACED_RATE / K;
+    const latencies = new Float64Array(Math.ceil(PACED_RATE * PACED_SECONDS * 1.01) + K);
+    let got = 0;
+    sinks = {
+      onStatus(kindChar, _sender, text, s, e, now) {
+        if (kindChar !== 116 /* t */ || got >= latencies.length) return;
+        latencies[got++] = now - Number(text.slice(s, e));
+      },
+    };
+    const totalMs = PACED_SECONDS * 1000;
     let sent = 0;
+    let who = 0;
+    const pacedStart = performance.now();
     await new Promise<void>((resolve) => {
-      const tick = setInterval(() => {
-        const due = Math.floor(((performance.now() - p0) / 1000) * changesPerSecond);
+      const timer = setInterval(() => {
+        // Catch up on ticks the timer missed, so the offered rate is what was asked.
+        const elapsed = Math.min(totalMs, performance.now() - pacedStart);
+        const due = Math.floor((elapsed * changesPerSec) / 1000);
         while (sent < due) {
-          const c = clients[sent % N] as BenchClient;
-          c.send(`<presence><show>${sent % 2 ? 'away' : 'xa'}</show><status>t${performance.now().toFixed(3)}</status></presence>`);
           sent++;
+          const c = clients[who] as Client;
+          who = (who + 1) % N;
+          c.send(`<presence><show>away</show><status>t${c.index}.${performance.now().toFixed(3)}</status></presence>`);
         }
-        if (performance.now() - p0 > seconds * 1000) {
-          clearInterval(tick);
+        if (elapsed >= totalMs) {
+          clearInterval(timer);
           resolve();
         }
-      }, 2);
+      }, 1);
     });
-    await waitUntil(() => latencies.length >= sent * K, 10_000);
-    latencies.sort((a, b) => a - b);
-    console.log(`paced ${rate} deliveries/s for ${seconds} s: ${latencies.length} deliveries, p50 ${pct(latencies, 50).toFixed(1)} ms, p99 ${pct(latencies, 99).toFixed(1)} ms`);
-    for (const c of clients) c.socket.destroy();
+    result.pacedExpected = sent * K;
+    await waitUntil('paced', () => got >= (result.pacedExpected as number), () => got).catch((e: Error) => console.log(`[${kind.name}] ${e.message}`));
+    result.pacedDelivered = got;
+    const sorted = latencies.subarray(0, got).sort();
+    result.p50 = percentile(sorted, 50);
+    result.p99 = percentile(sorted, 99);
+    result.max = sorted[sorted.length - 1] ?? NaN;
+    console.log(
+      `[${kind.name}] paced ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s: ${got}/${result.pacedExpected} deliveries, ` +
+        `p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, max ${result.max.toFixed(2)} ms`,
+    );
+  } catch (e) {
+    result.error = e instanceof Error ? e.message : String(e);
+    console.log(`[${kind.name}] FAILED: ${result.error}`);
   } finally {
-    proc?.kill('SIGTERM');
-    if (proc) await new Promise((r) => proc!.once('exit', r));
-    if (dir) rmSync(dir, { recursive: true, force: true });
+    sinks = { onStatus: () => {} };
+    await Promise.race([closeAll(clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]);
+    await server?.stop();
+    if (args['keep-dirs']) console.log(`[${kind.name}] kept ${dir}`);
+    else rmSync(dir, { recursive: true, force: true });
   }
+  return result;
 }
 
-await main();
+// ---------------------------------------------------------------------------------------------------
+
+const names = (args.servers as string).split(',').map((s) => s.trim()).filter(Boolean);
+for (const n of names) if (!KINDS[n]) throw new Error(`unknown server ${n} (presenced, prosody, ejabberd)`);
+ensurePackages(names);
+console.log(`${N} clients x ${K} mutual ring contacts, burst ${B} changes each, paced ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s; servers on CPU ${SERVER_CPU}`);
+const results: Result[] = [];
+for (const n of names) results.push(await measure(KINDS[n] as ServerKind));
+
+const fmt = (v: number | undefined, digits = 0): string => (v === undefined || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const rows: Array<[string, (r: Result) => string]> = [
+  ['version', (r) => r.version],
+  ['SASL', (r) => r.mechanism ?? '-'],
+  [`accounts/rosters or warm-up (s)`, (r) => fmt(r.setupSeconds, 1)],
+  [`login of ${N} (s)`, (r) => fmt(r.loginSeconds, 1)],
+  ['burst deliveries/s', (r) => fmt(r.burstRate)],
+  ['burst delivered', (r) => (r.burstDelivered === undefined ? '-' : `${r.burstDelivered}/${N * B * K}`)],
+  [`paced ${PACED_RATE}/s p50 (ms)`, (r) => fmt(r.p50, 2)],
+  ['paced p99 (ms)', (r) => fmt(r.p99, 2)],
+  ['paced max (ms)', (r) => fmt(r.max, 2)],
+  ['paced delivered', (r) => (r.pacedDelivered === undefined ? '-' : `${r.pacedDelivered}/${r.pacedExpected}`)],
+  ['RSS idle (MB)', (r) => fmt(r.rssIdleKb === undefined ? undefined : r.rssIdleKb / 1024, 1)],
+  [`RSS ${N} sessions (MB)`, (r) => fmt(r.rssSessionsKb === undefined ? undefined : r.rssSessionsKb / 1024, 1)],
+  ['KB per session', (r) => fmt(r.perSessionKb, 1)],
+  ['error', (r) => r.error ?? ''],
+];
+console.log(`\n| | ${results.map((r) => r.server).join(' | ')} |`);
+console.log(`|---|${results.map(() => '---').join('|')}|`);
+for (const [label, f] of rows) {
+  if (label === 'error' && results.every((r) => !r.error)) continue;
+  console.log(`| ${label} | ${results.map(f).join(' | ')} |`);
+}
+process.exit(0);
