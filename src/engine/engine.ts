@@ -25,6 +25,7 @@ import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
 import { KeyedLock } from './keyed-lock.js';
 import { issueToken, verifyToken } from './tokens.js';
+import { isXmlSafeText } from '../core/text.js';
 
 /** How a protocol front door receives what the engine sends to one of its sessions. */
 export interface SessionSink {
@@ -597,6 +598,9 @@ export class PresenceEngine {
   }
 
   async setRosterItem(owner: string, contactInput: string, name: string | null, groups: readonly string[]): Promise<RosterItem> {
+    if ((name !== null && !isXmlSafeText(name)) || !groups.every(isXmlSafeText)) {
+      throw new PresenceError('bad-request', 'roster name or group contains control characters or unpaired surrogates');
+    }
     const contact = parseAccountJid(contactInput);
     if (contact === owner) throw new PresenceError('bad-request', 'an account cannot be its own contact');
     return this.rosterLock.run(owner, async () => {
@@ -779,6 +783,7 @@ function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
   if (status !== null && status.length > MAX_STATUS_LENGTH) {
     throw new PresenceError('bad-request', `status longer than ${MAX_STATUS_LENGTH} characters`);
   }
+  if (status !== null && !isXmlSafeText(status)) throw new PresenceError('bad-request', 'status contains control characters or unpaired surrogates');
   const priority = input.priority ?? 0;
   if (!validatePriority(priority)) throw new PresenceError('bad-request', 'priority must be an integer from -128 to 127');
   return { show, status, priority };

@@ -85,6 +85,16 @@ describe('bad input on the native protocol', () => {
     await c.close();
   });
 
+  test('status and roster text that XML cannot carry is refused with bad-request', async () => {
+    const { client: c } = await TestClient.login(t.wsUrl, 'mallory@localhost');
+    // XMPP watchers could not receive it (XML 1.0 forbids it), so it is refused where it enters.
+    await expectError(c.request('presence', { status: 'bell\u0007' }), 'bad-request');
+    await expectError(c.request('presence', { status: 'half \ud800 a pair' }), 'bad-request');
+    await expectError(c.request('roster.set', { jid: 'victim@localhost', name: 'esc\u001b[31m' }), 'bad-request');
+    assert.equal((await c.request('presence', { status: 'tabs\tand\nnewlines and 😀 are fine' })).status, 'tabs\tand\nnewlines and 😀 are fine');
+    await c.close();
+  });
+
   test('an oversized frame closes the connection with 1009 and the server keeps serving', async () => {
     const { client: c } = await TestClient.login(t.wsUrl, 'mallory@localhost', 'secret-pw', { resource: 'big' });
     c.sendRaw(JSON.stringify({ id: 1, type: 'presence', status: 'x'.repeat(10_000) }));
