@@ -77,6 +77,18 @@ export class XmppConnection implements SessionSink, TransportEvents {
     return this.session?.fullJid ?? '';
   }
 
+  private toAttrSession: Session | null = null;
+  private toAttrValue = '';
+
+  /** The bound full JID escaped for an attribute value, computed once per session. */
+  get toAttr(): string {
+    if (this.session !== this.toAttrSession) {
+      this.toAttrSession = this.session;
+      this.toAttrValue = escapeAttr(this.fullJid);
+    }
+    return this.toAttrValue;
+  }
+
   get partialSince(): number | null {
     return this.parser?.partialSince ?? null;
   }

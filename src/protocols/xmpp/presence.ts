@@ -32,16 +32,33 @@ function accountPresence(p: AccountPresence, to: string): XmlElement {
   return el('presence', NS.client, { from: p.jid, to, type: 'unavailable' }, p.status ? el('status', NS.client, {}, p.status) : null);
 }
 
+/**
+ * One delivery goes to every watching connection, and their stanzas differ only in `to`: the stanza
+ * is serialised once, with a marker where `to` goes, and each connection splices in its own JID. The
+ * engine hands one delivery object to all recipients in a row, so a one-entry cache serves them all.
+ * The marker (U+0001) can be in no JID and is not escaped, and `from` and `to` precede the children,
+ * so its first occurrence is the `to` attribute.
+ */
+const TO_MARK = '\u0001';
+let cachedDelivery: Delivery | null = null;
+let cachedHead = '';
+let cachedTail = '';
+
 /** The presence stanza an engine delivery becomes for this connection, or null when it sees none. */
-export function presenceDelivery(conn: XmppConnection, d: Extract<Delivery, { kind: 'presence' }>): XmlElement | null {
+export function presenceDelivery(conn: XmppConnection, d: Extract<Delivery, { kind: 'presence' }>): string | null {
   const me = conn.session;
   if (!me || !conn.available) return null;
-  if (d.session !== null) {
-    // Our own presence was already echoed when we sent it.
-    if (d.from === me.jid && d.session.resource === me.resource) return null;
-    return resourcePresence(`${d.from}/${d.session.resource}`, me.fullJid, d.session);
+  // Our own presence was already echoed when we sent it.
+  if (d.session !== null && d.from === me.jid && d.session.resource === me.resource) return null;
+  if (d !== cachedDelivery) {
+    const stanza = d.session !== null ? resourcePresence(`${d.from}/${d.session.resource}`, TO_MARK, d.session) : accountPresence(d.presence, TO_MARK);
+    const text = stanza.toString();
+    const at = text.indexOf(TO_MARK);
+    cachedHead = text.slice(0, at);
+    cachedTail = text.slice(at + 1);
+    cachedDelivery = d;
   }
-  return accountPresence(d.presence, me.fullJid);
+  return cachedHead + conn.toAttr + cachedTail;
 }
 
 function presenceInput(s: XmlElement): PresenceInput {

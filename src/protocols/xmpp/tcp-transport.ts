@@ -2,6 +2,17 @@ import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
 import type { TransportEvents, XmppTransport } from './transport.js';
 
+/** Transports with queued text; one immediate per turn flushes them all (not one per connection). */
+let pending: TcpTransport[] = [];
+let flushScheduled = false;
+
+function flushAll(): void {
+  flushScheduled = false;
+  const list = pending;
+  pending = [];
+  for (const t of list) t.flush();
+}
+
 /**
  * An XMPP stream over TCP. Text queued during one turn of the event loop leaves in one write, as in the
  * native front door: a burst of presence to one client costs one syscall.
@@ -52,11 +63,16 @@ export class TcpTransport implements XmppTransport {
     if (onWritten) this.callbacks.push(onWritten);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      pending.push(this);
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flushAll);
+      }
     }
   }
 
-  private flush(): void {
+  /** @internal Writes what is queued (at the end of the turn, or before TLS starts or the stream ends). */
+  flush(): void {
     this.scheduled = false;
     if (this.queue.length === 0) return;
     const text = this.queue.length === 1 ? (this.queue[0] as string) : this.queue.join('');
@@ -64,6 +80,10 @@ export class TcpTransport implements XmppTransport {
     this.queue = [];
     this.callbacks = [];
     if (this.closed || !this.socket.writable) return;
+    if (cbs.length === 0) {
+      this.socket.write(text);
+      return;
+    }
     this.socket.write(text, (err) => {
       if (!err) for (const cb of cbs) cb();
     });
