@@ -507,6 +507,14 @@ export class PresenceEngine {
       }
       return;
     }
+    const one = state.local.single();
+    if (one !== undefined) {
+      if (one.sink) {
+        this.stats.deliveries++;
+        one.sink.deliver(d);
+      }
+      return;
+    }
     for (const s of state.local.values()) {
       if (!s.sink) continue;
       this.stats.deliveries++;

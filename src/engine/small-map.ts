@@ -55,6 +55,14 @@ export class SmallMap<K, V> {
     return true;
   }
 
+  /**
+   * The value when there is exactly one: hot loops take it without an iterator (a generator allocates
+   * one per call, and fan-out calls this once per recipient).
+   */
+  single(): V | undefined {
+    return this.map === null && this.one ? this.value : undefined;
+  }
+
   *values(): IterableIterator<V> {
     if (this.map) yield* this.map.values();
     else if (this.one) yield this.value as V;

@@ -13,9 +13,11 @@ test('small map behaves like a Map through zero, one and several entries', () =>
   assert.equal(m.has('b'), false);
   m.set('a', 2); // replaces
   assert.deepEqual([...m.values()], [2]);
+  assert.equal(m.single(), 2);
   m.set('b', 3);
   m.set('c', 4);
   assert.equal(m.size, 3);
+  assert.equal(m.single(), undefined);
   assert.deepEqual([...m.values()].sort(), [2, 3, 4]);
   assert.equal(m.delete('a'), true);
   assert.equal(m.delete('a'), false);
@@ -28,6 +30,7 @@ test('small map behaves like a Map through zero, one and several entries', () =>
   m.delete('b');
   m.delete('d');
   assert.equal(m.size, 0);
+  assert.equal(m.single(), undefined);
   assert.deepEqual([...m.values()], []);
   m.set('e', 6);
   assert.equal(m.get('e'), 6);
