@@ -189,9 +189,10 @@ async function runServer(config: Config): Promise<number> {
   const tuned = tuneRuntime();
   if (tuned.length) log.info({ v8Flags: tuned }, 'runtime tuned for this machine');
   const server = await startServer(config, log);
-  startIdleCollector({ intervalMs: config.idle_gc_interval_ms }, log);
+  const stopCollector = startIdleCollector({ intervalMs: config.idle_gc_interval_ms }, log);
   return new Promise<number>((resolve) => {
     const onSignal = (signal: string): void => {
+      stopCollector();
       const timer = setTimeout(() => {
         log.error({ timeoutMs: config.shutdown_timeout_ms }, 'graceful shutdown timed out; exiting');
         resolve(1);

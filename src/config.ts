@@ -37,7 +37,7 @@ export const CONFIG_KEYS = {
   token_ttl_s: { kind: 'int', def: 86_400, min: 60, max: 31_536_000, doc: 'Default lifetime of login tokens issued by the REST API.' },
   token_secret: { kind: 'string', def: '', doc: 'Secret signing login tokens (at least 32 characters). Empty: generated once and kept in data_dir/token-secret.' },
   public_presence_default: { kind: 'bool', def: false, doc: 'Whether accounts that did not choose show their presence to anyone (anonymous HTTP included).' },
-  idle_gc_interval_ms: { kind: 'int', def: 10_000, min: 0, max: 3_600_000, doc: 'How often a quiet server checks whether to give memory back after a load spike (one full garbage collection when the event loop was under 5% busy and memory grew by 32 MB since the last one); 0 turns it off.' },
+  idle_gc_interval_ms: { kind: 'int', def: 10_000, min: 0, max: 3_600_000, doc: 'Quiet time after which a server gives memory back after a load spike: one full garbage collection once the event loop has been under 5% busy in every second of this window and memory grew by 32 MB since the last one; 0 turns it off.' },
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },
   trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },

@@ -10,10 +10,12 @@ import type { Logger } from 'pino';
  * of 10,000 sessions the heap holds tens of MB of dead request objects and a young generation grown
  * to its largest size, and with idle connections (a heartbeat now and then) no collection ever comes
  * to reclaim them. An idle presence server then sits at nearly twice the memory its sessions need.
- * Every `intervalMs` this checks the event loop's utilisation over the window; when it was quiet and
- * the resident size grew by `minGrowthBytes` since the last collection it ran, it runs one full
- * collection. Under load it never runs (V8's own collections pace themselves), and while idle at a
- * stable size it runs at most once.
+ * Once a second this measures the event loop's utilisation; when every second of the last `intervalMs`
+ * was quiet and the resident size grew by `minGrowthBytes` since the last collection it ran, it runs
+ * one full collection. Requiring the most recent second to be quiet too matters: a 10 s average would
+ * also call a window quiet whose last second is the start of a new burst, and collect in its way.
+ * Under load it never runs (V8's own collections pace themselves), and while idle at a stable size it
+ * runs at most once.
  */
 export interface IdleCollectorOptions {
   readonly intervalMs: number;
@@ -23,14 +25,15 @@ export interface IdleCollectorOptions {
 }
 
 export interface IdleSample {
-  readonly utilization: number;
+  /** Consecutive quiet seconds, up to and including the one just measured. */
+  readonly quietSeconds: number;
   readonly rss: number;
   /** Resident size right after the last collection this ran (or at start). */
   readonly baselineRss: number;
 }
 
-export function shouldCollect(s: IdleSample, maxUtilization: number, minGrowthBytes: number): boolean {
-  return s.utilization <= maxUtilization && s.rss - s.baselineRss >= minGrowthBytes;
+export function shouldCollect(s: IdleSample, neededQuietSeconds: number, minGrowthBytes: number): boolean {
+  return s.quietSeconds >= neededQuietSeconds && s.rss - s.baselineRss >= minGrowthBytes;
 }
 
 type GcFunction = () => void;
@@ -58,20 +61,25 @@ export function startIdleCollector(opts: IdleCollectorOptions, log: Logger): () 
   }
   const maxUtilization = opts.maxUtilization ?? 0.05;
   const minGrowthBytes = opts.minGrowthBytes ?? 32 * 1024 * 1024;
+  const needed = Math.max(1, Math.round(opts.intervalMs / 1000));
   let baselineRss = process.memoryUsage.rss();
+  let quietSeconds = 0;
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   const timer = setInterval(() => {
     const now = performance.eventLoopUtilization();
-    const window = performance.eventLoopUtilization(now, last);
+    const second = performance.eventLoopUtilization(now, last);
     last = now;
+    quietSeconds = second.utilization <= maxUtilization ? quietSeconds + 1 : 0;
+    if (quietSeconds < needed) return;
     const rss = process.memoryUsage.rss();
-    if (!shouldCollect({ utilization: window.utilization, rss, baselineRss }, maxUtilization, minGrowthBytes)) return;
+    if (!shouldCollect({ quietSeconds, rss, baselineRss }, needed, minGrowthBytes)) return;
     const started = performance.now();
     gc();
     baselineRss = process.memoryUsage.rss();
+    quietSeconds = 0;
     last = performance.eventLoopUtilization(); // the collection itself is not load
     log.debug({ rssBefore: rss, rssAfter: baselineRss, ms: Math.round(performance.now() - started) }, 'idle collection');
-  }, opts.intervalMs);
+  }, 1000);
   timer.unref();
   return () => clearInterval(timer);
 }
