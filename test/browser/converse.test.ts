@@ -8,6 +8,14 @@ import { launchBrowser } from '../helpers/browser.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { TestClient } from '../helpers/ws-client.js';
 
+/** The slice of Converse.js's API the page exposes as `window.__converse` that this test reads. */
+interface ConverseWindow {
+  __converse?: {
+    api?: { connection?: { connected?(): boolean }; user?: { logout(): unknown } };
+    state?: { roster?: { get(jid: string): { getStatus(): string } | undefined } };
+  };
+}
+
 const DIST = join(import.meta.dirname, '../../node_modules/converse.js/dist');
 const TYPES: Record<string, string> = {
   '.js': 'text/javascript; charset=utf-8',
@@ -89,10 +97,10 @@ describe('Converse.js in Chromium over /xmpp-websocket', () => {
       const errors: string[] = [];
       tab.on('pageerror', (e) => errors.push(String(e)));
       await tab.goto(url);
-      await tab.waitForFunction(() => (window as any).__converse?.api?.connection?.connected?.() === true, undefined, { timeout: 60_000 });
+      await tab.waitForFunction(() => (window as unknown as ConverseWindow).__converse?.api?.connection?.connected?.() === true, undefined, { timeout: 60_000 });
       // Read from Converse's roster model, as its UI does (waitForFunction needs a synchronous predicate).
       const statusOf = (want: string) =>
-        tab.waitForFunction((w) => (window as any).__converse?.state?.roster?.get('bob@localhost')?.getStatus() === w, want, { timeout: 60_000, polling: 100 });
+        tab.waitForFunction((w) => (window as unknown as ConverseWindow).__converse?.state?.roster?.get('bob@localhost')?.getStatus() === w, want, { timeout: 60_000, polling: 100 });
       await statusOf('dnd');
       // Converse sent its initial presence before it could be told bob's: bob has heard alice come online.
       const seen = await bob.presenceOf('alice@localhost', (p) => p.online);
@@ -102,7 +110,7 @@ describe('Converse.js in Chromium over /xmpp-websocket', () => {
       assert.deepEqual(errors, []);
       // A logout closes the stream cleanly, so the session ends at once (a closed tab would leave it
       // resumable for the stream-management window).
-      await tab.evaluate(() => (window as any).__converse.api.user.logout());
+      await tab.evaluate(() => (window as unknown as ConverseWindow).__converse?.api?.user?.logout());
       const off = await bob.presenceOf('alice@localhost', (p) => !p.online);
       assert.equal(off.online, false);
       await ctx.close();
