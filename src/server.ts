@@ -228,6 +228,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       idleTimeoutMs: config.idle_timeout_ms,
       maxOfflineMessages: config.xmpp_max_offline_messages,
       smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
+      closeTimeoutMs: config.xmpp_close_timeout_ms,
       serverVersion: VERSION,
     },
     loadTls(files),

@@ -31,6 +31,7 @@ export class TcpTransport implements XmppTransport {
     socket: Socket,
     private readonly tlsContext: SecureContext | null,
     secure: boolean,
+    private readonly closeTimeoutMs: number,
   ) {
     this.socket = socket;
     this.secure = secure;
@@ -104,7 +105,7 @@ export class TcpTransport implements XmppTransport {
     this.flush();
     if (!this.closed) this.socket.end();
     // A peer that never answers our close must not hold the socket forever.
-    setTimeout(() => this.socket.destroy(), 2000).unref();
+    setTimeout(() => this.socket.destroy(), this.closeTimeoutMs).unref();
   }
 
   destroy(): void {

@@ -12,6 +12,7 @@ export class WsTransport implements XmppTransport {
     private readonly ws: WebSocket,
     readonly secure: boolean,
     readonly remote: string,
+    private readonly closeTimeoutMs: number,
   ) {
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) {
@@ -41,7 +42,8 @@ export class WsTransport implements XmppTransport {
 
   end(): void {
     if (this.ws.readyState === 0 || this.ws.readyState === 1) this.ws.close(1000);
-    setTimeout(() => this.ws.terminate(), 2000).unref();
+    // A peer that never answers our close must not hold the socket forever.
+    setTimeout(() => this.ws.terminate(), this.closeTimeoutMs).unref();
   }
 
   destroy(): void {

@@ -23,6 +23,8 @@ export interface XmppServerOptions extends XmppOptions {
   readonly tlsPort: number;
   readonly websocketPath: string;
   readonly maxConnections: number;
+  /** How long a peer has to answer our close before its socket is destroyed. */
+  readonly closeTimeoutMs: number;
 }
 
 /**
@@ -93,7 +95,7 @@ export class XmppServer {
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         const secure = (req.socket as Partial<TLSSocket>).encrypted === true;
-        const transport = new WsTransport(ws, secure, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`);
+        const transport = new WsTransport(ws, secure, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`, this.opts.closeTimeoutMs);
         this.accept(transport);
       });
     });
@@ -105,7 +107,7 @@ export class XmppServer {
       return;
     }
     socket.setNoDelay(true);
-    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure));
+    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs));
   }
 
   private accept(transport: TcpTransport | WsTransport): void {
