@@ -154,7 +154,7 @@ async function waitForPort(port: number, proc: ChildProcess, timeoutMs: number):
     });
     if (ok) return;
     if (Date.now() > until) throw new Error(`port ${port} not listening after ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, 200));
+    await new Promise((r) => setTimeout(r, 200)); // polling a peer's port: an external process gives no event
   }
 }
 
@@ -797,7 +797,7 @@ function percentile(sorted: Float64Array, p: number): number {
 async function idleRss(pid: number, seconds: number): Promise<number> {
   let low = rssKb(pid);
   for (let s = 0; s < seconds; s++) {
-    await new Promise((r) => setTimeout(r, 1000));
+    await new Promise((r) => setTimeout(r, 1000)); // RSS sampled once a second: measurement, not synchronisation
     low = Math.min(low, rssKb(pid));
   }
   return low;
@@ -957,7 +957,7 @@ async function measure(kind: ServerKind): Promise<Result> {
     console.log(`[${kind.name}] FAILED: ${result.error}`);
   } finally {
     sinks = { onStatus: () => {} };
-    await Promise.race([closeAll(clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]);
+    await Promise.race([closeAll(clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]); // a peer that never closes must not hang the run
     await server?.stop();
     if (args['keep-dirs']) console.log(`[${kind.name}] kept ${dir}`);
     else rmSync(dir, { recursive: true, force: true });

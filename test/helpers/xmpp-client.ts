@@ -85,3 +85,13 @@ export class XmppTestClient {
     await this.xmpp.stop().catch(() => {});
   }
 }
+
+/** a asks b for presence, b approves and asks back, a approves: a mutual subscription over XMPP. */
+export async function befriend(a: XmppTestClient, aJid: string, b: XmppTestClient, bJid: string): Promise<void> {
+  await a.send(xml('presence', { to: bJid, type: 'subscribe' }));
+  await b.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === aJid, 'subscribe request');
+  await b.send(xml('presence', { to: aJid, type: 'subscribed' }));
+  await b.send(xml('presence', { to: aJid, type: 'subscribe' }));
+  await a.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === bJid, 'subscribe request');
+  await a.send(xml('presence', { to: bJid, type: 'subscribed' }));
+}

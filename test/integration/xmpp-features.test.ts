@@ -2,16 +2,8 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
-import { XmppTestClient, xml, type Element } from '../helpers/xmpp-client.js';
+import { befriend, XmppTestClient, xml, type Element } from '../helpers/xmpp-client.js';
 
-async function befriend(a: XmppTestClient, aJid: string, b: XmppTestClient, bJid: string): Promise<void> {
-  await a.send(xml('presence', { to: bJid, type: 'subscribe' }));
-  await b.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === aJid, 'subscribe request');
-  await b.send(xml('presence', { to: aJid, type: 'subscribed' }));
-  await b.send(xml('presence', { to: aJid, type: 'subscribe' }));
-  await a.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === bJid, 'subscribe request');
-  await a.send(xml('presence', { to: bJid, type: 'subscribed' }));
-}
 
 const ping = (c: XmppTestClient) => c.iq(xml('iq', { type: 'get', to: 'localhost' }, xml('ping', { xmlns: 'urn:xmpp:ping' })));
 const presence = (show: string | null, priority: number, status?: string) =>

@@ -2,20 +2,11 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { TestClient } from '../helpers/ws-client.js';
-import { XmppTestClient, xml, type Element } from '../helpers/xmpp-client.js';
+import { befriend, XmppTestClient, xml, type Element } from '../helpers/xmpp-client.js';
 
 const XMPP = { xmpp_port: 0, xmpps_port: 0 };
 const isMessage = (body: string) => (s: Element) => s.is('message') && s.getChildText('body') === body;
 
-/** a asks b for presence, b approves and asks back, a approves: a mutual subscription over XMPP. */
-async function befriend(a: XmppTestClient, aJid: string, b: XmppTestClient, bJid: string): Promise<void> {
-  await a.send(xml('presence', { to: bJid, type: 'subscribe' }));
-  await b.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === aJid, 'subscribe request');
-  await b.send(xml('presence', { to: aJid, type: 'subscribed' }));
-  await b.send(xml('presence', { to: aJid, type: 'subscribe' }));
-  await a.waitFor((s) => s.is('presence') && s.attrs.type === 'subscribe' && s.attrs.from === bJid, 'subscribe request');
-  await a.send(xml('presence', { to: bJid, type: 'subscribed' }));
-}
 
 for (const transport of ['tcp', 'websocket'] as const) {
   describe(`XMPP interop with xmpp.js over ${transport === 'tcp' ? 'TCP + STARTTLS' : 'WebSocket (RFC 7395)'}`, () => {
