@@ -12,20 +12,25 @@
  * XML parser: incoming stanzas are found with indexOf), so that 1,000 clients and tens of thousands
  * of stanzas per second fit in one core and the instrument costs little next to the servers.
  *
- * Per server: start it in a temp directory on a free loopback port; create the accounts and rosters
- * (presenced and Prosody: written into their storage before start; ejabberd: XEP-0077 in-band
- * registration, then every client subscribes to its ring neighbours and approves theirs until every
- * roster holds K contacts with subscription both); log N clients in and out once (the roster setup,
- * or a warm-up storm with the same effect: compiled code and grown heaps belong to the baseline); memory with 0
- * sessions; log N clients in (timed); memory with N idle sessions; burst; paced latency; stop.
+ * Latency pass, per server: start it in a temp directory on a free loopback port; create the accounts
+ * and rosters (presenced and Prosody: written into their storage before start; ejabberd: XEP-0077
+ * in-band registration, then every client subscribes to its ring neighbours and approves theirs until
+ * every roster holds K contacts with subscription both, then a restart); a warm-up login storm of N/10
+ * clients that leave (compiled code and grown heaps belong to the baseline); memory with 0 sessions;
+ * log N clients in (timed); memory with N idle sessions; burst; paced latency in rounds, each once the
+ * server has gone quiet; stop.
+ *
+ * Memory pass, per server, after all latency passes: the same preparation with --memory-sessions
+ * accounts (10,000 by default), then memory with 0 and with that many idle sessions. At 1,000 sessions
+ * a server's whole difference is a few MB, within the swing of its idle RSS from run to run.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { chownSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chownSync, copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { performance, PerformanceObserver } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
@@ -40,6 +45,13 @@ const { values: args } = parseArgs({
     'burst-changes': { type: 'string', default: '5' },
     'paced-rate': { type: 'string', default: '10000' },
     'paced-seconds': { type: 'string', default: '10' },
+    // The paced phase is run this many times back to back; the table gives the median round's p50 and
+    // p99, so one round spoilt by the machine (a neighbour's burst, stolen CPU) does not decide the run.
+    rounds: { type: 'string', default: '3' },
+    // A second pass per server for memory alone: this many idle sessions (0 skips it). At 1,000 sessions
+    // a server's whole difference is a few MB, within the run-to-run swing of its idle RSS.
+    'memory-sessions': { type: 'string', default: '10000' },
+    'memory-idle-seconds': { type: 'string', default: '25' },
     // V8 gives a login storm's garbage back only after some seconds without allocation; too short a
     // window charges it to the sessions (or to the baseline, giving negative figures).
     'idle-seconds': { type: 'string', default: '20' },
@@ -47,6 +59,9 @@ const { values: args } = parseArgs({
     'server-cpu': { type: 'string', default: '0' },
     // Extra node flags for presenced only (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof).
     'server-node-args': { type: 'string', default: '' },
+    // Writes each paced delivery's send time (epoch ms) and latency to FILE.<server>, for finding
+    // what the slow ones have in common.
+    'latency-log': { type: 'string' },
     // Leaves each server's temp directory (configs, logs) in place for a post-mortem.
     'keep-dirs': { type: 'boolean', default: false },
     // PLAIN against presenced costs one scrypt (N=2^15, ~50-120 ms of CPU here) per login; SCRAM-SHA-1
@@ -59,18 +74,34 @@ const { values: args } = parseArgs({
 // be counted as delivery latency.
 if (availableParallelism() === 1) setFlagsFromString('--no-parallel-scavenge');
 
-const N = Number(args.clients);
+// With --latency-log, the generator's own collections too: a delivery it was late to read is not the server's.
+const generatorGc: string[] = [];
+if (args['latency-log']) {
+  new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) generatorGc.push(`${(performance.timeOrigin + e.startTime).toFixed(1)} ${e.duration.toFixed(2)} gen`);
+  }).observe({ entryTypes: ['gc'] });
+}
+
+/**
+ * The population of the pass being run: the latency pass's clients, then the memory pass's sessions.
+ * Account names, ring neighbours and prepared data all follow it.
+ */
+let N = Number(args.clients);
 const K = Number(args.contacts);
 const B = Number(args['burst-changes']);
 const PACED_RATE = Number(args['paced-rate']);
 const PACED_SECONDS = Number(args['paced-seconds']);
 const IDLE_SECONDS = Number(args['idle-seconds']);
+const ROUNDS = Math.max(1, Number(args.rounds));
+const MEMORY_SESSIONS = Number(args['memory-sessions']);
+const MEMORY_IDLE_SECONDS = Number(args['memory-idle-seconds']);
 const STALL_MS = Number(args['stall-seconds']) * 1000;
 const SERVER_CPU = args['server-cpu'] as string;
 const DOMAIN = 'localhost';
 const PASSWORD = 'bench';
 const RESOURCE = 'bench';
 if (K % 2 !== 0 || K >= N) throw new Error('--contacts must be even and smaller than --clients');
+if (MEMORY_SESSIONS > 0 && K >= MEMORY_SESSIONS) throw new Error('--contacts must be smaller than --memory-sessions');
 
 const userOf = (i: number): string => `u${i}`;
 const jidOf = (i: number): string => `u${i}@${DOMAIN}`;
@@ -197,6 +228,35 @@ function rssKb(pid: number): number {
   return m ? Number(m[1]) : NaN;
 }
 
+/** CPU time (user + system, in clock ticks of 10 ms) a process has used, all its threads included. */
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]);
+}
+
+/** The machine's CPU counters: time stolen by the hypervisor, and all time, summed over CPUs. */
+function cpuCounters(): { steal: number; total: number } {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1, 9).map(Number);
+  return { steal: f[7] ?? 0, total: f.reduce((a, b) => a + b, 0) };
+}
+
+/**
+ * Resolves once the server has used at most one clock tick of CPU in half a second: what a burst left
+ * (queued writes, a collection it started) is done before latency is measured. A peer process gives no
+ * event for this, so its CPU counter is polled; after the stall limit it goes on regardless.
+ */
+async function serverQuiet(pid: number): Promise<void> {
+  const until = Date.now() + STALL_MS;
+  let last = cpuTicks(pid);
+  for (;;) {
+    await new Promise((r) => setTimeout(r, 500)); // polling a peer's CPU counter: measurement, not synchronisation
+    const now = cpuTicks(pid);
+    if (now - last <= 1 || Date.now() > until) return;
+    last = now;
+  }
+}
+
 function debVersion(pkg: string): string {
   const r = spawnSync('dpkg-query', ['-W', '-f=${Version}', pkg], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : '?';
@@ -257,6 +317,10 @@ const presenced: ServerKind = {
       },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
+    // Its log (and whatever --server-node-args make V8 print, such as --trace-gc) is kept beside the
+    // other servers' logs, for --keep-dirs.
+    const log = createWriteStream(join(dir, 'presenced.log'));
+    proc.stdout!.pipe(log);
     await new Promise<void>((resolve, reject) => {
       let buf = '';
       proc.stdout!.on('data', (d: Buffer) => {
@@ -803,6 +867,77 @@ async function idleRss(pid: number, seconds: number): Promise<number> {
   return low;
 }
 
+interface Round {
+  delivered: number;
+  expected: number;
+  p50: number;
+  p99: number;
+  max: number;
+  /** Share of the machine's CPU time the hypervisor took during the round (both cores). */
+  stealPercent: number;
+}
+
+/**
+ * One paced round: changes spread evenly so that PACED_RATE deliveries per second are due; each carries
+ * its send time, read back at receipt by the contacts (same clock, this process).
+ */
+async function pacedRound(clients: Client[], label: string): Promise<Round> {
+  const changesPerSec = PACED_RATE / K;
+  const latencies = new Float64Array(Math.ceil(PACED_RATE * PACED_SECONDS * 1.01) + K);
+  const sentAt = args['latency-log'] ? new Float64Array(latencies.length) : null;
+  let got = 0;
+  sinks = {
+    onStatus(kindChar, _sender, text, s, e, now) {
+      if (kindChar !== 116 /* t */ || got >= latencies.length) return;
+      const t = Number(text.slice(s, e));
+      if (sentAt) sentAt[got] = t;
+      latencies[got++] = now - t;
+    },
+  };
+  const totalMs = PACED_SECONDS * 1000;
+  let sent = 0;
+  let who = 0;
+  const cpu0 = cpuCounters();
+  const pacedStart = performance.now();
+  await new Promise<void>((resolve) => {
+    const timer = setInterval(() => {
+      // Catch up on ticks the timer missed, so the offered rate is what was asked.
+      const elapsed = Math.min(totalMs, performance.now() - pacedStart);
+      const due = Math.floor((elapsed * changesPerSec) / 1000);
+      while (sent < due) {
+        sent++;
+        const c = clients[who] as Client;
+        who = (who + 1) % N;
+        c.send(`<presence><show>away</show><status>t${c.index}.${performance.now().toFixed(3)}</status></presence>`);
+      }
+      if (elapsed >= totalMs) {
+        clearInterval(timer);
+        resolve();
+      }
+    }, 1);
+  });
+  const cpu1 = cpuCounters();
+  const expected = sent * K;
+  await waitUntil('paced', () => got >= expected, () => got).catch((e: Error) => console.log(`[${label}] ${e.message}`));
+  sinks = { onStatus: () => {} };
+  if (sentAt) {
+    // Epoch milliseconds, comparable with a server's own timestamps (a GC trace, say).
+    const lines: string[] = [];
+    for (let i = 0; i < got; i++) lines.push(`${(performance.timeOrigin + (sentAt[i] as number)).toFixed(3)} ${(latencies[i] as number).toFixed(3)}`);
+    writeFileSync(`${args['latency-log']}.${label}`, lines.join('\n') + '\n');
+    writeFileSync(`${args['latency-log']}.generator-gc`, generatorGc.join('\n') + '\n');
+  }
+  const sorted = latencies.subarray(0, got).sort();
+  return {
+    delivered: got,
+    expected,
+    p50: percentile(sorted, 50),
+    p99: percentile(sorted, 99),
+    max: sorted[sorted.length - 1] ?? NaN,
+    stealPercent: cpu1.total > cpu0.total ? (100 * (cpu1.steal - cpu0.steal)) / (cpu1.total - cpu0.total) : 0,
+  };
+}
+
 // ---------------------------------------------------------------------------------------------------
 // One server
 
@@ -824,61 +959,116 @@ interface Result {
   rssIdleKb?: number;
   rssSessionsKb?: number;
   perSessionKb?: number;
+  rounds?: Round[];
 }
 
+/** What a pass holds that must be released whatever happens: the server process and the clients. */
+interface Held {
+  server: RunningServer | null;
+  clients: Client[];
+}
+
+/**
+ * Starts `kind` with N accounts, each a mutual contact of its K ring neighbours, and brings it to the
+ * state its baseline is measured in: presenced and Prosody have their data written before start and
+ * get a warm-up login storm of N/10 that leaves; ejabberd registers in band, sets its rosters up over
+ * XMPP, is restarted on the same spool and gets the same warm-up.
+ */
+async function startPrepared(kind: ServerKind, dir: string, port: number, held: Held, result: Result): Promise<Mechanism> {
+  let server = await kind.start(dir, port);
+  held.server = server;
+  result.version = server.version;
+  const mech: Mechanism = args.sasl === 'plain' ? 'PLAIN' : args.sasl === 'scram-sha-1' ? 'SCRAM-SHA-1' : server.mechanism;
+  result.mechanism = mech;
+  console.log(`[${kind.name}] ${server.version} listening on 127.0.0.1:${port} (pid ${server.memPid}), SASL ${mech}, ${N} accounts`);
+
+  const t0 = Date.now();
+  if (!kind.preparedAccounts) {
+    await pool(N, 50, (i) => new Client(i, port).register());
+    console.log(`[${kind.name}] registered ${N} accounts in band in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  }
+  // The warm-up is a tenth of N: an allocator that keeps freed memory (Lua's, glibc's) would otherwise
+  // serve the measured sessions from what a storm of the same size left, showing ~0 per session.
+  held.clients = await loginAll(port, mech, !kind.preparedAccounts, kind.preparedAccounts ? Math.max(1, Math.floor(N / 10)) : N);
+  if (!kind.preparedAccounts) await setupRosters(held.clients);
+  await closeAll(held.clients);
+  held.clients = [];
+  result.setupSeconds = (Date.now() - t0) / 1000;
+  console.log(`[${kind.name}] ${kind.preparedAccounts ? 'warm-up login storm' : `rosters of ${K} mutual contacts`} done in ${result.setupSeconds.toFixed(1)} s`);
+  if (!kind.preparedAccounts) {
+    // The setup was a storm of N sessions, which the BEAM keeps: measured from there, the measured
+    // sessions reuse what it left and show nothing. A fresh process on the same spool, after the same
+    // warm-up of N/10 as the others, gives a baseline of the same kind as theirs.
+    await server.stop();
+    held.server = null;
+    server = await kind.start(dir, port);
+    held.server = server;
+    console.log(`[${kind.name}] restarted after the setup (pid ${server.memPid})`);
+    held.clients = await loginAll(port, mech, false, Math.max(1, Math.floor(N / 10)));
+    await closeAll(held.clients);
+    held.clients = [];
+  }
+  return mech;
+}
+
+/**
+ * Memory per idle session: the lowest RSS over an idle window with no sessions, then N clients log in
+ * (timed) and the lowest RSS over a window of the same length. Both are taken in the state a quiet
+ * server settles in, so neither charges a login storm's garbage to the sessions. The clients stay.
+ */
+async function sessionMemory(kind: ServerKind, port: number, mech: Mechanism, held: Held, result: Result, idleSeconds: number): Promise<void> {
+  const pid = (held.server as RunningServer).memPid;
+  result.rssIdleKb = await idleRss(pid, idleSeconds);
+  const t1 = Date.now();
+  held.clients = await loginAll(port, mech);
+  result.loginSeconds = (Date.now() - t1) / 1000;
+  result.rssSessionsKb = await idleRss(pid, idleSeconds);
+  result.perSessionKb = (result.rssSessionsKb - result.rssIdleKb) / N;
+  console.log(
+    `[${kind.name}] logged in ${N} clients in ${result.loginSeconds.toFixed(1)} s; RSS ${(result.rssIdleKb / 1024).toFixed(1)} MB idle, ` +
+      `${(result.rssSessionsKb / 1024).toFixed(1)} MB with ${N} sessions: ${result.perSessionKb.toFixed(1)} KB per session`,
+  );
+}
+
+/** Ends a pass: clients closed (a peer that never closes must not hang the run), server stopped, directory removed. */
+async function release(kind: ServerKind, held: Held, dir: string): Promise<void> {
+  sinks = { onStatus: () => {} };
+  await Promise.race([closeAll(held.clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]);
+  await held.server?.stop();
+  if (args['keep-dirs']) console.log(`[${kind.name}] kept ${dir}`);
+  else rmSync(dir, { recursive: true, force: true });
+}
+
+/** The memory pass: N = --memory-sessions accounts and idle sessions, nothing else. */
+async function measureMemory(kind: ServerKind): Promise<Result> {
+  const result: Result = { server: kind.name, version: '?' };
+  const dir = mkdtempSync(join(tmpdir(), `xmpp-bench-mem-${kind.name}-`));
+  const held: Held = { server: null, clients: [] };
+  try {
+    const port = await freePort();
+    const mech = await startPrepared(kind, dir, port, held, result);
+    await sessionMemory(kind, port, mech, held, result, MEMORY_IDLE_SECONDS);
+  } catch (e) {
+    result.error = e instanceof Error ? e.message : String(e);
+    console.log(`[${kind.name}] memory pass FAILED: ${result.error}`);
+  } finally {
+    await release(kind, held, dir);
+  }
+  return result;
+}
+
+/** The latency pass: N clients; memory at N sessions, burst, paced rounds. */
 async function measure(kind: ServerKind): Promise<Result> {
   const result: Result = { server: kind.name, version: '?' };
   const dir = mkdtempSync(join(tmpdir(), `xmpp-bench-${kind.name}-`));
-  let server: RunningServer | null = null;
-  let clients: Client[] = [];
+  const held: Held = { server: null, clients: [] };
   try {
     const port = await freePort();
-    server = await kind.start(dir, port);
-    result.version = server.version;
-    const mech: Mechanism = args.sasl === 'plain' ? 'PLAIN' : args.sasl === 'scram-sha-1' ? 'SCRAM-SHA-1' : server.mechanism;
-    result.mechanism = mech;
-    console.log(`[${kind.name}] ${server.version} listening on 127.0.0.1:${port} (pid ${server.memPid}), SASL ${mech}`);
-
-    // Accounts and rosters, or for presenced (whose data was written before start) a warm-up storm of the
-    // same shape, so that every server's baseline includes what a login storm leaves behind.
-    const t0 = Date.now();
-    if (!kind.preparedAccounts) {
-      await pool(N, 50, (i) => new Client(i, port).register());
-      console.log(`[${kind.name}] registered ${N} accounts in band in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
-    }
-    // The warm-up is a tenth of N: an allocator that keeps freed memory (Lua's, glibc's) would otherwise
-    // serve the measured sessions from what a storm of the same size left, showing ~0 per session.
-    // ejabberd's roster setup is necessarily a full storm: its baseline may be inflated (documented).
-    clients = await loginAll(port, mech, !kind.preparedAccounts, kind.preparedAccounts ? Math.max(1, Math.floor(N / 10)) : N);
-    if (!kind.preparedAccounts) await setupRosters(clients);
-    await closeAll(clients);
-    clients = [];
-    result.setupSeconds = (Date.now() - t0) / 1000;
-    console.log(`[${kind.name}] ${kind.preparedAccounts ? 'warm-up login storm' : `rosters of ${K} mutual contacts`} done in ${result.setupSeconds.toFixed(1)} s`);
-    if (!kind.preparedAccounts) {
-      // The setup was a storm of N sessions, which the BEAM keeps: measured from there, the measured
-      // sessions reuse what it left and show nothing. A fresh process on the same spool, after the same
-      // warm-up of N/10 as the others, gives a baseline of the same kind as theirs.
-      await server.stop();
-      server = await kind.start(dir, port);
-      console.log(`[${kind.name}] restarted after the setup (pid ${server.memPid})`);
-      clients = await loginAll(port, mech, false, Math.max(1, Math.floor(N / 10)));
-      await closeAll(clients);
-      clients = [];
-    }
-
-    result.rssIdleKb = await idleRss(server.memPid, IDLE_SECONDS);
-
-    const t1 = Date.now();
-    clients = await loginAll(port, mech);
-    result.loginSeconds = (Date.now() - t1) / 1000;
+    const mech = await startPrepared(kind, dir, port, held, result);
     // Idle sessions: the quiet period also lets the login fan-out drain before the burst.
-    result.rssSessionsKb = await idleRss(server.memPid, IDLE_SECONDS);
-    result.perSessionKb = (result.rssSessionsKb - result.rssIdleKb) / N;
-    console.log(
-      `[${kind.name}] logged in ${N} clients in ${result.loginSeconds.toFixed(1)} s; RSS ${(result.rssIdleKb / 1024).toFixed(1)} MB idle, ` +
-        `${(result.rssSessionsKb / 1024).toFixed(1)} MB with ${N} sessions: ${result.perSessionKb.toFixed(1)} KB per session`,
-    );
+    await sessionMemory(kind, port, mech, held, result, IDLE_SECONDS);
+    const clients = held.clients;
+    const server = held.server as RunningServer;
 
     // Burst: every client changes show and status B times back to back.
     const shows = ['away', 'dnd', 'xa', 'chat'];
@@ -909,58 +1099,29 @@ async function measure(kind: ServerKind): Promise<Result> {
         `(generator busy ${result.burstGeneratorCpu}% of one core)`,
     );
 
-    // Paced: changes spread evenly so that PACED_RATE deliveries per second are due; each carries its
-    // send time, read back at receipt by the contacts (same clock, this process).
-    const changesPerSec = PACED_RATE / K;
-    const latencies = new Float64Array(Math.ceil(PACED_RATE * PACED_SECONDS * 1.01) + K);
-    let got = 0;
-    sinks = {
-      onStatus(kindChar, _sender, text, s, e, now) {
-        if (kindChar !== 116 /* t */ || got >= latencies.length) return;
-        latencies[got++] = now - Number(text.slice(s, e));
-      },
-    };
-    const totalMs = PACED_SECONDS * 1000;
-    let sent = 0;
-    let who = 0;
-    const pacedStart = performance.now();
-    await new Promise<void>((resolve) => {
-      const timer = setInterval(() => {
-        // Catch up on ticks the timer missed, so the offered rate is what was asked.
-        const elapsed = Math.min(totalMs, performance.now() - pacedStart);
-        const due = Math.floor((elapsed * changesPerSec) / 1000);
-        while (sent < due) {
-          sent++;
-          const c = clients[who] as Client;
-          who = (who + 1) % N;
-          c.send(`<presence><show>away</show><status>t${c.index}.${performance.now().toFixed(3)}</status></presence>`);
-        }
-        if (elapsed >= totalMs) {
-          clearInterval(timer);
-          resolve();
-        }
-      }, 1);
-    });
-    result.pacedExpected = sent * K;
-    await waitUntil('paced', () => got >= (result.pacedExpected as number), () => got).catch((e: Error) => console.log(`[${kind.name}] ${e.message}`));
-    result.pacedDelivered = got;
-    const sorted = latencies.subarray(0, got).sort();
-    result.p50 = percentile(sorted, 50);
-    result.p99 = percentile(sorted, 99);
-    result.max = sorted[sorted.length - 1] ?? NaN;
-    console.log(
-      `[${kind.name}] paced ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s: ${got}/${result.pacedExpected} deliveries, ` +
-        `p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, max ${result.max.toFixed(2)} ms`,
-    );
+    // Paced: ROUNDS rounds, each after the server has gone quiet; the median round's figures stand.
+    const rounds: Round[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      await serverQuiet(server.memPid);
+      const round = await pacedRound(clients, `${kind.name}.${r + 1}`);
+      rounds.push(round);
+      console.log(
+        `[${kind.name}] paced round ${r + 1}: ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s: ${round.delivered}/${round.expected} deliveries, ` +
+          `p50 ${round.p50.toFixed(2)} ms, p99 ${round.p99.toFixed(2)} ms, max ${round.max.toFixed(2)} ms; CPU stolen by the hypervisor ${round.stealPercent.toFixed(1)}%`,
+      );
+    }
+    result.rounds = rounds;
+    const median = [...rounds].sort((x, y) => x.p99 - y.p99)[Math.floor((rounds.length - 1) / 2)] as Round;
+    result.p50 = median.p50;
+    result.p99 = median.p99;
+    result.max = median.max;
+    result.pacedDelivered = rounds.reduce((n, x) => n + x.delivered, 0);
+    result.pacedExpected = rounds.reduce((n, x) => n + x.expected, 0);
   } catch (e) {
     result.error = e instanceof Error ? e.message : String(e);
     console.log(`[${kind.name}] FAILED: ${result.error}`);
   } finally {
-    sinks = { onStatus: () => {} };
-    await Promise.race([closeAll(clients.filter((c) => c !== undefined)), new Promise((r) => setTimeout(r, 10_000))]); // a peer that never closes must not hang the run
-    await server?.stop();
-    if (args['keep-dirs']) console.log(`[${kind.name}] kept ${dir}`);
-    else rmSync(dir, { recursive: true, force: true });
+    await release(kind, held, dir);
   }
   return result;
 }
@@ -970,31 +1131,51 @@ async function measure(kind: ServerKind): Promise<Result> {
 const names = (args.servers as string).split(',').map((s) => s.trim()).filter(Boolean);
 for (const n of names) if (!KINDS[n]) throw new Error(`unknown server ${n} (presenced, prosody, ejabberd)`);
 ensurePackages(names);
-console.log(`${N} clients x ${K} mutual ring contacts, burst ${B} changes each, paced ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s; servers on CPU ${SERVER_CPU}`);
+const CLIENTS = N;
+console.log(
+  `${N} clients x ${K} mutual ring contacts, burst ${B} changes each, paced ${PACED_RATE} deliveries/s for ${PACED_SECONDS} s x ${ROUNDS} rounds; ` +
+    `memory pass with ${MEMORY_SESSIONS || 'no'} sessions; servers on CPU ${SERVER_CPU}`,
+);
 const results: Result[] = [];
 for (const n of names) results.push(await measure(KINDS[n] as ServerKind));
+const memory = new Map<string, Result>();
+if (MEMORY_SESSIONS > 0) {
+  N = MEMORY_SESSIONS;
+  for (const n of names) memory.set(n, await measureMemory(KINDS[n] as ServerKind));
+}
 
 const fmt = (v: number | undefined, digits = 0): string => (v === undefined || Number.isNaN(v) ? '-' : v.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }));
+const mb = (kb: number | undefined): string => fmt(kb === undefined ? undefined : kb / 1024, 1);
+const mem = (r: Result): Result | undefined => memory.get(r.server);
 const rows: Array<[string, (r: Result) => string]> = [
   ['version', (r) => r.version],
   ['SASL', (r) => r.mechanism ?? '-'],
   [`accounts/rosters or warm-up (s)`, (r) => fmt(r.setupSeconds, 1)],
-  [`login of ${N} (s)`, (r) => fmt(r.loginSeconds, 1)],
+  [`login of ${CLIENTS} (s)`, (r) => fmt(r.loginSeconds, 1)],
   ['burst deliveries/s', (r) => fmt(r.burstRate)],
-  ['burst delivered', (r) => (r.burstDelivered === undefined ? '-' : `${r.burstDelivered}/${N * B * K}`)],
-  [`paced ${PACED_RATE}/s p50 (ms)`, (r) => fmt(r.p50, 2)],
-  ['paced p99 (ms)', (r) => fmt(r.p99, 2)],
-  ['paced max (ms)', (r) => fmt(r.max, 2)],
+  ['burst delivered', (r) => (r.burstDelivered === undefined ? '-' : `${r.burstDelivered}/${CLIENTS * B * K}`)],
+  [`paced ${PACED_RATE}/s p50 (ms), median round`, (r) => fmt(r.p50, 2)],
+  ['paced p99 (ms), median round', (r) => fmt(r.p99, 2)],
+  ['paced max (ms), median round', (r) => fmt(r.max, 2)],
+  ['paced p99 of each round (ms)', (r) => (r.rounds ?? []).map((x) => fmt(x.p99, 2)).join(', ') || '-'],
+  ['CPU stolen in each round (%)', (r) => (r.rounds ?? []).map((x) => fmt(x.stealPercent, 1)).join(', ') || '-'],
   ['paced delivered', (r) => (r.pacedDelivered === undefined ? '-' : `${r.pacedDelivered}/${r.pacedExpected}`)],
-  ['RSS idle (MB)', (r) => fmt(r.rssIdleKb === undefined ? undefined : r.rssIdleKb / 1024, 1)],
-  [`RSS ${N} sessions (MB)`, (r) => fmt(r.rssSessionsKb === undefined ? undefined : r.rssSessionsKb / 1024, 1)],
-  ['KB per session', (r) => fmt(r.perSessionKb, 1)],
-  ['error', (r) => r.error ?? ''],
+  [`RSS idle / ${CLIENTS} sessions (MB)`, (r) => `${mb(r.rssIdleKb)} / ${mb(r.rssSessionsKb)}`],
+  [`KB per session (${CLIENTS})`, (r) => fmt(r.perSessionKb, 1)],
 ];
+if (MEMORY_SESSIONS > 0) {
+  rows.push(
+    [`memory pass: setup (s)`, (r) => fmt(mem(r)?.setupSeconds, 1)],
+    [`memory pass: login of ${MEMORY_SESSIONS} (s)`, (r) => fmt(mem(r)?.loginSeconds, 1)],
+    [`RSS idle / ${MEMORY_SESSIONS} sessions (MB)`, (r) => `${mb(mem(r)?.rssIdleKb)} / ${mb(mem(r)?.rssSessionsKb)}`],
+    [`KB per session (${MEMORY_SESSIONS})`, (r) => fmt(mem(r)?.perSessionKb, 1)],
+  );
+}
+rows.push(['error', (r) => [r.error, mem(r)?.error].filter(Boolean).join('; ')]);
 console.log(`\n| | ${results.map((r) => r.server).join(' | ')} |`);
 console.log(`|---|${results.map(() => '---').join('|')}|`);
 for (const [label, f] of rows) {
-  if (label === 'error' && results.every((r) => !r.error)) continue;
+  if (label === 'error' && results.every((r) => !r.error && !mem(r)?.error)) continue;
   console.log(`| ${label} | ${results.map(f).join(' | ')} |`);
 }
 process.exit(0);

@@ -186,7 +186,7 @@ export async function main(argv: string[]): Promise<number> {
 
 async function runServer(config: Config): Promise<number> {
   const log = createLogger(config.log_level);
-  const tuned = tuneRuntime();
+  const tuned = tuneRuntime({ semiSpaceCapMb: config.semi_space_mb });
   if (tuned.length) log.info({ v8Flags: tuned }, 'runtime tuned for this machine');
   const server = await startServer(config, log);
   const stopCollector = startIdleCollector({ intervalMs: config.idle_gc_interval_ms }, log);

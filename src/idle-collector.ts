@@ -38,6 +38,13 @@ export function shouldCollect(s: IdleSample, neededQuietSeconds: number, minGrow
 
 type GcFunction = () => void;
 
+/**
+ * Growth that makes a quiet server worth one full collection. Small enough that a server started and
+ * warmed up by a few hundred logins also settles (its startup garbage is 10-30 MB), large enough that
+ * the slow creep of an idle server's heartbeats costs a collection every few hours at most.
+ */
+export const DEFAULT_MIN_GROWTH_BYTES = 8 * 1024 * 1024;
+
 /** V8's `gc` without `--expose-gc` on the command line: the flag is honoured for new contexts. */
 function gcFunction(): GcFunction | null {
   const existing = (globalThis as { gc?: GcFunction }).gc;
@@ -60,7 +67,7 @@ export function startIdleCollector(opts: IdleCollectorOptions, log: Logger): () 
     return () => {};
   }
   const maxUtilization = opts.maxUtilization ?? 0.05;
-  const minGrowthBytes = opts.minGrowthBytes ?? 32 * 1024 * 1024;
+  const minGrowthBytes = opts.minGrowthBytes ?? DEFAULT_MIN_GROWTH_BYTES;
   const needed = Math.max(1, Math.round(opts.intervalMs / 1000));
   let baselineRss = process.memoryUsage.rss();
   let quietSeconds = 0;

@@ -27,7 +27,14 @@ export class TestClient {
 
   private constructor(readonly ws: WebSocket) {
     ws.on('message', (data) => this.onFrame(data.toString()));
-    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
+    this.closed = new Promise((resolve) =>
+      ws.on('close', (code, reason) => {
+        // A request the server will never answer fails the test that made it, instead of hanging it.
+        for (const [id, p] of this.pending) p.reject(new Error(`connection closed (${code} ${reason.toString()}) before request ${String(id)} was answered`));
+        this.pending.clear();
+        resolve({ code, reason: reason.toString() });
+      }),
+    );
   }
 
   static async connect(url: string, opts: ClientOptions = {}): Promise<TestClient> {

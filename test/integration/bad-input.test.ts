@@ -18,7 +18,7 @@ async function expectError(p: Promise<unknown>, code: string): Promise<RequestFa
 describe('bad input on the native protocol', () => {
   let t: TestServer;
   before(async () => {
-    t = await startTestServer({ ws_max_frame_bytes: 4096, ws_rate_limit: 20, ws_rate_burst: 20, ws_flood_strikes: 30, auth_timeout_ms: 500 });
+    t = await startTestServer({ ws_max_frame_bytes: 4096, ws_rate_limit: 20, ws_rate_burst: 20, ws_flood_strikes: 30 });
     await t.createAccount('mallory@localhost');
     await t.createAccount('victim@localhost');
   });
@@ -118,9 +118,36 @@ describe('bad input on the native protocol', () => {
   });
 
   test('a connection that never authenticates is closed after the auth timeout', async () => {
-    const c = await TestClient.connect(t.wsUrl);
-    const closing = await c.waitFor((p) => p.type === 'closing');
-    assert.equal(closing.reason, 'auth-timeout');
-    await c.closed;
+    // A server of its own: a timeout short enough for a quick test would also cut the other tests'
+    // connections between their requests on a slow machine.
+    const quick = await startTestServer({ auth_timeout_ms: 500 });
+    try {
+      const c = await TestClient.connect(quick.wsUrl);
+      const closing = await c.waitFor((p) => p.type === 'closing');
+      assert.equal(closing.reason, 'auth-timeout');
+      await c.closed;
+    } finally {
+      await quick.destroy();
+    }
+  });
+
+  test('a password check still running when the auth timeout passes is answered, not cut off', async () => {
+    const quick = await startTestServer({ auth_timeout_ms: 100 });
+    try {
+      await quick.createAccount('slowpoke@localhost');
+      const c = await TestClient.connect(quick.wsUrl);
+      // Pipelined: the second check starts after the first ended, and each takes a scrypt (tens of ms),
+      // so the checks run past the 100 ms deadline; each still gets its answer.
+      const first = c.request('auth', { jid: 'slowpoke@localhost', password: 'wrong' });
+      const second = c.request('auth', { jid: 'slowpoke@localhost', password: 'wrong' });
+      const third = c.request('auth', { jid: 'slowpoke@localhost', password: 'secret-pw' });
+      await expectError(first, 'auth-failed');
+      await expectError(second, 'auth-failed');
+      const auth = (await third) as { jid: string };
+      assert.equal(auth.jid, 'slowpoke@localhost');
+      await c.close();
+    } finally {
+      await quick.destroy();
+    }
   });
 });

@@ -112,6 +112,13 @@ export class NativeConnection implements SessionSink {
     return this.session !== null;
   }
 
+  /**
+   * An auth request is being verified. The auth timeout is for clients that dawdle; the time a password
+   * check takes on a loaded server is the server's, and a client must not lose its connection (with no
+   * answer to its request) for it. The failure limit still bounds how long a connection can try.
+   */
+  authenticating = false;
+
   // ---------------------------------------------------------------- SessionSink
 
   deliver(d: Delivery): void {
@@ -256,6 +263,15 @@ export class NativeConnection implements SessionSink {
 
   private async auth(b: Record<string, unknown>): Promise<unknown> {
     if (this.session) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
+    this.authenticating = true;
+    try {
+      return await this.verifyAndOpen(b);
+    } finally {
+      this.authenticating = false;
+    }
+  }
+
+  private async verifyAndOpen(b: Record<string, unknown>): Promise<unknown> {
     try {
       let jid: string;
       try {

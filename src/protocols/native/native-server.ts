@@ -100,7 +100,7 @@ export class NativeServer {
     const now = Date.now();
     for (const conn of this.conns) {
       const silent = now - conn.lastReceived;
-      if (!conn.authenticated && now - conn.openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
+      if (!conn.authenticated && !conn.authenticating && now - conn.openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
       else if (silent > this.opts.idleTimeoutMs) conn.terminate();
       else if (silent >= this.opts.heartbeatIntervalMs) conn.ping();
     }

@@ -4,32 +4,43 @@ import type { PresenceInput } from '../../engine/engine.js';
 import type { Delivery } from '../../ports/bus.js';
 import type { XmppConnection } from './connection.js';
 import { StanzaError } from './errors.js';
-import { NS } from './namespaces.js';
 import { deliverOffline, xmppConnectionsOf } from './routing.js';
 import { subscriptionPresence } from './roster.js';
 import { jidAttr } from './stanza-util.js';
-import { el, type XmlElement } from './xml.js';
+import { escapeAttr, escapeText, type XmlElement } from './xml.js';
 
 const SUBSCRIPTION_TYPES: ReadonlySet<string> = new Set(['subscribe', 'subscribed', 'unsubscribe', 'unsubscribed']);
 
-/** `<presence/>` of one resource as XMPP shows it: no <show/> means plainly available. */
-export function resourcePresence(from: string, to: string, p: Pick<SessionPresence, 'available' | 'show' | 'status' | 'priority'>): XmlElement {
-  if (!p.available) return el('presence', NS.client, { from, to, type: 'unavailable' }, p.status ? el('status', NS.client, {}, p.status) : null);
-  return el(
-    'presence',
-    NS.client,
-    { from, to },
-    p.show !== 'available' ? el('show', NS.client, {}, p.show) : null,
-    p.status ? el('status', NS.client, {}, p.status) : null,
-    p.priority !== 0 ? el('priority', NS.client, {}, String(p.priority)) : null,
-  );
+/**
+ * Presence stanzas are the bulk of what the server writes, so they are built as text directly rather
+ * than as an element tree serialised afterwards: at thousands of changes a second the tree was a good
+ * part of the garbage behind young-generation pauses. `to` is written as given (already escaped, or the
+ * delivery marker below); everything else is escaped here. The namespace is written on each stanza, as the
+ * serialiser does, because an RFC 7395 WebSocket frame is a document of its own.
+ */
+function presenceText(fromAttr: string, toAttr: string, type: string | null, show: string | null, status: string | null, priority: number): string {
+  let s = `<presence xmlns='jabber:client' from='${fromAttr}' to='${toAttr}'`;
+  if (type !== null) s += ` type='${type}'`;
+  if (show === null && status === null && priority === 0) return s + '/>';
+  s += '>';
+  if (show !== null) s += `<show>${show}</show>`;
+  if (status !== null) s += `<status>${escapeText(status)}</status>`;
+  if (priority !== 0) s += `<priority>${priority}</priority>`;
+  return s + '</presence>';
 }
 
-function accountPresence(p: AccountPresence, to: string): XmlElement {
+/** `<presence/>` of one resource as XMPP shows it (no <show/> means plainly available); `toAttr` is already escaped. */
+function resourcePresenceTo(from: string, toAttr: string, p: Pick<SessionPresence, 'available' | 'show' | 'status' | 'priority'>): string {
+  const status = p.status ? p.status : null;
+  if (!p.available) return presenceText(escapeAttr(from), toAttr, 'unavailable', null, status, 0);
+  return presenceText(escapeAttr(from), toAttr, null, p.show !== 'available' ? p.show : null, status, p.priority);
+}
+
+function accountPresenceTo(p: AccountPresence, toAttr: string): string {
   if (p.online && p.resource !== null) {
-    return resourcePresence(`${p.jid}/${p.resource}`, to, { available: true, show: p.show as Show, status: p.status, priority: p.priority });
+    return resourcePresenceTo(`${p.jid}/${p.resource}`, toAttr, { available: true, show: p.show as Show, status: p.status, priority: p.priority });
   }
-  return el('presence', NS.client, { from: p.jid, to, type: 'unavailable' }, p.status ? el('status', NS.client, {}, p.status) : null);
+  return presenceText(escapeAttr(p.jid), toAttr, 'unavailable', null, p.status ? p.status : null, 0);
 }
 
 /**
@@ -51,8 +62,7 @@ export function presenceDelivery(conn: XmppConnection, d: Extract<Delivery, { ki
   // Our own presence was already echoed when we sent it.
   if (d.session !== null && d.from === me.jid && d.session.resource === me.resource) return null;
   if (d !== cachedDelivery) {
-    const stanza = d.session !== null ? resourcePresence(`${d.from}/${d.session.resource}`, TO_MARK, d.session) : accountPresence(d.presence, TO_MARK);
-    const text = stanza.toString();
+    const text = d.session !== null ? resourcePresenceTo(`${d.from}/${d.session.resource}`, TO_MARK, d.session) : accountPresenceTo(d.presence, TO_MARK);
     const at = text.indexOf(TO_MARK);
     cachedHead = text.slice(0, at);
     cachedTail = text.slice(at + 1);
@@ -109,7 +119,7 @@ export async function handlePresence(conn: XmppConnection, s: XmlElement): Promi
     const status = s.childText('status') ?? null;
     conn.available = false;
     await engine.setUnavailable(session, status);
-    conn.sendStanza(el('presence', NS.client, { from: session.fullJid, to: session.fullJid, type: 'unavailable' }));
+    conn.sendStanza(presenceText(conn.toAttr, conn.toAttr, 'unavailable', null, null, 0));
     sendDirectedUnavailable(conn);
     return;
   }
@@ -117,7 +127,7 @@ export async function handlePresence(conn: XmppConnection, s: XmlElement): Promi
   const initial = !conn.available;
   conn.available = true;
   const p = await engine.setPresence(session, input);
-  conn.sendStanza(resourcePresence(session.fullJid, session.fullJid, p));
+  conn.sendStanza(resourcePresenceTo(session.fullJid, conn.toAttr, p));
   if (initial) await initialPresence(conn, p.priority);
 }
 
@@ -129,10 +139,10 @@ async function initialPresence(conn: XmppConnection, priority: number): Promise<
   const contacts = await engine.contactsPresence(me.jid);
   for (const c of contacts) {
     if (c.online) await sendResourcesOf(conn, c.jid);
-    else conn.sendStanza(accountPresence(c, me.fullJid));
+    else conn.sendStanza(accountPresenceTo(c, conn.toAttr));
   }
   for (const s of await engine.sessionsOf(me.jid)) {
-    if (s.resource !== me.resource && s.available) conn.sendStanza(resourcePresence(`${me.jid}/${s.resource}`, me.fullJid, s));
+    if (s.resource !== me.resource && s.available) conn.sendStanza(resourcePresenceTo(`${me.jid}/${s.resource}`, conn.toAttr, s));
   }
   const roster = await engine.roster(me.jid);
   for (const item of roster.items) {
@@ -147,10 +157,10 @@ async function sendResourcesOf(conn: XmppConnection, target: string): Promise<vo
   if (!me) return;
   const sessions = (await conn.ctx.engine.sessionsOf(target)).filter((s) => s.available);
   if (sessions.length === 0) {
-    conn.sendStanza(accountPresence(await conn.ctx.engine.presenceOf(target), me.fullJid));
+    conn.sendStanza(accountPresenceTo(await conn.ctx.engine.presenceOf(target), conn.toAttr));
     return;
   }
-  for (const s of sessions) conn.sendStanza(resourcePresence(`${target}/${s.resource}`, me.fullJid, s));
+  for (const s of sessions) conn.sendStanza(resourcePresenceTo(`${target}/${s.resource}`, conn.toAttr, s));
 }
 
 async function directedPresence(conn: XmppConnection, s: XmlElement, to: string, unavailable: boolean): Promise<void> {
@@ -178,7 +188,7 @@ export function sendDirectedUnavailable(conn: XmppConnection): void {
     const slash = full.indexOf('/');
     const bare = slash >= 0 ? full.slice(0, slash) : full;
     const resource = slash >= 0 ? full.slice(slash + 1) : null;
-    const stanza = el('presence', NS.client, { from: me.fullJid, to: full, type: 'unavailable' });
+    const stanza = presenceText(escapeAttr(me.fullJid), escapeAttr(full), 'unavailable', null, null, 0);
     for (const c of xmppConnectionsOf(engine, bare)) {
       if (resource !== null ? c.session?.resource === resource : c.available) c.sendStanza(stanza);
     }

@@ -4,13 +4,17 @@ import type { TransportEvents, XmppTransport } from './transport.js';
 
 /** Transports with queued text; one immediate per turn flushes them all (not one per connection). */
 let pending: TcpTransport[] = [];
+let spare: TcpTransport[] = [];
 let flushScheduled = false;
 
 function flushAll(): void {
   flushScheduled = false;
+  // Two lists swapped each turn: a flush may queue more (a stream ending), which goes to the next turn.
   const list = pending;
-  pending = [];
+  pending = spare;
   for (const t of list) t.flush();
+  list.length = 0;
+  spare = list;
 }
 
 /**
@@ -21,8 +25,9 @@ export class TcpTransport implements XmppTransport {
   readonly framing = 'tcp' as const;
   secure: boolean;
   private socket: Socket;
-  private queue: string[] = [];
-  private callbacks: Array<() => void> = [];
+  /** Text waiting for the end of the turn; a string grown by concatenation costs no array per turn. */
+  private queued = '';
+  private callbacks: Array<() => void> | null = null;
   private scheduled = false;
   private closed = false;
   events: TransportEvents | null = null;
@@ -60,8 +65,8 @@ export class TcpTransport implements XmppTransport {
 
   send(text: string, onWritten?: () => void): void {
     if (this.closed) return;
-    this.queue.push(text);
-    if (onWritten) this.callbacks.push(onWritten);
+    this.queued = this.queued === '' ? text : this.queued + text;
+    if (onWritten) (this.callbacks ??= []).push(onWritten);
     if (!this.scheduled) {
       this.scheduled = true;
       pending.push(this);
@@ -75,13 +80,13 @@ export class TcpTransport implements XmppTransport {
   /** @internal Writes what is queued (at the end of the turn, or before TLS starts or the stream ends). */
   flush(): void {
     this.scheduled = false;
-    if (this.queue.length === 0) return;
-    const text = this.queue.length === 1 ? (this.queue[0] as string) : this.queue.join('');
+    const text = this.queued;
+    if (text === '') return;
     const cbs = this.callbacks;
-    this.queue = [];
-    this.callbacks = [];
+    this.queued = '';
+    this.callbacks = null;
     if (this.closed || !this.socket.writable) return;
-    if (cbs.length === 0) {
+    if (cbs === null) {
       this.socket.write(text);
       return;
     }
@@ -109,8 +114,8 @@ export class TcpTransport implements XmppTransport {
   }
 
   destroy(): void {
-    this.queue = [];
-    this.callbacks = [];
+    this.queued = '';
+    this.callbacks = null;
     this.socket.destroy();
   }
 }

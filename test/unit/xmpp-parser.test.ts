@@ -1,0 +1,80 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { StreamError } from '../../src/protocols/xmpp/errors.js';
+import { parseFrame, StreamParser, type XmlLimits } from '../../src/protocols/xmpp/parser.js';
+import type { XmlElement } from '../../src/protocols/xmpp/xml.js';
+
+const LIMITS: XmlLimits = { maxStanzaChars: 10_000, maxDepth: 8, maxAttributes: 4 };
+const HEADER = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
+
+function streamOf(limits = LIMITS): { parser: StreamParser; stanzas: XmlElement[] } {
+  const stanzas: XmlElement[] = [];
+  const parser = new StreamParser(limits, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => {} });
+  parser.write(Buffer.from(HEADER), 0);
+  return { parser, stanzas };
+}
+
+function attrs(n: number): string {
+  return Array.from({ length: n }, (_, i) => ` a${i}='${i}'`).join('');
+}
+
+function streamErrorOf(fn: () => unknown): StreamError {
+  try {
+    fn();
+  } catch (e) {
+    assert.ok(e instanceof StreamError, `expected a StreamError, got ${String(e)}`);
+    return e;
+  }
+  assert.fail('expected a stream error');
+}
+
+describe('XMPP stream parser limits', () => {
+  test('an element with as many attributes as allowed is parsed, one more is a policy violation', () => {
+    const { parser, stanzas } = streamOf();
+    parser.write(Buffer.from(`<message${attrs(4)}><body>hi</body></message>`), 0);
+    assert.equal(stanzas.length, 1);
+    assert.deepEqual((stanzas[0] as XmlElement).attrs, { a0: '0', a1: '1', a2: '2', a3: '3' });
+    const e = streamErrorOf(() => parser.write(Buffer.from(`<message${attrs(5)}/>`), 0));
+    assert.equal(e.condition, 'policy-violation');
+    assert.match(e.message, /more than 4 attributes/);
+  });
+
+  test('the attribute limit holds on a child element and counts per element', () => {
+    const { parser, stanzas } = streamOf();
+    // Four on the stanza and four on its child: each element is within the limit.
+    parser.write(Buffer.from(`<iq${attrs(4)}><query${attrs(4)}/></iq>`), 0);
+    assert.equal(stanzas.length, 1);
+    const e = streamErrorOf(() => parser.write(Buffer.from(`<iq><query${attrs(5)}/></iq>`), 0));
+    assert.equal(e.condition, 'policy-violation');
+  });
+
+  test('a flood of attributes fails at the limit, before the tag ends', () => {
+    const { parser } = streamOf();
+    // No '>' ever comes: the error must come from counting, not from the finished tag.
+    const e = streamErrorOf(() => parser.write(Buffer.from(`<presence${attrs(100)}`), 0));
+    assert.equal(e.condition, 'policy-violation');
+  });
+
+  test('namespace declarations are not attributes of the parsed element', () => {
+    const { parser, stanzas } = streamOf();
+    parser.write(Buffer.from("<iq type='get' id='1'><x:query xmlns:x='urn:example'/></iq>"), 0);
+    const iq = stanzas[0] as XmlElement;
+    assert.deepEqual(iq.attrs, { type: 'get', id: '1' });
+    const q = iq.child('query', 'urn:example');
+    assert.ok(q);
+    assert.deepEqual(q.attrs, {});
+  });
+
+  test('nesting deeper than allowed is a policy violation', () => {
+    const { parser } = streamOf();
+    const e = streamErrorOf(() => parser.write(Buffer.from(`<message>${'<a>'.repeat(10)}`), 0));
+    assert.equal(e.condition, 'policy-violation');
+    assert.match(e.message, /nested deeper than 8/);
+  });
+
+  test('a WebSocket frame obeys the same attribute limit, namespace declarations included', () => {
+    assert.deepEqual(parseFrame(`<presence xmlns='jabber:client'${attrs(3)}/>`, LIMITS).attrs, { xmlns: 'jabber:client', a0: '0', a1: '1', a2: '2' });
+    const e = streamErrorOf(() => parseFrame(`<presence xmlns='jabber:client'${attrs(4)}/>`, LIMITS));
+    assert.equal(e.condition, 'policy-violation');
+  });
+});
