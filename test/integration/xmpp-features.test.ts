@@ -86,6 +86,13 @@ describe('XMPP: resources, routing, blocking, discovery, liveness', () => {
     await gone;
     const list = await alice.iq(xml('iq', { type: 'get' }, xml('blocklist', { xmlns: 'urn:xmpp:blocking' })));
     assert.deepEqual((list.getChild('blocklist') as Element).getChildren('item').map((i) => i.attrs.jid), ['bob@localhost']);
+    // XEP-0191 §3.5: a message to a blocked contact is not routed; the error says why.
+    const refused = alice.waitFor((s) => s.is('message') && s.attrs.type === 'error' && s.attrs.id === 'to-blocked', 'blocked error');
+    await alice.send(xml('message', { to: 'bob@localhost', type: 'chat', id: 'to-blocked' }, xml('body', {}, 'hello?')));
+    const error = (await refused).getChild('error') as Element;
+    assert.equal(error.attrs.type, 'cancel');
+    assert.ok(error.getChild('not-acceptable', 'urn:ietf:params:xml:ns:xmpp-stanzas'));
+    assert.ok(error.getChild('blocked', 'urn:xmpp:blocking:errors'));
     await alice.iq(xml('iq', { type: 'set' }, xml('unblock', { xmlns: 'urn:xmpp:blocking' })));
     await bobPhone.presenceFrom('alice@localhost', (s) => s.attrs.type === undefined, 'available after unblock');
   });

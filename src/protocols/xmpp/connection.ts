@@ -224,7 +224,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
           break;
         }
         if (e instanceof StanzaError) {
-          if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, e.condition, e.text));
+          if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, e.condition, e.text, e.app));
           continue;
         }
         if (isPresenceError(e)) {

@@ -57,28 +57,38 @@ const STANZA_ERROR_TYPES = {
 } as const;
 export type StanzaCondition = keyof typeof STANZA_ERROR_TYPES;
 
+type StanzaErrorType = (typeof STANZA_ERROR_TYPES)[StanzaCondition];
+
 /** Raised by stanza handlers; the stanza is answered with an error of this condition. */
 export class StanzaError extends Error {
   constructor(
     readonly condition: StanzaCondition,
     readonly text?: string,
+    /** An application-specific condition element (RFC 6120 §8.3.4), and the type it is specified with. */
+    readonly app?: { readonly element: XmlElement; readonly type: StanzaErrorType },
   ) {
     super(text ? `${condition}: ${text}` : condition);
     this.name = 'StanzaError';
   }
 }
 
+/** XEP-0191 §3.5: a stanza to a contact the sender blocks is refused with this. */
+export function blockedError(): StanzaError {
+  return new StanzaError('not-acceptable', 'you block this contact', { element: el('blocked', NS.blockingErrors), type: 'cancel' });
+}
+
 /**
  * The error reply to `stanza` (RFC 6120 §8.3.1): addressed back to the sender, carrying the original
  * payload for messages and presence as allowed, and the condition.
  */
-export function stanzaErrorReply(stanza: XmlElement, condition: StanzaCondition, text?: string): XmlElement {
+export function stanzaErrorReply(stanza: XmlElement, condition: StanzaCondition, text?: string, app?: StanzaError['app']): XmlElement {
   const error = el(
     'error',
     NS.client,
-    { type: STANZA_ERROR_TYPES[condition] },
+    { type: app?.type ?? STANZA_ERROR_TYPES[condition] },
     el(condition, NS.stanzas),
     text ? el('text', NS.stanzas, {}, text) : null,
+    app?.element,
   );
   const attrs: Record<string, string | undefined> = { type: 'error', to: stanza.attr('from'), from: stanza.attr('to') };
   if (stanza.attr('id') !== undefined) attrs.id = stanza.attr('id');

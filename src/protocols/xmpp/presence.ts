@@ -3,7 +3,7 @@ import { isShow, type AccountPresence, type SessionPresence, type Show } from '.
 import type { PresenceInput } from '../../engine/engine.js';
 import type { Delivery } from '../../ports/bus.js';
 import type { XmppConnection } from './connection.js';
-import { StanzaError } from './errors.js';
+import { blockedError, StanzaError } from './errors.js';
 import { deliverOffline, xmppConnectionsOf } from './routing.js';
 import { subscriptionPresence } from './roster.js';
 import { jidAttr } from './stanza-util.js';
@@ -169,7 +169,7 @@ async function directedPresence(conn: XmppConnection, s: XmlElement, to: string,
   if (!me) return;
   const target = jidAttr(to);
   if (!engine.isLocalDomain(target.domain) || target.local === '') return;
-  if ((await engine.blocks(me.jid)).includes(target.bare)) throw new StanzaError('not-acceptable', 'you block this contact');
+  if ((await engine.blocks(me.jid)).includes(target.bare)) throw blockedError();
   if ((await engine.accountExists(target.bare)) && (await engine.blocks(target.bare)).includes(me.jid)) return;
   const stamped = s.withAttrs({ from: me.fullJid, to: target.full });
   for (const c of xmppConnectionsOf(engine, target.bare)) {

@@ -1,6 +1,6 @@
 import type { PresenceEngine } from '../../engine/engine.js';
 import { XmppConnection } from './connection.js';
-import { StanzaError } from './errors.js';
+import { blockedError, StanzaError } from './errors.js';
 import { NS } from './namespaces.js';
 import { jidAttr } from './stanza-util.js';
 import { escapeAttr, type XmlElement } from './xml.js';
@@ -39,7 +39,7 @@ export async function routeMessage(conn: XmppConnection, s: XmlElement): Promise
   if (to.bare !== me.jid) {
     if ((await engine.blocks(me.jid)).includes(to.bare)) {
       if (type === 'error') return;
-      throw new StanzaError('not-acceptable', 'you block this contact');
+      throw blockedError();
     }
     // XEP-0191 §3.3: the blocked sender learns nothing more than that the service is unavailable.
     const exists = await engine.accountExists(to.bare);
