@@ -51,6 +51,7 @@ export const CONFIG_KEYS = {
   xmpp_negotiation_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP stream must be authenticated and bound within this time, or it ends with connection-timeout.' },
   xmpp_stanza_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'A stanza (or stream header) that was started must be complete within this time (slow senders get connection-timeout).' },
   xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
+  xmpp_parser_rest_ms: { kind: 'int', def: 5_000, min: 0, max: 3_600_000, doc: "An XMPP stream over TCP silent this long between stanzas gives its XML parser's memory (about 3 KB) back until it sends again; 0 keeps every parser." },
   xmpp_close_timeout_ms: { kind: 'int', def: 2_000, min: 100, max: 60_000, doc: 'How long an XMPP peer has to answer our closing of its stream before its socket is destroyed.' },
   xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed; its session stays online to watchers meanwhile. 0 disables resumption.' },
   tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
@@ -94,6 +95,7 @@ export interface Config {
   xmpp_stanza_timeout_ms: number;
   xmpp_max_offline_messages: number;
   xmpp_close_timeout_ms: number;
+  xmpp_parser_rest_ms: number;
   xmpp_sm_resume_timeout_ms: number;
   tls_cert: string;
   tls_key: string;

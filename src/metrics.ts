@@ -11,7 +11,7 @@ export class Metrics {
   readonly authFailures: Counter;
   readonly httpRequests: Counter<'status'>;
 
-  constructor(engine: PresenceEngine, connections: () => Record<string, number>) {
+  constructor(engine: PresenceEngine, connections: () => Record<string, number>, restingParsers: () => number = () => 0) {
     collectDefaultMetrics({ register: this.registry, prefix: 'presenced_process_' });
     const reg = [this.registry];
     new Gauge({
@@ -21,6 +21,14 @@ export class Metrics {
       registers: reg,
       collect() {
         for (const [protocol, n] of Object.entries(connections())) this.set({ protocol }, n);
+      },
+    });
+    new Gauge({
+      name: 'presenced_xmpp_parsers_resting',
+      help: 'XMPP TCP streams quiet long enough to have given their XML parser back (xmpp_parser_rest_ms).',
+      registers: reg,
+      collect() {
+        this.set(restingParsers());
       },
     });
     new Gauge({

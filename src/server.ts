@@ -108,7 +108,11 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 
   let native: NativeServer | null = null;
   let xmppServer: XmppServer | null = null;
-  const metrics = new Metrics(engine, () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }));
+  const metrics = new Metrics(
+    engine,
+    () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }),
+    () => xmppServer?.restingParserCount ?? 0,
+  );
   if (log.isLevelEnabled('debug')) {
     engine.events.on('presence.changed', (e) => log.debug({ jid: e.jid, show: e.presence.show }, 'presence changed'));
   }
@@ -224,6 +228,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       maxAuthFailures: config.max_auth_failures,
       negotiationTimeoutMs: config.xmpp_negotiation_timeout_ms,
       stanzaTimeoutMs: config.xmpp_stanza_timeout_ms,
+      parserRestMs: config.xmpp_parser_rest_ms,
       pingIntervalMs: config.heartbeat_interval_ms,
       idleTimeoutMs: config.idle_timeout_ms,
       maxOfflineMessages: config.xmpp_max_offline_messages,

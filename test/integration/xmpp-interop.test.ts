@@ -19,7 +19,9 @@ for (const transport of ['tcp', 'websocket'] as const) {
       return c;
     };
     before(async () => {
-      t = await startTestServer(XMPP);
+      // Over TCP, streams rest their XML parser whenever they have been quiet for a millisecond at a
+      // sweep, so every step below also runs through parsers rebuilt after a rest.
+      t = await startTestServer(transport === 'tcp' ? { ...XMPP, xmpp_parser_rest_ms: 1 } : XMPP);
       for (const u of ['alice', 'bob', 'carol']) await t.createAccount(`${u}@localhost`);
       service = transport === 'tcp' ? `xmpp://127.0.0.1:${t.server.xmppPort}` : `${t.url.replace(/^http/, 'ws')}/xmpp-websocket`;
     });
@@ -90,6 +92,25 @@ for (const transport of ['tcp', 'websocket'] as const) {
       assert.equal(m.attrs.from, 'alice@localhost/laptop');
       assert.ok(m.getChild('delay', 'urn:xmpp:delay')?.attrs.stamp);
     });
+
+    if (transport === 'tcp') {
+      test('quiet streams give their parser back and go on working when they speak again', async () => {
+        const [a, b] = clients as [XmppTestClient, XmppTestClient];
+        // Both streams idle: the metric shows their parsers resting (state, so polled, with a deadline).
+        const deadline = Date.now() + 10_000;
+        for (;;) {
+          const text = await (await fetch(`${t.url}/metrics`)).text();
+          const resting = Number(/^presenced_xmpp_parsers_resting (\d+)/m.exec(text)?.[1]);
+          if (resting >= 2) break;
+          assert.ok(Date.now() < deadline, `parsers resting: ${resting}`);
+          await new Promise((r) => setTimeout(r, 20)); // one sweep tick; the metric is state, not an event
+        }
+        await a.send(xml('message', { to: 'bob@localhost', type: 'chat' }, xml('body', {}, 'after a rest')));
+        assert.equal((await b.waitFor(isMessage('after a rest'), 'message after rest')).attrs.from, 'alice@localhost/laptop');
+        await b.send(xml('presence', {}, xml('show', {}, 'away'), xml('status', {}, 'rested')));
+        await a.presenceFrom('bob@localhost', (s) => s.getChildText('status') === 'rested', 'presence after rest');
+      });
+    }
   });
 }
 

@@ -78,3 +78,75 @@ describe('XMPP stream parser limits', () => {
     assert.equal(e.condition, 'policy-violation');
   });
 });
+
+describe('XMPP stream parser at rest', () => {
+  // The header below has five attributes.
+  const REST_LIMITS: XmlLimits = { ...LIMITS, maxAttributes: 6 };
+  const HEADER_WITH_PREFIX =
+    "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:ex='urn:example' to='localhost' version='1.0'>";
+
+  function restingStream(): { parser: StreamParser; stanzas: XmlElement[]; ended: () => boolean } {
+    const stanzas: XmlElement[] = [];
+    let ended = false;
+    const parser = new StreamParser(REST_LIMITS, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => (ended = true) });
+    parser.write(Buffer.from(HEADER_WITH_PREFIX), 0);
+    return { parser, stanzas, ended: () => ended };
+  }
+
+  test('after a rest, stanzas parse in the namespaces the stream header declared', () => {
+    const { parser, stanzas } = restingStream();
+    parser.write(Buffer.from("<message to='a@localhost'><body>one</body></message>"), 0);
+    assert.equal(parser.rest(), true);
+    // The default namespace and a prefix bound only on the header are both still in effect.
+    parser.write(Buffer.from("<message to='b@localhost'><body>two</body><ex:thing/></message>"), 0);
+    assert.equal(stanzas.length, 2);
+    const second = stanzas[1] as XmlElement;
+    assert.equal(second.ns, 'jabber:client');
+    assert.equal(second.attr('to'), 'b@localhost');
+    assert.equal(second.childText('body'), 'two');
+    assert.ok(second.child('thing', 'urn:example'), 'prefixed child resolved through the header binding');
+  });
+
+  test('a stream does not rest inside a stanza, and one split across chunks still arrives whole', () => {
+    const { parser, stanzas } = restingStream();
+    parser.write(Buffer.from("<message><body>hal"), 0);
+    assert.equal(parser.rest(), false);
+    parser.write(Buffer.from('f</body></message>'), 0);
+    assert.equal(stanzas.length, 1);
+    assert.equal((stanzas[0] as XmlElement).childText('body'), 'half');
+    assert.equal(parser.rest(), true);
+  });
+
+  test('limits and errors still hold after a rest, and the stream can end', () => {
+    const { parser, stanzas, ended } = restingStream();
+    assert.equal(parser.rest(), true);
+    const e = streamErrorOf(() => parser.write(Buffer.from(`<message${attrs(7)}/>`), 0));
+    assert.equal(e.condition, 'policy-violation');
+
+    const other = restingStream();
+    other.parser.rest();
+    other.parser.write(Buffer.from('<presence/>'), 0);
+    other.parser.rest();
+    assert.equal(streamErrorOf(() => other.parser.write(Buffer.from('<undeclared:x/>'), 0)).condition, 'not-well-formed');
+
+    const third = restingStream();
+    third.parser.rest();
+    third.parser.write(Buffer.from('</stream:stream>'), 0);
+    assert.equal(third.ended(), true);
+    assert.equal(stanzas.length, 0);
+    assert.equal(ended(), false);
+  });
+
+  test('the stanza size limit counts from the stanza, not from the replayed header', () => {
+    const limits: XmlLimits = { ...REST_LIMITS, maxStanzaChars: 200 };
+    const stanzas: XmlElement[] = [];
+    const parser = new StreamParser(limits, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => {} });
+    parser.write(Buffer.from(HEADER_WITH_PREFIX), 0);
+    parser.rest();
+    parser.write(Buffer.from(`<message><body>${'x'.repeat(150)}</body></message>`), 0);
+    assert.equal(stanzas.length, 1);
+    parser.rest();
+    assert.equal(streamErrorOf(() => parser.write(Buffer.from(`<message><body>${'x'.repeat(250)}`), 0)).condition, 'policy-violation');
+  });
+});
+

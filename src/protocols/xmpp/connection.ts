@@ -89,6 +89,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
     return this.toAttrValue;
   }
 
+  /** Between stanzas, a quiet TCP stream lets its parser's memory go (see StreamParser). */
+  restParser(): void {
+    this.parser?.rest();
+  }
+
+  get parserResting(): boolean {
+    return this.parser?.resting ?? false;
+  }
+
   get partialSince(): number | null {
     return this.parser?.partialSince ?? null;
   }

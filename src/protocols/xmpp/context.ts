@@ -16,6 +16,8 @@ export interface XmppOptions {
   readonly pingIntervalMs: number;
   /** A connection silent this long is dead. */
   readonly idleTimeoutMs: number;
+  /** A TCP stream silent this long between stanzas lets its XML parser go until it sends again; 0 never. */
+  readonly parserRestMs: number;
   readonly maxOfflineMessages: number;
   /** XEP-0198: how long a dropped stream can be resumed (its session stays online meanwhile); 0 disables resumption. */
   readonly smResumeTimeoutMs: number;

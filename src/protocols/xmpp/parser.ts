@@ -1,7 +1,7 @@
 import { StringDecoder } from 'node:string_decoder';
 import { SaxesParser, type SaxesTagNS } from 'saxes';
 import { StreamError } from './errors.js';
-import { XmlElement } from './xml.js';
+import { escapeAttr, XmlElement } from './xml.js';
 
 export interface XmlLimits {
   /** Characters a single stanza (or the stream header, or a WebSocket frame) may take. */
@@ -76,13 +76,21 @@ function rejectDeclarations(text: string): void {
  * The incremental parser of one TCP XML stream (RFC 6120 §4): the root `<stream:stream>` is announced
  * when its start tag ends, and each child of the root as one complete stanza. A stream restart (after
  * STARTTLS or SASL) needs a new parser. Errors are thrown as StreamError from `write`.
+ *
+ * A saxes parser holds about 3 KB once it has parsed a stanza, a quarter of what an idle session
+ * costs in all. Most sessions are idle most of the time, so between stanzas `rest()` lets the parser
+ * go; the next bytes get a fresh one, primed with a start tag that declares the namespaces the stream
+ * header declared, so stanzas parse exactly as they would have in the original context.
  */
 export class StreamParser {
-  private readonly parser = new SaxesParser({ xmlns: true, position: true });
+  private parser: SaxesParser<{ xmlns: true }> | null;
   private readonly decoder = new StringDecoder('utf8');
   private stack: XmlElement[] = [];
   private stanzaStart = 0;
   private lastChar = '>';
+  /** A start tag re-declaring the root's namespace bindings, written to a fresh parser after a rest. */
+  private rootContext = '';
+  private replaying = false;
   /** Epoch ms since which a stanza (or the header) has been started but not finished; null when idle. */
   partialSince: number | null = null;
 
@@ -90,13 +98,23 @@ export class StreamParser {
     private readonly limits: XmlLimits,
     private readonly events: StreamParserEvents,
   ) {
-    const p = this.parser;
-    restrict(p, limits, () => Math.max(0, this.stack.length - 1));
+    this.parser = this.createParser();
+  }
+
+  private createParser(): SaxesParser<{ xmlns: true }> {
+    const p = new SaxesParser({ xmlns: true, position: true });
+    restrict(p, this.limits, () => Math.max(0, this.stack.length - 1));
     p.on('opentag', (tag) => {
+      if (this.replaying) {
+        // The root again, after a rest: nothing to announce, the stream goes on.
+        this.stanzaStart = p.position;
+        return;
+      }
       const e = toElement(tag);
       if (this.stack.length === 0) {
         this.stack.push(e);
         this.stanzaStart = p.position;
+        this.rootContext = contextTag(tag);
         this.events.streamStart(e);
         return;
       }
@@ -124,16 +142,43 @@ export class StreamParser {
     p.on('cdata', (t) => {
       if (this.stack.length > 1) (this.stack[this.stack.length - 1] as XmlElement).children.push(t);
     });
+    return p;
+  }
+
+  /**
+   * Lets the parser go if the stream is between stanzas (after the header, nothing pending); the next
+   * `write` brings a fresh one. Returns whether it rested.
+   */
+  rest(): boolean {
+    if (this.parser === null) return true;
+    if (this.stack.length !== 1 || this.lastChar !== '>' || this.partialSince !== null) return false;
+    this.parser = null;
+    return true;
+  }
+
+  get resting(): boolean {
+    return this.parser === null;
   }
 
   /** Feeds received bytes; throws StreamError on the first violation. */
   write(chunk: Buffer, now: number): void {
     const text = this.decoder.write(chunk);
+    let parser = this.parser;
+    if (parser === null) {
+      parser = this.createParser();
+      this.parser = parser;
+      this.replaying = true;
+      try {
+        parser.write(this.rootContext);
+      } finally {
+        this.replaying = false;
+      }
+    }
     for (let i = 0; i < text.length; i += SLICE) {
       const slice = text.slice(i, i + SLICE);
       rejectDeclarations(slice);
-      this.parser.write(slice);
-      if (this.parser.position - this.stanzaStart > this.limits.maxStanzaChars) {
+      parser.write(slice);
+      if (parser.position - this.stanzaStart > this.limits.maxStanzaChars) {
         throw new StreamError('policy-violation', `stanza larger than ${this.limits.maxStanzaChars} characters`);
       }
     }
@@ -143,6 +188,13 @@ export class StreamParser {
     if (!partial) this.partialSince = null;
     else this.partialSince ??= now;
   }
+}
+
+/** A start tag with the root's name and every namespace binding it declared (none of its attributes). */
+function contextTag(tag: SaxesTagNS): string {
+  let s = `<${tag.name}`;
+  for (const [prefix, uri] of Object.entries(tag.ns)) s += prefix === '' ? ` xmlns='${escapeAttr(uri)}'` : ` xmlns:${prefix}='${escapeAttr(uri)}'`;
+  return s + '>';
 }
 
 /**

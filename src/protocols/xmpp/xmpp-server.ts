@@ -56,7 +56,7 @@ export class XmppServer {
       clientTracking: false,
       handleProtocols: (protocols) => (protocols.has('xmpp') ? 'xmpp' : false),
     });
-    const tick = Math.max(20, Math.min(opts.pingIntervalMs, opts.stanzaTimeoutMs, opts.negotiationTimeoutMs) / 2);
+    const tick = Math.max(20, Math.min(opts.pingIntervalMs, opts.stanzaTimeoutMs, opts.negotiationTimeoutMs, opts.parserRestMs || Infinity) / 2);
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
     engine.events.on('block.changed', (e) => {
@@ -123,6 +123,13 @@ export class XmppServer {
     this.conns.add(conn);
   }
 
+  /** Streams whose parser is resting (for the metrics). */
+  get restingParserCount(): number {
+    let n = 0;
+    for (const conn of this.conns) if (conn.parserResting) n++;
+    return n;
+  }
+
   private sweep(): void {
     const now = Date.now();
     for (const conn of this.conns) {
@@ -137,6 +144,7 @@ export class XmppServer {
       const silent = now - conn.lastReceived;
       if (silent > this.opts.idleTimeoutMs) conn.terminate();
       else if (silent >= this.opts.pingIntervalMs) conn.ping();
+      if (this.opts.parserRestMs > 0 && silent >= this.opts.parserRestMs) conn.restParser();
     }
   }
 
