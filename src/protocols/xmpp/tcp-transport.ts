@@ -12,9 +12,12 @@ function flushAll(): void {
   // Two lists swapped each turn: a flush may queue more (a stream ending), which goes to the next turn.
   const list = pending;
   pending = spare;
-  for (const t of list) t.flush();
-  list.length = 0;
-  spare = list;
+  try {
+    for (const t of list) t.flush();
+  } finally {
+    list.length = 0;
+    spare = list;
+  }
 }
 
 /**
