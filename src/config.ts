@@ -37,7 +37,7 @@ export const CONFIG_KEYS = {
   token_ttl_s: { kind: 'int', def: 86_400, min: 60, max: 31_536_000, doc: 'Default lifetime of login tokens issued by the REST API.' },
   token_secret: { kind: 'string', def: '', doc: 'Secret signing login tokens (at least 32 characters). Empty: generated once and kept in data_dir/token-secret.' },
   public_presence_default: { kind: 'bool', def: false, doc: 'Whether accounts that did not choose show their presence to anyone (anonymous HTTP included).' },
-  idle_gc_interval_ms: { kind: 'int', def: 10_000, min: 0, max: 3_600_000, doc: 'Quiet time after which a server gives memory back after a load spike: one full garbage collection once the event loop has been under 5% busy in every second of this window and memory grew by 8 MB since the last one; 0 turns it off.' },
+  idle_gc_interval_ms: { kind: 'int', def: 10_000, min: 0, max: 3_600_000, doc: 'Quiet time after which a server gives memory back after a load spike: one full garbage collection once the event loop has been under 5% busy in every second of this window and memory grew by 8 MB since the last one (the first quiet window after start always collects); 0 turns it off.' },
   semi_space_mb: { kind: 'int', def: 4, min: 0, max: 256, doc: "Largest size of each of V8's two young-generation semi-spaces, in MB. Smaller gives shorter, more frequent collection pauses (about 2 ms at 4 under heavy presence traffic, 5-9 ms at V8's own 16); 0 leaves V8's sizing." },
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },

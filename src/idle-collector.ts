@@ -11,7 +11,8 @@ import type { Logger } from 'pino';
  * to its largest size, and with idle connections (a heartbeat now and then) no collection ever comes
  * to reclaim them. An idle presence server then sits at nearly twice the memory its sessions need.
  * Once a second this measures the event loop's utilisation; when every second of the last `intervalMs`
- * was quiet and the resident size grew by `minGrowthBytes` since the last collection it ran, it runs
+ * was quiet and the resident size grew by `minGrowthBytes` since the last collection it ran (the first
+ * quiet window after start always counts), it runs
  * one full collection. Requiring the most recent second to be quiet too matters: a 10 s average would
  * also call a window quiet whose last second is the start of a new burst, and collect in its way.
  * Under load it never runs (V8's own collections pace themselves), and while idle at a stable size it
@@ -69,7 +70,10 @@ export function startIdleCollector(opts: IdleCollectorOptions, log: Logger): () 
   const maxUtilization = opts.maxUtilization ?? 0.05;
   const minGrowthBytes = opts.minGrowthBytes ?? DEFAULT_MIN_GROWTH_BYTES;
   const needed = Math.max(1, Math.round(opts.intervalMs / 1000));
-  let baselineRss = process.memoryUsage.rss();
+  // Zero, not the resident size now: the first quiet window after start always collects, so a server
+  // that has started (opened its database, compiled its code, served a first few logins) settles at
+  // the same kind of baseline as one that went quiet after a spike.
+  let baselineRss = 0;
   let quietSeconds = 0;
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   const timer = setInterval(() => {
