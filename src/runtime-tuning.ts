@@ -37,8 +37,10 @@ export function tuneRuntime(opts: { semiSpaceCapMb: number }): string[] {
  * `--max-semi-space-size` is only read when the heap is set up, that is from the command line, which a
  * server started as `presenced start` does not control. V8 reads its growth factor at every resize,
  * though: after each young collection this turns growth off once the semi-space has reached the cap
- * and back on while it is below (V8 shrinks it when the server idles). If a V8 release stops honouring
- * the flag at run time, the only effect is V8's default sizing.
+ * and back on while it is below (V8 shrinks it when the server idles). The check runs from the event
+ * loop, so a single turn that allocates several semi-spaces' worth (a server's turns are far smaller)
+ * could grow it one step past the cap. If a V8 release stops honouring the flag at run time, the only
+ * effect is V8's default sizing.
  */
 export function capSemiSpace(capMb: number): () => void {
   const capBytes = capMb * 1024 * 1024;
