@@ -117,7 +117,11 @@ export class NativeConnection implements SessionSink {
    * check takes on a loaded server is the server's, and a client must not lose its connection (with no
    * answer to its request) for it. The failure limit still bounds how long a connection can try.
    */
-  authenticating = false;
+  get authenticating(): boolean {
+    return this.checkingAuth;
+  }
+
+  private checkingAuth = false;
 
   // ---------------------------------------------------------------- SessionSink
 
@@ -263,11 +267,11 @@ export class NativeConnection implements SessionSink {
 
   private async auth(b: Record<string, unknown>): Promise<unknown> {
     if (this.session) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
-    this.authenticating = true;
+    this.checkingAuth = true;
     try {
       return await this.verifyAndOpen(b);
     } finally {
-      this.authenticating = false;
+      this.checkingAuth = false;
     }
   }
 
