@@ -7,11 +7,13 @@ import type { XmlElement } from '../../src/protocols/xmpp/xml.js';
 const LIMITS: XmlLimits = { maxStanzaChars: 10_000, maxDepth: 8, maxAttributes: 4 };
 const HEADER = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
 
-function streamOf(limits = LIMITS): { parser: StreamParser; stanzas: XmlElement[] } {
+/** A parser that has read a stream header, with what it reported since. */
+function streamOf(limits = LIMITS, header = HEADER): { parser: StreamParser; stanzas: XmlElement[]; ended: () => boolean } {
   const stanzas: XmlElement[] = [];
-  const parser = new StreamParser(limits, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => {} });
-  parser.write(Buffer.from(HEADER), 0);
-  return { parser, stanzas };
+  let ended = false;
+  const parser = new StreamParser(limits, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => (ended = true) });
+  parser.write(Buffer.from(header), 0);
+  return { parser, stanzas, ended: () => ended };
 }
 
 function attrs(n: number): string {
@@ -85,13 +87,7 @@ describe('XMPP stream parser at rest', () => {
   const HEADER_WITH_PREFIX =
     "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' xmlns:ex='urn:example' to='localhost' version='1.0'>";
 
-  function restingStream(): { parser: StreamParser; stanzas: XmlElement[]; ended: () => boolean } {
-    const stanzas: XmlElement[] = [];
-    let ended = false;
-    const parser = new StreamParser(REST_LIMITS, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => (ended = true) });
-    parser.write(Buffer.from(HEADER_WITH_PREFIX), 0);
-    return { parser, stanzas, ended: () => ended };
-  }
+  const restingStream = (limits = REST_LIMITS) => streamOf(limits, HEADER_WITH_PREFIX);
 
   test('after a rest, stanzas parse in the namespaces the stream header declared', () => {
     const { parser, stanzas } = restingStream();
@@ -138,10 +134,7 @@ describe('XMPP stream parser at rest', () => {
   });
 
   test('the stanza size limit counts from the stanza, not from the replayed header', () => {
-    const limits: XmlLimits = { ...REST_LIMITS, maxStanzaChars: 200 };
-    const stanzas: XmlElement[] = [];
-    const parser = new StreamParser(limits, { streamStart: () => {}, stanza: (s) => stanzas.push(s), streamEnd: () => {} });
-    parser.write(Buffer.from(HEADER_WITH_PREFIX), 0);
+    const { parser, stanzas } = restingStream({ ...REST_LIMITS, maxStanzaChars: 200 });
     parser.rest();
     parser.write(Buffer.from(`<message><body>${'x'.repeat(150)}</body></message>`), 0);
     assert.equal(stanzas.length, 1);
