@@ -104,6 +104,12 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       return server;
     },
     bodyLimit: 1024 * 1024,
+    // Errors the router raises before any route runs (a malformed or over-long path segment) get the
+    // same JSON error body as every other 4xx, instead of Fastify's own shape.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
+      void reply.code(status).send({ error: { code: 'bad-request', message: err.message } });
+    },
   });
 
   let native: NativeServer | null = null;
