@@ -9,6 +9,8 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
+import { WebSocket } from 'ws';
+import { PresencedClient, type ContactPresence } from '../../packages/client/src/index.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
 import { TestClient } from '../helpers/ws-client.js';
@@ -55,10 +57,18 @@ describe('last status and last seen agree everywhere', () => {
   let xmppPort: number;
   const raws: RawXmpp[] = [];
   const clients: TestClient[] = [];
+  /** alice's contact, watching her over the native protocol. */
+  let wendy: TestClient;
   before(async () => {
     t = await startTestServer({ xmpp_port: 0, xmpp_require_tls: false, public_presence_default: true, grace_period_ms: 300, heartbeat_interval_ms: 200, idle_timeout_ms: 600 });
     xmppPort = t.server.xmppPort as number;
     for (const u of ['alice', 'wendy', 'xavier', 'frozen']) await t.createAccount(`${u}@localhost`);
+    wendy = (await TestClient.login(t.wsUrl, 'wendy@localhost', 'secret-pw', { resource: 'native' })).client;
+    clients.push(wendy);
+    const { client: alice } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'setup' });
+    await befriend(alice, 'alice@localhost', wendy, 'wendy@localhost');
+    await alice.request('bye');
+    await wendy.presenceOf('alice@localhost', (p) => !p.online);
   });
   after(async () => {
     for (const r of raws) r.close();
@@ -94,10 +104,8 @@ describe('last status and last seen agree everywhere', () => {
   });
 
   test('bug 2 / finding 4: a connected-but-unavailable account has the same last seen and status through every door', async () => {
-    const { client: wendy } = await TestClient.login(t.wsUrl, 'wendy@localhost', 'secret-pw', { resource: 'native' });
-    clients.push(wendy);
     const { client: alice1 } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'phone', presence: { status: 'on the train' } });
-    await befriend(alice1, 'alice@localhost', wendy, 'wendy@localhost');
+    await wendy.presenceOf('alice@localhost', (p) => p.online);
     await alice1.request('bye');
     const off = await wendy.presenceOf('alice@localhost', (p) => !p.online);
     assert.equal(off.status, 'on the train');
@@ -129,7 +137,6 @@ describe('last status and last seen agree everywhere', () => {
   });
 
   test('a frozen native client (no pongs) is last seen at its last frame, not when it was found dead, and watchers are told it timed out', async () => {
-    const wendy = clients[0] as TestClient;
     // autoPong off: the client keeps its socket open but answers nothing, like a frozen phone.
     const frozen = await TestClient.connect(t.wsUrl, { autoPong: false });
     clients.push(frozen);
@@ -152,13 +159,44 @@ describe('last status and last seen agree everywhere', () => {
   });
 
   test('a goodbye is pushed with reason graceful', async () => {
-    const wendy = clients[0] as TestClient;
     const { client: alice } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'laptop' });
     await wendy.presenceOf('alice@localhost', (p) => p.online);
     await alice.close(1000);
     const off = await wendy.presenceOf('alice@localhost', (p) => !p.online);
-    // alice's unavailable phone session stays connected: the account went offline because its last available session ended.
     assert.equal(off.reason, 'graceful');
+  });
+
+  test('the client SDK hands the leave reason to the app with the presence event', async () => {
+    const sdk = new PresencedClient({ url: t.wsUrl, jid: 'wendy@localhost', password: 'secret-pw', resource: 'sdk', WebSocket, heartbeat: false });
+    await sdk.connect();
+    try {
+      const { client: alice } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'tablet' });
+      const gone = new Promise<ContactPresence>((resolve) => {
+        const off = sdk.on('presence', (p) => {
+          if (p.jid !== 'alice@localhost' || p.available) return;
+          off();
+          resolve(p);
+        });
+      });
+      await new Promise<void>((resolve) => {
+        const off = sdk.on('presence', (p) => {
+          if (p.jid === 'alice@localhost' && p.available) {
+            off();
+            resolve();
+          }
+        });
+        if (sdk.contacts.get('alice@localhost')?.available) {
+          off();
+          resolve();
+        }
+      });
+      alice.destroy(); // the connection is lost without a goodbye
+      const p = await gone;
+      assert.equal(p.reason, 'timeout');
+      assert.equal(sdk.contacts.get('alice@localhost')?.lastSeen?.getTime(), p.lastSeen?.getTime());
+    } finally {
+      await sdk.close();
+    }
   });
 });
 
