@@ -198,11 +198,10 @@ export class NativeConnection implements SessionSink {
   }
 
   /**
-   * The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request);
-   * `reason` is the close frame's text, kept for diagnostics only: the session's end is a goodbye or a loss.
+   * The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). The
+   * close frame's text (`_reason`) is the client's to choose: the session's end is a goodbye or a loss.
    */
-  onClose(clean: boolean, reason: string): void {
-    void reason;
+  onClose(clean: boolean, _reason: string): void {
     this.ended = true;
     this.outbox.discard();
     const s = this.session;
