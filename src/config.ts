@@ -27,6 +27,7 @@ export const CONFIG_KEYS = {
   grace_period_ms: { kind: 'int', def: 10_000, min: 0, max: 600_000, doc: 'How long a session whose connection dropped stays online awaiting a reconnect of the same resource.' },
   heartbeat_interval_ms: { kind: 'int', def: 25_000, min: 50, max: 600_000, doc: 'A connection silent for this long is pinged.' },
   idle_timeout_ms: { kind: 'int', def: 60_000, min: 100, max: 3_600_000, doc: 'A connection silent (no frame, no pong) for this long is dead. Offline is shown within idle_timeout_ms + grace_period_ms.' },
+  presence_checkpoint_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How often the online accounts\' "online since / last heard / last status" are written down (one transaction, only accounts that changed), so that after a crash (kill -9) their last seen is their last activity, at most this much early. 0 turns it off.' },
   auth_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'A connection must authenticate within this time.' },
   ws_max_frame_bytes: { kind: 'int', def: 65_536, min: 1024, max: 16_777_216, doc: 'Largest WebSocket frame accepted; bigger ones close the connection with 1009.' },
   ws_rate_limit: { kind: 'int', def: 20, min: 1, max: 100_000, doc: 'Sustained requests per second per connection.' },
@@ -70,6 +71,7 @@ export interface Config {
   grace_period_ms: number;
   heartbeat_interval_ms: number;
   idle_timeout_ms: number;
+  presence_checkpoint_ms: number;
   auth_timeout_ms: number;
   ws_max_frame_bytes: number;
   ws_rate_limit: number;

@@ -77,8 +77,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     gracePeriodMs: config.grace_period_ms,
     defaultPublicPresence: config.public_presence_default,
     tokenSecret: tokenSecret(config),
+    checkpointMs: config.presence_checkpoint_ms,
   });
   engine.events.onListenerError = (err, event) => log.error({ err, event }, 'event listener failed');
+  engine.events.on('session.closed', (e) => log.info({ jid: e.jid, resource: e.session.resource, reason: e.reason }, 'session ended'));
+  engine.onCheckpointError = (err) => log.error({ err }, 'presence checkpoint failed');
+  engine.onCheckpoint = (written, deleted) => log.debug({ written, deleted }, 'presence checkpoint written');
+  try {
+    for (const r of await engine.start()) log.info({ jid: r.jid, reason: r.reason, lastSeen: new Date(r.lastSeen.at).toISOString() }, 'session ended');
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   let control: ControlChannel;
   try {
     control = await startControlChannel(engine, config.data_dir, log);

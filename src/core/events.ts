@@ -1,11 +1,31 @@
 import type { AccountPresence, SessionPresence } from './presence.js';
 import type { SubState } from './subscription-state.js';
 
+/**
+ * Why a session ended, one word for every front door, so features and clients can tell a goodbye from
+ * a loss:
+ * - `graceful`: the client said goodbye (native close 1000 or `bye`, XMPP `</stream:stream>`/`<close/>`);
+ * - `timeout`: the connection was lost (closed without goodbye and the grace or resumption window ran
+ *   out, or the idle sweep found it silent);
+ * - `replaced`: the same resource logged in again;
+ * - `kicked`: the server ended it (account removed, password changed, admin, flooding);
+ * - `shutdown`: the server is stopping;
+ * - `crash-recovery`: found online at start after an unclean stop;
+ * - `node_down`: the cluster node holding it died.
+ */
+export const LEAVE_REASONS = ['graceful', 'timeout', 'replaced', 'kicked', 'shutdown', 'crash-recovery', 'node_down'] as const;
+export type LeaveReason = (typeof LEAVE_REASONS)[number];
+
+const LEAVE_REASON_SET: ReadonlySet<string> = new Set(LEAVE_REASONS);
+export function isLeaveReason(v: unknown): v is LeaveReason {
+  return typeof v === 'string' && LEAVE_REASON_SET.has(v);
+}
+
 /** Everything that happens to presence, for features (apps, push, extensions) to consume. */
 export interface PresenceEvents {
   'session.opened': { jid: string; session: SessionPresence; protocol: string };
   'session.changed': { jid: string; session: SessionPresence; previous: SessionPresence };
-  'session.closed': { jid: string; session: SessionPresence; reason: string };
+  'session.closed': { jid: string; session: SessionPresence; reason: LeaveReason };
   'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence };
   'subscription.changed': { owner: string; contact: string; state: SubState | null };
   'block.changed': { owner: string; contact: string; blocked: boolean };

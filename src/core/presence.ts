@@ -108,9 +108,18 @@ export function samePresence(a: AccountPresence, b: AccountPresence): boolean {
   );
 }
 
-/** The last-seen record to keep when the account goes from `before` to offline. */
-export function lastSeenOnGoingOffline(before: AccountPresence, now: number): LastSeen {
-  return { at: now, status: before.status };
+/**
+ * The last-seen record to keep when the account goes from `before` to offline. `heardAt` is when the
+ * account was last heard while online (for a lost connection, its last frame or pong, not the moment the
+ * loss was noticed). When an explicit unavailable presence took it offline, its status is the last
+ * status, even if empty (RFC 6121 §4.5.1, XEP-0012 §3); otherwise the last available status is kept.
+ */
+export function lastSeenOnGoingOffline(
+  before: AccountPresence,
+  heardAt: number,
+  unavailable: { readonly status: string | null } | null = null,
+): LastSeen {
+  return { at: heardAt, status: unavailable !== null ? unavailable.status : before.status };
 }
 
 export function validatePriority(v: unknown): v is number {

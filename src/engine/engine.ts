@@ -1,10 +1,11 @@
 import { randomBytes } from 'node:crypto';
 import { PresenceError } from '../core/errors.js';
-import { EventHub } from '../core/events.js';
+import { EventHub, isLeaveReason, type LeaveReason } from '../core/events.js';
 import { domainOf, parseAccountJid, parseResource } from '../core/jid.js';
 import {
   aggregatePresence,
   isShow,
+  lastSeenOnGoingOffline,
   MAX_STATUS_LENGTH,
   samePresence,
   validatePriority,
@@ -18,7 +19,7 @@ import { exchange, type SubType } from '../core/subscription.js';
 import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
-import type { AccountSettings, ScramKeys, Store } from '../ports/store.js';
+import type { AccountSettings, PresenceCheckpoint, ScramKeys, Store } from '../ports/store.js';
 import { checkPasswordShape, deriveCredentials, hashPassword, scramKeys, verifyPassword, verifyPasswordWithScram } from './credentials.js';
 import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
@@ -32,6 +33,8 @@ export interface SessionSink {
   deliver(delivery: Delivery): void;
   /** The engine ends the connection (replaced by a newer login, account removed, shutdown). */
   close(reason: string): void;
+  /** Epoch ms the client was last heard (any frame, stanza or pong): a lost session's last seen. */
+  readonly lastReceived: number;
 }
 
 export interface PresenceInput {
@@ -45,6 +48,11 @@ export class Session {
   sink: SessionSink | null;
   presence: SessionPresence;
   lingerTimer: NodeJS.Timeout | null = null;
+  /**
+   * When the client was last heard, recorded when its connection went (null while connected): for a
+   * lost connection its last frame or pong, for a goodbye the time of the goodbye.
+   */
+  lastHeard: number | null = null;
   constructor(
     readonly jid: string,
     readonly resource: string,
@@ -68,6 +76,13 @@ interface AccountState {
   settings: AccountSettings;
   lastSeen: LastSeen | null;
   presence: AccountPresence;
+  /** When the account last came online (null while offline): the crash checkpoint's "online since". */
+  onlineSince: number | null;
+  /**
+   * The latest last-heard of the available sessions that ended during the current online period, so
+   * that the account's last seen is the last moment any of its sessions was heard, not only the last one.
+   */
+  heardWhileOnline: number;
   readonly local: SmallMap<string, Session>;
   /**
    * Whether the account exists. A state is also kept for an unknown JID someone asked about, so that
@@ -85,7 +100,29 @@ export interface EngineOptions {
   readonly tokenSecret: Buffer;
   /** Accounts without local sessions kept in memory; beyond this the least recently used are dropped. */
   readonly cacheSize?: number;
+  /**
+   * How often the online accounts' "online since / last heard / last status" are written down, so that
+   * after an unclean stop their last seen is their last activity (see start()). 0 turns it off.
+   */
+  readonly checkpointMs?: number;
   readonly now?: () => number;
+}
+
+/** An account found online at start after an unclean stop, and the last seen it was given. */
+export interface RecoveredAccount {
+  readonly jid: string;
+  readonly lastSeen: LastSeen;
+  readonly reason: LeaveReason;
+}
+
+/** What ended sessions tell recompute() about how the account was last heard. */
+interface Leaving {
+  /** When the account was last heard through the session that went (or became unavailable). */
+  readonly heardAt: number;
+  /** Set when an explicit unavailable presence caused it: its status becomes the last status. */
+  readonly unavailable: { readonly status: string | null } | null;
+  /** Set when the session ended (rather than became unavailable). */
+  readonly reason: LeaveReason | null;
 }
 
 export interface RosterView {
@@ -118,6 +155,10 @@ export class PresenceEngine {
   private readonly now: () => number;
   private readonly cacheSize: number;
   private closing = false;
+  private checkpointTimer: NodeJS.Timeout | null = null;
+  private checkpointRun: Promise<void> | null = null;
+  /** What the checkpoint table holds, per account, as last written by this process. */
+  private readonly checkpointed = new Map<string, PresenceCheckpoint>();
   private dummyHash: Promise<string> | null = null;
   private dummyScram: Promise<ScramKeys> | null = null;
 
@@ -179,7 +220,7 @@ export class PresenceEngine {
         const sink = s.sink;
         s.sink = null;
         sink?.close('account-removed');
-        await this.closeSession(s, 'account-removed');
+        await this.closeSession(s, 'kicked');
       }
     }
     // Contacts lose the account from their rosters, as if it had removed them (RFC 6121 §2.5.2).
@@ -307,6 +348,8 @@ export class PresenceEngine {
       settings,
       lastSeen,
       presence: aggregatePresence(jid, sessions, lastSeen),
+      onlineSince: null,
+      heardWhileOnline: 0,
       local: new SmallMap(),
       exists: account !== undefined,
     };
@@ -351,6 +394,7 @@ export class PresenceEngine {
       if (existing) {
         if (existing.lingerTimer) clearTimeout(existing.lingerTimer);
         existing.lingerTimer = null;
+        existing.lastHeard = null;
         const old = existing.sink;
         existing.sink = sink;
         existing.protocol = protocol;
@@ -405,29 +449,35 @@ export class PresenceEngine {
     session.presence = next;
     const all = await this.bus.putSession(state.jid, this.live(session));
     if (this.events.hasListeners('session.changed')) this.events.emit('session.changed', { jid: state.jid, session: next, previous });
-    await this.recompute(state, all, next, !sameSessionPresence(previous, next));
+    // An explicit unavailable presence is the account's last word if it takes it offline.
+    const leaving: Leaving | null = previous.available && !next.available ? { heardAt: next.lastActive, unavailable: { status: next.status }, reason: null } : null;
+    await this.recompute(state, all, next, !sameSessionPresence(previous, next), leaving);
   }
 
   /**
    * The connection behind `session` is gone. With `grace` the session stays online for the grace
    * period so a quick reconnect shows watchers nothing; otherwise (a clean goodbye) it ends now.
    */
-  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: string; graceMs?: number }): void {
+  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: LeaveReason | LegacyLeaveReason; graceMs?: number }): void {
     if (session.sink !== sink) return; // already taken over by a newer connection
     session.sink = null;
+    const reason = leaveReason(opts.reason, opts.grace);
+    // A lost connection was last heard at its last frame or pong, however long it took to notice; a
+    // goodbye was heard now.
+    session.lastHeard = opts.grace ? Math.min(sink.lastReceived, this.now()) : this.now();
     // A protocol may hold a session longer than the default (XMPP stream management's resumption window).
     const graceMs = opts.graceMs ?? this.opts.gracePeriodMs;
     if (opts.grace && graceMs > 0 && !this.closing) {
       session.lingerTimer = setTimeout(() => {
         session.lingerTimer = null;
-        void this.closeSession(session, opts.reason);
+        void this.closeSession(session, reason);
       }, graceMs);
       return;
     }
-    void this.closeSession(session, opts.reason);
+    void this.closeSession(session, reason);
   }
 
-  async closeSession(session: Session, reason: string): Promise<void> {
+  async closeSession(session: Session, reason: LeaveReason): Promise<void> {
     await this.sessionLock.run(session.jid, async () => {
       const state = this.states.get(session.jid);
       if (!state || state.local.get(session.resource) !== session) return;
@@ -439,7 +489,8 @@ export class PresenceEngine {
       this.events.emit('session.closed', { jid: session.jid, session: session.presence, reason });
       // Per-resource watchers (XMPP) must hear that this resource went, even when the account stays online.
       const gone = session.presence.available ? { ...session.presence, available: false } : null;
-      await this.recompute(state, remaining, gone, gone !== null);
+      const leaving: Leaving | null = gone ? { heardAt: session.lastHeard ?? this.now(), unavailable: null, reason } : null;
+      await this.recompute(state, remaining, gone, gone !== null, leaving);
       this.evict();
     });
   }
@@ -460,16 +511,28 @@ export class PresenceEngine {
     sessions: readonly SessionPresence[],
     cause: SessionPresence | null,
     resourceChanged = false,
+    leaving: Leaving | null = null,
   ): Promise<void> {
     const previous = state.presence;
     const next = aggregatePresence(state.jid, sessions, state.lastSeen);
     let persisted: Promise<void> = Promise.resolve();
     let presence = next;
+    let reason: LeaveReason | null = null;
     if (previous.online && !next.online) {
-      const lastSeen = { at: this.now(), status: previous.status };
+      // Last seen is the last moment the account was heard while online, by whichever session.
+      const heardAt = Math.max(state.heardWhileOnline, leaving?.heardAt ?? this.now());
+      const lastSeen = lastSeenOnGoingOffline(previous, heardAt, leaving?.unavailable ?? null);
       state.lastSeen = lastSeen;
+      state.onlineSince = null;
+      state.heardWhileOnline = 0;
       presence = aggregatePresence(state.jid, sessions, lastSeen);
       persisted = this.store.setLastSeen(state.jid, lastSeen);
+      reason = leaving?.reason ?? null;
+    } else if (!previous.online && next.online) {
+      state.onlineSince = this.now();
+      state.heardWhileOnline = 0;
+    } else if (next.online && leaving !== null) {
+      state.heardWhileOnline = Math.max(state.heardWhileOnline, leaving.heardAt);
     }
     if (samePresence(previous, presence)) {
       state.presence = presence;
@@ -481,7 +544,10 @@ export class PresenceEngine {
     state.presence = presence;
     this.stats.presenceChanges++;
     if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
-    this.fanOut(state, { kind: 'presence', from: state.jid, presence, session: cause });
+    this.fanOut(
+      state,
+      reason === null ? { kind: 'presence', from: state.jid, presence, session: cause } : { kind: 'presence', from: state.jid, presence, session: cause, reason },
+    );
     return persisted;
   }
 
@@ -529,10 +595,23 @@ export class PresenceEngine {
     return (await this.presenceOfMany([jid])).get(jid) as AccountPresence;
   }
 
+  /**
+   * The one rule every front door shows (admin API, native snapshot and presence.get, XEP-0012, and
+   * through the cached state the HTTP presence API): the live sessions, and for an account with no
+   * available session (none at all, or only connected-but-unavailable ones) its last seen and last status.
+   */
   async presenceOfMany(jids: readonly string[]): Promise<Map<string, AccountPresence>> {
     const sessions = await this.bus.sessionsOfMany(jids);
-    const offline = jids.filter((j) => !sessions.has(j));
-    const lastSeen = offline.length ? await this.store.getLastSeenMany(offline) : new Map<string, LastSeen>();
+    const lastSeen = new Map<string, LastSeen | null>();
+    const unknown: string[] = [];
+    for (const j of jids) {
+      if (sessions.get(j)?.some((s) => s.available)) continue;
+      // A cached state's last seen is the freshest (it is set before the store write completes).
+      const cached = this.states.get(j);
+      if (cached !== undefined) lastSeen.set(j, cached.lastSeen);
+      else unknown.push(j);
+    }
+    if (unknown.length) for (const [j, ls] of await this.store.getLastSeenMany(unknown)) lastSeen.set(j, ls);
     const out = new Map<string, AccountPresence>();
     for (const j of jids) out.set(j, aggregatePresence(j, sessions.get(j) ?? [], lastSeen.get(j) ?? null));
     return out;
@@ -765,10 +844,13 @@ export class PresenceEngine {
 
   /**
    * Ends every local session: connections are told why, watchers see them go offline and last-seen is
-   * written, so a restart starts from the truth.
+   * written, so a restart starts from the truth. Then the crash checkpoint is cleared: a clean stop
+   * leaves nothing for the next start to recover.
    */
   async shutdown(reason = 'shutdown'): Promise<void> {
     this.closing = true;
+    if (this.checkpointTimer) clearInterval(this.checkpointTimer);
+    this.checkpointTimer = null;
     const sessions: Session[] = [];
     for (const s of this.states.values()) sessions.push(...s.local.values());
     for (const s of sessions) {
@@ -776,8 +858,122 @@ export class PresenceEngine {
       s.sink = null;
       sink?.close(reason);
     }
-    await Promise.all(sessions.map((s) => this.closeSession(s, reason)));
+    await Promise.all(sessions.map((s) => this.closeSession(s, 'shutdown')));
+    if (this.started) {
+      await this.checkpointRun?.catch(() => {});
+      await this.store.clearPresenceCheckpoints();
+      this.checkpointed.clear();
+    }
   }
+
+  // ---------------------------------------------------------------- crash truth
+
+  private started = false;
+
+  /**
+   * Called once by the server before it accepts connections. Rows left in the presence checkpoint mean
+   * the last run did not stop cleanly: each account they name was online at the crash, and its last
+   * seen becomes its last known activity (the checkpoint's last heard, with its last status), unless it
+   * had already gone offline later than that. Then checkpoints start. Resolves with the recovered accounts.
+   *
+   * Bound: a checkpoint is written every `checkpointMs` for the accounts whose values changed, so a
+   * crash loses at most one interval of last-heard precision, and an account that came online less
+   * than one interval before the crash may not be recorded at all.
+   */
+  async start(): Promise<RecoveredAccount[]> {
+    if (this.started) return [];
+    this.started = true;
+    const rows = await this.store.getPresenceCheckpoints();
+    const recovered: RecoveredAccount[] = [];
+    if (rows.length) {
+      const known = await this.store.getLastSeenMany(rows.map((r) => r.jid));
+      const updates: Array<{ jid: string; lastSeen: LastSeen }> = [];
+      for (const r of rows) {
+        const before = known.get(r.jid);
+        // An account that went offline after the checkpoint (its row not yet deleted) already has the truth.
+        if (before !== undefined && before.at >= r.lastHeard) continue;
+        const lastSeen: LastSeen = { at: r.lastHeard, status: r.status };
+        updates.push({ jid: r.jid, lastSeen });
+        recovered.push({ jid: r.jid, lastSeen, reason: 'crash-recovery' });
+      }
+      await this.store.setLastSeenMany(updates);
+      await this.store.clearPresenceCheckpoints();
+      for (const u of updates) {
+        const cached = this.states.get(u.jid);
+        if (cached && !cached.presence.online) {
+          cached.lastSeen = u.lastSeen;
+          cached.presence = aggregatePresence(cached.jid, [], u.lastSeen);
+        }
+      }
+    }
+    const every = this.opts.checkpointMs ?? 0;
+    if (every > 0 && !this.closing) {
+      this.checkpointTimer = setInterval(() => void this.checkpointNow(), every);
+      this.checkpointTimer.unref();
+    }
+    return recovered;
+  }
+
+  /**
+   * Writes what changed since the last checkpoint: one transaction upserting the online accounts whose
+   * online-since, last-heard or status moved, and deleting the rows of accounts no longer online.
+   * Resolves when written; a run still writing makes the next one wait for it.
+   */
+  checkpointNow(): Promise<void> {
+    if (this.checkpointRun) return this.checkpointRun;
+    const run = this.writeCheckpoint().finally(() => {
+      if (this.checkpointRun === run) this.checkpointRun = null;
+    });
+    this.checkpointRun = run;
+    return run;
+  }
+
+  /** Called after each checkpoint written (upserted and deleted row counts); the server logs or counts it. */
+  onCheckpoint: (written: number, deleted: number) => void = () => {};
+  onCheckpointError: (err: unknown) => void = () => {};
+
+  private async writeCheckpoint(): Promise<void> {
+    const upserts: PresenceCheckpoint[] = [];
+    const online = new Set<string>();
+    for (const state of this.states.values()) {
+      if (state.local.size === 0 || !state.presence.online) continue;
+      online.add(state.jid);
+      let heard = state.heardWhileOnline;
+      for (const s of state.local.values()) {
+        if (!s.presence.available) continue;
+        const h = s.sink ? s.sink.lastReceived : (s.lastHeard ?? 0);
+        if (h > heard) heard = h;
+      }
+      const row: PresenceCheckpoint = { jid: state.jid, onlineSince: state.onlineSince ?? this.now(), lastHeard: heard, status: state.presence.status };
+      const was = this.checkpointed.get(state.jid);
+      if (was && was.onlineSince === row.onlineSince && was.lastHeard === row.lastHeard && was.status === row.status) continue;
+      upserts.push(row);
+    }
+    const deletes: string[] = [];
+    for (const jid of this.checkpointed.keys()) if (!online.has(jid)) deletes.push(jid);
+    if (upserts.length === 0 && deletes.length === 0) return;
+    try {
+      await this.store.writePresenceCheckpoints(upserts, deletes);
+    } catch (err) {
+      this.onCheckpointError(err);
+      return;
+    }
+    for (const r of upserts) this.checkpointed.set(r.jid, r);
+    for (const jid of deletes) this.checkpointed.delete(jid);
+    this.onCheckpoint(upserts.length, deletes.length);
+  }
+}
+
+/**
+ * Free-form reasons some front doors still pass to detach(): mapped onto the LeaveReason vocabulary
+ * (a lost connection is a timeout, anything else a goodbye). Temporary, until every caller passes a
+ * LeaveReason.
+ */
+export type LegacyLeaveReason = string & { readonly legacy?: never };
+
+function leaveReason(reason: string, grace: boolean): LeaveReason {
+  if (isLeaveReason(reason)) return reason;
+  return grace ? 'timeout' : 'graceful';
 }
 
 const isSubscriber = (s: SubState): boolean => s.from;

@@ -1,3 +1,4 @@
+import type { LeaveReason } from '../core/events.js';
 import type { AccountPresence, SessionPresence } from '../core/presence.js';
 import type { RosterItem } from '../core/roster.js';
 import type { SubType } from '../core/subscription.js';
@@ -26,6 +27,8 @@ export type Delivery =
        * account): protocols that show per-resource presence (XMPP) use it, the others ignore it.
        */
       readonly resourceOnly?: true;
+      /** Set when the account went offline because its last session ended: why it ended. */
+      readonly reason?: LeaveReason;
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }

@@ -34,6 +34,20 @@ export interface OfflineMessage {
   readonly at: number;
 }
 
+/**
+ * One online account as the crash checkpoint last wrote it down: enough to give it a truthful last
+ * seen if the process dies without a clean shutdown.
+ */
+export interface PresenceCheckpoint {
+  readonly jid: string;
+  /** Epoch ms the account came online. */
+  readonly onlineSince: number;
+  /** Epoch ms the account was last heard (any frame, stanza or pong of an available session). */
+  readonly lastHeard: number;
+  /** The account's status at that time. */
+  readonly status: string | null;
+}
+
 export interface AccountPage {
   readonly jids: string[];
   /** Pass as `after` to get the next page; null when this was the last page. */
@@ -53,7 +67,7 @@ export interface Store {
   /** Rejects with PresenceError code 'conflict' if the account exists. */
   createAccount(account: AccountRecord): Promise<void>;
   getAccount(jid: string): Promise<AccountRecord | undefined>;
-  /** Removes the account with its roster, blocks, settings and last-seen. false if it did not exist. */
+  /** Removes the account with its roster, blocks, settings, last-seen and checkpoint row. false if it did not exist. */
   deleteAccount(jid: string): Promise<boolean>;
   /** Sorted by JID. `after` is exclusive. */
   listAccounts(opts: { domain?: string; after?: string; limit: number }): Promise<AccountPage>;
@@ -92,6 +106,13 @@ export interface Store {
   getLastSeenMany(jids: readonly string[]): Promise<Map<string, LastSeen>>;
   setLastSeen(jid: string, lastSeen: LastSeen): Promise<void>;
   setLastSeenMany(entries: ReadonlyArray<{ jid: string; lastSeen: LastSeen }>): Promise<void>;
+
+  /** Every row of the presence checkpoint (left over only after an unclean stop). */
+  getPresenceCheckpoints(): Promise<PresenceCheckpoint[]>;
+  /** Upserts `rows` and deletes the rows of `remove`, in one transaction. */
+  writePresenceCheckpoints(rows: readonly PresenceCheckpoint[], remove: readonly string[]): Promise<void>;
+  /** Deletes every row (clean shutdown, or after recovery). */
+  clearPresenceCheckpoints(): Promise<void>;
 
   /** Stores one message durably; resolves with its id once committed. */
   addOfflineMessage(message: Omit<OfflineMessage, 'id'>): Promise<number>;

@@ -219,6 +219,13 @@ describe('lastSeenOnGoingOffline', () => {
     assert.deepEqual(lastSeenOnGoingOffline(before, 5), { at: 5, status: null });
   });
 
+  test('an explicit unavailable presence gives the last status, even over an available one (XEP-0012 §3)', () => {
+    const before = aggregatePresence(JID, [session('a', { status: 'working' })], null);
+    assert.deepEqual(lastSeenOnGoingOffline(before, 7, { status: 'gone for the weekend' }), { at: 7, status: 'gone for the weekend' });
+    assert.deepEqual(lastSeenOnGoingOffline(before, 7, { status: null }), { at: 7, status: null });
+    assert.deepEqual(lastSeenOnGoingOffline(before, 7, null), { at: 7, status: 'working' });
+  });
+
   test('feeding the record back makes the offline presence report it', () => {
     const before = aggregatePresence(JID, [session('a', { status: 'later' })], null);
     const after = aggregatePresence(JID, [], lastSeenOnGoingOffline(before, 31_337));

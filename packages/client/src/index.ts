@@ -11,6 +11,7 @@ export type { ReconnectOptions } from './backoff.js';
 export type {
   ContactPresence,
   ContactShow,
+  LeaveReason,
   OwnPresence,
   PresenceInput,
   RosterChange,

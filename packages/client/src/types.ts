@@ -18,6 +18,13 @@ export interface OwnPresence {
   readonly priority: number;
 }
 
+/**
+ * Why a contact's last session ended: a goodbye (`graceful`), a lost connection (`timeout`), the same
+ * device logging in again (`replaced`), the server ending it (`kicked`, `shutdown`), or the server
+ * finding it online after its own crash (`crash-recovery`); `node_down` when a cluster node died.
+ */
+export type LeaveReason = 'graceful' | 'timeout' | 'replaced' | 'kicked' | 'shutdown' | 'crash-recovery' | 'node_down';
+
 /** A contact's presence (or your own account's, when you have several sessions). */
 export interface ContactPresence {
   /** The bare JID, lower-cased by the server. */
@@ -27,8 +34,10 @@ export interface ContactPresence {
   readonly show: ContactShow;
   readonly status: string | null;
   readonly priority: number;
-  /** When the contact went offline; null while online, or when you may not know. */
+  /** When the contact was last heard while online; null while online, or when you may not know. */
   readonly lastSeen: Date | null;
+  /** Only on the push telling you the contact went offline because its last session ended: why. */
+  readonly reason?: LeaveReason;
 }
 
 export type Subscription = 'none' | 'to' | 'from' | 'both';

@@ -1,4 +1,4 @@
-import type { ContactPresence, ContactShow, OwnPresence, RosterItem, Show, Subscription, SubscriptionState } from './types.js';
+import type { ContactPresence, ContactShow, LeaveReason, OwnPresence, RosterItem, Show, Subscription, SubscriptionState } from './types.js';
 
 /**
  * Decoding of what the server sends into the client's types. The server is trusted to follow the
@@ -6,6 +6,7 @@ import type { ContactPresence, ContactShow, OwnPresence, RosterItem, Show, Subsc
  */
 const SHOWS: ReadonlySet<string> = new Set(['available', 'chat', 'away', 'xa', 'dnd', 'offline']);
 const SUBSCRIPTIONS: ReadonlySet<string> = new Set(['none', 'to', 'from', 'both']);
+const LEAVE_REASONS: ReadonlySet<string> = new Set(['graceful', 'timeout', 'replaced', 'kicked', 'shutdown', 'crash-recovery', 'node_down']);
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -16,7 +17,7 @@ export function contactPresence(v: unknown): ContactPresence | null {
   const show = typeof v.show === 'string' && SHOWS.has(v.show) ? (v.show as ContactShow) : 'offline';
   const available = v.online === true && show !== 'offline';
   const lastSeen = typeof v.lastSeen === 'string' ? new Date(v.lastSeen) : null;
-  return {
+  const p: ContactPresence = {
     jid: v.jid,
     available,
     show: available ? show : 'offline',
@@ -24,6 +25,8 @@ export function contactPresence(v: unknown): ContactPresence | null {
     priority: typeof v.priority === 'number' ? v.priority : 0,
     lastSeen: lastSeen && !Number.isNaN(lastSeen.getTime()) ? lastSeen : null,
   };
+  // Reasons this client does not know yet (a newer server) are left out rather than guessed.
+  return !available && typeof v.reason === 'string' && LEAVE_REASONS.has(v.reason) ? { ...p, reason: v.reason as LeaveReason } : p;
 }
 
 /** How the server shows a contact you may no longer see: offline, with no status and no last seen. */

@@ -92,6 +92,22 @@ export const MIGRATIONS: readonly Migration[] = [
       await db.schema.createIndex('offline_messages_recipient').on('offline_messages').columns(['recipient', 'id']).execute();
     },
   },
+  {
+    version: 3,
+    name: 'presence checkpoint',
+    async up(db) {
+      // One row per account online on this server, rewritten in batches while it is online and emptied
+      // on a clean shutdown: rows found at start mean the last run died, and say what to recover.
+      await db.schema
+        .createTable('presence_checkpoint')
+        .addColumn('jid', 'text', (c) => c.primaryKey().notNull())
+        .addColumn('online_since', 'integer', (c) => c.notNull())
+        .addColumn('last_heard', 'integer', (c) => c.notNull())
+        .addColumn('status', 'text')
+        .modifyEnd(sql`without rowid`)
+        .execute();
+    },
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

@@ -17,7 +17,7 @@ import { PresenceError } from '../../core/errors.js';
 import type { LastSeen } from '../../core/presence.js';
 import type { RosterItem } from '../../core/roster.js';
 import type { SubState } from '../../core/subscription-state.js';
-import type { AccountPage, AccountRecord, AccountSettings, OfflineMessage, ScramKeys, Store } from '../../ports/store.js';
+import type { AccountPage, AccountRecord, AccountSettings, OfflineMessage, PresenceCheckpoint, ScramKeys, Store } from '../../ports/store.js';
 import { runMigrations } from './migrations.js';
 
 interface AccountsTable {
@@ -63,6 +63,13 @@ interface LastSeenTable {
   status: string | null;
 }
 
+interface PresenceCheckpointTable {
+  jid: string;
+  online_since: number;
+  last_heard: number;
+  status: string | null;
+}
+
 interface OfflineMessagesTable {
   id: Generated<number>;
   recipient: string;
@@ -79,6 +86,7 @@ interface Tables {
   blocks: BlocksTable;
   last_seen: LastSeenTable;
   offline_messages: OfflineMessagesTable;
+  presence_checkpoint: PresenceCheckpointTable;
 }
 
 type Db = Kysely<Tables>;
@@ -90,6 +98,8 @@ type Db = Kysely<Tables>;
 const IN_CHUNK = 500;
 /** Rows per multi-row INSERT, at three parameters each, under the same limit. */
 const LAST_SEEN_ROWS = 300;
+/** Rows per multi-row INSERT of the presence checkpoint, at four parameters each. */
+const CHECKPOINT_ROWS = 200;
 const STATEMENT_CACHE_SIZE = 256;
 
 /**
@@ -268,6 +278,8 @@ export class SqliteStore implements Store {
       await trx.deleteFrom('account_settings').where('jid', '=', jid).execute();
       await trx.deleteFrom('last_seen').where('jid', '=', jid).execute();
       await trx.deleteFrom('offline_messages').where('recipient', '=', jid).execute();
+      // Else a crash recovery could give a re-created account the deleted one's last seen.
+      await trx.deleteFrom('presence_checkpoint').where('jid', '=', jid).execute();
       return res.numDeletedRows > 0n;
     });
   }
@@ -505,6 +517,40 @@ export class SqliteStore implements Store {
         oc.column('jid').doUpdateSet((eb) => ({ at: eb.ref('excluded.at'), status: eb.ref('excluded.status') })),
       )
       .execute();
+  }
+
+  // --------------------------------------------------------------------------- presence checkpoint
+
+  async getPresenceCheckpoints(): Promise<PresenceCheckpoint[]> {
+    const rows = await this.#db.selectFrom('presence_checkpoint').selectAll().orderBy('jid').execute();
+    return rows.map((r) => ({ jid: r.jid, onlineSince: r.online_since, lastHeard: r.last_heard, status: r.status }));
+  }
+
+  async writePresenceCheckpoints(rows: readonly PresenceCheckpoint[], remove: readonly string[]): Promise<void> {
+    if (rows.length === 0 && remove.length === 0) return;
+    // One commit per checkpoint, however many accounts changed.
+    await this.#db.transaction().execute(async (trx) => {
+      for (let i = 0; i < rows.length; i += CHECKPOINT_ROWS) {
+        await trx
+          .insertInto('presence_checkpoint')
+          .values(rows.slice(i, i + CHECKPOINT_ROWS).map((r) => ({ jid: r.jid, online_since: r.onlineSince, last_heard: r.lastHeard, status: r.status })))
+          .onConflict((oc) =>
+            oc.column('jid').doUpdateSet((eb) => ({
+              online_since: eb.ref('excluded.online_since'),
+              last_heard: eb.ref('excluded.last_heard'),
+              status: eb.ref('excluded.status'),
+            })),
+          )
+          .execute();
+      }
+      for (let i = 0; i < remove.length; i += IN_CHUNK) {
+        await trx.deleteFrom('presence_checkpoint').where('jid', 'in', remove.slice(i, i + IN_CHUNK)).execute();
+      }
+    });
+  }
+
+  async clearPresenceCheckpoints(): Promise<void> {
+    await this.#db.deleteFrom('presence_checkpoint').execute();
   }
 
   // ----------------------------------------------------------------------------- offline messages

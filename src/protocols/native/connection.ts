@@ -1,6 +1,7 @@
 import type { Duplex } from 'node:stream';
 import type { WebSocket } from 'ws';
 import { isPresenceError, PresenceError } from '../../core/errors.js';
+import type { LeaveReason } from '../../core/events.js';
 import { parseAccountJid } from '../../core/jid.js';
 import type { SubType } from '../../core/subscription.js';
 import type { Delivery } from '../../ports/bus.js';
@@ -9,6 +10,7 @@ import {
   errorFrame,
   parseRequest,
   presenceInput,
+  presencePush,
   presenceView,
   RequestError,
   result,
@@ -56,7 +58,7 @@ function encodeDelivery(d: Delivery): Buffer {
   let s: string;
   switch (d.kind) {
     case 'presence':
-      s = JSON.stringify({ type: 'presence', ...presenceView(d.presence) });
+      s = JSON.stringify(presencePush(d.presence, d.reason));
       break;
     case 'roster':
       s = JSON.stringify(d.item ? { type: 'roster', item: rosterItemView(d.item) } : { type: 'roster', removed: d.contact });
@@ -195,12 +197,15 @@ export class NativeConnection implements SessionSink {
       });
   }
 
-  /** The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). */
-  onClose(clean: boolean, reason: string): void {
+  /**
+   * The socket closed. `clean` when the client said goodbye (close code 1000 or a `bye` request). The
+   * close frame's text (`_reason`) is the client's to choose: the session's end is a goodbye or a loss.
+   */
+  onClose(clean: boolean, _reason: string): void {
     this.ended = true;
     this.outbox.discard();
     const s = this.session;
-    if (s) this.engine.detach(s, this, { grace: !clean, reason });
+    if (s) this.engine.detach(s, this, { grace: !clean, reason: clean ? 'graceful' : 'timeout' });
   }
 
   // ---------------------------------------------------------------- requests
@@ -300,7 +305,7 @@ export class NativeConnection implements SessionSink {
       const session = await this.engine.openSession(jid, resource, 'native', this, initial);
       this.session = session;
       if (this.ended) {
-        this.engine.detach(session, this, { grace: true, reason: 'disconnected' });
+        this.engine.detach(session, this, { grace: true, reason: 'timeout' });
         throw new PresenceError('not-allowed', 'connection closed');
       }
       const contacts = await this.engine.contactsPresence(jid);
@@ -358,7 +363,7 @@ export class NativeConnection implements SessionSink {
     if (!this.ended) {
       this.ended = true;
       const s = this.session;
-      if (s) this.engine.detach(s, this, { grace: !clean, reason });
+      if (s) this.engine.detach(s, this, { grace: !clean, reason: leaveReasonOf(reason, clean) });
     }
     this.outbox.flush();
     if (this.ws.readyState === 0 || this.ws.readyState === 1) this.ws.close(code, reason.slice(0, 120));
@@ -378,6 +383,15 @@ export class NativeConnection implements SessionSink {
   ping(): void {
     if (this.ws.readyState === 1) this.ws.ping();
   }
+}
+
+/**
+ * The session end reason for a connection the server closes itself: after `bye` a goodbye, after a
+ * policy close (flooding) a kick, and without a clean close a lost connection.
+ */
+function leaveReasonOf(closeReason: string, clean: boolean): LeaveReason {
+  if (!clean) return 'timeout';
+  return closeReason === 'bye' ? 'graceful' : 'kicked';
 }
 
 /** Best effort: echo the id of a rate-limited request so the client can match the error. */

@@ -1,6 +1,7 @@
 import { PresenceError } from '../../core/errors.js';
 import { MAX_GROUP_NAME, MAX_GROUPS, MAX_ROSTER_NAME, type RosterItem } from '../../core/roster.js';
 import { subscriptionName } from '../../core/subscription-state.js';
+import type { LeaveReason } from '../../core/events.js';
 import type { AccountPresence } from '../../core/presence.js';
 import type { PresenceInput } from '../../engine/engine.js';
 
@@ -119,6 +120,16 @@ export function presenceView(p: AccountPresence): PresenceView {
     priority: p.priority,
     lastSeen: p.lastSeen === null ? null : new Date(p.lastSeen).toISOString(),
   };
+}
+
+/**
+ * A `presence` push. `reason` (why the contact's last session ended: `graceful`, `timeout`, ...) is
+ * present only when the contact went offline because its last session ended.
+ */
+export function presencePush(p: AccountPresence, reason: LeaveReason | undefined): Record<string, unknown> {
+  const view: Record<string, unknown> = { type: 'presence', ...presenceView(p) };
+  if (reason !== undefined) view.reason = reason;
+  return view;
 }
 
 export function rosterItemView(i: RosterItem): Record<string, unknown> {
