@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer as createHttpServer } from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
@@ -118,7 +118,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     // same JSON error body as every other 4xx, instead of Fastify's own shape.
     frameworkErrors: (err, _req, reply) => {
       const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
-      void reply.code(status).send({ error: { code: 'bad-request', message: err.message } });
+      void (reply as unknown as FastifyReply).code(status).send({ error: { code: 'bad-request', message: err.message } });
     },
   });
 
