@@ -116,7 +116,7 @@ export class StreamManagement {
         this.directedUnavailable(s);
         return;
       }
-      this.track(this.end(s));
+      void this.end(s);
     });
   }
 
@@ -127,7 +127,7 @@ export class StreamManagement {
   enable(conn: XmppConnection, jid: string, resource: string, resume: boolean): SmState {
     const state = new SmState(randomBytes(12).toString('base64url'), jid, resource, resume && this.limits.resumeTimeoutMs > 0, conn, this.limits);
     const previous = this.byFull.get(state.fullJid);
-    if (previous) this.track(this.end(previous));
+    if (previous) void this.end(previous);
     this.byId.set(state.id, state);
     this.byFull.set(state.fullJid, state);
     return state;
@@ -148,7 +148,7 @@ export class StreamManagement {
     if (s.expiry) clearTimeout(s.expiry);
     s.expiry = setTimeout(() => {
       s.expiry = null;
-      if (s.conn === null) this.track(this.end(s));
+      if (s.conn === null) void this.end(s);
     }, this.limits.resumeTimeoutMs);
     s.expiry.unref();
   }
@@ -164,7 +164,15 @@ export class StreamManagement {
    * Ends a state (given as itself or by full JID): it can no longer be resumed and the messages the
    * client never acknowledged are stored offline, within the account's offline limit.
    */
-  async end(which: SmState | string): Promise<void> {
+  end(which: SmState | string): Promise<void> {
+    // Tracked, so that shutdown waits for the messages to reach storage before it closes.
+    const p = this.finish(which);
+    this.ending.add(p);
+    void p.finally(() => this.ending.delete(p));
+    return p;
+  }
+
+  private async finish(which: SmState | string): Promise<void> {
     const s = typeof which === 'string' ? this.byFull.get(which) : which;
     if (!s) return;
     if (s.expiry) clearTimeout(s.expiry);
@@ -190,13 +198,8 @@ export class StreamManagement {
 
   /** At shutdown: every state ends, so unacknowledged messages reach storage before it closes. */
   async endAll(): Promise<void> {
-    for (const s of [...this.byId.values()]) this.track(this.end(s));
+    for (const s of [...this.byId.values()]) void this.end(s);
     while (this.ending.size > 0) await Promise.all([...this.ending]);
-  }
-
-  private track(p: Promise<void>): void {
-    this.ending.add(p);
-    void p.finally(() => this.ending.delete(p));
   }
 
   /** A message worth keeping for later, as routing stores them: chat or normal, with a body or subject. */
