@@ -24,9 +24,9 @@ export const CONFIG_KEYS = {
   data_dir: { kind: 'string', def: './data', doc: 'Directory for the SQLite database and generated secrets.' },
   admin_token: { kind: 'string', def: '', doc: 'Bearer token for the admin REST API. Empty disables the admin API.' },
   log_level: { kind: 'level', def: 'info', doc: 'One of fatal, error, warn, info, debug, trace, silent.' },
-  grace_period_ms: { kind: 'int', def: 10_000, min: 0, max: 600_000, doc: 'How long a session whose connection dropped stays online awaiting a reconnect of the same resource.' },
-  heartbeat_interval_ms: { kind: 'int', def: 25_000, min: 50, max: 600_000, doc: 'A connection silent for this long is pinged.' },
-  idle_timeout_ms: { kind: 'int', def: 60_000, min: 100, max: 3_600_000, doc: 'A connection silent (no frame, no pong) for this long is dead. Offline is shown within idle_timeout_ms + grace_period_ms.' },
+  grace_period_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How long a session whose connection was lost (closed without a goodbye, or found silent by the idle sweep) stays online awaiting a reconnect of the same resource. See docs/liveness.md.' },
+  heartbeat_interval_ms: { kind: 'int', def: 10_000, min: 50, max: 600_000, doc: 'A connection silent for this long is pinged (WebSocket ping, XEP-0199 on XMPP); also the TCP keep-alive delay of XMPP sockets.' },
+  idle_timeout_ms: { kind: 'int', def: 15_000, min: 100, max: 3_600_000, doc: 'A connection silent (no frame, no pong) for this long is dead. A silent client is shown offline within idle_timeout_ms + grace_period_ms + one sweep tick (at most 1 s): about 20 s by default.' },
   presence_checkpoint_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How often the online accounts\' "online since / last heard / last status" are written down (one transaction, only accounts that changed), so that after a crash (kill -9) their last seen is their last activity, at most this much early. 0 turns it off.' },
   auth_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'A connection must authenticate within this time.' },
   ws_max_frame_bytes: { kind: 'int', def: 65_536, min: 1024, max: 16_777_216, doc: 'Largest WebSocket frame accepted; bigger ones close the connection with 1009.' },
@@ -54,7 +54,9 @@ export const CONFIG_KEYS = {
   xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
   xmpp_parser_rest_ms: { kind: 'int', def: 5_000, min: 0, max: 3_600_000, doc: "An XMPP stream over TCP silent this long between stanzas gives its XML parser's memory (about 3 KB) back until it sends again; 0 keeps every parser." },
   xmpp_close_timeout_ms: { kind: 'int', def: 2_000, min: 100, max: 60_000, doc: 'How long an XMPP peer has to answer our closing of its stream before its socket is destroyed.' },
-  xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed; its session stays online to watchers meanwhile. 0 disables resumption.' },
+  xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed (messages to it are kept meanwhile). Watchers see it unavailable after grace_period_ms like any lost connection; a later resume announces it again. 0 disables resumption.' },
+  xmpp_sm_max_unacked: { kind: 'int', def: 1_000, min: 10, max: 1_000_000, doc: 'XEP-0198: stanzas a client may leave unacknowledged; beyond this its stream ends with resource-constraint and the unacknowledged messages go to offline storage (within xmpp_max_offline_messages).' },
+  xmpp_sm_max_unacked_bytes: { kind: 'int', def: 4_194_304, min: 65_536, max: 1_073_741_824, doc: 'XEP-0198: characters of unacknowledged stanzas a client may hold on the server; beyond this its stream ends as for xmpp_sm_max_unacked.' },
   tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
   tls_key: { kind: 'string', def: '', doc: 'PEM private key matching tls_cert.' },
 } as const satisfies Record<string, KeySpec>;
@@ -99,6 +101,8 @@ export interface Config {
   xmpp_close_timeout_ms: number;
   xmpp_parser_rest_ms: number;
   xmpp_sm_resume_timeout_ms: number;
+  xmpp_sm_max_unacked: number;
+  xmpp_sm_max_unacked_bytes: number;
   tls_cert: string;
   tls_key: string;
 }
@@ -248,6 +252,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.ws_rate_burst < 1) problems.push('ws_rate_burst must be at least 1');
   if (c.xmpp_registration !== 'open' && c.xmpp_registration !== 'closed') problems.push('xmpp_registration must be open or closed');
   if (c.xmpp_resource_conflict !== 'replace_old' && c.xmpp_resource_conflict !== 'new_resource') problems.push('xmpp_resource_conflict must be replace_old or new_resource');
+  if (c.xmpp_sm_max_unacked_bytes < c.xmpp_max_stanza_bytes) problems.push('xmpp_sm_max_unacked_bytes must be at least xmpp_max_stanza_bytes, or one large message would end a stream');
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
   if (problems.length) throw new ConfigError(problems);
   c.data_dir = resolve(c.data_dir);

@@ -249,6 +249,8 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       idleTimeoutMs: config.idle_timeout_ms,
       maxOfflineMessages: config.xmpp_max_offline_messages,
       smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
+      smMaxUnacked: config.xmpp_sm_max_unacked,
+      smMaxUnackedChars: config.xmpp_sm_max_unacked_bytes,
       closeTimeoutMs: config.xmpp_close_timeout_ms,
       serverVersion: VERSION,
     },

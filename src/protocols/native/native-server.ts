@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server } from 'node:http';
+import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
@@ -22,6 +23,9 @@ function onClose(this: WebSocket, code: number, reason: Buffer): void {
   self[SERVER].forget(self[CONN]);
   self[CONN].onClose(code === CLOSE.normal, reason.toString() || `closed (${code})`);
 }
+
+/** The longest interval between two sweeps of the connections. */
+export const MAX_SWEEP_TICK_MS = 1000;
 
 export interface NativeServerOptions extends NativeLimits {
   readonly path: string;
@@ -56,7 +60,8 @@ export class NativeServer {
       perMessageDeflate: false, // deflate contexts cost hundreds of KB per connection
       clientTracking: false,
     });
-    const tick = Math.max(20, Math.min(opts.heartbeatIntervalMs, opts.idleTimeoutMs, opts.authTimeoutMs) / 2);
+    // At most a second: the tick adds to the time a watcher waits to see a silent client go (docs/liveness.md).
+    const tick = Math.max(20, Math.min(MAX_SWEEP_TICK_MS, opts.heartbeatIntervalMs / 2, opts.idleTimeoutMs - opts.heartbeatIntervalMs, opts.authTimeoutMs / 2));
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
   }
@@ -78,6 +83,8 @@ export class NativeServer {
   }
 
   private accept(ws: WebSocket, socket: Duplex): void {
+    // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
+    if (socket instanceof Socket) socket.setKeepAlive(true, this.opts.heartbeatIntervalMs);
     const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, Date.now());
     conn.onInternalError = this.hooks.onInternalError;
     this.conns.add(conn);

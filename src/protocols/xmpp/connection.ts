@@ -8,12 +8,12 @@ import { StanzaError, StreamError, stanzaErrorReply, streamErrorXml, type Stream
 import { handleIq } from './iq-handlers.js';
 import { NS } from './namespaces.js';
 import { parseFrame, StreamParser } from './parser.js';
-import { handlePresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
+import { handlePresence, initialPresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
 import { rosterPush, subscriptionPresence } from './roster.js';
 import { handleRegistration } from './registration.js';
-import { deliverOffline, routeMessage } from './routing.js';
+import { routeMessage } from './routing.js';
 import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
-import type { SmState } from './stream-management.js';
+import { announceDirected, type SmState } from './stream-management.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
 import { el, escapeAttr, XmlElement } from './xml.js';
 
@@ -144,7 +144,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (this.ended) return;
     this.ended = true;
     this.stage = 'closed';
-    this.leave(true, 'disconnected');
+    this.leave(true, 'timeout');
   }
 
   // ---------------------------------------------------------------- stream negotiation
@@ -367,7 +367,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (resource !== null) await this.ctx.sm.end(`${jid}/${resource}`);
     const session = await this.ctx.engine.openSession(jid, resource, 'xmpp', this, null);
     if (this.ended) {
-      this.ctx.engine.detach(session, this, { grace: false, reason: 'disconnected' });
+      this.ctx.engine.detach(session, this, { grace: false, reason: 'timeout' });
       return;
     }
     this.session = session;
@@ -449,6 +449,9 @@ export class XmppConnection implements SessionSink, TransportEvents {
         }
         const resume = s.attr('resume') === 'true' || s.attr('resume') === '1';
         const state = this.ctx.sm.enable(this, this.session.jid, this.session.resource, resume);
+        state.onOverflow = () => {
+          if (this.sm === state && state.conn === this) this.closeStream(new StreamError('resource-constraint', 'too many unacknowledged stanzas'), true);
+        };
         this.sm = state;
         const max = Math.floor(this.ctx.sm.resumeTimeoutMs / 1000);
         this.transport.send(state.resumable ? `<enabled xmlns='${NS.sm}' id='${state.id}' resume='true' max='${max}'/>` : `<enabled xmlns='${NS.sm}'/>`);
@@ -484,17 +487,31 @@ export class XmppConnection implements SessionSink, TransportEvents {
       return;
     }
     state.ack(h);
-    state.conn = this;
-    // Takes the session over from the lingering (or not yet noticed dead) connection: watchers see nothing.
-    const session = await this.ctx.engine.openSession(state.jid, state.resource, 'xmpp', this, null);
+    const previous = state.conn;
+    this.ctx.sm.resumed(state, this);
+    // Inside the grace period this takes the lingering (or not yet noticed dead) session over and
+    // watchers see nothing; after it, the session had ended and this opens it again.
+    let session: Session;
+    try {
+      session = await this.ctx.engine.openSession(state.jid, state.resource, 'xmpp', this, null);
+    } catch (e) {
+      // Shutting down: the state stays as it was (detached, its window running) for endAll to store.
+      state.conn = previous;
+      if (previous === null) this.ctx.sm.detached(state);
+      throw e;
+    }
     if (this.ended) {
-      this.ctx.engine.detach(session, this, { grace: true, reason: 'disconnected', graceMs: this.ctx.sm.resumeTimeoutMs });
+      // Lost again while we waited for the engine: detached once more, the window starts over.
+      state.conn = null;
+      this.ctx.sm.detached(state);
+      this.ctx.engine.detach(session, this, { grace: true, reason: 'timeout' });
       return;
     }
     this.session = session;
     this.sm = state;
     this.stage = 'bound';
     this.available = state.available;
+    for (const full of state.directed) this.directed.add(full);
     this.transport.send(`<resumed xmlns='${NS.sm}' previd='${state.id}' h='${state.inbound}'/>`);
     // XEP-0198 §5: what the client did not acknowledge is sent again, keeping its sequence numbers.
     for (const u of state.unacked) this.transport.send(u.text);
@@ -502,8 +519,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
       this.ackRequested = true;
       this.transport.send(`<r xmlns='${NS.sm}'/>`);
     }
-    // Messages that arrived while the stream was away were stored; this resource is back.
-    if (this.available && session.presence.priority >= 0) await deliverOffline(this);
+    const last = state.presence;
+    if (this.available && last !== null && !session.presence.available) {
+      // The session had ended (watchers saw it go): it arrives again, as it was, for everyone who sees it.
+      await this.ctx.engine.setPresence(session, { show: last.show, status: last.status, priority: last.priority });
+      if (this.directed.size > 0) announceDirected(this.ctx.engine, session, this.directed);
+    }
+    // Contacts' presence may have changed while the stream was away, and messages that arrived meanwhile
+    // were stored: the client gets both as on a fresh initial presence.
+    if (this.available) await initialPresence(this, session.presence.priority);
   }
 
   // ---------------------------------------------------------------- SessionSink
@@ -530,7 +554,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   close(reason: string): void {
     if (this.ended) return;
-    const condition: StreamCondition = reason === 'replaced' ? 'conflict' : reason === 'shutdown' ? 'system-shutdown' : reason === 'account-removed' ? 'not-authorized' : 'policy-violation';
+    const condition: StreamCondition =
+      reason === 'replaced' ? 'conflict' : reason === 'shutdown' ? 'system-shutdown' : reason === 'kicked' || reason === 'account-removed' ? 'not-authorized' : 'policy-violation';
     // The engine has already taken the session from us (replaced, removed, shutdown): nothing to detach.
     this.session = null;
     this.closeStream(new StreamError(condition, reason), false);
@@ -555,7 +580,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
     this.transport.send(this.transport.framing === 'websocket' ? `<close xmlns='${NS.framing}'/>` : '</stream:stream>');
     this.ended = true;
     this.stage = 'closed';
-    this.leave(grace, error ? error.condition : 'closed');
+    // A clean close by the client is its goodbye; a stream we end for an error is a lost connection.
+    this.leave(grace, error ? 'timeout' : 'graceful');
     this.transport.end();
   }
 
@@ -568,20 +594,26 @@ export class XmppConnection implements SessionSink, TransportEvents {
     this.transport.destroy();
   }
 
-  private leave(grace: boolean, reason: string): void {
+  private leave(grace: boolean, reason: 'graceful' | 'timeout'): void {
     for (const done of [...this.unconfirmed]) done(false);
     const s = this.session;
-    if (!s) return;
     const sm = this.sm;
     if (sm && sm.conn === this) {
-      sm.available = this.available;
       sm.conn = null;
-      if (grace && sm.resumable) {
-        // The session stays online to watchers for the resumption window; directed presence stays too.
-        this.ctx.engine.detach(s, this, { grace: true, reason, graceMs: this.ctx.sm.resumeTimeoutMs });
+      if (grace && sm.resumable && s) {
+        // Resumable: the state (and the messages for it) is kept for the resumption window, but watchers
+        // see the session go after the ordinary grace period, as for any lost connection. Directed
+        // presence recipients hear of it then too (StreamManagement), not before: a quick resume shows nothing.
+        sm.available = this.available;
+        sm.presence = s.presence;
+        sm.directed = new Set(this.directed);
+        this.ctx.sm.detached(sm);
+        this.ctx.engine.detach(s, this, { grace: true, reason });
         return;
       }
+      void this.ctx.sm.end(sm);
     }
+    if (!s) return;
     if (this.directed.size > 0) sendDirectedUnavailable(this);
     this.ctx.engine.detach(s, this, { grace, reason });
   }

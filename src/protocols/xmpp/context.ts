@@ -19,8 +19,11 @@ export interface XmppOptions {
   /** A TCP stream silent this long between stanzas lets its XML parser go until it sends again; 0 never. */
   readonly parserRestMs: number;
   readonly maxOfflineMessages: number;
-  /** XEP-0198: how long a dropped stream can be resumed (its session stays online meanwhile); 0 disables resumption. */
+  /** XEP-0198: how long a dropped stream can be resumed (watchers see it go after the grace period); 0 disables resumption. */
   readonly smResumeTimeoutMs: number;
+  /** XEP-0198: unacknowledged stanzas (and their characters) beyond which a stream ends with resource-constraint. */
+  readonly smMaxUnacked: number;
+  readonly smMaxUnackedChars: number;
   readonly serverVersion: string;
 }
 

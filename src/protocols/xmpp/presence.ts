@@ -132,7 +132,7 @@ export async function handlePresence(conn: XmppConnection, s: XmlElement): Promi
 }
 
 /** RFC 6121 §4.2.2–4.2.3: the contacts' presence (every available resource), our other resources, pending requests, offline messages. */
-async function initialPresence(conn: XmppConnection, priority: number): Promise<void> {
+export async function initialPresence(conn: XmppConnection, priority: number): Promise<void> {
   const engine = conn.ctx.engine;
   const me = conn.session;
   if (!me) return;

@@ -1,6 +1,12 @@
 import { randomBytes } from 'node:crypto';
-import type { PresenceEngine } from '../../engine/engine.js';
+import type { SessionPresence } from '../../core/presence.js';
+import type { PresenceEngine, Session } from '../../engine/engine.js';
 import type { XmppConnection } from './connection.js';
+import { stanzaErrorReply } from './errors.js';
+import { NS } from './namespaces.js';
+import { parseFrame, type XmlLimits } from './parser.js';
+import { xmppConnectionsOf } from './routing.js';
+import { el, type XmlElement } from './xml.js';
 
 /** XEP-0198 counters are unsigned 32-bit and wrap. */
 const MOD = 2 ** 32;
@@ -10,23 +16,50 @@ interface Unacked {
   readonly text: string;
 }
 
-/** The stream-management state of one session; it outlives its connection while resumption is possible. */
+export interface SmLimits {
+  /** How long a detached state stays resumable; 0 disables resumption. */
+  readonly resumeTimeoutMs: number;
+  /** Unacknowledged stanzas, and their characters, beyond which the stream is ended. */
+  readonly maxUnacked: number;
+  readonly maxUnackedChars: number;
+  /** Offline storage per account, which the unacknowledged messages of an ended state respect. */
+  readonly maxOfflineMessages: number;
+  readonly xml: XmlLimits;
+}
+
+/**
+ * The stream-management state of one session. It outlives its connection while resumption is possible,
+ * and it outlives the engine session too: watchers see a lost stream go after the ordinary grace period,
+ * but the client may still resume it (and gets its messages) until the resumption window ends.
+ */
 export class SmState {
   /** Stanzas received from the client and handled (the `h` we report). */
   inbound = 0;
   /** Stanzas sent to the client. */
   outbound = 0;
   unacked: Unacked[] = [];
+  /** Characters held in `unacked`. */
+  unackedChars = 0;
   conn: XmppConnection | null;
   /** The client had sent available presence: a resumed stream continues as available. */
   available = false;
+  /** The client's presence when its connection was lost: what a resume after the grace period announces again. */
+  presence: SessionPresence | null = null;
+  /** Directed presence recipients when the connection was lost (RFC 6121 §4.6). */
+  directed: ReadonlySet<string> = new Set();
+  /** Cleared on resume, or ends the state when the resumption window is over. */
+  expiry: NodeJS.Timeout | null = null;
+  /** Called once when the client leaves more unacknowledged than the limits allow; the connection ends the stream. */
+  onOverflow: (() => void) | null = null;
+  private overflowed = false;
 
   constructor(
     readonly id: string,
     readonly jid: string,
     readonly resource: string,
-    readonly resumable: boolean,
+    public resumable: boolean,
     conn: XmppConnection,
+    private readonly limits: Pick<SmLimits, 'maxUnacked' | 'maxUnackedChars'>,
   ) {
     this.conn = conn;
   }
@@ -38,38 +71,63 @@ export class SmState {
   sent(text: string): void {
     this.outbound = (this.outbound + 1) % MOD;
     this.unacked.push({ seq: this.outbound, text });
+    this.unackedChars += text.length;
+    if (!this.overflowed && (this.unacked.length > this.limits.maxUnacked || this.unackedChars > this.limits.maxUnackedChars)) {
+      // XEP-0198 §5 lets the server end a stream whose client does not acknowledge: the queue is the
+      // server's memory, and a client that never acks would otherwise grow it without bound.
+      this.overflowed = true;
+      this.resumable = false;
+      this.onOverflow?.();
+    }
   }
 
   /** The client has handled every stanza up to `h`. */
   ack(h: number): void {
     const n = (h - (this.outbound - this.unacked.length) + MOD) % MOD;
     if (n > this.unacked.length) return; // acks more than we sent: ignore rather than trust it
+    for (let i = 0; i < n; i++) this.unackedChars -= (this.unacked[i] as Unacked).text.length;
     this.unacked.splice(0, n);
   }
 }
 
 /**
  * Every stream-management state of this node, by resumption id and by full JID. A state ends when its
- * engine session ends (resumption window over, clean close, replaced): the messages the client never
- * acknowledged are then stored offline, so nothing handed to a vanished client is lost.
+ * resumption window runs out, when the client closes its stream cleanly or binds the resource afresh,
+ * when its account is kicked, or at shutdown; the messages the client never acknowledged are then
+ * stored offline (up to the offline limit; senders of the rest get an error), so nothing handed to a
+ * vanished client is lost silently.
  */
 export class StreamManagement {
   private readonly byId = new Map<string, SmState>();
   private readonly byFull = new Map<string, SmState>();
+  private readonly ending = new Set<Promise<void>>();
 
   constructor(
     private readonly engine: PresenceEngine,
-    readonly resumeTimeoutMs: number,
+    private readonly limits: SmLimits,
   ) {
     engine.events.on('session.closed', (e) => {
-      void this.end(`${e.jid}/${e.session.resource}`);
+      const s = this.byFull.get(`${e.jid}/${e.session.resource}`);
+      // A state with a connection ends through that connection.
+      if (!s || s.conn !== null) return;
+      if (e.reason === 'timeout') {
+        // The grace period is over: watchers were told it went; those it sent directed presence to hear it too.
+        // The state stays resumable for the rest of its window.
+        this.directedUnavailable(s);
+        return;
+      }
+      void this.end(s);
     });
   }
 
+  get resumeTimeoutMs(): number {
+    return this.limits.resumeTimeoutMs;
+  }
+
   enable(conn: XmppConnection, jid: string, resource: string, resume: boolean): SmState {
-    const state = new SmState(randomBytes(12).toString('base64url'), jid, resource, resume && this.resumeTimeoutMs > 0, conn);
+    const state = new SmState(randomBytes(12).toString('base64url'), jid, resource, resume && this.limits.resumeTimeoutMs > 0, conn, this.limits);
     const previous = this.byFull.get(state.fullJid);
-    if (previous) this.byId.delete(previous.id);
+    if (previous) void this.end(previous);
     this.byId.set(state.id, state);
     this.byFull.set(state.fullJid, state);
     return state;
@@ -85,17 +143,122 @@ export class StreamManagement {
     return this.byFull.get(full);
   }
 
-  /** Ends the state of `full`: unacknowledged messages go to offline storage. */
-  async end(full: string): Promise<void> {
-    const s = this.byFull.get(full);
+  /** The connection of `s` was lost: the state may be resumed until the window ends. */
+  detached(s: SmState): void {
+    if (s.expiry) clearTimeout(s.expiry);
+    s.expiry = setTimeout(() => {
+      s.expiry = null;
+      if (s.conn === null) void this.end(s);
+    }, this.limits.resumeTimeoutMs);
+    s.expiry.unref();
+  }
+
+  /** A new connection took `s` over. */
+  resumed(s: SmState, conn: XmppConnection): void {
+    if (s.expiry) clearTimeout(s.expiry);
+    s.expiry = null;
+    s.conn = conn;
+  }
+
+  /**
+   * Ends a state (given as itself or by full JID): it can no longer be resumed and the messages the
+   * client never acknowledged are stored offline, within the account's offline limit.
+   */
+  end(which: SmState | string): Promise<void> {
+    // Tracked, so that shutdown waits for the messages to reach storage before it closes.
+    const p = this.finish(which);
+    this.ending.add(p);
+    void p.finally(() => this.ending.delete(p));
+    return p;
+  }
+
+  private async finish(which: SmState | string): Promise<void> {
+    const s = typeof which === 'string' ? this.byFull.get(which) : which;
     if (!s) return;
-    this.byFull.delete(full);
+    if (s.expiry) clearTimeout(s.expiry);
+    s.expiry = null;
+    s.resumable = false;
+    if (this.byFull.get(s.fullJid) === s) this.byFull.delete(s.fullJid);
     this.byId.delete(s.id);
-    const messages = s.unacked.filter((u) => u.text.startsWith('<message') && u.text.includes('<body'));
+    const pending = s.unacked;
     s.unacked = [];
-    for (const m of messages) {
-      const from = /^<message[^>]*\sfrom='([^']*)'/.exec(m.text)?.[1] ?? '';
-      await this.engine.store.addOfflineMessage({ to: s.jid, from, xml: m.text, at: Date.now() });
+    s.unackedChars = 0;
+    const store = this.engine.store;
+    for (const u of pending) {
+      const m = this.storable(u.text);
+      if (!m) continue;
+      // Counted before each message: routing may store messages for the same account meanwhile.
+      if ((await store.countOfflineMessages(s.jid)) >= this.limits.maxOfflineMessages) {
+        this.bounce(m);
+        continue;
+      }
+      await store.addOfflineMessage({ to: s.jid, from: m.attr('from') ?? '', xml: u.text, at: Date.now() });
     }
+  }
+
+  /** At shutdown: every state ends, so unacknowledged messages reach storage before it closes. */
+  async endAll(): Promise<void> {
+    for (const s of [...this.byId.values()]) void this.end(s);
+    while (this.ending.size > 0) await Promise.all([...this.ending]);
+  }
+
+  /** A message worth keeping for later, as routing stores them: chat or normal, with a body or subject. */
+  private storable(text: string): XmlElement | null {
+    if (!text.startsWith('<message')) return null;
+    let m: XmlElement;
+    try {
+      m = parseFrame(text, this.limits.xml);
+    } catch {
+      return null;
+    }
+    const type = m.attr('type') ?? 'normal';
+    if (type !== 'chat' && type !== 'normal') return null;
+    return m.child('body') || m.child('subject') ? m : null;
+  }
+
+  /**
+   * XEP-0198 §5 treats what cannot be kept as undeliverable: the sender hears service-unavailable
+   * when it is connected here (errors are never stored).
+   */
+  private bounce(m: XmlElement): void {
+    const from = m.attr('from');
+    if (!from) return;
+    const slash = from.indexOf('/');
+    const bare = slash >= 0 ? from.slice(0, slash) : from;
+    const resource = slash >= 0 ? from.slice(slash + 1) : null;
+    const error = stanzaErrorReply(m, 'service-unavailable', 'offline storage full');
+    for (const c of xmppConnectionsOf(this.engine, bare)) {
+      if (resource === null || c.session?.resource === resource) c.sendStanza(error);
+    }
+  }
+
+  private directedUnavailable(s: SmState): void {
+    for (const full of s.directed) sendTo(this.engine, full, el('presence', NS.client, { from: s.fullJid, to: full, type: 'unavailable' }));
+  }
+}
+
+/** A stream resumed after its session had ended: whoever it had sent directed presence to gets its presence again. */
+export function announceDirected(engine: PresenceEngine, session: Session, targets: ReadonlySet<string>): void {
+  const p = session.presence;
+  for (const full of targets) {
+    const stanza = el(
+      'presence',
+      NS.client,
+      { from: session.fullJid, to: full },
+      p.show !== 'available' ? el('show', NS.client, {}, p.show) : null,
+      p.status ? el('status', NS.client, {}, p.status) : null,
+      p.priority !== 0 ? el('priority', NS.client, {}, String(p.priority)) : null,
+    );
+    sendTo(engine, full, stanza);
+  }
+}
+
+/** Directed presence goes to the named resource, or to the available resources of a bare JID (RFC 6121 §4.6). */
+function sendTo(engine: PresenceEngine, full: string, stanza: XmlElement): void {
+  const slash = full.indexOf('/');
+  const bare = slash >= 0 ? full.slice(0, slash) : full;
+  const resource = slash >= 0 ? full.slice(slash + 1) : null;
+  for (const c of xmppConnectionsOf(engine, bare)) {
+    if (resource !== null ? c.session?.resource === resource : c.available) c.sendStanza(stanza);
   }
 }

@@ -16,6 +16,9 @@ import { TcpTransport } from './tcp-transport.js';
 import { WsTransport } from './ws-transport.js';
 import { el } from './xml.js';
 
+/** The longest interval between two sweeps of the connections. */
+export const MAX_SWEEP_TICK_MS = 1000;
+
 export interface XmppServerOptions extends XmppOptions {
   readonly host: string;
   /** -1 disables the listener, 0 picks a free port. */
@@ -47,7 +50,13 @@ export class XmppServer {
     private readonly tlsMaterial: TlsMaterial | null,
     log: XmppLog,
   ) {
-    const sm = new StreamManagement(engine, opts.smResumeTimeoutMs);
+    const sm = new StreamManagement(engine, {
+      resumeTimeoutMs: opts.smResumeTimeoutMs,
+      maxUnacked: opts.smMaxUnacked,
+      maxUnackedChars: opts.smMaxUnackedChars,
+      maxOfflineMessages: opts.maxOfflineMessages,
+      xml: opts.limits,
+    });
     this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm };
     this.wss = new WebSocketServer({
       noServer: true,
@@ -56,7 +65,8 @@ export class XmppServer {
       clientTracking: false,
       handleProtocols: (protocols) => (protocols.has('xmpp') ? 'xmpp' : false),
     });
-    const tick = Math.max(20, Math.min(opts.pingIntervalMs, opts.stanzaTimeoutMs, opts.negotiationTimeoutMs, opts.parserRestMs || Infinity) / 2);
+    // At most a second: the tick adds to the time a watcher waits to see a silent client go (docs/liveness.md).
+    const tick = Math.max(20, Math.min(MAX_SWEEP_TICK_MS, opts.pingIntervalMs / 2, opts.idleTimeoutMs - opts.pingIntervalMs, opts.stanzaTimeoutMs / 2, opts.negotiationTimeoutMs / 2, (opts.parserRestMs || Infinity) / 2));
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
     engine.events.on('block.changed', (e) => {
@@ -107,6 +117,8 @@ export class XmppServer {
       return;
     }
     socket.setNoDelay(true);
+    // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
+    socket.setKeepAlive(true, this.opts.pingIntervalMs);
     this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs));
   }
 
@@ -151,6 +163,8 @@ export class XmppServer {
   async close(): Promise<void> {
     clearInterval(this.sweeper);
     for (const conn of this.conns) conn.close('shutdown');
+    // Unacknowledged messages of resumable streams go to offline storage before the store closes.
+    await this.ctx.sm.endAll();
     await Promise.all([this.tcp, this.tls].map((s) => (s ? new Promise<void>((resolve) => s.close(() => resolve())) : undefined)));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
