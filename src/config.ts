@@ -53,6 +53,8 @@ export const CONFIG_KEYS = {
   xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
   xmpp_parser_rest_ms: { kind: 'int', def: 5_000, min: 0, max: 3_600_000, doc: "An XMPP stream over TCP silent this long between stanzas gives its XML parser's memory (about 3 KB) back until it sends again; 0 keeps every parser." },
   xmpp_close_timeout_ms: { kind: 'int', def: 2_000, min: 100, max: 60_000, doc: 'How long an XMPP peer has to answer our closing of its stream before its socket is destroyed.' },
+  xmpp_max_output_bytes: { kind: 'int', def: 1_048_576, min: 16_384, max: 268_435_456, doc: 'Output waiting for one XMPP client (not yet taken by the kernel) beyond which the server stops reading from it until it has read half; four times this at once ends its stream.' },
+  xmpp_output_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP client whose waiting output stays above xmpp_max_output_bytes this long has its stream ended (policy-violation).' },
   xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed; its session stays online to watchers meanwhile. 0 disables resumption.' },
   tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
   tls_key: { kind: 'string', def: '', doc: 'PEM private key matching tls_cert.' },
@@ -97,6 +99,8 @@ export interface Config {
   xmpp_close_timeout_ms: number;
   xmpp_parser_rest_ms: number;
   xmpp_sm_resume_timeout_ms: number;
+  xmpp_max_output_bytes: number;
+  xmpp_output_timeout_ms: number;
   tls_cert: string;
   tls_key: string;
 }

@@ -234,6 +234,8 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       maxOfflineMessages: config.xmpp_max_offline_messages,
       smResumeTimeoutMs: config.xmpp_sm_resume_timeout_ms,
       closeTimeoutMs: config.xmpp_close_timeout_ms,
+      maxOutputBytes: config.xmpp_max_output_bytes,
+      outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,
     },
     loadTls(files),

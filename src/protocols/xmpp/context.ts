@@ -22,6 +22,10 @@ export interface XmppOptions {
   /** XEP-0198: how long a dropped stream can be resumed (its session stays online meanwhile); 0 disables resumption. */
   readonly smResumeTimeoutMs: number;
   readonly serverVersion: string;
+  /** Output waiting for a client beyond which its stream stops being read (see OutputLimits). */
+  readonly maxOutputBytes: number;
+  /** A client whose output stays above `maxOutputBytes` this long has its stream ended. */
+  readonly outputTimeoutMs: number;
 }
 
 export interface XmppLog {

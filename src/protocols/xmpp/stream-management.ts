@@ -20,6 +20,8 @@ export class SmState {
   conn: XmppConnection | null;
   /** The client had sent available presence: a resumed stream continues as available. */
   available = false;
+  /** Offline messages sent and not yet acknowledged, by sequence number: their rows are still stored (routing.ts). */
+  readonly stillStored = new Map<number, number>();
 
   constructor(
     readonly id: string,
@@ -91,7 +93,7 @@ export class StreamManagement {
     if (!s) return;
     this.byFull.delete(full);
     this.byId.delete(s.id);
-    const messages = s.unacked.filter((u) => u.text.startsWith('<message') && u.text.includes('<body'));
+    const messages = s.unacked.filter((u) => !s.stillStored.has(u.seq) && u.text.startsWith('<message') && u.text.includes('<body'));
     s.unacked = [];
     for (const m of messages) {
       const from = /^<message[^>]*\sfrom='([^']*)'/.exec(m.text)?.[1] ?? '';
