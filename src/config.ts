@@ -50,7 +50,7 @@ export const CONFIG_KEYS = {
   xmpp_max_stanza_bytes: { kind: 'int', def: 262_144, min: 1024, max: 16_777_216, doc: 'Largest XMPP stanza (in characters); bigger ones end the stream with policy-violation.' },
   xmpp_negotiation_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP stream must be authenticated and bound within this time, or it ends with connection-timeout.' },
   xmpp_stanza_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'A stanza (or stream header) that was started must be complete within this time (slow senders get connection-timeout).' },
-  xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
+  xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this further messages are dropped (senders who may see the account\'s presence get service-unavailable, others nothing, so existence does not leak).' },
   xmpp_parser_rest_ms: { kind: 'int', def: 5_000, min: 0, max: 3_600_000, doc: "An XMPP stream over TCP silent this long between stanzas gives its XML parser's memory (about 3 KB) back until it sends again; 0 keeps every parser." },
   xmpp_close_timeout_ms: { kind: 'int', def: 2_000, min: 100, max: 60_000, doc: 'How long an XMPP peer has to answer our closing of its stream before its socket is destroyed.' },
   xmpp_max_output_bytes: { kind: 'int', def: 1_048_576, min: 16_384, max: 268_435_456, doc: 'Output waiting for one XMPP client (not yet taken by the kernel) beyond which the server stops reading from it until it has read half; four times this at once ends its stream.' },
