@@ -51,12 +51,14 @@ export const CONFIG_KEYS = {
   xmpp_max_stanza_bytes: { kind: 'int', def: 262_144, min: 1024, max: 16_777_216, doc: 'Largest XMPP stanza (in characters); bigger ones end the stream with policy-violation.' },
   xmpp_negotiation_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP stream must be authenticated and bound within this time, or it ends with connection-timeout.' },
   xmpp_stanza_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'A stanza (or stream header) that was started must be complete within this time (slow senders get connection-timeout).' },
-  xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this senders get service-unavailable.' },
+  xmpp_max_offline_messages: { kind: 'int', def: 1000, min: 0, max: 1_000_000, doc: 'Messages stored per account while it is offline; beyond this further messages are dropped (senders who may see the account\'s presence get service-unavailable, others nothing, so existence does not leak).' },
   xmpp_parser_rest_ms: { kind: 'int', def: 5_000, min: 0, max: 3_600_000, doc: "An XMPP stream over TCP silent this long between stanzas gives its XML parser's memory (about 3 KB) back until it sends again; 0 keeps every parser." },
   xmpp_close_timeout_ms: { kind: 'int', def: 2_000, min: 100, max: 60_000, doc: 'How long an XMPP peer has to answer our closing of its stream before its socket is destroyed.' },
   xmpp_sm_resume_timeout_ms: { kind: 'int', def: 300_000, min: 0, max: 86_400_000, doc: 'XEP-0198: how long a dropped XMPP stream may be resumed (messages to it are kept meanwhile). Watchers see it unavailable after grace_period_ms like any lost connection; a later resume announces it again. 0 disables resumption.' },
   xmpp_sm_max_unacked: { kind: 'int', def: 1_000, min: 10, max: 1_000_000, doc: 'XEP-0198: stanzas a client may leave unacknowledged; beyond this its stream ends with resource-constraint and the unacknowledged messages go to offline storage (within xmpp_max_offline_messages).' },
   xmpp_sm_max_unacked_bytes: { kind: 'int', def: 4_194_304, min: 65_536, max: 1_073_741_824, doc: 'XEP-0198: characters of unacknowledged stanzas a client may hold on the server; beyond this its stream ends as for xmpp_sm_max_unacked.' },
+  xmpp_max_output_bytes: { kind: 'int', def: 1_048_576, min: 16_384, max: 268_435_456, doc: 'Output waiting for one XMPP client (not yet taken by the kernel) beyond which the server stops reading from it until it has read half; four times this at once ends its stream.' },
+  xmpp_output_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP client whose waiting output stays above xmpp_max_output_bytes this long has its stream ended (policy-violation).' },
   tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
   tls_key: { kind: 'string', def: '', doc: 'PEM private key matching tls_cert.' },
 } as const satisfies Record<string, KeySpec>;
@@ -103,6 +105,8 @@ export interface Config {
   xmpp_sm_resume_timeout_ms: number;
   xmpp_sm_max_unacked: number;
   xmpp_sm_max_unacked_bytes: number;
+  xmpp_max_output_bytes: number;
+  xmpp_output_timeout_ms: number;
   tls_cert: string;
   tls_key: string;
 }

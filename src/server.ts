@@ -252,6 +252,8 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
       smMaxUnacked: config.xmpp_sm_max_unacked,
       smMaxUnackedChars: config.xmpp_sm_max_unacked_bytes,
       closeTimeoutMs: config.xmpp_close_timeout_ms,
+      maxOutputBytes: config.xmpp_max_output_bytes,
+      outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,
     },
     loadTls(files),

@@ -11,7 +11,7 @@ import { parseFrame, StreamParser } from './parser.js';
 import { handlePresence, initialPresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
 import { rosterPush, subscriptionPresence } from './roster.js';
 import { handleRegistration } from './registration.js';
-import { routeMessage } from './routing.js';
+import { routeMessage, settleOfflineAcks } from './routing.js';
 import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
 import { announceDirected, type SmState } from './stream-management.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
@@ -20,7 +20,15 @@ import { el, escapeAttr, XmlElement } from './xml.js';
 interface OutItem {
   readonly text: string | Promise<string | null>;
   readonly onWritten?: () => void;
+  readonly onCounted?: (seq: number) => void;
 }
+
+/** Bytes of input fed to the XML parser per turn of the event loop; the rest waits (socket paused). */
+const INPUT_SLICE = 64 * 1024;
+/** Stanzas parsed but not yet handled beyond which the stream stops reading until half are handled. */
+const MAX_QUEUED_STANZAS = 256;
+/** Handling stanzas this long (ms) in one turn yields to the event loop, so other streams keep their latency. */
+const TURN_BUDGET_MS = 5;
 
 type Stage = 'header' | 'tls-or-auth' | 'bind' | 'bound' | 'closed';
 
@@ -116,17 +124,67 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (this.ended) return;
     this.lastReceived = Date.now();
     this.pinging = false;
-    const parser = this.parser;
-    if (!parser) return;
-    try {
-      parser.write(chunk, this.lastReceived);
-    } catch (e) {
-      this.fail(e);
+    if (!this.parser) return;
+    this.inputBacklog.push(chunk);
+    this.inputBytes += chunk.length;
+    if (this.inputBacklog.length === 1) this.feedInput();
+  }
+
+  /**
+   * Input waiting to be parsed. A pipelining client's bytes are parsed at most INPUT_SLICE per turn,
+   * and not at all while too many parsed stanzas wait to be handled; meanwhile the socket is paused,
+   * so the backlog stays small and the kernel pushes back on the client.
+   */
+  private inputBacklog: Buffer[] = [];
+  private inputBytes = 0;
+  private inputScheduled = false;
+
+  private feedInput(): void {
+    this.inputScheduled = false;
+    if (this.ended) {
+      this.inputBacklog = [];
+      this.inputBytes = 0;
+      return;
+    }
+    let budget = INPUT_SLICE;
+    while (this.inputBacklog.length > 0 && budget > 0 && this.queue.length < MAX_QUEUED_STANZAS && !this.ended) {
+      const parser = this.parser;
+      if (!parser) {
+        // A stream restart on a transport without a parser: nothing to feed.
+        this.inputBacklog = [];
+        this.inputBytes = 0;
+        break;
+      }
+      let chunk = this.inputBacklog[0] as Buffer;
+      if (chunk.length > budget) {
+        this.inputBacklog[0] = chunk.subarray(budget);
+        chunk = chunk.subarray(0, budget);
+      } else {
+        this.inputBacklog.shift();
+      }
+      budget -= chunk.length;
+      this.inputBytes -= chunk.length;
+      try {
+        parser.write(chunk, this.lastReceived);
+      } catch (e) {
+        this.fail(e);
+        return;
+      }
+    }
+    if (this.ended) return;
+    const backlog = this.inputBacklog.length > 0;
+    this.transport.holdInput('input', backlog || this.queue.length >= MAX_QUEUED_STANZAS);
+    // A full queue resumes feeding from drain(); a slice used up resumes on the next turn.
+    if (backlog && this.queue.length < MAX_QUEUED_STANZAS && !this.inputScheduled) {
+      this.inputScheduled = true;
+      setImmediate(() => this.feedInput());
     }
   }
 
   onFrame(text: string): void {
     if (this.ended) return;
+    // RFC 7395 frames arrive one element each; a full stanza queue pauses the socket under them.
+    if (this.queue.length >= MAX_QUEUED_STANZAS) this.transport.holdInput('input', true);
     this.lastReceived = Date.now();
     this.pinging = false;
     try {
@@ -222,7 +280,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   private async drain(): Promise<void> {
     this.busy = true;
+    let turnStart = performance.now();
     while (!this.ended) {
+      if (performance.now() - turnStart > TURN_BUDGET_MS) {
+        // Stanzas handled without real I/O chain as microtasks and would hold the loop for the whole burst.
+        await new Promise<void>((resolve) => setImmediate(resolve));
+        turnStart = performance.now();
+        if (this.ended) break;
+      }
+      if (this.queue.length <= MAX_QUEUED_STANZAS / 2) this.resumeInput();
       const s = this.queue.shift();
       if (s === undefined) break;
       try {
@@ -247,11 +313,30 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     this.queue.length = this.ended ? 0 : this.queue.length;
     this.busy = false;
+    this.resumeInput();
+  }
+
+  /** The stanza queue has room again: parse what waits, or let the socket be read. */
+  private resumeInput(): void {
+    if (this.ended || this.queue.length >= MAX_QUEUED_STANZAS) return;
+    if (this.inputBacklog.length > 0) {
+      if (!this.inputScheduled) {
+        this.inputScheduled = true;
+        setImmediate(() => this.feedInput());
+      }
+      return;
+    }
+    this.transport.holdInput('input', false);
   }
 
   private async handle(s: XmlElement): Promise<void> {
     if (this.stage === 'tls-or-auth') return this.negotiate(s);
-    if (s.ns === NS.sm) return this.streamManagement(s);
+    if (s.ns === NS.sm) {
+      await this.streamManagement(s);
+      // Offline messages the client has now acknowledged leave storage (routing.ts).
+      if (s.name === 'a' || s.name === 'resume') await settleOfflineAcks(this);
+      return;
+    }
     if (this.stage === 'bind') {
       if (s.name === 'iq' && s.ns === NS.client && s.child('bind', NS.bind)) return this.bind(s);
       if (s.name === 'iq' && s.ns === NS.client && s.attr('type') === 'get' && s.child('query', NS.discoInfo)) return handleIq(this, s);
@@ -380,15 +465,18 @@ export class XmppConnection implements SessionSink, TransportEvents {
   // ---------------------------------------------------------------- output
 
   /** Writes a stanza in order after anything queued before it. */
-  sendStanza(stanza: XmlElement | string, onWritten?: () => void): void {
+  sendStanza(stanza: XmlElement | string, onWritten?: () => void, onCounted?: (seq: number) => void): void {
     if (this.ended) return;
     const text = typeof stanza === 'string' ? stanza : stanza.toString();
-    if (this.outQueue.length === 0) this.write(text, onWritten);
-    else this.outQueue.push(onWritten ? { text, onWritten } : { text });
+    if (this.outQueue.length === 0) this.write(text, onWritten, onCounted);
+    else this.outQueue.push({ text, ...(onWritten ? { onWritten } : {}), ...(onCounted ? { onCounted } : {}) });
   }
 
-  /** Resolves true once the stanza was handed to the socket, false if the connection ended first. */
-  sendConfirmed(stanza: XmlElement | string): Promise<boolean> {
+  /**
+   * Resolves true once the stanza was handed to the socket, false if the connection ended first.
+   * `onCounted` gets the stanza's XEP-0198 sequence number when stream management counts it.
+   */
+  sendConfirmed(stanza: XmlElement | string, onCounted?: (seq: number) => void): Promise<boolean> {
     return new Promise((resolve) => {
       if (this.ended) return resolve(false);
       const done = (ok: boolean) => {
@@ -396,7 +484,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
         resolve(ok);
       };
       this.unconfirmed.add(done);
-      this.sendStanza(stanza, () => done(true));
+      this.sendStanza(stanza, () => done(true), onCounted);
     });
   }
 
@@ -418,16 +506,17 @@ export class XmppConnection implements SessionSink, TransportEvents {
         text = null;
       }
       this.outQueue.shift();
-      if (text !== null && !this.ended) this.write(text, head.onWritten);
+      if (text !== null && !this.ended) this.write(text, head.onWritten, head.onCounted);
     }
   }
 
   /** Every stanza leaves through here, so stream management counts exactly what the client was sent. */
-  private write(text: string, onWritten?: () => void): void {
+  private write(text: string, onWritten?: () => void, onCounted?: (seq: number) => void): void {
     this.transport.send(text, onWritten);
     const sm = this.sm;
     if (!sm) return;
     sm.sent(text);
+    onCounted?.(sm.outbound);
     if (!this.ackRequested) {
       this.ackRequested = true;
       // One request per burst, after the burst.
@@ -435,6 +524,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
         if (!this.ended && this.sm === sm) this.transport.send(`<r xmlns='${NS.sm}'/>`);
       });
     }
+  }
+
+  /** The transport gave up on a client that does not read its output (see OutputLimits). */
+  onOutputStalled(): void {
+    if (this.ended) return;
+    this.ctx.log.warn({ remote: this.transport.remote, jid: this.fullJid || this.jid }, 'xmpp client does not read its output: stream ended');
+    // The error cannot reach a client that does not read; it is sent for one that merely reads slowly.
+    this.closeStream(new StreamError('policy-violation', 'output not read'), true);
+    this.transport.destroy();
   }
 
   // ---------------------------------------------------------------- XEP-0198 stream management

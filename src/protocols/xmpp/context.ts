@@ -25,6 +25,10 @@ export interface XmppOptions {
   readonly smMaxUnacked: number;
   readonly smMaxUnackedChars: number;
   readonly serverVersion: string;
+  /** Output waiting for a client beyond which its stream stops being read (see OutputLimits). */
+  readonly maxOutputBytes: number;
+  /** A client whose output stays above `maxOutputBytes` this long has its stream ended. */
+  readonly outputTimeoutMs: number;
 }
 
 export interface XmppLog {

@@ -1,8 +1,8 @@
 import type { FullJid } from '../../core/jid.js';
 import type { XmppConnection } from './connection.js';
-import { StanzaError } from './errors.js';
+import { blockedError, StanzaError } from './errors.js';
 import { NS } from './namespaces.js';
-import { xmppConnectionsOf } from './routing.js';
+import { visibleResource, xmppConnectionsOf } from './routing.js';
 import { handleRosterIq } from './roster.js';
 import { jidAttr } from './stanza-util.js';
 import { el, type XmlElement } from './xml.js';
@@ -27,16 +27,23 @@ export async function handleIq(conn: XmppConnection, s: XmlElement): Promise<voi
   const target = targetOf(conn, s.attr('to'));
   if (type === 'result' || type === 'error') {
     // Answers to other clients' requests are routed; answers to ours (pings, pushes) need nothing.
-    if (target.kind === 'resource') forward(conn, s, target.jid);
+    if (target.kind === 'resource' && id !== undefined) await forwardAnswer(conn, s, target.jid, id);
     return;
   }
   if ((type !== 'get' && type !== 'set') || id === undefined) throw new StanzaError('bad-request', 'an iq needs an id and a type of get or set');
   const payloads = s.elements();
   if (payloads.length !== 1) throw new StanzaError('bad-request', 'an iq get or set carries exactly one child');
   const q = payloads[0] as XmlElement;
+  if (target.kind === 'resource' && target.jid.bare === conn.jid && target.jid.resource === conn.session?.resource) {
+    return answer(conn, s, await local(conn, s, q, { kind: 'self' }));
+  }
+  const other = target.kind === 'resource' ? target.jid.bare : target.kind === 'account' ? target.jid : null;
+  // XEP-0191 §3.4: the user's own stanzas to a contact it blocks are refused, saying why.
+  if (other !== null && other !== conn.jid && (await conn.ctx.engine.blocks(conn.jid)).includes(other)) throw blockedError();
   if (target.kind === 'resource') {
-    if (target.jid.bare === conn.jid && target.jid.resource === conn.session?.resource) return answer(conn, s, await local(conn, s, q, { kind: 'self' }));
-    if (!forward(conn, s, target.jid)) throw new StanzaError('service-unavailable');
+    const c = await visibleResource(conn, target.jid);
+    // Exactly the answer of a resource that is not there (no text, no hint of why).
+    if (c === null || !forward(conn, c, s, target.jid, id)) throw new StanzaError('service-unavailable');
     return;
   }
   answer(conn, s, await local(conn, s, q, target));
@@ -46,14 +53,38 @@ function answer(conn: XmppConnection, s: XmlElement, reply: XmlElement): void {
   conn.sendStanza(reply.withAttrs({ from: reply.attr('from') ?? s.attr('to'), to: conn.fullJid || undefined }));
 }
 
+/**
+ * Requests passed to each connection and not yet answered, as `requester full JID \0 id`, oldest first.
+ * Only an answer to one of them is routed back (an unsolicited result or error to a full JID would
+ * otherwise reach any resource, and its arrival or absence would tell the sender things). Bounded: a
+ * client that never answers forgets the oldest requests, which then can no longer be answered.
+ */
+const awaitingAnswer = new WeakMap<XmppConnection, Map<string, true>>();
+const MAX_AWAITING = 256;
+
 /** Passes an iq to another connected resource (clients query each other's capabilities, versions, …). */
-function forward(conn: XmppConnection, s: XmlElement, to: FullJid): boolean {
+function forward(conn: XmppConnection, c: XmppConnection, s: XmlElement, to: FullJid, id: string): boolean {
   const me = conn.session;
   if (!me) return false;
-  const c = xmppConnectionsOf(conn.ctx.engine, to.bare).find((x) => x.session?.resource === to.resource);
-  if (!c) return false;
+  let pending = awaitingAnswer.get(c);
+  if (!pending) awaitingAnswer.set(c, (pending = new Map()));
+  const key = `${me.fullJid}\0${id}`;
+  pending.delete(key);
+  pending.set(key, true);
+  if (pending.size > MAX_AWAITING) pending.delete(pending.keys().next().value as string);
   c.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
   return true;
+}
+
+/** Routes a result or error back to the resource whose request this connection was given; drops anything else silently. */
+async function forwardAnswer(conn: XmppConnection, s: XmlElement, to: FullJid, id: string): Promise<void> {
+  const me = conn.session;
+  if (!me || !awaitingAnswer.get(conn)?.delete(`${to.full}\0${id}`)) return;
+  const engine = conn.ctx.engine;
+  // A block set since the request was forwarded stops the answer too (XEP-0191 §3.3/§3.4); no error for a result.
+  if (to.bare !== me.jid && ((await engine.blocks(me.jid)).includes(to.bare) || (await engine.blocks(to.bare)).includes(me.jid))) return;
+  const c = xmppConnectionsOf(engine, to.bare).find((x) => x.session?.resource === to.resource);
+  c?.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
 }
 
 async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target: Exclude<Target, { kind: 'resource' }>): Promise<XmlElement> {
@@ -70,7 +101,9 @@ async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target:
         const features = [...SERVER_FEATURES, ...(conn.ctx.opts.registration === 'open' ? [NS.register] : [])];
         return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'server', type: 'im', name: 'presenced' }), ...features.map((f) => el('feature', NS.discoInfo, { var: f }))));
       }
-      if (target.kind === 'account' && !(await engine.canSee(conn.jid, target.jid))) throw new StanzaError('service-unavailable');
+      // visiblePresence is null alike for an account we may not see and for none at all (canSee alone says
+      // yes to a nonexistent account when presence is public by default).
+      if (target.kind === 'account' && (await engine.visiblePresence(conn.jid, target.jid)) === null) throw new StanzaError('service-unavailable');
       return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'account', type: 'registered' }), el('feature', NS.discoInfo, { var: NS.discoInfo }), el('feature', NS.discoInfo, { var: NS.last })));
     case NS.discoItems:
       if (!get) break;
@@ -104,7 +137,7 @@ async function lastActivity(conn: XmppConnection, target: Exclude<Target, { kind
   const now = Date.now();
   if (target.kind === 'server') return el('query', NS.last, { seconds: Math.floor((now - conn.ctx.startedAt) / 1000) });
   const jid = target.kind === 'self' ? conn.jid : target.jid;
-  if (target.kind === 'account' && !(await conn.ctx.engine.canSee(conn.jid, jid))) throw new StanzaError('forbidden');
+  if (target.kind === 'account' && (await conn.ctx.engine.visiblePresence(conn.jid, jid)) === null) throw new StanzaError('forbidden');
   const p = await conn.ctx.engine.presenceOf(jid);
   if (p.online) return el('query', NS.last, { seconds: 0 });
   if (p.lastSeen === null) throw new StanzaError('item-not-found', 'never seen');

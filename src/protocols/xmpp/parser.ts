@@ -93,6 +93,13 @@ export class StreamParser {
   private replaying = false;
   /** Epoch ms since which a stanza (or the header) has been started but not finished; null when idle. */
   partialSince: number | null = null;
+  /**
+   * Between stanzas only whitespace may come before the next `<`. saxes reports other text only once
+   * that `<` arrives, and after an `&` it reads an entity name until `;` without bound, silently
+   * swallowing every stanza after it; so the gap after each stanza is checked here. `gapAt` is where
+   * the gap starts in the slice being written (0 when it began in an earlier slice), -1 when none is open.
+   */
+  private gapAt = -1;
 
   constructor(
     private readonly limits: XmlLimits,
@@ -108,6 +115,7 @@ export class StreamParser {
       if (this.replaying) {
         // The root again, after a rest: nothing to announce, the stream goes on.
         this.stanzaStart = p.position;
+        this.gapAt = 0;
         return;
       }
       const e = toElement(tag);
@@ -115,6 +123,7 @@ export class StreamParser {
         this.stack.push(e);
         this.stanzaStart = p.position;
         this.rootContext = contextTag(tag);
+        this.gapAt = chunkIndex(p);
         this.events.streamStart(e);
         return;
       }
@@ -131,6 +140,7 @@ export class StreamParser {
       }
       if (this.stack.length === 1) {
         this.stanzaStart = p.position;
+        this.gapAt = chunkIndex(p);
         this.events.stanza(e);
       }
     });
@@ -177,7 +187,14 @@ export class StreamParser {
     for (let i = 0; i < text.length; i += SLICE) {
       const slice = text.slice(i, i + SLICE);
       rejectDeclarations(slice);
+      if (this.gapAt >= 0) this.gapAt = 0;
       parser.write(slice);
+      if (this.gapAt >= 0 && this.stack.length === 1) {
+        const rest = slice.slice(this.gapAt);
+        const lt = rest.indexOf('<');
+        if ((lt >= 0 ? rest.slice(0, lt) : rest).trim() !== '') throw new StreamError('not-well-formed', 'text outside a stanza');
+        if (lt >= 0) this.gapAt = -1;
+      }
       if (parser.position - this.stanzaStart > this.limits.maxStanzaChars) {
         throw new StreamError('policy-violation', `stanza larger than ${this.limits.maxStanzaChars} characters`);
       }
@@ -188,6 +205,11 @@ export class StreamParser {
     if (!partial) this.partialSince = null;
     else this.partialSince ??= now;
   }
+}
+
+/** Where saxes is in the chunk it was last given (just past the `>` in a tag's event). */
+function chunkIndex(p: SaxesParser<{ xmlns: true }>): number {
+  return (p as unknown as { i: number }).i;
 }
 
 /** A start tag with the root's name and every namespace binding it declared (none of its attributes). */

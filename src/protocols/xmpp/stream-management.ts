@@ -52,6 +52,8 @@ export class SmState {
   /** Called once when the client leaves more unacknowledged than the limits allow; the connection ends the stream. */
   onOverflow: (() => void) | null = null;
   private overflowed = false;
+  /** Offline messages sent and not yet acknowledged, by sequence number: their rows are still stored (routing.ts). */
+  readonly stillStored = new Map<number, number>();
 
   constructor(
     readonly id: string,
@@ -180,7 +182,7 @@ export class StreamManagement {
     s.resumable = false;
     if (this.byFull.get(s.fullJid) === s) this.byFull.delete(s.fullJid);
     this.byId.delete(s.id);
-    const pending = s.unacked;
+    const pending = s.unacked.filter((u) => !s.stillStored.has(u.seq));
     s.unacked = [];
     s.unackedChars = 0;
     const store = this.engine.store;

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { TLSSocket, type SecureContext } from 'node:tls';
-import type { TransportEvents, XmppTransport } from './transport.js';
+import { Backpressure, type InputHold, type OutputLimits, type TransportEvents, type XmppTransport } from './transport.js';
 
 /** Transports with queued text; one immediate per turn flushes them all (not one per connection). */
 let pending: TcpTransport[] = [];
@@ -34,16 +34,32 @@ export class TcpTransport implements XmppTransport {
   private scheduled = false;
   private closed = false;
   events: TransportEvents | null = null;
+  private readonly pressure: Backpressure;
 
   constructor(
     socket: Socket,
     private readonly tlsContext: SecureContext | null,
     secure: boolean,
     private readonly closeTimeoutMs: number,
+    output: OutputLimits | null = null,
   ) {
     this.socket = socket;
     this.secure = secure;
+    this.pressure = new Backpressure(
+      output,
+      (reading) => (reading ? this.socket.resume() : this.socket.pause()),
+      () => this.events?.onOutputStalled(),
+    );
     this.listen(socket);
+  }
+
+  /** Text not yet written to the kernel: ours for this turn plus the socket's buffer. */
+  private get waiting(): number {
+    return this.queued.length + this.socket.writableLength;
+  }
+
+  holdInput(reason: InputHold, hold: boolean): void {
+    this.pressure.hold(reason, hold);
   }
 
   get canStartTls(): boolean {
@@ -59,7 +75,9 @@ export class TcpTransport implements XmppTransport {
     socket.on('error', () => {
       // 'close' follows.
     });
+    socket.on('drain', () => this.pressure.check(this.waiting));
     socket.on('close', () => {
+      this.pressure.dispose();
       if (this.socket !== socket || this.closed) return;
       this.closed = true;
       this.events?.onTransportClosed();
@@ -67,8 +85,9 @@ export class TcpTransport implements XmppTransport {
   }
 
   send(text: string, onWritten?: () => void): void {
-    if (this.closed) return;
+    if (this.closed || this.pressure.stalled) return;
     this.queued = this.queued === '' ? text : this.queued + text;
+    this.pressure.check(this.waiting);
     if (onWritten) (this.callbacks ??= []).push(onWritten);
     if (!this.scheduled) {
       this.scheduled = true;
@@ -107,6 +126,7 @@ export class TcpTransport implements XmppTransport {
     this.socket = secure;
     this.secure = true;
     this.listen(secure);
+    if (this.pressure.holding) secure.pause();
   }
 
   end(): void {
@@ -119,6 +139,7 @@ export class TcpTransport implements XmppTransport {
   destroy(): void {
     this.queued = '';
     this.callbacks = null;
+    this.pressure.dispose();
     this.socket.destroy();
   }
 }

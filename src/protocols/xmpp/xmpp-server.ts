@@ -13,6 +13,7 @@ import { nextId } from './stanza-util.js';
 import { StreamManagement } from './stream-management.js';
 import type { TlsMaterial } from './tls-certificate.js';
 import { TcpTransport } from './tcp-transport.js';
+import type { OutputLimits } from './transport.js';
 import { WsTransport } from './ws-transport.js';
 import { el } from './xml.js';
 
@@ -105,7 +106,7 @@ export class XmppServer {
       }
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         const secure = (req.socket as Partial<TLSSocket>).encrypted === true;
-        const transport = new WsTransport(ws, secure, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`, this.opts.closeTimeoutMs);
+        const transport = new WsTransport(ws, secure, `${req.socket.remoteAddress ?? '?'}:${req.socket.remotePort ?? '?'}`, this.opts.closeTimeoutMs, this.outputLimits);
         this.accept(transport);
       });
     });
@@ -119,7 +120,11 @@ export class XmppServer {
     socket.setNoDelay(true);
     // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
     socket.setKeepAlive(true, this.opts.pingIntervalMs);
-    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs));
+    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs, this.outputLimits));
+  }
+
+  private get outputLimits(): OutputLimits {
+    return { maxBytes: this.opts.maxOutputBytes, timeoutMs: this.opts.outputTimeoutMs };
   }
 
   private accept(transport: TcpTransport | WsTransport): void {
@@ -127,6 +132,7 @@ export class XmppServer {
     transport.events = {
       onData: (d) => conn.onData(d),
       onFrame: (t) => conn.onFrame(t),
+      onOutputStalled: () => conn.onOutputStalled(),
       onTransportClosed: () => {
         this.conns.delete(conn);
         conn.onTransportClosed();
