@@ -259,13 +259,16 @@ describe('XEP-0198 unacknowledged queue bound (adversarial finding 10)', () => {
     t = await startTestServer({ xmpp_port: 0, xmpps_port: -1, xmpp_require_tls: false, xmpp_sm_max_unacked: MAX_UNACKED, xmpp_max_offline_messages: MAX_OFFLINE, xmpp_sm_resume_timeout_ms: 60_000 });
     await t.createAccount('alice@localhost');
     await t.createAccount('greedy@localhost');
+    // alice may see greedy: only such a sender is told that storage is full (anyone else learns nothing).
+    await t.server.engine.subscription('alice@localhost', 'greedy@localhost', 'subscribe');
+    await t.server.engine.subscription('greedy@localhost', 'alice@localhost', 'subscribed');
   });
   after(async () => {
     for (const r of raws) r.close();
     await t.destroy();
   });
 
-  test('a client that never acknowledges has its stream ended at the bound; offline storage stays within its limit; the rest bounce', async () => {
+  test('a client that never acknowledges has its stream ended at the bound; offline storage stays within its limit; the rest bounce to a sender who may see the account', async () => {
     const r = await RawXmpp.open(t.server.xmppPort as number);
     raws.push(r);
     await smLogin(r, 'greedy', 'hoarder', '<presence/>');

@@ -96,7 +96,7 @@ export class SmState {
  * Every stream-management state of this node, by resumption id and by full JID. A state ends when its
  * resumption window runs out, when the client closes its stream cleanly or binds the resource afresh,
  * when its account is kicked, or at shutdown; the messages the client never acknowledged are then
- * stored offline (up to the offline limit; senders of the rest get an error), so nothing handed to a
+ * stored offline (up to the offline limit; senders of the rest who may see the account get an error), so nothing handed to a
  * vanished client is lost silently.
  */
 export class StreamManagement {
@@ -191,7 +191,7 @@ export class StreamManagement {
       if (!m) continue;
       // Counted before each message: routing may store messages for the same account meanwhile.
       if ((await store.countOfflineMessages(s.jid)) >= this.limits.maxOfflineMessages) {
-        this.bounce(m);
+        await this.bounce(m, s.jid);
         continue;
       }
       await store.addOfflineMessage({ to: s.jid, from: m.attr('from') ?? '', xml: u.text, at: Date.now() });
@@ -222,12 +222,15 @@ export class StreamManagement {
    * XEP-0198 §5 treats what cannot be kept as undeliverable: the sender hears service-unavailable
    * when it is connected here (errors are never stored).
    */
-  private bounce(m: XmlElement): void {
+  private async bounce(m: XmlElement, to: string): Promise<void> {
     const from = m.attr('from');
     if (!from) return;
     const slash = from.indexOf('/');
     const bare = slash >= 0 ? from.slice(0, slash) : from;
     const resource = slash >= 0 ? from.slice(slash + 1) : null;
+    // As in routing: "storage full" proves the account exists, so only a sender who may see its
+    // presence is told; anyone else's message is dropped as silently as one to nobody.
+    if (!(await this.engine.canSee(bare, to))) return;
     const error = stanzaErrorReply(m, 'service-unavailable', 'offline storage full');
     for (const c of xmppConnectionsOf(this.engine, bare)) {
       if (resource === null || c.session?.resource === resource) c.sendStanza(error);
