@@ -77,8 +77,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     gracePeriodMs: config.grace_period_ms,
     defaultPublicPresence: config.public_presence_default,
     tokenSecret: tokenSecret(config),
+    loginThrottle: {
+      accountFree: config.login_throttle_account_free,
+      addressFree: config.login_throttle_address_free,
+      maxDelayMs: config.login_throttle_max_delay_ms,
+    },
   });
   engine.events.onListenerError = (err, event) => log.error({ err, event }, 'event listener failed');
+  await engine.loadPublicity();
   let control: ControlChannel;
   try {
     control = await startControlChannel(engine, config.data_dir, log);

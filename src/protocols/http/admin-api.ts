@@ -117,7 +117,7 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       // 'presence' tokens only prove a requester on the HTTP presence endpoints; they cannot log in.
       const scope = b.scope === undefined ? 'login' : b.scope;
       if (scope !== 'login' && scope !== 'presence') throw new PresenceError('bad-request', 'scope must be "login" or "presence"');
-      const t = engine.issueToken(jid, ttl, scope);
+      const t = await engine.issueToken(jid, ttl, scope);
       return reply.code(201).send({ jid, token: t.token, scope, expiresAt: new Date(t.expiresAt).toISOString() });
     });
 

@@ -154,7 +154,7 @@ export function presenceApi(opts: PresenceApiOptions) {
       if (typeof ttl !== 'number' || !Number.isInteger(ttl) || ttl < 60 || ttl > MAX_TOKEN_TTL) {
         return sendError(reply, 400, 'bad-request', `ttl must be an integer number of seconds from 60 to ${MAX_TOKEN_TTL}`);
       }
-      const t = engine.issueToken(jid, ttl, PRESENCE_SCOPE);
+      const t = await engine.issueToken(jid, ttl, PRESENCE_SCOPE);
       return reply.code(201).header('cache-control', 'no-store').send({ jid, token: t.token, scope: PRESENCE_SCOPE, expiresAt: new Date(t.expiresAt).toISOString() });
     });
 
