@@ -9,6 +9,7 @@ import { MemoryBus } from './adapters/memory/memory-bus.js';
 import type { Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
+import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
@@ -110,6 +111,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       return server;
     },
     bodyLimit: 1024 * 1024,
+    // Route schemas (src/protocols/http/schemas.ts) check what the client sent, as sent: no coercion of
+    // a JSON number to a string or of a repeated query parameter's array to one value.
+    ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
   });
 
   let native: NativeServer | null = null;
@@ -126,6 +130,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.setErrorHandler((err: FastifyError | Error, req, reply) => {
     if (isPresenceError(err)) {
       metrics.errors.inc({ code: err.code });
+      if (err instanceof LoginThrottled) reply.header('retry-after', String(err.retryAfterSeconds));
       return reply.code(HTTP_STATUS[err.code]).send({ error: { code: err.code, message: err.message } });
     }
     const fe = err as FastifyError;
@@ -159,7 +164,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
   if (config.demo) await http.register(demoPage());
-  fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid }, countHttp);
+  fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid, batchMax: config.http_batch_max }, countHttp);
   if (config.trust_req_jid) log.warn('trust_req_jid is on: the HTTP status endpoint believes unproven req_jid values (UNSAFE outside a closed network)');
 
   native = new NativeServer(
