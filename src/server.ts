@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createServer as createHttpServer } from 'node:http';
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
@@ -111,6 +111,13 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       return server;
     },
     bodyLimit: 1024 * 1024,
+    // A JID in a path may be 3071 characters, percent-encoded up to three times longer; the route
+    // schemas then bound the decoded value (Fastify's default of 100 answered long JIDs with a bare 414).
+    routerOptions: { maxParamLength: 10_000 },
+    // What Fastify refuses before routing (a malformed percent-escape in the path) gets our JSON error too.
+    frameworkErrors: (err, _req, reply) => {
+      void (reply as unknown as FastifyReply).code(400).send({ error: { code: 'bad-request', message: err.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding in the path)' : err.message } });
+    },
     // Route schemas (src/protocols/http/schemas.ts) check what the client sent, as sent: no coercion of
     // a JSON number to a string or of a repeated query parameter's array to one value.
     ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
