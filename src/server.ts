@@ -114,6 +114,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     // A JID in a path may be 3071 characters, percent-encoded up to three times longer; the route
     // schemas then bound the decoded value (Fastify's default of 100 answered long JIDs with a bare 414).
     routerOptions: { maxParamLength: 10_000 },
+    // req.ip feeds the login throttle; behind a proxy it must be the client's, not the proxy's.
+    trustProxy: config.http_trust_proxy ? (_address: string, hop: number) => hop < 1 : false,
     // What Fastify refuses before routing (a malformed percent-escape in the path) gets our JSON error too.
     frameworkErrors: (err, _req, reply) => {
       void (reply as unknown as FastifyReply).code(400).send({ error: { code: 'bad-request', message: err.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding in the path)' : err.message } });
