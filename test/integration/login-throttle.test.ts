@@ -215,3 +215,28 @@ describe('login throttling on every front door (issue 10, finding 13)', () => {
     assert.equal((await http(`${t.url}/api/v1/accounts`, 'GET', { authorization: `Bearer ${ADMIN_TOKEN}` }, '127.0.4.5')).status, 200);
   });
 });
+
+describe('login throttling behind a reverse proxy (http_trust_proxy)', () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ http_trust_proxy: true, login_throttle_account_free: 100, login_throttle_address_free: 3, login_throttle_max_delay_ms: 600_000 });
+    await t.createAccount('proxied@localhost', 'right-pw');
+  });
+  after(async () => {
+    await t.destroy();
+  });
+
+  test('clients are counted by the address the proxy added, whatever they put in front of it', async () => {
+    const url = `${t.url}/api/v1/presence/proxied@localhost`;
+    const via = (client: string, pw: string, forged = '203.0.113.9') =>
+      http(url, 'GET', { authorization: basic('proxied@localhost', pw), 'x-forwarded-for': `${forged}, ${client}` }, '127.0.0.1');
+    const statuses: number[] = [];
+    // The guesser changes the entry it controls every time; the proxy's entry stays its real address.
+    for (let i = 0; i < 6; i++) statuses.push((await via('198.51.100.7', `guess${i}`, `203.0.113.${i}`)).status);
+    assert.deepEqual(statuses.slice(0, 4), [401, 401, 401, 401]);
+    assert.equal(statuses.at(-1), 429);
+    assert.equal((await via('198.51.100.7', 'right-pw')).status, 429);
+    // Another client behind the same proxy is not held back.
+    assert.equal((await via('198.51.100.8', 'right-pw')).status, 200);
+  });
+});
