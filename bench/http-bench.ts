@@ -23,7 +23,10 @@ import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import { deriveCredentials } from '../src/engine/credentials.js';
-import { issueToken } from '../src/engine/tokens.js';
+import { accountGeneration, issueToken } from '../src/engine/tokens.js';
+
+/** Tokens are bound to the account's password hash (all bench accounts share one); set when the accounts are made. */
+let accountGen = '';
 
 const { values: args } = parseArgs({
   options: {
@@ -106,6 +109,7 @@ async function presenced(): Promise<{ target: Target; stop: () => Promise<void> 
   const store = SqliteStore.open({ path: join(dir, 'presenced.sqlite') });
   await store.migrate();
   const creds = await deriveCredentials(PASSWORD);
+  accountGen = accountGeneration(Buffer.from(SECRET), creds.passwordHash);
   const now = Date.now();
   for (let i = 0; i < N; i++) await store.createAccount({ jid: `${user(i)}@localhost`, ...creds, createdAt: now });
   await store.close();
@@ -138,7 +142,7 @@ async function presenced(): Promise<{ target: Target; stop: () => Promise<void> 
   const sockets: WebSocket[] = [];
   await pool(ONLINE, 100, async (i) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: false });
-    const token = issueToken(Buffer.from(SECRET), { sub: `${user(i)}@localhost`, iat: Date.now(), exp: Date.now() + 3_600_000, scope: 'login' });
+    const token = issueToken(Buffer.from(SECRET), { sub: `${user(i)}@localhost`, acc: accountGen, iat: Date.now(), exp: Date.now() + 3_600_000, scope: 'login' });
     await new Promise<void>((resolve, reject) => {
       ws.once('error', reject);
       ws.once('open', () => ws.send(JSON.stringify({ id: 1, type: 'auth', token, presence: { show: SHOWS[i % SHOWS.length] } })));

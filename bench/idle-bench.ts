@@ -21,7 +21,7 @@ import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import { deriveCredentials } from '../src/engine/credentials.js';
-import { issueToken } from '../src/engine/tokens.js';
+import { accountGeneration, issueToken } from '../src/engine/tokens.js';
 import { cpuCounters, cpuTicks, rssKb } from './proc-stats.js';
 
 const { values: args } = parseArgs({
@@ -45,10 +45,14 @@ const PROFILES: Record<string, { heartbeat: number; idle: number; grace: number 
   new: { heartbeat: 10_000, idle: 15_000, grace: 5_000 },
 };
 
+/** Tokens are bound to the account's password hash (all bench accounts share one); set when the accounts are made. */
+let accountGen = '';
+
 async function prepareAccounts(dir: string): Promise<void> {
   const store = SqliteStore.open({ path: join(dir, 'presenced.sqlite') });
   await store.migrate();
   const creds = await deriveCredentials(PASSWORD);
+  accountGen = accountGeneration(Buffer.from(SECRET), creds.passwordHash);
   const now = Date.now();
   for (let i = 0; i < N; i++) await store.createAccount({ jid: jidOf(i), ...creds, createdAt: now });
   await store.close();
@@ -113,7 +117,7 @@ async function connectNative(port: number): Promise<Array<{ close(): void }>> {
   await pool(N, 200, async (i) => {
     const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: false });
     const now = Date.now();
-    const token = issueToken(Buffer.from(SECRET), { sub: jidOf(i), iat: now, exp: now + 3_600_000, scope: 'login' });
+    const token = issueToken(Buffer.from(SECRET), { sub: jidOf(i), acc: accountGen, iat: now, exp: now + 3_600_000, scope: 'login' });
     await new Promise<void>((resolve, reject) => {
       ws.once('error', reject);
       ws.once('open', () => ws.send(JSON.stringify({ id: 1, type: 'auth', token, resource: 'idle' })));

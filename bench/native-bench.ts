@@ -21,7 +21,10 @@ import { WebSocket } from 'ws';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import type { RosterItem } from '../src/core/roster.js';
 import { deriveCredentials } from '../src/engine/credentials.js';
-import { issueToken } from '../src/engine/tokens.js';
+import { accountGeneration, issueToken } from '../src/engine/tokens.js';
+
+/** Tokens are bound to the account's password hash (all bench accounts share one); set when the accounts are made. */
+let accountGen = '';
 
 const { values: args } = parseArgs({
   options: {
@@ -51,6 +54,7 @@ async function prepareData(dir: string, accounts: number, contacts: number): Pro
   const store = SqliteStore.open({ path: join(dir, 'presenced.sqlite') });
   await store.migrate();
   const creds = await deriveCredentials('bench');
+  accountGen = accountGeneration(Buffer.from(SECRET), creds.passwordHash);
   const now = Date.now();
   for (let i = 0; i < accounts; i++) await store.createAccount({ jid: jidOf(i), ...creds, createdAt: now });
   const both = { to: true, from: true, pendingOut: false, pendingIn: false, preApproved: false };
@@ -131,7 +135,7 @@ async function connectAll(port: number, count: number, resourcePrefix = 'bench')
   const one = async (i: number): Promise<void> => {
     const ws = new WebSocket(url, { perMessageDeflate: false });
     const now = Date.now();
-    const token = issueToken(Buffer.from(SECRET), { sub: jidOf(i), iat: now, exp: now + 3_600_000, scope: 'login' });
+    const token = issueToken(Buffer.from(SECRET), { sub: jidOf(i), acc: accountGen, iat: now, exp: now + 3_600_000, scope: 'login' });
     await new Promise<void>((resolve, reject) => {
       ws.once('error', reject);
       ws.once('open', () => ws.send(JSON.stringify({ id: 1, type: 'auth', token, resource: resourcePrefix })));

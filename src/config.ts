@@ -43,6 +43,11 @@ export const CONFIG_KEYS = {
   shutdown_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'Longest a graceful shutdown waits before exiting anyway.' },
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },
   trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },
+  http_trust_proxy: { kind: 'bool', def: false, doc: 'Behind one reverse proxy: take the client address of HTTP requests from the last X-Forwarded-For entry (the one the proxy added), so login throttling counts clients, not the proxy. Only when the HTTP port is reachable through the proxy alone.' },
+  http_batch_max: { kind: 'int', def: 500, min: 1, max: 10_000, doc: 'Most JIDs in one presence batch request (POST /api/v1/presence/batch; GET /api/v1/presence takes the smaller of this and 100). More gets 413 with a JSON error.' },
+  login_throttle_account_free: { kind: 'int', def: 5, min: 1, max: 100_000, doc: 'Failed logins of one account (any front door) before its next attempts wait: 1 s, then doubling up to login_throttle_max_delay_ms. The wait binds only addresses that failed themselves, so the real user is not locked out.' },
+  login_throttle_address_free: { kind: 'int', def: 20, min: 1, max: 1_000_000, doc: 'Failed logins from one address (IPv6: one /64) before its next attempts wait, as for accounts.' },
+  login_throttle_max_delay_ms: { kind: 'int', def: 30_000, min: 0, max: 3_600_000, doc: 'Longest wait imposed on a throttled account or address (refused attempts get XMPP temporary-auth-failure, native rate-limited, HTTP 429 with Retry-After). 0 turns login throttling off.' },
   xmpp_port: { kind: 'int', def: 5222, min: -1, max: 65535, doc: 'XMPP client port (STARTTLS). 0 picks a free port (logged); -1 disables it.' },
   xmpps_port: { kind: 'int', def: 5223, min: -1, max: 65535, doc: 'XMPP client port with direct TLS (XEP-0368). 0 picks a free port; -1 disables it.' },
   xmpp_require_tls: { kind: 'bool', def: true, doc: 'XMPP clients must use TLS before authenticating. false allows plaintext streams with PLAIN (logged as a warning).' },
@@ -91,6 +96,11 @@ export interface Config {
   shutdown_timeout_ms: number;
   demo: boolean;
   trust_req_jid: boolean;
+  http_trust_proxy: boolean;
+  http_batch_max: number;
+  login_throttle_account_free: number;
+  login_throttle_address_free: number;
+  login_throttle_max_delay_ms: number;
   xmpp_port: number;
   xmpps_port: number;
   xmpp_require_tls: boolean;

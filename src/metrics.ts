@@ -65,6 +65,25 @@ export class Metrics {
         this.inc(engine.stats.deliveries);
       },
     });
+    new Counter({
+      name: 'presenced_login_throttled_total',
+      help: 'Login attempts refused because their account or address failed too often recently, by front door.',
+      labelNames: ['door'],
+      registers: reg,
+      collect() {
+        this.reset();
+        for (const [door, n] of engine.loginThrottle.throttled) this.inc({ door }, n);
+      },
+    });
+    new Counter({
+      name: 'presenced_account_loads_total',
+      help: 'Account states read from the store into the cache (anonymous questions about accounts that are not public never cause one).',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(engine.stats.accountLoads);
+      },
+    });
     this.errors = new Counter({ name: 'presenced_errors_total', help: 'Errors answered to clients, by code.', labelNames: ['code'], registers: reg });
     this.authFailures = new Counter({ name: 'presenced_auth_failures_total', help: 'Failed logins.', registers: reg });
     this.httpRequests = new Counter({ name: 'presenced_http_requests_total', help: 'HTTP requests by status code.', labelNames: ['status'], registers: reg });

@@ -9,6 +9,7 @@ import { MemoryBus } from './adapters/memory/memory-bus.js';
 import type { Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
+import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
@@ -78,12 +79,18 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     defaultPublicPresence: config.public_presence_default,
     tokenSecret: tokenSecret(config),
     checkpointMs: config.presence_checkpoint_ms,
+    loginThrottle: {
+      accountFree: config.login_throttle_account_free,
+      addressFree: config.login_throttle_address_free,
+      maxDelayMs: config.login_throttle_max_delay_ms,
+    },
   });
   engine.events.onListenerError = (err, event) => log.error({ err, event }, 'event listener failed');
   engine.events.on('session.closed', (e) => log.info({ jid: e.jid, resource: e.session.resource, reason: e.reason }, 'session ended'));
   engine.onCheckpointError = (err) => log.error({ err }, 'presence checkpoint failed');
   engine.onCheckpoint = (written, deleted) => log.debug({ written, deleted }, 'presence checkpoint written');
   try {
+    await engine.loadPublicity();
     for (const r of await engine.start()) log.info({ jid: r.jid, reason: r.reason, lastSeen: new Date(r.lastSeen.at).toISOString() }, 'session ended');
   } catch (e) {
     await store.close();
@@ -114,12 +121,20 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       return server;
     },
     bodyLimit: 1024 * 1024,
-    // Errors the router raises before any route runs (a malformed or over-long path segment) get the
-    // same JSON error body as every other 4xx, instead of Fastify's own shape.
+    // A JID in a path may be 3071 characters, percent-encoded up to three times longer; the route
+    // schemas then bound the decoded value (Fastify's default of 100 answered long JIDs with a bare 414).
+    routerOptions: { maxParamLength: 10_000 },
+    // req.ip feeds the login throttle; behind a proxy it must be the client's, not the proxy's.
+    trustProxy: config.http_trust_proxy ? (_address: string, hop: number) => hop < 1 : false,
+    // What Fastify refuses before routing (a malformed percent-escape in the path) gets our JSON error too.
     frameworkErrors: (err, _req, reply) => {
       const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
-      void (reply as unknown as FastifyReply).code(status).send({ error: { code: 'bad-request', message: err.message } });
+      const message = err.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding in the path)' : err.message;
+      void (reply as unknown as FastifyReply).code(status).send({ error: { code: 'bad-request', message } });
     },
+    // Route schemas (src/protocols/http/schemas.ts) check what the client sent, as sent: no coercion of
+    // a JSON number to a string or of a repeated query parameter's array to one value.
+    ajv: { customOptions: { coerceTypes: false, allowUnionTypes: true } },
   });
 
   let native: NativeServer | null = null;
@@ -136,6 +151,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.setErrorHandler((err: FastifyError | Error, req, reply) => {
     if (isPresenceError(err)) {
       metrics.errors.inc({ code: err.code });
+      if (err instanceof LoginThrottled) reply.header('retry-after', String(err.retryAfterSeconds));
       return reply.code(HTTP_STATUS[err.code]).send({ error: { code: err.code, message: err.message } });
     }
     const fe = err as FastifyError;
@@ -169,7 +185,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
   if (config.demo) await http.register(demoPage());
-  fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid }, countHttp);
+  fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid, batchMax: config.http_batch_max }, countHttp);
   if (config.trust_req_jid) log.warn('trust_req_jid is on: the HTTP status endpoint believes unproven req_jid values (UNSAFE outside a closed network)');
 
   native = new NativeServer(

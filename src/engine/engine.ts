@@ -25,7 +25,8 @@ import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
 import { KeyedLock } from './keyed-lock.js';
-import { issueToken, verifyToken } from './tokens.js';
+import { accountGeneration, issueToken, verifyToken } from './tokens.js';
+import { LoginThrottle, type LoginThrottleOptions } from './login-throttle.js';
 import { isXmlSafeText } from '../core/text.js';
 
 /** How a protocol front door receives what the engine sends to one of its sessions. */
@@ -105,6 +106,8 @@ export interface EngineOptions {
    * after an unclean stop their last seen is their last activity (see start()). 0 turns it off.
    */
   readonly checkpointMs?: number;
+  /** Throttling of failed logins shared by every front door; off when omitted. */
+  readonly loginThrottle?: LoginThrottleOptions;
   readonly now?: () => number;
 }
 
@@ -133,6 +136,8 @@ export interface RosterView {
 export interface EngineStats {
   deliveries: number;
   presenceChanges: number;
+  /** Account states read from the store into the cache (presenced_account_loads_total). */
+  accountLoads: number;
 }
 
 const MAX_RESOURCE_ATTEMPTS = 5;
@@ -146,7 +151,9 @@ const OFFLINE_MASK = (jid: string): AccountPresence => aggregatePresence(jid, []
  */
 export class PresenceEngine {
   readonly events = new EventHub();
-  readonly stats: EngineStats = { deliveries: 0, presenceChanges: 0 };
+  readonly stats: EngineStats = { deliveries: 0, presenceChanges: 0, accountLoads: 0 };
+  /** Every front door asks it before checking a password and tells it the outcome. */
+  readonly loginThrottle: LoginThrottle;
   private readonly states = new Map<string, AccountState>();
   private readonly loading = new Map<string, Promise<AccountState>>();
   private readonly sessionLock = new KeyedLock();
@@ -161,6 +168,13 @@ export class PresenceEngine {
   private readonly checkpointed = new Map<string, PresenceCheckpoint>();
   private dummyHash: Promise<string> | null = null;
   private dummyScram: Promise<ScramKeys> | null = null;
+  /**
+   * Every account that chose publicPresence, kept in memory once loadPublicity() ran (null before):
+   * an anonymous question about an account that is not public is answered from it alone, touching
+   * neither the store nor the state cache, so a hidden account (online or not) and an unknown JID
+   * cost the same, cold or warm.
+   */
+  private publicity: Map<string, boolean> | null = null;
 
   constructor(
     readonly store: Store,
@@ -170,6 +184,13 @@ export class PresenceEngine {
     this.domains = new Set(opts.domains);
     this.now = opts.now ?? Date.now;
     this.cacheSize = opts.cacheSize ?? 10_000;
+    this.loginThrottle = new LoginThrottle(opts.loginThrottle ?? { accountFree: 1, addressFree: 1, maxDelayMs: 0 }, (raw) => {
+      try {
+        return this.localJid(raw);
+      } catch {
+        return raw.toLowerCase();
+      }
+    });
     bus.onDelivery((to, d, resource) => this.dispatchLocal(to, d, resource));
   }
 
@@ -228,6 +249,7 @@ export class PresenceEngine {
     await this.store.removeRosterItems(pointing.map((i) => ({ owner: i.owner, contact: i.contact })));
     const existed = await this.store.deleteAccount(jid);
     this.states.delete(jid);
+    this.publicity?.delete(jid);
     for (const item of pointing) {
       const s = this.states.get(item.owner);
       s?.roster.delete(jid);
@@ -298,16 +320,24 @@ export class PresenceEngine {
     return algo === 'sha1' ? account.scramSha1 : account.scramSha256;
   }
 
-  issueToken(jid: string, ttlSeconds: number, scope = 'login'): { token: string; expiresAt: number } {
+  /** Issues a token for an existing account (rejects with 'not-found' otherwise), bound to this incarnation of it. */
+  async issueToken(jid: string, ttlSeconds: number, scope = 'login'): Promise<{ token: string; expiresAt: number }> {
+    const account = await this.store.getAccount(jid);
+    if (!account) throw new PresenceError('not-found', 'no such account');
     const iat = this.now();
     const exp = iat + ttlSeconds * 1000;
-    return { token: issueToken(this.opts.tokenSecret, { sub: jid, iat, exp, scope }), expiresAt: exp };
+    const acc = accountGeneration(this.opts.tokenSecret, account.passwordHash);
+    return { token: issueToken(this.opts.tokenSecret, { sub: jid, acc, iat, exp, scope }), expiresAt: exp };
   }
 
   async authenticateToken(token: unknown, scope = 'login'): Promise<string> {
     const claims = verifyToken(this.opts.tokenSecret, token, this.now());
     if (!claims || claims.scope !== scope) throw new PresenceError('auth-failed', 'invalid or expired token');
-    if (!(await this.store.getAccount(claims.sub))) throw new PresenceError('auth-failed', 'invalid or expired token');
+    const account = await this.store.getAccount(claims.sub);
+    // A token dies with the account it was issued for: a re-created account has another generation.
+    if (!account || accountGeneration(this.opts.tokenSecret, account.passwordHash) !== claims.acc) {
+      throw new PresenceError('auth-failed', 'invalid or expired token');
+    }
     const settings = await this.store.getSettings(claims.sub);
     const notBefore = typeof settings.tokensNotBefore === 'number' ? settings.tokensNotBefore : 0;
     if (claims.iat <= notBefore) throw new PresenceError('auth-failed', 'invalid or expired token');
@@ -333,6 +363,7 @@ export class PresenceEngine {
   }
 
   private async loadState(jid: string): Promise<AccountState> {
+    this.stats.accountLoads++;
     const [roster, blocks, settings, lastSeen, account] = await Promise.all([
       this.store.getRoster(jid),
       this.store.getBlocks(jid),
@@ -636,6 +667,7 @@ export class PresenceEngine {
    * real one. `target` must be a normalised JID of a local domain.
    */
   visiblePresence(viewer: string | null, target: string): AccountPresence | null | Promise<AccountPresence | null> {
+    if (viewer === null && !this.maybePublic(target)) return null;
     const t = this.states.get(target);
     const needViewer = this.viewerNeedsState(viewer, target);
     const v = needViewer ? this.states.get(viewer as string) : null;
@@ -649,6 +681,20 @@ export class PresenceEngine {
     const t = await this.state(target);
     const v = needViewer ? await this.state(viewer as string) : null;
     return t.exists && this.visible(viewer, t, v) ? t.presence : null;
+  }
+
+  /**
+   * Reads which accounts chose publicPresence, so that anonymous questions about the others are answered
+   * from memory (see `publicity`). The composition root calls it once at start, before serving.
+   */
+  async loadPublicity(): Promise<void> {
+    this.publicity = await this.store.listPublicPresenceChoices();
+  }
+
+  /** false when the account's presence is certainly not public; true when it may be (then ask its state). */
+  private maybePublic(jid: string): boolean {
+    if (this.publicity === null) return true;
+    return this.publicity.get(jid) ?? this.opts.defaultPublicPresence;
   }
 
   private viewerNeedsState(viewer: string | null, target: string): boolean {
@@ -829,6 +875,8 @@ export class PresenceEngine {
 
   async updateSettings(jid: string, patch: Record<string, unknown>): Promise<AccountSettings> {
     const settings = await this.store.updateSettings(jid, patch);
+    if (typeof settings.publicPresence === 'boolean') this.publicity?.set(jid, settings.publicPresence);
+    else this.publicity?.delete(jid);
     const state = this.states.get(jid);
     if (state) state.settings = settings;
     return settings;

@@ -81,6 +81,8 @@ export interface Store {
   getSettings(jid: string): Promise<AccountSettings>;
   /** Merges `patch` into the settings; a key set to null is removed. */
   updateSettings(jid: string, patch: Record<string, unknown>): Promise<AccountSettings>;
+  /** Every account whose settings choose `publicPresence` (true or false), read once at start. */
+  listPublicPresenceChoices(): Promise<Map<string, boolean>>;
 
   getRoster(owner: string): Promise<RosterItem[]>;
   getRosterItem(owner: string, contact: string): Promise<RosterItem | undefined>;

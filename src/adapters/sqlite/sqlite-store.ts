@@ -357,6 +357,17 @@ export class SqliteStore implements Store {
     });
   }
 
+  async listPublicPresenceChoices(): Promise<Map<string, boolean>> {
+    // Only rows that mention the key: most accounts never choose, and the rest are parsed here once.
+    const rows = await this.#db.selectFrom('account_settings').select(['jid', 'data']).where('data', 'like', '%"publicPresence"%').execute();
+    const out = new Map<string, boolean>();
+    for (const r of rows) {
+      const v = parseSettings(r.data).publicPresence;
+      if (typeof v === 'boolean') out.set(r.jid, v);
+    }
+    return out;
+  }
+
   // --------------------------------------------------------------------------------------- roster
 
   async getRoster(owner: string): Promise<RosterItem[]> {

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { presenceView } from '../native/messages.js';
+import { authHeaders, body as bodySchema, integerParam, JID_MAX, jidParams, jidString, optionalBody } from './schemas.js';
 
 export interface AdminApiOptions {
   readonly adminToken: string;
@@ -24,11 +25,16 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       if (opts.adminToken === '') {
         throw new PresenceError('not-allowed', 'the admin API is disabled: set PRESENCED_ADMIN_TOKEN (admin_token) to enable it');
       }
+      // Guessing the admin token is throttled per address like a password (429 with Retry-After).
+      engine.loginThrottle.check('http', null, req.ip);
       const given = Buffer.from(req.headers.authorization ?? '');
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
+        engine.loginThrottle.failed(null, req.ip);
         throw new PresenceError('auth-failed', 'missing or wrong admin bearer token');
       }
     });
+    const password = { type: 'string', maxLength: 4096 } as const;
+
 
     const jidParam = (req: FastifyRequest): string => engine.localJid((req.params as { jid: string }).jid);
     const body = (req: FastifyRequest): Record<string, unknown> => {
@@ -38,7 +44,7 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       return req.body as Record<string, unknown>;
     };
 
-    app.post('/accounts', async (req, reply: FastifyReply) => {
+    app.post('/accounts', { schema: { headers: authHeaders, body: bodySchema({ jid: jidString, password }, ['jid', 'password']) } }, async (req, reply: FastifyReply) => {
       const b = body(req);
       if (typeof b.jid !== 'string') throw new PresenceError('bad-request', '"jid" (string) is required');
       if (typeof b.password !== 'string') throw new PresenceError('bad-request', '"password" (string) is required');
@@ -46,8 +52,16 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       return reply.code(201).send({ jid });
     });
 
-    app.get('/accounts', async (req) => {
-      const q = req.query as Record<string, string | undefined>;
+    const listQuery = {
+      type: 'object',
+      properties: {
+        limit: integerParam,
+        domain: { type: 'string', minLength: 1, maxLength: 1023 },
+        after: { type: 'string', minLength: 1, maxLength: JID_MAX },
+      },
+    } as const;
+    app.get('/accounts', { schema: { headers: authHeaders, querystring: listQuery } }, async (req) => {
+      const q = req.query as { limit?: string; domain?: string; after?: string };
       const limit = q.limit === undefined ? 100 : Number(q.limit);
       if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) throw new PresenceError('bad-request', `limit must be an integer from 1 to ${MAX_PAGE}`);
       const page = await engine.store.listAccounts({
@@ -58,12 +72,13 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       return { accounts: page.jids, next: page.next };
     });
 
-    app.delete('/accounts/:jid', async (req, reply) => {
+    const onAccount = { schema: { headers: authHeaders, params: jidParams } };
+    app.delete('/accounts/:jid', onAccount, async (req, reply) => {
       if (!(await engine.deleteAccount(jidParam(req)))) throw new PresenceError('not-found', 'no such account');
       return reply.code(204).send();
     });
 
-    app.put('/accounts/:jid/password', async (req, reply) => {
+    app.put('/accounts/:jid/password', { schema: { headers: authHeaders, params: jidParams, body: bodySchema({ password }, ['password']) } }, async (req, reply) => {
       const b = body(req);
       if (typeof b.password !== 'string') throw new PresenceError('bad-request', '"password" (string) is required');
       await engine.changePassword(jidParam(req), b.password);
@@ -76,9 +91,9 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       return jid;
     };
 
-    app.get('/accounts/:jid/presence', async (req) => presenceView(await engine.presenceOf(await existing(req))));
+    app.get('/accounts/:jid/presence', onAccount, async (req) => presenceView(await engine.presenceOf(await existing(req))));
 
-    app.get('/accounts/:jid/sessions', async (req) => {
+    app.get('/accounts/:jid/sessions', onAccount, async (req) => {
       const sessions = await engine.sessionsOf(await existing(req));
       return {
         sessions: sessions.map((s) => ({
@@ -94,7 +109,7 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       };
     });
 
-    app.patch('/accounts/:jid/settings', async (req) => {
+    app.patch('/accounts/:jid/settings', { schema: { headers: authHeaders, params: jidParams, body: { type: 'object' } } }, async (req) => {
       const jid = await existing(req);
       const b = body(req);
       const patch: Record<string, unknown> = {};
@@ -107,7 +122,8 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       return { publicPresence: s.publicPresence ?? null };
     });
 
-    app.post('/accounts/:jid/tokens', async (req, reply) => {
+    const tokenBody = optionalBody({ ttl: { type: 'integer' }, scope: { type: 'string', maxLength: 64 } });
+    app.post('/accounts/:jid/tokens', { schema: { headers: authHeaders, params: jidParams, body: tokenBody } }, async (req, reply) => {
       const jid = await existing(req);
       const b = req.body === undefined || req.body === null ? {} : body(req);
       const ttl = b.ttl === undefined ? opts.tokenTtlSeconds : b.ttl;
@@ -117,11 +133,12 @@ export function adminApi(engine: PresenceEngine, opts: AdminApiOptions) {
       // 'presence' tokens only prove a requester on the HTTP presence endpoints; they cannot log in.
       const scope = b.scope === undefined ? 'login' : b.scope;
       if (scope !== 'login' && scope !== 'presence') throw new PresenceError('bad-request', 'scope must be "login" or "presence"');
-      const t = engine.issueToken(jid, ttl, scope);
+      const t = await engine.issueToken(jid, ttl, scope);
       return reply.code(201).send({ jid, token: t.token, scope, expiresAt: new Date(t.expiresAt).toISOString() });
     });
 
-    app.post('/presence/query', async (req) => {
+    const queryBody = bodySchema({ jids: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: jidString } }, ['jids']);
+    app.post('/presence/query', { schema: { headers: authHeaders, body: queryBody } }, async (req) => {
       const b = body(req);
       const jids = b.jids;
       if (!Array.isArray(jids) || jids.length === 0 || jids.length > MAX_BATCH || !jids.every((j) => typeof j === 'string')) {

@@ -76,7 +76,8 @@ export function demoPage(opts: DemoPageOptions = {}) {
   return async function register(app: FastifyInstance): Promise<void> {
     app.get('/demo', async (_req, reply) => serve(reply, pageDir, 'index.html'));
     app.get('/demo/', async (_req, reply) => serve(reply, pageDir, 'index.html'));
-    app.get('/demo/:file', async (req, reply) => serve(reply, pageDir, (req.params as { file: string }).file));
-    app.get('/demo/sdk/:file', async (req, reply) => serve(reply, sdkDir, (req.params as { file: string }).file));
+    const file = { schema: { params: { type: 'object', required: ['file'], properties: { file: { type: 'string', maxLength: 255 } } } } } as const;
+    app.get('/demo/:file', file, async (req, reply) => serve(reply, pageDir, (req.params as { file: string }).file));
+    app.get('/demo/sdk/:file', file, async (req, reply) => serve(reply, sdkDir, (req.params as { file: string }).file));
   };
 }

@@ -13,6 +13,8 @@ export interface HttpPresenceOptions {
   readonly trustReqJid: boolean;
   /** Default lifetime of presence tokens minted by users (POST /api/v1/presence/token). */
   readonly presenceTokenTtlSeconds?: number;
+  /** Most JIDs in one batch (http_batch_max). */
+  readonly batchMax?: number;
 }
 
 export type FastPath = (req: IncomingMessage, res: ServerResponse) => boolean;
@@ -27,6 +29,6 @@ export async function httpPresence(http: FastifyInstance, engine: PresenceEngine
   const lookup = new PresenceLookup(engine);
   const status = { resolver, lookup, images: loadStatusImages() };
   await http.register(statusEndpoint(status));
-  await http.register(presenceApi({ engine, resolver, lookup, presenceTokenTtlSeconds: opts.presenceTokenTtlSeconds ?? 3600 }), { prefix: '/api/v1' });
+  await http.register(presenceApi({ engine, resolver, lookup, presenceTokenTtlSeconds: opts.presenceTokenTtlSeconds ?? 3600, batchMax: opts.batchMax ?? 500 }), { prefix: '/api/v1' });
   return statusFastPath(status, onAnswer);
 }

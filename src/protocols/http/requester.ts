@@ -2,6 +2,7 @@ import { timingSafeEqual } from 'node:crypto';
 import type { FastifyReply } from 'fastify';
 import { parseJid } from '../../core/jid.js';
 import type { PresenceEngine } from '../../engine/engine.js';
+import { LoginThrottled } from '../../engine/login-throttle.js';
 import { sendError } from './http-common.js';
 
 /**
@@ -48,12 +49,12 @@ export class RequesterResolver {
    * when credentials were sent and are wrong: a caller who tried to prove something is told it failed
    * instead of silently getting the anonymous view.
    */
-  resolve(authorization: string | undefined, token: string | undefined, reqJid: string | undefined): Requester | Promise<Requester> {
+  resolve(authorization: string | undefined, token: string | undefined, reqJid: string | undefined, address: string | null = null): Requester | Promise<Requester> {
     if (authorization !== undefined) {
       const space = authorization.indexOf(' ');
       const scheme = authorization.slice(0, space).toLowerCase();
       const cred = authorization.slice(space + 1).trim();
-      if (scheme === 'basic') return this.basic(cred);
+      if (scheme === 'basic') return this.basic(cred, address);
       if (scheme === 'bearer') return this.isAdmin(cred) ? { kind: 'admin' } : this.token(cred);
       return Promise.reject(new AuthFailed('unsupported authorization scheme (use Basic or Bearer)'));
     }
@@ -71,13 +72,16 @@ export class RequesterResolver {
     return g.length === this.admin.length && timingSafeEqual(g, this.admin);
   }
 
-  private async basic(cred: string): Promise<Requester> {
+  private async basic(cred: string, address: string | null): Promise<Requester> {
     const decoded = Buffer.from(cred, 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
     if (colon < 0) throw new AuthFailed('malformed Basic credentials');
+    const user = decoded.slice(0, colon);
     try {
-      return { kind: 'account', jid: await this.engine.authenticatePassword(decoded.slice(0, colon), decoded.slice(colon + 1)) };
-    } catch {
+      const jid = await this.engine.loginThrottle.attempt('http', user, address, () => this.engine.authenticatePassword(user, decoded.slice(colon + 1)));
+      return { kind: 'account', jid };
+    } catch (e) {
+      if (e instanceof LoginThrottled) throw e;
       throw new AuthFailed('wrong jid or password');
     }
   }
@@ -91,8 +95,15 @@ export class RequesterResolver {
   }
 }
 
-/** The answer to failed credentials: 401 with a challenge, so a browser may ask its user again. */
+/**
+ * The answer to failed credentials: 401 with a challenge, so a browser may ask its user again; or 429
+ * with Retry-After when the account or address is throttled after too many failures.
+ */
 export function sendAuthFailed(reply: FastifyReply, err: unknown): FastifyReply {
+  if (err instanceof LoginThrottled) {
+    reply.header('retry-after', String(err.retryAfterSeconds));
+    return sendError(reply, 429, 'rate-limited', err.message);
+  }
   if (!(err instanceof AuthFailed)) throw err;
   reply.header('www-authenticate', 'Basic realm="presenced", charset="UTF-8"');
   return sendError(reply, 401, 'auth-failed', err.message);

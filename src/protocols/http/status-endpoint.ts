@@ -6,6 +6,7 @@ import { presenceJson, presenceText, presenceXml } from './presence-formats.js';
 import { ANONYMOUS, sendAuthFailed, type Requester, type RequesterResolver } from './requester.js';
 import type { ImageVariant, StatusImages } from './status-images.js';
 import type { PresenceLookup } from './visible-presence.js';
+import { authHeaders, CREDENTIAL_MAX, JID_MAX, servletParam } from './schemas.js';
 import { STATUS_WORDS, statusWord, type StatusImageWord } from './status-words.js';
 
 /**
@@ -242,7 +243,7 @@ export function statusEndpoint(opts: StatusEndpointOptions) {
     // Parsed before the requester is known and whatever the outcome, so a malformed, remote or unknown
     // JID walks the same path as a real one.
     const target = lookup.target(jid);
-    const who = resolver.resolve(req.headers.authorization, param('token'), param('req_jid'));
+    const who = resolver.resolve(req.headers.authorization, param('token'), param('req_jid'), req.ip);
     if (who instanceof Promise) {
       return who.then(
         (w) => answer(req, reply, type as OutputType, image, target, w),
@@ -252,12 +253,29 @@ export function statusEndpoint(opts: StatusEndpointOptions) {
     return answer(req, reply, type as OutputType, image, target, who);
   }
 
+  // The plugin's parameters, each once or repeated (the first wins, as in the servlet); unknown ones are ignored.
+  const params = {
+    type: 'object',
+    properties: {
+      jid: servletParam(JID_MAX),
+      req_jid: servletParam(JID_MAX),
+      type: servletParam(16),
+      token: servletParam(CREDENTIAL_MAX),
+      format: servletParam(16),
+      scale: servletParam(16),
+      images: servletParam(MAX_URL),
+      ...Object.fromEntries(STATUS_WORDS.map((w) => [w, servletParam(MAX_URL)])),
+    },
+  } as const;
+  const schema = { headers: authHeaders, querystring: params, body: { type: ['object', 'null'], properties: params.properties } } as const;
+
   return async function register(app: FastifyInstance): Promise<void> {
     // Pages post the plugin's parameters from HTML forms; the parser is scoped to this plugin.
     app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string', bodyLimit: FORM_LIMIT }, (_req, body, done) => {
       done(null, parseForm(body as string));
     });
-    app.route({ method: ['GET', 'POST'], url: '/plugins/presence/status', handler });
+    app.route({ method: 'GET', url: '/plugins/presence/status', schema: { headers: schema.headers, querystring: schema.querystring }, handler });
+    app.route({ method: 'POST', url: '/plugins/presence/status', schema, handler });
     app.options('/plugins/presence/status', preflight);
   };
 }

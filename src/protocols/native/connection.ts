@@ -5,6 +5,7 @@ import type { LeaveReason } from '../../core/events.js';
 import { parseAccountJid } from '../../core/jid.js';
 import type { SubType } from '../../core/subscription.js';
 import type { Delivery } from '../../ports/bus.js';
+import { LoginThrottled } from '../../engine/login-throttle.js';
 import type { PresenceEngine, Session, SessionSink } from '../../engine/engine.js';
 import {
   errorFrame,
@@ -283,14 +284,19 @@ export class NativeConnection implements SessionSink {
   private async verifyAndOpen(b: Record<string, unknown>): Promise<unknown> {
     try {
       let jid: string;
+      // Failed logins are throttled per account and address (engine/login-throttle.ts): a refusal is
+      // error code rate-limited, with the wait in its message.
+      const address = (this.ws as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress ?? null;
       try {
-        if (b.token !== undefined) jid = await this.engine.authenticateToken(b.token);
-        else jid = await this.engine.authenticatePassword(b.jid, b.password);
-        if (b.token !== undefined && b.jid !== undefined && this.engine.localJid(b.jid) !== jid) {
-          throw new PresenceError('auth-failed', 'token does not belong to this jid');
-        }
+        jid = await this.engine.loginThrottle.attempt('native', b.token === undefined ? b.jid : null, address, async () => {
+          const who = b.token !== undefined ? await this.engine.authenticateToken(b.token) : await this.engine.authenticatePassword(b.jid, b.password);
+          if (b.token !== undefined && b.jid !== undefined && this.engine.localJid(b.jid) !== who) {
+            throw new PresenceError('auth-failed', 'token does not belong to this jid');
+          }
+          return who;
+        });
       } catch (e) {
-        if (isPresenceError(e) && e.code === 'auth-failed') {
+        if (isPresenceError(e) && (e.code === 'auth-failed' || e instanceof LoginThrottled)) {
           this.authFailures++;
           if (this.authFailures >= this.limits.maxAuthFailures) {
             this.closeAfterReply = { code: CLOSE.policy, reason: 'too many failed logins' };

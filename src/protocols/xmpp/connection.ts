@@ -12,6 +12,7 @@ import { handlePresence, initialPresence, presenceDelivery, sendDirectedUnavaila
 import { rosterPush, subscriptionPresence } from './roster.js';
 import { handleRegistration } from './registration.js';
 import { routeMessage, settleOfflineAcks } from './routing.js';
+import { hostOf, LoginThrottled } from '../../engine/login-throttle.js';
 import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
 import { announceDirected, type SmState } from './stream-management.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
@@ -385,7 +386,13 @@ export class XmppConnection implements SessionSink, TransportEvents {
     };
   }
 
+  /** The SASL exchange in progress as the login throttle sees it: whose password, and whether it was refused. */
+  private saslAttempt: { account: string | null; refusedMs: number } | null = null;
+
   private async sasl(s: XmlElement): Promise<void> {
+    const throttle = this.ctx.engine.loginThrottle;
+    const address = hostOf(this.transport.remote);
+    const refuse = (ms: number): SaslFailure => new SaslFailure('temporary-auth-failure', new LoginThrottled(ms).message);
     try {
       if (this.ctx.opts.requireTls && !this.transport.secure && this.transport.canStartTls) {
         throw new SaslFailure('encryption-required', 'STARTTLS first');
@@ -395,7 +402,27 @@ export class XmppConnection implements SessionSink, TransportEvents {
         const name = s.attr('mechanism') ?? '';
         if (!(MECHANISMS as readonly string[]).includes(name)) throw new SaslFailure('invalid-mechanism');
         if (name === 'PLAIN' && !this.plainAllowed()) throw new SaslFailure('encryption-required', 'PLAIN needs TLS');
-        this.mechanism = createMechanism(name as MechanismName, this.saslBackend());
+        // An address that failed too often waits before trying again; an account's wait is checked once
+        // the mechanism names it (login-throttle.ts says who it binds).
+        const addressWait = throttle.wait('xmpp', null, address);
+        if (addressWait > 0) throw refuse(addressWait);
+        const attempt = { account: null as string | null, refusedMs: 0 };
+        this.saslAttempt = attempt;
+        const gate = (jid: string): void => {
+          attempt.account = jid;
+          const ms = throttle.wait('xmpp', jid, address);
+          if (ms > 0) {
+            attempt.refusedMs = ms;
+            throw refuse(ms);
+          }
+        };
+        const backend = this.saslBackend();
+        this.mechanism = createMechanism(name as MechanismName, {
+          domain: backend.domain,
+          fakeSalt: (jid) => backend.fakeSalt(jid),
+          checkPassword: async (jid, password) => (gate(jid), backend.checkPassword(jid, password)),
+          scramKeys: async (jid, algo) => (gate(jid), backend.scramKeys(jid, algo)),
+        });
         const text = s.text().trim();
         if (text === '') {
           // No initial response: ask for it with an empty challenge.
@@ -420,15 +447,22 @@ export class XmppConnection implements SessionSink, TransportEvents {
       }
       this.mechanism = null;
       this.authJid = this.ctx.engine.localJid(step.jid);
+      throttle.succeeded(this.saslAttempt?.account ?? step.jid, address);
+      this.saslAttempt = null;
       const extra = step.additional === null ? '' : Buffer.from(step.additional).toString('base64');
       this.transport.send(`<success xmlns='${NS.sasl}'>${extra}</success>`);
       this.restartStream();
     } catch (e) {
       if (!(e instanceof SaslFailure)) throw e;
       this.mechanism = null;
-      const text = e.message !== e.condition ? `<text>${escapeText(e.message)}</text>` : '';
-      this.transport.send(`<failure xmlns='${NS.sasl}'><${e.condition}/>${text}</failure>`);
-      if (e.condition === 'not-authorized') {
+      const attempt = this.saslAttempt;
+      this.saslAttempt = null;
+      // PLAIN turns any error of the password check into not-authorized; a refusal says what it is.
+      const failure = attempt !== null && attempt.refusedMs > 0 ? refuse(attempt.refusedMs) : e;
+      if (failure.condition === 'not-authorized') throttle.failed(attempt?.account ?? null, address);
+      const text = failure.message !== failure.condition ? `<text>${escapeText(failure.message)}</text>` : '';
+      this.transport.send(`<failure xmlns='${NS.sasl}'><${failure.condition}/>${text}</failure>`);
+      if (failure.condition === 'not-authorized' || failure.condition === 'temporary-auth-failure') {
         this.authFailures++;
         if (this.authFailures >= this.ctx.opts.maxAuthFailures) throw new StreamError('policy-violation', 'too many failed authentication attempts');
       }
