@@ -16,11 +16,6 @@ import type { SubState } from './subscription-state.js';
 export const LEAVE_REASONS = ['graceful', 'timeout', 'replaced', 'kicked', 'shutdown', 'crash-recovery', 'node_down'] as const;
 export type LeaveReason = (typeof LEAVE_REASONS)[number];
 
-const LEAVE_REASON_SET: ReadonlySet<string> = new Set(LEAVE_REASONS);
-export function isLeaveReason(v: unknown): v is LeaveReason {
-  return typeof v === 'string' && LEAVE_REASON_SET.has(v);
-}
-
 /** Everything that happens to presence, for features (apps, push, extensions) to consume. */
 export interface PresenceEvents {
   'session.opened': { jid: string; session: SessionPresence; protocol: string };

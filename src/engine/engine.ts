@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { PresenceError } from '../core/errors.js';
-import { EventHub, isLeaveReason, type LeaveReason } from '../core/events.js';
+import { EventHub, type LeaveReason } from '../core/events.js';
 import { domainOf, parseAccountJid, parseResource } from '../core/jid.js';
 import {
   aggregatePresence,
@@ -489,10 +489,10 @@ export class PresenceEngine {
    * The connection behind `session` is gone. With `grace` the session stays online for the grace
    * period so a quick reconnect shows watchers nothing; otherwise (a clean goodbye) it ends now.
    */
-  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: LeaveReason | LegacyLeaveReason; graceMs?: number }): void {
+  detach(session: Session, sink: SessionSink, opts: { grace: boolean; reason: LeaveReason; graceMs?: number }): void {
     if (session.sink !== sink) return; // already taken over by a newer connection
     session.sink = null;
-    const reason = leaveReason(opts.reason, opts.grace);
+    const reason = opts.reason;
     // A lost connection was last heard at its last frame or pong, however long it took to notice; a
     // goodbye was heard now.
     session.lastHeard = opts.grace ? Math.min(sink.lastReceived, this.now()) : this.now();
@@ -1010,18 +1010,6 @@ export class PresenceEngine {
     for (const jid of deletes) this.checkpointed.delete(jid);
     this.onCheckpoint(upserts.length, deletes.length);
   }
-}
-
-/**
- * Free-form reasons some front doors still pass to detach(): mapped onto the LeaveReason vocabulary
- * (a lost connection is a timeout, anything else a goodbye). Temporary, until every caller passes a
- * LeaveReason.
- */
-export type LegacyLeaveReason = string & { readonly legacy?: never };
-
-function leaveReason(reason: string, grace: boolean): LeaveReason {
-  if (isLeaveReason(reason)) return reason;
-  return grace ? 'timeout' : 'graceful';
 }
 
 const isSubscriber = (s: SubState): boolean => s.from;

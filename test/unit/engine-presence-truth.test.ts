@@ -118,20 +118,6 @@ describe('last seen is when the client was last heard', () => {
     assert.equal((await off).presence.lastSeen, 1_003_000);
   });
 
-  test('legacy free-form reasons are mapped onto the vocabulary (a loss is a timeout, else a goodbye)', async () => {
-    const { engine, clock } = await rig({ accounts: ['a@localhost'] });
-    const reasons: LeaveReason[] = [];
-    engine.events.on('session.closed', (e) => reasons.push(e.reason));
-    for (const [grace, reason] of [[true, 'disconnected'], [false, 'closed']] as const) {
-      const sink = new Sink(clock.now);
-      const s = await engine.openSession('a@localhost', 'r', 'xmpp', sink, {});
-      const closed = next(engine, 'session.closed');
-      engine.detach(s, sink, { grace, reason });
-      await closed;
-    }
-    assert.deepEqual(reasons, ['timeout', 'graceful']);
-  });
-
   test('a contact going offline because its last session ended is told why', async () => {
     const { engine, clock } = await rig({ accounts: ['a@localhost', 'w@localhost'] });
     await engine.subscription('w@localhost', 'a@localhost', 'subscribe');
