@@ -221,6 +221,14 @@ interface Row {
   cpuPercent: number;
   stealPercent: number;
   rssMb: number;
+  heapMb: number;
+}
+
+/** The server's live JavaScript heap, from its own metrics (RSS also counts garbage not yet collected). */
+async function heapUsedMb(port: number): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const m = /^presenced_process_nodejs_heap_size_used_bytes (\S+)$/m.exec(text);
+  return m ? Number(m[1]) / 1024 / 1024 : NaN;
 }
 
 async function measure(protocol: string, profileName: string): Promise<Row> {
@@ -240,7 +248,13 @@ async function measure(protocol: string, profileName: string): Promise<Row> {
     const c0 = cpuTicks(proc.pid!);
     const m0 = cpuCounters();
     const start = Date.now();
-    await new Promise((r) => setTimeout(r, SECONDS * 1000)); // measurement window, not synchronisation
+    // The heap is sampled through the window and its lowest value kept: heap used right after a major
+    // collection is what the sessions really hold; any single reading also counts garbage not yet collected.
+    let heapMb = Infinity;
+    while (Date.now() - start < SECONDS * 1000) {
+      await new Promise((r) => setTimeout(r, 2_000)); // sampling interval of the measurement window
+      heapMb = Math.min(heapMb, await heapUsedMb(port));
+    }
     const secs = (Date.now() - start) / 1000;
     const c1 = cpuTicks(proc.pid!);
     const m1 = cpuCounters();
@@ -251,6 +265,7 @@ async function measure(protocol: string, profileName: string): Promise<Row> {
       cpuPercent: (c1 - c0) / secs, // ticks of 10 ms per second = % of one core
       stealPercent: (100 * (m1.steal - m0.steal)) / Math.max(1, m1.total - m0.total),
       rssMb: rssKb(proc.pid!) / 1024,
+      heapMb,
     };
     for (const c of clients) c.close();
     return row;
@@ -266,10 +281,10 @@ for (const protocol of (args.protocols as string).split(',')) {
   for (const profile of (args.profiles as string).split(',')) rows.push(await measure(protocol, profile));
 }
 console.log(`\n${N} idle sessions, ${SECONDS} s window, ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
-console.log('| protocol | profile (heartbeat / idle / grace) | pings/s sent | server CPU (% of one core) | steal | server RSS |');
-console.log('|---|---|---|---|---|---|');
+console.log('| protocol | profile (heartbeat / idle / grace) | pings/s sent | server CPU (% of one core) | steal | server RSS | lowest heap used |');
+console.log('|---|---|---|---|---|---|---|');
 for (const r of rows) {
   const p = PROFILES[r.profile]!;
-  console.log(`| ${r.protocol} | ${r.profile} (${p.heartbeat / 1000} s / ${p.idle / 1000} s / ${p.grace / 1000} s) | ${r.pingsPerSecond.toFixed(0)} | ${r.cpuPercent.toFixed(1)} % | ${r.stealPercent.toFixed(1)} % | ${r.rssMb.toFixed(0)} MB |`);
+  console.log(`| ${r.protocol} | ${r.profile} (${p.heartbeat / 1000} s / ${p.idle / 1000} s / ${p.grace / 1000} s) | ${r.pingsPerSecond.toFixed(0)} | ${r.cpuPercent.toFixed(1)} % | ${r.stealPercent.toFixed(1)} % | ${r.rssMb.toFixed(0)} MB | ${r.heapMb.toFixed(0)} MB |`);
 }
 process.exit(0);
