@@ -127,3 +127,13 @@ export class TestClient {
     (this.ws as unknown as { _socket: import('node:net').Socket })._socket.destroy();
   }
 }
+
+/** Makes `a` and `b` mutual contacts through the native protocol, the way two users would. */
+export async function befriend(a: TestClient, aJid: string, b: TestClient, bJid: string): Promise<void> {
+  await a.request('subscribe', { jid: bJid });
+  await b.waitFor((p) => p.type === 'subscription' && p.from === aJid && p.kind === 'subscribe', 'subscribe request');
+  await b.request('approve', { jid: aJid });
+  await b.request('subscribe', { jid: aJid });
+  await a.waitFor((p) => p.type === 'subscription' && p.from === bJid && p.kind === 'subscribe', 'subscribe request');
+  await a.request('approve', { jid: bJid });
+}

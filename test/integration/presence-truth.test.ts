@@ -13,23 +13,13 @@ import { WebSocket } from 'ws';
 import { PresencedClient, type ContactPresence } from '../../packages/client/src/index.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
-import { TestClient } from '../helpers/ws-client.js';
+import { befriend, TestClient } from '../helpers/ws-client.js';
 
 /**
  * Presence truth seen from outside: what the server says about an account's last seen and last status,
  * asked through every door (admin API, HTTP presence API, native snapshot and presence.get, XMPP
  * XEP-0012), after an unavailable presence, a frozen client, and a kill -9.
  */
-
-/** Makes `a` and `b` mutual contacts through the native protocol, the way two users would. */
-async function befriend(a: TestClient, aJid: string, b: TestClient, bJid: string): Promise<void> {
-  await a.request('subscribe', { jid: bJid });
-  await b.waitFor((p) => p.type === 'subscription' && p.from === aJid && p.kind === 'subscribe', 'subscribe request');
-  await b.request('approve', { jid: aJid });
-  await b.request('subscribe', { jid: aJid });
-  await a.waitFor((p) => p.type === 'subscription' && p.from === bJid && p.kind === 'subscribe', 'subscribe request');
-  await a.request('approve', { jid: bJid });
-}
 
 /** A stanza round trip: once the server answers this ping, it has handled every stanza sent before. */
 async function xmppBarrier(x: RawXmpp, id: string): Promise<void> {

@@ -1,17 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
-import { TestClient } from '../helpers/ws-client.js';
+import { befriend, TestClient } from '../helpers/ws-client.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
-
-/** Makes `a` and `b` mutual contacts through the protocol, the way two users would. */
-async function befriend(a: TestClient, aJid: string, b: TestClient, bJid: string): Promise<void> {
-  await a.request('subscribe', { jid: bJid });
-  await b.waitFor((p) => p.type === 'subscription' && p.from === aJid && p.kind === 'subscribe', 'subscribe request');
-  await b.request('approve', { jid: aJid });
-  await b.request('subscribe', { jid: aJid });
-  await a.waitFor((p) => p.type === 'subscription' && p.from === bJid && p.kind === 'subscribe', 'subscribe request');
-  await a.request('approve', { jid: bJid });
-}
 
 describe('live presence between contacts over the native protocol', () => {
   let t: TestServer;
