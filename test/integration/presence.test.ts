@@ -224,3 +224,41 @@ describe('restart', () => {
     }
   });
 });
+
+describe('login snapshot and racing changes', () => {
+  test('a change that reaches a session while its login snapshot is assembled arrives after the snapshot', async () => {
+    const t = await startTestServer();
+    try {
+      await t.createAccount('lena@localhost');
+      await t.createAccount('milo@localhost');
+      const { client: milo } = await TestClient.login(t.wsUrl, 'milo@localhost');
+      const { client: lena0 } = await TestClient.login(t.wsUrl, 'lena@localhost');
+      await befriend(lena0, 'lena@localhost', milo, 'milo@localhost');
+      await lena0.close();
+      // The moment lena's new session exists and before its snapshot is taken, milo's presence changes
+      // (delivered through the engine's own bus, as a contact's change racing the login would be).
+      const engine = t.server.engine;
+      const off = engine.events.on('session.opened', (e) => {
+        if (e.jid !== 'lena@localhost') return;
+        off();
+        engine.bus.deliver('lena@localhost', {
+          kind: 'presence',
+          from: 'milo@localhost',
+          presence: { jid: 'milo@localhost', online: true, show: 'dnd', status: 'newer than the snapshot', priority: 0, resource: 'r', lastSeen: null },
+          session: null,
+        });
+      });
+      const lena = await TestClient.connect(t.wsUrl);
+      await lena.request('auth', { jid: 'lena@localhost', password: 'secret-pw' });
+      await lena.barrier();
+      const result = lena.all.findIndex((f) => f.type === 'result' && f.result?.contacts !== undefined);
+      const push = lena.all.findIndex((f) => f.type === 'presence' && f.status === 'newer than the snapshot');
+      assert.ok(result >= 0 && push >= 0, JSON.stringify(lena.all));
+      assert.ok(push > result, `the racing change came before the snapshot that it is newer than: ${JSON.stringify(lena.all)}`);
+      await lena.close();
+      await milo.close();
+    } finally {
+      await t.destroy();
+    }
+  });
+});

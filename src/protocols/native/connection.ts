@@ -187,7 +187,12 @@ export class NativeConnection implements SessionSink {
     this.busy = true;
     this.handle(req)
       .then(
-        (value) => this.send(result(req.id, value)),
+        (value) => {
+          this.send(result(req.id, value));
+          // Deliveries held while an auth assembled its snapshot go out after the snapshot, never
+          // before it: sent first, a change newer than the snapshot would be overwritten by it.
+          if (req.type === 'auth') this.flushHeld();
+        },
         (e: unknown) => this.reject(req.id, e),
       )
       .finally(() => {
@@ -316,8 +321,6 @@ export class NativeConnection implements SessionSink {
       }
       const contacts = await this.engine.contactsPresence(jid);
       const p = session.presence;
-      // The result goes out after this returns; deliveries that raced the snapshot follow it.
-      queueMicrotask(() => this.flushHeld());
       return {
         jid,
         resource: session.resource,
