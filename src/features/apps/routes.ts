@@ -68,7 +68,8 @@ export function appRoutes(engine: PresenceEngine, service: AppService, opts: App
     const find = (req: FastifyRequest) => service.find(viewer(req), (req.params as { id: string }).id);
     const onApp = { schema: { headers: authHeaders, params: idParams } };
 
-    app.post('/', { bodyLimit: MAX_MANIFEST_BYTES, schema: { headers: authHeaders, body: registerBody } }, async (req, reply) => {
+    // One spelling of the collection's URL (`/api/v1/apps`), not also with a trailing slash.
+    app.post('/', { prefixTrailingSlash: 'no-slash', bodyLimit: MAX_MANIFEST_BYTES, schema: { headers: authHeaders, body: registerBody } }, async (req, reply) => {
       const owner = viewer(req) ?? ADMIN_OWNER;
       if (owner !== ADMIN_OWNER && opts.registration === 'admin') {
         throw new PresenceError('not-allowed', 'app registration is limited to the administrator on this server (app_registration: admin)');
@@ -79,7 +80,7 @@ export function appRoutes(engine: PresenceEngine, service: AppService, opts: App
       return reply.code(201).send({ ...view(created), clientSecret });
     });
 
-    app.get('/', { schema: { headers: authHeaders } }, async (req) => ({ apps: (await service.list(viewer(req))).map(view) }));
+    app.get('/', { prefixTrailingSlash: 'no-slash', schema: { headers: authHeaders } }, async (req) => ({ apps: (await service.list(viewer(req))).map(view) }));
 
     app.get('/:id', onApp, async (req) => view(await find(req)));
 
