@@ -3,7 +3,7 @@ import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { sendError } from '../../protocols/http/http-common.js';
 import { RequesterResolver, sendAuthFailed, type Requester } from '../../protocols/http/requester.js';
-import { authHeaders } from '../../protocols/http/schemas.js';
+import { authHeaders, CREDENTIAL_MAX } from '../../protocols/http/schemas.js';
 import { isManifest, LIMITS, manifestFields, MAX_MANIFEST_BYTES, patchFields, registrationFields } from './app-input.js';
 import { ADMIN_OWNER, appView, AppService } from './app-service.js';
 import { ProofFailed } from './domain-proof.js';
@@ -56,8 +56,10 @@ export function appRoutes(engine: PresenceEngine, service: AppService, opts: App
         reply.header('www-authenticate', 'Basic realm="presenced", charset="UTF-8"');
         return sendError(reply, 401, 'not-authenticated', 'send HTTP Basic credentials of an account, a login token (Bearer) or the admin token');
       }
+      // The header schema bounds it too, but only after this hook: do not decode megabytes of Basic.
+      if (auth.length > CREDENTIAL_MAX) return sendError(reply, 401, 'auth-failed', `credentials longer than ${CREDENTIAL_MAX} characters`);
       try {
-        who.set(req, await resolver.resolve(auth.length > 8192 ? 'x' : auth, undefined, undefined, req.ip));
+        who.set(req, await resolver.resolve(auth, undefined, undefined, req.ip));
       } catch (e) {
         return sendAuthFailed(reply, e);
       }
