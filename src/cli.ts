@@ -8,6 +8,7 @@ import { startIdleCollector } from './idle-collector.js';
 import { tuneRuntime } from './runtime-tuning.js';
 import { controlRequest, DataDirInUseError } from './control-channel.js';
 import { createLogger, openStore, startServer, VERSION } from './server.js';
+import { APP_USAGE, appCommand, AppUsageError } from './features/apps/cli.js';
 
 const USAGE = `presenced ${VERSION}: a presence server
 
@@ -17,6 +18,7 @@ Usage:
   presenced account remove <jid>                       delete an account
   presenced account passwd <jid> [--password P]        change a password
   presenced account list [--domain D]                  list accounts
+${APP_USAGE}
   presenced config                                     list configuration keys
   presenced --version | --help
 
@@ -83,6 +85,15 @@ export async function main(argv: string[]): Promise<number> {
         config: { type: 'string', short: 'c' },
         password: { type: 'string', short: 'p' },
         domain: { type: 'string' },
+        // presenced app add
+        name: { type: 'string' },
+        description: { type: 'string' },
+        homepage: { type: 'string' },
+        'icon-url': { type: 'string' },
+        'redirect-uri': { type: 'string', multiple: true },
+        'webhook-url': { type: 'string' },
+        'webhook-format': { type: 'string' },
+        manifest: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' },
       },
@@ -113,6 +124,15 @@ export async function main(argv: string[]): Promise<number> {
     if (cmd === 'start') {
       if (sub !== undefined) throw new UsageError(`unexpected argument "${sub}"`);
       return await runServer(config);
+    }
+    if (cmd === 'app') {
+      const store = openStore(config);
+      try {
+        await store.migrate();
+        return await appCommand(config, store, sub, positionals.slice(2), values, (line) => console.log(line));
+      } finally {
+        await store.close();
+      }
     }
     if (cmd !== 'account') throw new UsageError(`unknown command "${cmd}"`);
     if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
@@ -164,7 +184,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(sub ? `unknown account command "${sub}"` : 'account needs a command: add, remove, passwd, list');
     }
   } catch (e) {
-    if (e instanceof UsageError) {
+    if (e instanceof UsageError || e instanceof AppUsageError) {
       console.error(`presenced: ${e.message}\n\nRun "presenced --help" for usage.`);
       return 2;
     }

@@ -66,6 +66,9 @@ export const CONFIG_KEYS = {
   xmpp_output_timeout_ms: { kind: 'int', def: 30_000, min: 100, max: 600_000, doc: 'An XMPP client whose waiting output stays above xmpp_max_output_bytes this long has its stream ended (policy-violation).' },
   tls_cert: { kind: 'string', def: '', doc: 'PEM certificate (chain) for XMPP TLS. Empty with tls_key empty: a self-signed one is generated in data_dir/tls.' },
   tls_key: { kind: 'string', def: '', doc: 'PEM private key matching tls_cert.' },
+  apps: { kind: 'bool', def: true, doc: 'The third-party apps feature (docs/apps.md): app registration under /api/v1/apps and `presenced app`. false registers none of its routes.' },
+  app_registration: { kind: 'string', def: 'accounts', doc: 'Who may register apps: accounts (any account, each seeing only its own apps) or admin (the admin token only).' },
+  webhooks_allow_private: { kind: 'bool', def: false, doc: 'Allow app webhook URLs over plain http and the domain proof of apps whose homepage is http://localhost or 127.0.0.1 (tests, development). Never on a public server.' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -119,6 +122,9 @@ export interface Config {
   xmpp_output_timeout_ms: number;
   tls_cert: string;
   tls_key: string;
+  apps: boolean;
+  app_registration: string;
+  webhooks_allow_private: boolean;
 }
 
 export class ConfigError extends Error {
@@ -267,6 +273,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.xmpp_registration !== 'open' && c.xmpp_registration !== 'closed') problems.push('xmpp_registration must be open or closed');
   if (c.xmpp_resource_conflict !== 'replace_old' && c.xmpp_resource_conflict !== 'new_resource') problems.push('xmpp_resource_conflict must be replace_old or new_resource');
   if (c.xmpp_sm_max_unacked_bytes < c.xmpp_max_stanza_bytes) problems.push('xmpp_sm_max_unacked_bytes must be at least xmpp_max_stanza_bytes, or one large message would end a stream');
+  if (c.app_registration !== 'accounts' && c.app_registration !== 'admin') problems.push('app_registration must be accounts or admin');
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
   if (problems.length) throw new ConfigError(problems);
   c.data_dir = resolve(c.data_dir);

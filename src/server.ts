@@ -19,6 +19,11 @@ import { certificateFiles, loadTls } from './protocols/xmpp/tls-certificate.js';
 import { XmppServer } from './protocols/xmpp/xmpp-server.js';
 import type { Store } from './ports/store.js';
 import { startControlChannel, type ControlChannel } from './control-channel.js';
+import type { FeatureDefinition } from './features/feature.js';
+import { startFeatures, type StartedFeatures } from './features/host.js';
+import { BUILT_IN_FEATURES } from './features/index.js';
+import { REQUEST_TYPES } from './protocols/native/messages.js';
+import { BUILT_IN_IQ_NAMESPACES } from './protocols/xmpp/iq-handlers.js';
 
 export const VERSION = '0.1.0';
 
@@ -68,8 +73,13 @@ export interface RunningServer {
   stop(reason?: string): Promise<void>;
 }
 
-/** The composition root: builds adapters, the engine and every front door from the configuration. */
-export async function startServer(config: Config, log: Logger = createLogger(config.log_level)): Promise<RunningServer> {
+export interface StartOptions {
+  /** The features to offer (each still switched on or off by the configuration); default the built-in ones. */
+  readonly features?: readonly FeatureDefinition[];
+}
+
+/** The composition root: builds adapters, the engine, the features and every front door from the configuration. */
+export async function startServer(config: Config, log: Logger = createLogger(config.log_level), opts: StartOptions = {}): Promise<RunningServer> {
   const store = openStore(config);
   await store.migrate();
   const bus = new MemoryBus();
@@ -181,9 +191,29 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     done();
   });
 
+  let features: StartedFeatures;
+  try {
+    features = await startFeatures(opts.features ?? BUILT_IN_FEATURES, {
+      config,
+      engine,
+      log,
+      metrics,
+      storage: store.featureStorage(),
+      reservedRequestTypes: REQUEST_TYPES,
+      reservedIqNamespaces: BUILT_IN_IQ_NAMESPACES,
+    });
+  } catch (e) {
+    await control.close();
+    await store.close();
+    throw e;
+  }
+  if (features.names.length) log.info({ features: features.names }, 'features enabled');
+
   http.get('/healthz', async () => ({ status: 'ok', version: VERSION, sessions: engine.localSessionCount() }));
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
+  // Each feature's routes in their own encapsulated context: its hooks guard only its prefix.
+  for (const h of features.http) await http.register(h.plugin, { prefix: h.prefix });
   if (config.demo) await http.register(demoPage());
   fastPath = await httpPresence(http, engine, { adminToken: config.admin_token, trustReqJid: config.trust_req_jid, batchMax: config.http_batch_max }, countHttp);
   if (config.trust_req_jid) log.warn('trust_req_jid is on: the HTTP status endpoint believes unproven req_jid values (UNSAFE outside a closed network)');
@@ -209,9 +239,10 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       },
       onInternalError: (err) => log.error({ err }, 'native request failed'),
     },
+    features.native,
   );
   native.attach(http.server);
-  const xmpp = await startXmpp(config, engine, log);
+  const xmpp = await startXmpp(config, engine, log, features);
   xmppServer = xmpp;
   xmpp.attach(http.server);
 
@@ -232,6 +263,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       await native?.close();
       await xmpp.close();
       await http.close();
+      await features.stop();
       await bus.close();
       await store.close();
       log.info('stopped');
@@ -241,7 +273,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
 }
 
-async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): Promise<XmppServer> {
+async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, features: StartedFeatures): Promise<XmppServer> {
   const xlog = log.child({ component: 'xmpp' });
   const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
   if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
@@ -274,6 +306,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger): P
     },
     loadTls(files),
     xlog,
+    features.xmpp,
   );
   await xmpp.listen();
   if (!config.xmpp_require_tls) xlog.warn('xmpp_require_tls is false: XMPP clients may log in without TLS, sending passwords in the clear with PLAIN');

@@ -1,3 +1,4 @@
+import type { Kysely } from 'kysely';
 import type { LastSeen } from '../core/presence.js';
 import type { RosterItem } from '../core/roster.js';
 
@@ -54,6 +55,11 @@ export interface AccountPage {
   readonly next: string | null;
 }
 
+export interface FeatureStorage {
+  readonly dialect: 'sqlite' | 'postgres';
+  readonly db: Kysely<any>;
+}
+
 /**
  * Durable state. Implementations: SQLite (embedded default), PostgreSQL (cluster, later).
  * All JIDs passed in are already normalised bare JIDs. Methods reject with PresenceError('conflict')
@@ -63,6 +69,12 @@ export interface Store {
   /** Creates or upgrades the schema to the latest version. Safe to call on every start. */
   migrate(): Promise<void>;
   close(): Promise<void>;
+  /**
+   * The database handle features build their own repositories on (src/features/feature.ts), with the
+   * dialect so a feature picks its implementation per database. Shared with the Store: one connection,
+   * one file, and a feature's transaction is serialised with the core's writes.
+   */
+  featureStorage(): FeatureStorage;
 
   /** Rejects with PresenceError code 'conflict' if the account exists. */
   createAccount(account: AccountRecord): Promise<void>;

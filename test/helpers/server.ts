@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig, type Config } from '../../src/config.js';
-import { startServer, type RunningServer } from '../../src/server.js';
+import { startServer, type RunningServer, type StartOptions } from '../../src/server.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
 
@@ -20,7 +20,7 @@ export interface TestServer {
 }
 
 /** Starts the real server in-process on a free port with its own temporary data directory. */
-export async function startTestServer(overrides: Partial<Config> = {}, dataDir?: string): Promise<TestServer> {
+export async function startTestServer(overrides: Partial<Config> = {}, dataDir?: string, opts: StartOptions = {}): Promise<TestServer> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'presenced-test-'));
   const config = loadConfig({
     env: {},
@@ -36,7 +36,7 @@ export async function startTestServer(overrides: Partial<Config> = {}, dataDir?:
       ...overrides,
     },
   });
-  const server = await startServer(config);
+  const server = await startServer(config, undefined, opts);
   const admin = async (method: string, path: string, body?: unknown) => {
     const res = await fetch(`${server.url}/api/v1${path}`, {
       method,

@@ -6,7 +6,7 @@ import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server
 const SEED = Number(process.env.FUZZ_SEED ?? 20261129);
 const REQUESTS = 1500;
 
-/** Every route with the methods it answers; `:jid` and `:file` are filled in at random. */
+/** Every route with the methods it answers; `:jid`, `:file` and `:id` are filled in at random. */
 const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/plugins/presence/status'],
   ['POST', '/plugins/presence/status'],
@@ -28,6 +28,14 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/demo/:file'],
   ['GET', '/demo/sdk/:file'],
   ['GET', '/healthz'],
+  ['POST', '/api/v1/apps'],
+  ['GET', '/api/v1/apps'],
+  ['GET', '/api/v1/apps/:id'],
+  ['PATCH', '/api/v1/apps/:id'],
+  ['DELETE', '/api/v1/apps/:id'],
+  ['POST', '/api/v1/apps/:id/secret'],
+  ['POST', '/api/v1/apps/:id/webhook-secret'],
+  ['POST', '/api/v1/apps/:id/verify'],
 ];
 const PARAMS = ['jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style'];
 
@@ -62,7 +70,7 @@ function body(r: Rng): { body?: string; type?: string } {
       return { body: JSON.stringify(randomValue(r)), type: 'application/json' };
     case 2: {
       const o: Record<string, unknown> = {};
-      for (const k of ['jid', 'jids', 'password', 'ttl', 'publicPresence', 'scope']) if (r.chance(0.5)) o[k] = randomValue(r);
+      for (const k of ['jid', 'jids', 'password', 'ttl', 'publicPresence', 'scope', 'name', 'homepage', 'redirectUris', 'webhookUrl', 'presence']) if (r.chance(0.5)) o[k] = randomValue(r);
       return { body: JSON.stringify(o), type: 'application/json' };
     }
     case 3:
@@ -100,7 +108,7 @@ describe('bounded fuzz run of the HTTP API', () => {
     const statuses = new Map<number, number>();
     for (let i = 0; i < REQUESTS; i++) {
       const [method, template] = r.pick(ROUTES);
-      const path = template.replace(/:jid|:file/g, () => pathValue(r)) + query(r);
+      const path = template.replace(/:jid|:file|:id/g, () => pathValue(r)) + query(r);
       const b = method === 'GET' || method === 'OPTIONS' ? {} : body(r);
       const headers: Record<string, string> = {};
       const auth = authHeader(r);

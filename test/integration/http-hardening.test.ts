@@ -220,6 +220,14 @@ const ROUTES = [
   'GET /plugins/presence/status',
   'POST /plugins/presence/status',
   'OPTIONS /plugins/presence/status',
+  'POST /api/v1/apps',
+  'GET /api/v1/apps',
+  'GET /api/v1/apps/:id',
+  'PATCH /api/v1/apps/:id',
+  'DELETE /api/v1/apps/:id',
+  'POST /api/v1/apps/:id/secret',
+  'POST /api/v1/apps/:id/webhook-secret',
+  'POST /api/v1/apps/:id/verify',
 ];
 
 /** Parses Fastify's printRoutes({ commonPrefix: false }) tree into `METHOD path` lines (HEAD left out: Fastify adds it to every GET). */
@@ -308,7 +316,7 @@ describe('finding 7: every route validates its input (no 5xx from repeated, mist
       const [method, pattern] = route.split(' ') as [string, string];
       for (const jid of ['alice@localhost', encodeURIComponent(big.slice(0, 4000)), '%E0%A4%A', 'a%00b']) {
         if (!pattern.includes(':') && jid !== 'alice@localhost') continue;
-        const path = pattern.replace(':jid', jid).replace(':file', jid === 'alice@localhost' ? 'index.html' : jid);
+        const path = pattern.replace(':jid', jid).replace(':id', jid).replace(':file', jid === 'alice@localhost' ? 'index.html' : jid);
         for (const auth of auths) {
           const sends: Array<[string, RequestInit]> = queries.map((q) => [`${path}?${q}`, { method }]);
           if (method === 'POST' || method === 'PUT' || method === 'PATCH') {

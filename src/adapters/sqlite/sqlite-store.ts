@@ -17,7 +17,7 @@ import { PresenceError } from '../../core/errors.js';
 import type { LastSeen } from '../../core/presence.js';
 import type { RosterItem } from '../../core/roster.js';
 import type { SubState } from '../../core/subscription-state.js';
-import type { AccountPage, AccountRecord, AccountSettings, OfflineMessage, PresenceCheckpoint, ScramKeys, Store } from '../../ports/store.js';
+import type { AccountPage, AccountRecord, AccountSettings, FeatureStorage, OfflineMessage, PresenceCheckpoint, ScramKeys, Store } from '../../ports/store.js';
 import { runMigrations } from './migrations.js';
 
 interface AccountsTable {
@@ -236,6 +236,10 @@ export class SqliteStore implements Store {
 
   async migrate(): Promise<void> {
     await runMigrations(this.#db);
+  }
+
+  featureStorage(): FeatureStorage {
+    return { dialect: 'sqlite', db: this.#db as unknown as Kysely<any> };
   }
 
   async close(): Promise<void> {

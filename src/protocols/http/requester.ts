@@ -19,6 +19,8 @@ export const PRESENCE_SCOPE = 'presence';
 export interface RequesterOptions {
   readonly adminToken: string;
   readonly trustReqJid: boolean;
+  /** Scope a bearer token must have (default `presence`; account management routes take `login` tokens). */
+  readonly tokenScope?: string;
 }
 
 export class AuthFailed extends Error {}
@@ -88,9 +90,9 @@ export class RequesterResolver {
 
   private async token(token: string): Promise<Requester> {
     try {
-      return { kind: 'account', jid: await this.engine.authenticateToken(token, PRESENCE_SCOPE) };
+      return { kind: 'account', jid: await this.engine.authenticateToken(token, this.opts.tokenScope ?? PRESENCE_SCOPE) };
     } catch {
-      throw new AuthFailed('invalid or expired presence token');
+      throw new AuthFailed(`invalid or expired ${this.opts.tokenScope ?? PRESENCE_SCOPE} token`);
     }
   }
 }

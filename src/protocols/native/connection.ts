@@ -21,6 +21,7 @@ import {
   type Request,
 } from './messages.js';
 import { Outbox, textFrame } from './outbox.js';
+import type { NativeRequestRegistry } from '../../features/registries.js';
 
 export interface NativeLimits {
   /** Sustained requests per second a connection may send. */
@@ -103,6 +104,8 @@ export class NativeConnection implements SessionSink {
     private readonly limits: NativeLimits,
     private readonly hooks: NativeHooks,
     now: number,
+    /** Request types features registered, looked up for any type that is not built in. */
+    private readonly extensions: NativeRequestRegistry | null = null,
   ) {
     this.lastReceived = now;
     this.openedAt = now;
@@ -164,7 +167,7 @@ export class NativeConnection implements SessionSink {
     this.strikes = 0;
     let req: Request;
     try {
-      req = parseRequest(data.toString());
+      req = parseRequest(data.toString(), this.extensions === null ? undefined : (t) => this.extensions?.has(t) === true);
     } catch (e) {
       this.reject(e instanceof RequestError ? e.id : null, e);
       return;
@@ -273,6 +276,8 @@ export class NativeConnection implements SessionSink {
         this.closeAfterReply = { code: CLOSE.normal, reason: 'bye' };
         return {};
     }
+    const feature = this.extensions?.get(req.type);
+    if (feature !== undefined) return feature({ jid, resource: session.resource, body: b });
     throw new PresenceError('unknown-type', `unknown request type "${req.type}"`);
   }
 

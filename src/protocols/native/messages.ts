@@ -31,15 +31,19 @@ export type RequestType = (typeof REQUEST_TYPES)[number];
 
 export interface Request {
   readonly id: string | number;
-  readonly type: RequestType;
+  /** A built-in type, or one a feature registered (src/features/registries.ts). */
+  readonly type: RequestType | (string & {});
   readonly body: Record<string, unknown>;
 }
 
 const MAX_ID_LENGTH = 64;
 const REQUEST_TYPE_SET = new Set<string>(REQUEST_TYPES);
 
-/** Parses one text frame. Throws PresenceError with the code the client gets back. */
-export function parseRequest(text: string): Request {
+/**
+ * Parses one text frame. Throws PresenceError with the code the client gets back. `extra` says whether
+ * a type that is not built in was registered by a feature; the others are `unknown-type`.
+ */
+export function parseRequest(text: string, extra?: (type: string) => boolean): Request {
   let msg: unknown;
   try {
     msg = JSON.parse(text);
@@ -55,8 +59,10 @@ export function parseRequest(text: string): Request {
     throw new PresenceError('bad-request', `"id" must be a non-empty string (at most ${MAX_ID_LENGTH} characters) or an integer`);
   }
   if (typeof body.type !== 'string') throw new RequestError(id, 'bad-request', '"type" must be a string');
-  if (!REQUEST_TYPE_SET.has(body.type)) throw new RequestError(id, 'unknown-type', `unknown request type "${body.type.slice(0, 64)}"`);
-  return { id, type: body.type as RequestType, body };
+  if (!REQUEST_TYPE_SET.has(body.type) && !(extra?.(body.type) ?? false)) {
+    throw new RequestError(id, 'unknown-type', `unknown request type "${body.type.slice(0, 64)}"`);
+  }
+  return { id, type: body.type, body };
 }
 
 /** An error that can be tied to the request's id (the request was well-formed enough to have one). */

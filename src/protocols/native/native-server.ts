@@ -3,6 +3,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
+import type { NativeRequestRegistry } from '../../features/registries.js';
 import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
 
 const CONN = Symbol('presenced.conn');
@@ -53,6 +54,8 @@ export class NativeServer {
     private readonly engine: PresenceEngine,
     private readonly opts: NativeServerOptions,
     private readonly hooks: NativeHooks & { onInternalError(e: unknown): void },
+    /** Request types registered by features (src/features/feature.ts). */
+    private readonly extensions: NativeRequestRegistry | null = null,
   ) {
     this.wss = new WebSocketServer({
       noServer: true,
@@ -85,7 +88,7 @@ export class NativeServer {
   private accept(ws: WebSocket, socket: Duplex): void {
     // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
     if (socket instanceof Socket) socket.setKeepAlive(true, this.opts.heartbeatIntervalMs);
-    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, Date.now());
+    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, Date.now(), this.extensions);
     conn.onInternalError = this.hooks.onInternalError;
     this.conns.add(conn);
     // Shared listeners that find their connection on the socket: four closures per connection would

@@ -1,4 +1,5 @@
 import type { PresenceEngine } from '../../engine/engine.js';
+import type { XmppIqRegistry } from '../../features/registries.js';
 import type { XmlLimits } from './parser.js';
 import type { StreamManagement } from './stream-management.js';
 
@@ -46,4 +47,6 @@ export interface XmppContext {
   readonly saltSecret: Buffer;
   readonly startedAt: number;
   readonly sm: StreamManagement;
+  /** IQ namespaces registered by features, consulted for payloads the server does not handle itself. */
+  readonly extensions: XmppIqRegistry | null;
 }

@@ -5,7 +5,7 @@ import { NS } from './namespaces.js';
 import { visibleResource, xmppConnectionsOf } from './routing.js';
 import { handleRosterIq } from './roster.js';
 import { jidAttr } from './stanza-util.js';
-import { el, type XmlElement } from './xml.js';
+import { el, XmlElement } from './xml.js';
 
 /** What an iq is addressed to, once the server has looked at its `to`. */
 type Target = { kind: 'server' } | { kind: 'self' } | { kind: 'account'; jid: string } | { kind: 'resource'; jid: FullJid };
@@ -18,6 +18,9 @@ function targetOf(conn: XmppConnection, to: string | undefined): Target {
   if (j.resource !== null) return { kind: 'resource', jid: j };
   return j.bare === conn.jid ? { kind: 'self' } : { kind: 'account', jid: j.bare };
 }
+
+/** Namespaces the server answers itself; features may not register these (src/features/registries.ts). */
+export const BUILT_IN_IQ_NAMESPACES: readonly string[] = [NS.ping, NS.discoInfo, NS.discoItems, NS.version, NS.last, NS.session, NS.bind, NS.roster, NS.blocking, NS.register];
 
 const SERVER_FEATURES = [NS.discoInfo, NS.discoItems, NS.ping, NS.version, NS.last, NS.blocking, 'msgoffline', NS.roster, NS.rosterVer];
 
@@ -98,7 +101,7 @@ async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target:
     case NS.discoInfo:
       if (!get) break;
       if (target.kind === 'server') {
-        const features = [...SERVER_FEATURES, ...(conn.ctx.opts.registration === 'open' ? [NS.register] : [])];
+        const features = [...SERVER_FEATURES, ...(conn.ctx.opts.registration === 'open' ? [NS.register] : []), ...(conn.ctx.extensions?.features() ?? [])];
         return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'server', type: 'im', name: 'presenced' }), ...features.map((f) => el('feature', NS.discoInfo, { var: f }))));
       }
       // visiblePresence is null alike for an account we may not see and for none at all (canSee alone says
@@ -127,6 +130,12 @@ async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target:
       return blocking(conn, s, q, result);
     case NS.register:
       throw new StanzaError('feature-not-implemented', 'change passwords through the admin API');
+  }
+  const feature = conn.ctx.extensions?.get(q.ns);
+  if (feature !== undefined && conn.session) {
+    const answer = await feature({ type: get ? 'get' : 'set', jid: conn.jid, fullJid: conn.session.fullJid, target, payload: q });
+    const children = answer === null || answer === undefined ? [] : answer instanceof XmlElement ? [answer] : [...answer];
+    return result(...children);
   }
   if (target.kind === 'account') throw new StanzaError('service-unavailable');
   throw new StanzaError('service-unavailable');

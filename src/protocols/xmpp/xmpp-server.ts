@@ -5,6 +5,7 @@ import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { WebSocketServer } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
+import type { XmppIqRegistry } from '../../features/registries.js';
 import { XmppConnection } from './connection.js';
 import type { XmppContext, XmppLog, XmppOptions } from './context.js';
 import { NS } from './namespaces.js';
@@ -50,6 +51,7 @@ export class XmppServer {
     private readonly opts: XmppServerOptions,
     private readonly tlsMaterial: TlsMaterial | null,
     log: XmppLog,
+    extensions: XmppIqRegistry | null = null,
   ) {
     const sm = new StreamManagement(engine, {
       resumeTimeoutMs: opts.smResumeTimeoutMs,
@@ -58,7 +60,7 @@ export class XmppServer {
       maxOfflineMessages: opts.maxOfflineMessages,
       xml: opts.limits,
     });
-    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm };
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm, extensions };
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.limits.maxStanzaChars * 4,

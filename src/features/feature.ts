@@ -1,0 +1,72 @@
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from '../config.js';
+import type { PresenceEngine } from '../engine/engine.js';
+import type { Metrics } from '../metrics.js';
+import type { FeatureStorage } from '../ports/store.js';
+import type { Migration } from '../adapters/sqlite/migrations.js';
+import type { NativeRequestRegistry, XmppIqRegistry } from './registries.js';
+
+/**
+ * The seam every feature (apps, push, extensions, ...) plugs into, in the manner of a Prosody module or
+ * a Fastify plugin: the composition root (server.ts) hands each enabled feature a context, and the
+ * feature registers itself: event listeners, HTTP routes, native request types, XMPP IQ handlers,
+ * metrics, its migrations and its storage. No protocol code names a feature, and the engine never
+ * imports one. See docs/architecture.md, "Features".
+ */
+
+/** An HTTP plugin of a feature, registered encapsulated (its hooks and decorations stay inside). */
+export type FeatureHttpPlugin = (app: FastifyInstance) => Promise<void>;
+
+export interface FeatureContext {
+  readonly config: Config;
+  readonly engine: PresenceEngine;
+  /** A child of the server's logger, tagged `feature: <name>`. */
+  readonly log: Logger;
+  /** The server's Prometheus registry (`/metrics`); name metrics `presenced_<feature>_...`. */
+  readonly metrics: Metrics;
+  /** The database, with its dialect; the feature's migrations have been applied to it. */
+  readonly storage: FeatureStorage;
+  /** Registers an HTTP plugin under `prefix` (e.g. `/api/v1/apps`). Routes go live when the server listens. */
+  http(plugin: FeatureHttpPlugin, opts: { readonly prefix: string }): void;
+  readonly native: Pick<NativeRequestRegistry, 'handle'>;
+  readonly xmpp: Pick<XmppIqRegistry, 'iq'>;
+  /**
+   * A random 32-byte secret kept in `data_dir/<file>` (created mode 0600 on first use), so that it
+   * survives restarts and never leaves the data directory.
+   */
+  secret(file: string): Buffer;
+  /** Called at shutdown, in reverse order of setup, after the front doors closed and before the store closes. */
+  onStop(fn: () => Promise<void> | void): void;
+}
+
+export interface FeatureDefinition {
+  /** Lower-case name: the folder under src/features/, the log tag and the migration table's key. */
+  readonly name: string;
+  /**
+   * Whether the configuration turns this feature on. Built-in features each have a boolean key of
+   * their name in CONFIG_KEYS (e.g. `apps: true`).
+   */
+  enabled(config: Config): boolean;
+  /** Applied in order at start, each in a transaction, recorded per feature (src/features/migrations.ts). */
+  readonly migrations: readonly Migration[];
+  setup(ctx: FeatureContext): Promise<void> | void;
+}
+
+const NAME = /^[a-z][a-z0-9_]{0,31}$/;
+
+/** Declares a feature (checks its name and the order of its migrations at definition time). */
+export function defineFeature(def: FeatureDefinition): FeatureDefinition {
+  if (!NAME.test(def.name)) throw new Error(`feature name "${def.name}" must be lower case letters, digits and _`);
+  let prev = 0;
+  for (const m of def.migrations) {
+    if (!Number.isInteger(m.version) || m.version <= prev) throw new Error(`feature ${def.name}: migration "${m.name}" must have an increasing positive integer version`);
+    prev = m.version;
+  }
+  return def;
+}
+
+/** The switch of a built-in feature: its boolean configuration key. */
+export function configSwitch(key: keyof Config): (config: Config) => boolean {
+  return (config) => config[key] === true;
+}
