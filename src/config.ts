@@ -69,6 +69,14 @@ export const CONFIG_KEYS = {
   apps: { kind: 'bool', def: true, doc: 'The third-party apps feature (docs/apps.md): app registration under /api/v1/apps and `presenced app`. false registers none of its routes.' },
   app_registration: { kind: 'string', def: 'accounts', doc: 'Who may register apps: accounts (any account, each seeing only its own apps) or admin (the admin token only).' },
   webhooks_allow_private: { kind: 'bool', def: false, doc: 'Allow app webhook URLs over plain http and the domain proof of apps whose homepage is http://localhost or 127.0.0.1 (tests, development). Never on a public server.' },
+  webhook_flush_ms: { kind: 'int', def: 5, min: 0, max: 10_000, doc: 'Webhook updates are gathered in memory and written to the outbox in one transaction this many ms after the first (off the presence path); once written they survive a crash.' },
+  webhook_batch_max: { kind: 'int', def: 100, min: 1, max: 10_000, doc: 'Most presence updates in one webhook request.' },
+  webhook_batch_ms: { kind: 'int', def: 50, min: 0, max: 60_000, doc: 'How long a webhook update waits for others to share its request (a full batch goes at once).' },
+  webhook_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 120_000, doc: 'A webhook request without a 2xx answer within this time has failed and is retried.' },
+  webhook_retry_window_ms: { kind: 'int', def: 86_400_000, min: 100, max: 30 * 86_400_000, doc: 'An app webhook failing for this long is disabled (its owner sees why; pending updates are kept and resume when it is enabled again).' },
+  webhook_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 3_600_000, doc: 'First webhook retry delay; it doubles per failure up to webhook_backoff_cap_ms, with full jitter. Retry-After is honoured up to the cap.' },
+  webhook_backoff_cap_ms: { kind: 'int', def: 3_600_000, min: 1, max: 86_400_000, doc: 'Longest delay between two webhook retries, also the most of a Retry-After that is honoured.' },
+  webhook_retention_ms: { kind: 'int', def: 86_400_000, min: 0, max: 30 * 86_400_000, doc: 'Delivered webhook updates and the delivery log are kept this long (for the owner\'s replay and log), then purged.' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -125,6 +133,14 @@ export interface Config {
   apps: boolean;
   app_registration: string;
   webhooks_allow_private: boolean;
+  webhook_flush_ms: number;
+  webhook_batch_max: number;
+  webhook_batch_ms: number;
+  webhook_timeout_ms: number;
+  webhook_retry_window_ms: number;
+  webhook_backoff_base_ms: number;
+  webhook_backoff_cap_ms: number;
+  webhook_retention_ms: number;
 }
 
 export class ConfigError extends Error {

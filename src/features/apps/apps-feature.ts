@@ -4,6 +4,7 @@ import { APP_MIGRATIONS } from './migrations.js';
 import { appRepository } from './repository.js';
 import { appRoutes } from './routes.js';
 import { APPS_SECRET_FILE, deriveKeys } from './secrets.js';
+import { startWebhooks } from './webhooks/index.js';
 
 /**
  * Third-party apps (docs/apps.md). This part: registration, secrets, domain proof and pairwise ids.
@@ -28,6 +29,11 @@ export const appsFeature = defineFeature({
         ctx.log.info({ owner, apps: await service.removeOwnedBy(owner) }, 'apps of a removed account deleted');
       }
     }
-    ctx.http(appRoutes(ctx.engine, service, { adminToken: ctx.config.admin_token, registration: ctx.config.app_registration === 'admin' ? 'admin' : 'accounts' }), { prefix: '/api/v1/apps' });
+    // Until grants exist (the consent part) no account has an audience: webhooks deliver nothing yet.
+    const webhooks = startWebhooks(ctx, service.repo);
+    ctx.http(
+      appRoutes(ctx.engine, service, { adminToken: ctx.config.admin_token, registration: ctx.config.app_registration === 'admin' ? 'admin' : 'accounts', extraRoutes: [webhooks.routes] }),
+      { prefix: '/api/v1/apps' },
+    );
   },
 });

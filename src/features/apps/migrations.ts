@@ -1,4 +1,5 @@
 import type { Migration } from '../../adapters/sqlite/migrations.js';
+import { WEBHOOKS_MIGRATION } from './webhooks/migration.js';
 
 /** The apps feature's tables. Append only, as for the core's migrations. */
 export const APP_MIGRATIONS: readonly Migration[] = [
@@ -29,4 +30,5 @@ export const APP_MIGRATIONS: readonly Migration[] = [
       await db.schema.createIndex('apps_owner').on('apps').columns(['owner', 'created_at']).execute();
     },
   },
+  WEBHOOKS_MIGRATION,
 ];

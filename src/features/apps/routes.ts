@@ -6,12 +6,15 @@ import { RequesterResolver, sendAuthFailed, type Requester } from '../../protoco
 import { authHeaders, CREDENTIAL_MAX } from '../../protocols/http/schemas.js';
 import { isManifest, LIMITS, manifestFields, MAX_MANIFEST_BYTES, patchFields, registrationFields } from './app-input.js';
 import { ADMIN_OWNER, appView, AppService } from './app-service.js';
+import type { AppRecord } from './repository.js';
 import { ProofFailed } from './domain-proof.js';
 
 export interface AppRoutesOptions {
   readonly adminToken: string;
   /** `accounts`: any account may register; `admin`: only the operator. */
   readonly registration: 'accounts' | 'admin';
+  /** More routes on one app (webhooks, ...), behind the same authentication; `find` answers 404 for an app the requester may not see. */
+  readonly extraRoutes?: ReadonlyArray<(app: FastifyInstance, find: (req: FastifyRequest) => Promise<AppRecord>) => void>;
 }
 
 const idParams = { type: 'object', required: ['id'], properties: { id: { type: 'string', minLength: 1, maxLength: 64 } } } as const;
@@ -115,5 +118,7 @@ export function appRoutes(engine: PresenceEngine, service: AppService, opts: App
       await service.remove((await find(req)).id);
       return reply.code(204).send();
     });
+
+    for (const extra of opts.extraRoutes ?? []) extra(app, find);
   };
 }

@@ -1,0 +1,67 @@
+import { Counter, Gauge } from 'prom-client';
+import type { PresenceEngine } from '../../../engine/engine.js';
+import type { FeatureContext } from '../../feature.js';
+import type { AppRepository } from '../repository.js';
+import { WebhookOutbox } from './outbox.js';
+import { feedWebhooks, NO_AUDIENCE, type GrantedAudience } from './presence-source.js';
+import { webhookRoutes } from './routes.js';
+import { webhookStore } from './store.js';
+import { WebhookWorker } from './worker.js';
+
+/** How long shutdown waits for webhook requests under way before cutting them (they are retried after the restart). */
+export const STOP_BOUND_MS = 5_000;
+
+export interface Webhooks {
+  readonly outbox: WebhookOutbox;
+  readonly worker: WebhookWorker;
+  /** Owner routes, mounted by the apps routes under /api/v1/apps. */
+  readonly routes: ReturnType<typeof webhookRoutes>;
+}
+
+// Deliberately exposed for tests (and later parts of the feature): the webhooks of a running server, by its engine.
+const running = new WeakMap<PresenceEngine, Webhooks>();
+export function webhooksOf(engine: PresenceEngine): Webhooks | undefined {
+  return running.get(engine);
+}
+
+/** Starts durable webhook delivery for the apps feature: outbox, worker, owner routes, metrics, and the presence feed. */
+export function startWebhooks(ctx: FeatureContext, apps: AppRepository, audience: GrantedAudience = NO_AUDIENCE): Webhooks {
+  const c = ctx.config;
+  const log = ctx.log.child({ part: 'webhooks' });
+  const store = webhookStore(ctx.storage);
+  const deliveries = new Counter({ name: 'presenced_webhook_deliveries_total', help: 'Webhook requests by result (delivered, failed, refused by the SSRF rule).', labelNames: ['result'], registers: [ctx.metrics.registry] });
+  let worker: WebhookWorker | null = null;
+  const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, batchMs: c.webhook_batch_ms, log, onWritten: () => worker?.wake() });
+  worker = new WebhookWorker(store, apps, {
+    batchMax: c.webhook_batch_max,
+    timeoutMs: c.webhook_timeout_ms,
+    retryWindowMs: c.webhook_retry_window_ms,
+    backoffBaseMs: c.webhook_backoff_base_ms,
+    backoffCapMs: c.webhook_backoff_cap_ms,
+    retentionMs: c.webhook_retention_ms,
+    allowPrivate: c.webhooks_allow_private,
+    log,
+    count: (result) => deliveries.inc({ result }),
+  });
+  new Gauge({
+    name: 'presenced_webhook_pending',
+    help: 'Webhook updates not yet delivered (in the outbox, or in memory about to be written).',
+    registers: [ctx.metrics.registry],
+    async collect() {
+      this.set((await store.pendingCount(null)) + outbox.buffered);
+    },
+  });
+  const w = worker;
+  const unsubscribe = feedWebhooks(ctx.engine, audience, outbox);
+  // Rows a crashed process had claimed become due again when their lease runs out: the worker sees them in its backlog.
+  w.start();
+  // Stops run in reverse: first the worker (requests under way get a bound), then the last updates are written.
+  ctx.onStop(async () => {
+    unsubscribe();
+    await outbox.close();
+  });
+  ctx.onStop(() => w.stop(STOP_BOUND_MS));
+  const hooks: Webhooks = { outbox, worker: w, routes: webhookRoutes({ store, wake: () => w.wake(), now: Date.now }) };
+  running.set(ctx.engine, hooks);
+  return hooks;
+}

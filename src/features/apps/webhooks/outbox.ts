@@ -1,0 +1,116 @@
+import type { Logger } from 'pino';
+import type { AppStatus } from './presence-source.js';
+import type { NewOutboxRow, WebhookStore } from './store.js';
+
+/** One presence update for one app, under the user's pairwise id in that app. */
+export interface WebhookUpdate {
+  readonly appId: string;
+  readonly uid: string;
+  readonly status: AppStatus;
+  readonly statusText?: string;
+  readonly lastSeen?: number;
+  /** When the change happened (epoch ms). */
+  readonly at: number;
+}
+
+/** What is kept of an update in the outbox's body_json; seq and at are columns. */
+export interface StoredBody {
+  readonly status: AppStatus;
+  readonly statusText?: string;
+  readonly lastSeen?: number;
+}
+
+export interface OutboxOptions {
+  /** How long updates gather in memory before one transaction writes them (webhook_flush_ms). */
+  readonly flushMs: number;
+  /** How long a written update waits for others to share its request (webhook_batch_ms). */
+  readonly batchMs: number;
+  readonly log: Logger;
+  /** Called after each write, so the worker looks at once. */
+  readonly onWritten?: () => void;
+  readonly now?: () => number;
+}
+
+/**
+ * The front of the outbox: `enqueue` only appends to memory (it runs on the presence fan-out), and a
+ * timer writes what gathered in one transaction a few ms later. Once `flushed` resolves the updates
+ * are in the Store and survive a crash. Writes never overlap, so sequence numbers follow enqueue order.
+ */
+export class WebhookOutbox {
+  #buffer: NewOutboxRow[] = [];
+  #timer: NodeJS.Timeout | null = null;
+  #writing: Promise<void> = Promise.resolve();
+  #round: { promise: Promise<void>; resolve: () => void } | null = null;
+  #closed = false;
+  readonly #now: () => number;
+
+  constructor(
+    private readonly store: WebhookStore,
+    private readonly opts: OutboxOptions,
+  ) {
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** Updates waiting in memory, not yet written. */
+  get buffered(): number {
+    return this.#buffer.length;
+  }
+
+  enqueue(updates: readonly WebhookUpdate[]): void {
+    if (this.#closed) {
+      this.opts.log.warn({ updates: updates.length }, 'webhook updates after shutdown were dropped');
+      return;
+    }
+    const now = this.#now();
+    for (const u of updates) {
+      const body: StoredBody = { status: u.status, ...(u.statusText !== undefined ? { statusText: u.statusText } : {}), ...(u.lastSeen !== undefined ? { lastSeen: u.lastSeen } : {}) };
+      this.#buffer.push({ appId: u.appId, uid: u.uid, at: u.at, body: JSON.stringify(body), dueAt: now + this.opts.flushMs + this.opts.batchMs });
+    }
+    if (this.#timer === null) {
+      this.#timer = setTimeout(() => void this.flush(), this.opts.flushMs);
+      let resolve!: () => void;
+      this.#round = { promise: new Promise<void>((r) => (resolve = r)), resolve };
+    }
+  }
+
+  /** Resolves when what was enqueued so far is written, by the timer as usual (it never rejects: a failed write is logged). */
+  get flushed(): Promise<void> {
+    return this.#round?.promise ?? this.#writing;
+  }
+
+  /** Writes what is buffered now, after any write under way. */
+  flush(): Promise<void> {
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+    const rows = this.#buffer;
+    const round = this.#round;
+    this.#round = null;
+    if (rows.length === 0) return this.#writing;
+    this.#buffer = [];
+    this.#writing = this.#writing.then(() => this.#write(rows)).then(() => round?.resolve());
+    return this.#writing;
+  }
+
+  async #write(rows: NewOutboxRow[]): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.store.append(rows, this.#now());
+        this.opts.onWritten?.();
+        return;
+      } catch (err) {
+        // The database may be busy or full for a moment; losing presence updates silently is worse than waiting.
+        this.opts.log.error({ err, updates: rows.length, attempt }, 'writing webhook updates to the outbox failed');
+        if (this.#closed || attempt >= 5) return;
+        await new Promise((r) => setTimeout(r, 100 * attempt));
+      }
+    }
+  }
+
+  /** Writes what is left and refuses further updates (shutdown, before the store closes). */
+  async close(): Promise<void> {
+    await this.flush();
+    this.#closed = true;
+  }
+}

@@ -1,0 +1,245 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import type { FeatureStorage } from '../../../ports/store.js';
+
+/** The webhook outbox's storage port (SQLite now; PostgreSQL claims with FOR UPDATE SKIP LOCKED on the same columns). */
+
+export interface NewOutboxRow {
+  readonly appId: string;
+  readonly uid: string;
+  readonly at: number;
+  readonly body: string;
+  /** When it may go without waiting for others to share its request. */
+  readonly dueAt: number;
+}
+
+export interface OutboxRow {
+  readonly id: number;
+  readonly uid: string;
+  readonly seq: number;
+  readonly at: number;
+  readonly body: string;
+}
+
+export interface AppBacklog {
+  readonly appId: string;
+  readonly oldestDue: number;
+  readonly count: number;
+  readonly endpointNext: number | null;
+  readonly claimedUntil: number | null;
+  readonly disabled: boolean;
+}
+
+export interface EndpointState {
+  readonly failingSince: number | null;
+  readonly failures: number;
+  readonly nextAttemptAt: number | null;
+  readonly lastError: string | null;
+  readonly lastSuccessAt: number | null;
+  readonly disabledAt: number | null;
+  readonly disabledReason: string | null;
+}
+
+export interface AttemptRecord {
+  readonly appId: string;
+  readonly batchId: string;
+  readonly at: number;
+  readonly updates: number;
+  readonly status: number | null;
+  readonly latencyMs: number;
+  readonly responseExcerpt: string | null;
+  readonly error: string | null;
+}
+
+export interface Claim {
+  readonly batchId: string;
+  readonly rows: readonly OutboxRow[];
+  readonly endpoint: EndpointState;
+}
+
+export interface WebhookStore {
+  /** Writes the rows in one transaction, each with the next sequence number of its (app, user). */
+  append(rows: readonly NewOutboxRow[], now: number): Promise<void>;
+  backlog(): Promise<AppBacklog[]>;
+  /**
+   * Takes the app's lease (none when another worker holds it) and its oldest pending rows; while the
+   * endpoint is failing, older pending updates of a user are first collapsed into the newest.
+   */
+  claim(appId: string, worker: string, now: number, leaseMs: number, max: number): Promise<Claim | null>;
+  delivered(appId: string, rowIds: readonly number[], now: number): Promise<void>;
+  failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void>;
+  /** The rows are not sent (the app has no webhook URL any more): superseded, the endpoint untouched. */
+  discard(rowIds: readonly number[], now: number): Promise<void>;
+  release(appId: string, worker: string): Promise<void>;
+  logAttempt(a: AttemptRecord): Promise<void>;
+  endpoint(appId: string): Promise<EndpointState>;
+  attempts(appId: string, since: number, limit: number): Promise<AttemptRecord[]>;
+  pendingCount(appId: string | null): Promise<number>;
+  /** Delivered updates of the app whose time is within [from, to] are pending again; how many. */
+  replay(appId: string, from: number, to: number, now: number): Promise<number>;
+  enable(appId: string): Promise<void>;
+  /** Delivered and superseded rows, and log entries, older than `before`; and every row of apps that no longer exist. */
+  purge(before: number): Promise<number>;
+}
+
+export function webhookStore(storage: FeatureStorage): WebhookStore {
+  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db);
+  throw new Error(`webhooks have no outbox for ${storage.dialect} yet`);
+}
+
+const EMPTY_ENDPOINT: EndpointState = { failingSince: null, failures: 0, nextAttemptAt: null, lastError: null, lastSuccessAt: null, disabledAt: null, disabledReason: null };
+
+interface EndpointRow {
+  failing_since: number | null;
+  failures: number;
+  next_attempt_at: number | null;
+  last_error: string | null;
+  last_success_at: number | null;
+  disabled_at: number | null;
+  disabled_reason: string | null;
+}
+
+const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
+  r === undefined
+    ? EMPTY_ENDPOINT
+    : { failingSince: r.failing_since, failures: r.failures, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, lastSuccessAt: r.last_success_at, disabledAt: r.disabled_at, disabledReason: r.disabled_reason };
+
+export class SqliteWebhookStore implements WebhookStore {
+  constructor(private readonly db: Kysely<any>) {}
+
+  async append(rows: readonly NewOutboxRow[], now: number): Promise<void> {
+    if (rows.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const r of rows) {
+        const { rows: seqRows } = await sql<{ seq: number }>`
+          INSERT INTO webhook_seq (app_id, uid, seq) VALUES (${r.appId}, ${r.uid}, 1)
+          ON CONFLICT (app_id, uid) DO UPDATE SET seq = seq + 1 RETURNING seq`.execute(trx);
+        await sql`
+          INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
+          VALUES (${r.appId}, ${r.uid}, ${seqRows[0]!.seq}, ${r.at}, ${r.body}, 'pending', 0, ${r.dueAt}, ${now})`.execute(trx);
+      }
+    });
+  }
+
+  async backlog(): Promise<AppBacklog[]> {
+    const { rows } = await sql<{ app_id: string; due: number; n: number; enext: number | null; cu: number | null; dis: number | null }>`
+      SELECT o.app_id, min(o.next_attempt_at) AS due, count(*) AS n, e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
+      FROM webhook_outbox o LEFT JOIN webhook_endpoints e ON e.app_id = o.app_id
+      WHERE o.state = 'pending' GROUP BY o.app_id`.execute(this.db);
+    return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
+  }
+
+  async claim(appId: string, worker: string, now: number, leaseMs: number, max: number): Promise<Claim | null> {
+    return this.db.transaction().execute(async (trx) => {
+      await sql`INSERT INTO webhook_endpoints (app_id, failures) VALUES (${appId}, 0) ON CONFLICT (app_id) DO NOTHING`.execute(trx);
+      const took = await sql`
+        UPDATE webhook_endpoints SET claimed_by = ${worker}, claimed_until = ${now + leaseMs}
+        WHERE app_id = ${appId} AND disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})`.execute(trx);
+      if (took.numAffectedRows !== 1n) return null;
+      const ep = toEndpoint((await sql<EndpointRow>`SELECT * FROM webhook_endpoints WHERE app_id = ${appId}`.execute(trx)).rows[0]);
+      if (ep.failingSince !== null) {
+        // While the endpoint is down only the newest state of each user is worth sending.
+        await sql`
+          UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}
+          WHERE app_id = ${appId} AND state = 'pending'
+            AND seq < (SELECT max(n.seq) FROM webhook_outbox n WHERE n.app_id = webhook_outbox.app_id AND n.uid = webhook_outbox.uid AND n.state = 'pending')`.execute(trx);
+      }
+      const { rows } = await sql<{ id: number; uid: string; seq: number; at: number; body_json: string; batch_id: string | null }>`
+        SELECT id, uid, seq, at, body_json, batch_id FROM webhook_outbox
+        WHERE app_id = ${appId} AND state = 'pending' ORDER BY id LIMIT ${max}`.execute(trx);
+      if (rows.length === 0) {
+        await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL WHERE app_id = ${appId}`.execute(trx);
+        return null;
+      }
+      // A retry of exactly the same updates keeps its webhook-id, so the receiver can recognise it.
+      const prev = rows[0]!.batch_id;
+      let batchId = prev;
+      if (prev === null || rows.some((r) => r.batch_id !== prev)) batchId = null;
+      else {
+        const { rows: c } = await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE app_id = ${appId} AND batch_id = ${prev} AND state = 'pending'`.execute(trx);
+        if (c[0]!.n !== rows.length) batchId = null;
+      }
+      batchId ??= `msg_${randomBytes(16).toString('base64url')}`;
+      const ids = rows.map((r) => r.id);
+      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (${sql.join(ids)})`.execute(trx);
+      return { batchId, endpoint: ep, rows: rows.map((r) => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json })) };
+    });
+  }
+
+  async delivered(appId: string, rowIds: readonly number[], now: number): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      if (rowIds.length > 0) {
+        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+      }
+      await sql`UPDATE webhook_endpoints SET failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now} WHERE app_id = ${appId}`.execute(trx);
+    });
+  }
+
+  async failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      if (rowIds.length > 0) {
+        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+      }
+      await sql`
+        UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt},
+          last_error = ${change.error},
+          disabled_at = CASE WHEN ${change.disabledReason} IS NULL THEN disabled_at ELSE ${now} END,
+          disabled_reason = coalesce(${change.disabledReason}, disabled_reason)
+        WHERE app_id = ${appId}`.execute(trx);
+    });
+  }
+
+  async discard(rowIds: readonly number[], now: number): Promise<void> {
+    if (rowIds.length === 0) return;
+    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(this.db);
+  }
+
+  async release(appId: string, worker: string): Promise<void> {
+    await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL WHERE app_id = ${appId} AND claimed_by = ${worker}`.execute(this.db);
+  }
+
+  async logAttempt(a: AttemptRecord): Promise<void> {
+    await sql`
+      INSERT INTO webhook_attempts (app_id, batch_id, at, updates, status, latency_ms, response_excerpt, error)
+      VALUES (${a.appId}, ${a.batchId}, ${a.at}, ${a.updates}, ${a.status}, ${a.latencyMs}, ${a.responseExcerpt}, ${a.error})`.execute(this.db);
+  }
+
+  async endpoint(appId: string): Promise<EndpointState> {
+    return toEndpoint((await sql<EndpointRow>`SELECT * FROM webhook_endpoints WHERE app_id = ${appId}`.execute(this.db)).rows[0]);
+  }
+
+  async attempts(appId: string, since: number, limit: number): Promise<AttemptRecord[]> {
+    const { rows } = await sql<{ batch_id: string; at: number; updates: number; status: number | null; latency_ms: number; response_excerpt: string | null; error: string | null }>`
+      SELECT * FROM webhook_attempts WHERE app_id = ${appId} AND at >= ${since} ORDER BY at, id LIMIT ${limit}`.execute(this.db);
+    return rows.map((r) => ({ appId, batchId: r.batch_id, at: r.at, updates: r.updates, status: r.status, latencyMs: r.latency_ms, responseExcerpt: r.response_excerpt, error: r.error }));
+  }
+
+  async pendingCount(appId: string | null): Promise<number> {
+    const { rows } = appId === null
+      ? await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE state = 'pending'`.execute(this.db)
+      : await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE state = 'pending' AND app_id = ${appId}`.execute(this.db);
+    return rows[0]!.n;
+  }
+
+  async replay(appId: string, from: number, to: number, now: number): Promise<number> {
+    const res = await sql`
+      UPDATE webhook_outbox SET state = 'pending', attempts = 0, batch_id = NULL, delivered_at = NULL, next_attempt_at = ${now}
+      WHERE app_id = ${appId} AND state = 'delivered' AND at >= ${from} AND at <= ${to}`.execute(this.db);
+    return Number(res.numAffectedRows ?? 0n);
+  }
+
+  async enable(appId: string): Promise<void> {
+    await sql`UPDATE webhook_endpoints SET disabled_at = NULL, disabled_reason = NULL, failing_since = NULL, failures = 0, next_attempt_at = NULL WHERE app_id = ${appId}`.execute(this.db);
+  }
+
+  async purge(before: number): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      const a = await sql`DELETE FROM webhook_outbox WHERE state <> 'pending' AND delivered_at < ${before}`.execute(trx);
+      const b = await sql`DELETE FROM webhook_outbox WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+      await sql`DELETE FROM webhook_attempts WHERE at < ${before} OR app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+      await sql`DELETE FROM webhook_endpoints WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+      await sql`DELETE FROM webhook_seq WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+      return Number((a.numAffectedRows ?? 0n) + (b.numAffectedRows ?? 0n));
+    });
+  }
+}

@@ -1,0 +1,205 @@
+import http from 'node:http';
+import https from 'node:https';
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { AppRecord } from '../repository.js';
+import { nextAttemptDelay, retryAfterMs } from './backoff.js';
+import { postWebhook, type DeliveryResult } from './deliver.js';
+import type { StoredBody } from './outbox.js';
+import { signedHeaders } from './signer.js';
+import type { OutboxRow, WebhookStore } from './store.js';
+
+export interface WorkerOptions {
+  readonly batchMax: number;
+  readonly timeoutMs: number;
+  readonly retryWindowMs: number;
+  readonly backoffBaseMs: number;
+  readonly backoffCapMs: number;
+  readonly retentionMs: number;
+  readonly allowPrivate: boolean;
+  readonly log: Logger;
+  /** Counts each attempt by result: delivered, failed, refused. */
+  readonly count: (result: 'delivered' | 'failed' | 'refused') => void;
+  readonly now?: () => number;
+}
+
+/** The body of a request, in the app's format: the seed's `[["UID","online"], ...]`, or objects with seq and times. */
+export function webhookBody(format: AppRecord['webhookFormat'], rows: readonly OutboxRow[]): string {
+  if (format === 'extended') {
+    return JSON.stringify(
+      rows.map((r) => {
+        const b = JSON.parse(r.body) as StoredBody;
+        return {
+          uid: r.uid,
+          status: b.status,
+          seq: r.seq,
+          at: new Date(r.at).toISOString(),
+          ...(b.statusText !== undefined ? { statusText: b.statusText } : {}),
+          ...(b.lastSeen !== undefined ? { lastSeen: new Date(b.lastSeen).toISOString() } : {}),
+        };
+      }),
+    );
+  }
+  return JSON.stringify(rows.map((r) => [r.uid, (JSON.parse(r.body) as StoredBody).status]));
+}
+
+const PURGE_EVERY_MS = 60_000;
+/** A safety net: look at the outbox at least this often even if nothing woke the worker. */
+const IDLE_LOOK_MS = 30_000;
+
+/**
+ * Sends the outbox: one request in flight per app (so each user's updates arrive in order), each
+ * holding up to batchMax of its oldest pending updates once the oldest has waited webhook_batch_ms
+ * (at once when a batch is full). Failures back off per app, exponentially with full jitter and
+ * never sooner than Retry-After; an app failing for the whole retry window is disabled.
+ */
+export class WebhookWorker {
+  readonly id = `w_${randomBytes(6).toString('base64url')}`;
+  readonly #inFlight = new Map<string, Promise<void>>();
+  readonly #abort = new AbortController();
+  readonly #agents = { http: new http.Agent({ keepAlive: true }), https: new https.Agent({ keepAlive: true }) };
+  readonly #now: () => number;
+  #timer: NodeJS.Timeout | null = null;
+  #timerAt = Infinity;
+  #passing = false;
+  #again = false;
+  #stopped = false;
+  #lastPurge = 0;
+
+  constructor(
+    private readonly store: WebhookStore,
+    private readonly apps: { get(id: string): Promise<AppRecord | undefined> },
+    private readonly opts: WorkerOptions,
+  ) {
+    this.#now = opts.now ?? Date.now;
+  }
+
+  /** A lease outlives the longest request, so a crashed worker's apps are taken up again after it. */
+  get leaseMs(): number {
+    return this.opts.timeoutMs + 30_000;
+  }
+
+  start(): void {
+    this.wake();
+  }
+
+  /** Look at the outbox now (new rows were written, a request finished). */
+  wake(): void {
+    if (this.#stopped) return;
+    if (this.#passing) {
+      this.#again = true;
+      return;
+    }
+    this.#passing = true;
+    void this.#pass()
+      .catch((err: unknown) => {
+        this.opts.log.error({ err }, 'webhook worker pass failed');
+        this.#schedule(this.#now() + 1000);
+      })
+      .finally(() => {
+        this.#passing = false;
+        if (this.#again) {
+          this.#again = false;
+          this.wake();
+        }
+      });
+  }
+
+  #schedule(at: number): void {
+    if (this.#stopped || at >= this.#timerAt) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      this.#timerAt = Infinity;
+      this.wake();
+    }, Math.max(0, at - this.#now()));
+  }
+
+  async #pass(): Promise<void> {
+    const now = this.#now();
+    if (now - this.#lastPurge >= PURGE_EVERY_MS) {
+      this.#lastPurge = now;
+      const purged = await this.store.purge(now - this.opts.retentionMs);
+      if (purged > 0) this.opts.log.debug({ purged }, 'old webhook updates purged');
+    }
+    let next = now + IDLE_LOOK_MS;
+    for (const b of await this.store.backlog()) {
+      if (b.disabled || this.#inFlight.has(b.appId)) continue;
+      const readyAt = Math.max(b.endpointNext ?? 0, b.count >= this.opts.batchMax ? 0 : b.oldestDue, b.claimedUntil ?? 0);
+      if (readyAt > now) {
+        next = Math.min(next, readyAt);
+        continue;
+      }
+      const p = this.#deliver(b.appId)
+        .catch((err: unknown) => this.opts.log.error({ err, appId: b.appId }, 'webhook delivery failed unexpectedly'))
+        .finally(() => {
+          this.#inFlight.delete(b.appId);
+          this.wake();
+        });
+      this.#inFlight.set(b.appId, p);
+    }
+    this.#schedule(next);
+  }
+
+  async #deliver(appId: string): Promise<void> {
+    const claim = await this.store.claim(appId, this.id, this.#now(), this.leaseMs, this.opts.batchMax);
+    if (claim === null) return;
+    try {
+      const ids = claim.rows.map((r) => r.id);
+      const app = await this.apps.get(appId);
+      if (app === undefined || app.webhookUrl === null) {
+        // Deleted apps' rows go with the next purge; an app without a webhook URL gets its updates by other means.
+        if (app !== undefined) await this.store.discard(ids, this.#now());
+        return;
+      }
+      const body = webhookBody(app.webhookFormat, claim.rows);
+      const sentAt = this.#now();
+      const res = await postWebhook(app.webhookUrl, signedHeaders(app.webhookSecret, claim.batchId, body, sentAt), body, {
+        timeoutMs: this.opts.timeoutMs,
+        allowPrivate: this.opts.allowPrivate,
+        agents: this.#agents,
+        signal: this.#abort.signal,
+      });
+      await this.store.logAttempt({ appId, batchId: claim.batchId, at: sentAt, updates: ids.length, status: res.status, latencyMs: res.latencyMs, responseExcerpt: res.excerpt, error: res.error ?? (ok(res) ? null : `HTTP ${res.status}`) });
+      const now = this.#now();
+      if (ok(res)) {
+        this.opts.count('delivered');
+        await this.store.delivered(appId, ids, now);
+        return;
+      }
+      this.opts.count(res.refused ? 'refused' : 'failed');
+      const failures = claim.endpoint.failures + 1;
+      const delay = nextAttemptDelay(failures, retryAfterMs(res.retryAfter, now, this.opts.backoffCapMs), this.opts.backoffBaseMs, this.opts.backoffCapMs);
+      const failingSince = claim.endpoint.failingSince ?? sentAt;
+      const why = res.error ?? `HTTP ${res.status}`;
+      const disabledReason =
+        now - failingSince >= this.opts.retryWindowMs
+          ? `no successful delivery since ${new Date(failingSince).toISOString()} (retry window ${this.opts.retryWindowMs} ms, ${failures} attempts); last: ${why}`
+          : null;
+      await this.store.failed(appId, ids, now, { nextAttemptAt: now + delay, error: why, disabledReason });
+      if (disabledReason !== null) this.opts.log.warn({ appId, reason: disabledReason }, 'app webhook disabled');
+      else this.opts.log.warn({ appId, url: app.webhookUrl, error: why, retryInMs: delay, refused: res.refused }, res.refused ? 'webhook refused by the SSRF rule' : 'webhook delivery failed');
+    } finally {
+      await this.store.release(appId, this.id);
+    }
+  }
+
+  /** Stops taking work; requests under way get `boundMs` to finish, then are cut (and retried later). */
+  async stop(boundMs: number): Promise<void> {
+    this.#stopped = true;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    const all = Promise.allSettled([...this.#inFlight.values()]);
+    let t: NodeJS.Timeout | undefined;
+    const late = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), boundMs)))]);
+    clearTimeout(t);
+    if (late) {
+      this.#abort.abort();
+      await all;
+    }
+    this.#agents.http.destroy();
+    this.#agents.https.destroy();
+  }
+}
+
+const ok = (r: DeliveryResult): boolean => r.status !== null && r.status >= 200 && r.status < 300;
