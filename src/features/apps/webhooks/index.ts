@@ -31,9 +31,10 @@ export function startWebhooks(ctx: FeatureContext, apps: AppRepository, audience
   const store = webhookStore(ctx.storage);
   const deliveries = new Counter({ name: 'presenced_webhook_deliveries_total', help: 'Webhook requests by result (delivered, failed, refused by the SSRF rule).', labelNames: ['result'], registers: [ctx.metrics.registry] });
   let worker: WebhookWorker | null = null;
-  const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, batchMs: c.webhook_batch_ms, log, onWritten: () => worker?.wake() });
+  const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, log, onWritten: () => worker?.wake() });
   worker = new WebhookWorker(store, apps, {
     batchMax: c.webhook_batch_max,
+    batchMs: c.webhook_batch_ms,
     timeoutMs: c.webhook_timeout_ms,
     retryWindowMs: c.webhook_retry_window_ms,
     backoffBaseMs: c.webhook_backoff_base_ms,

@@ -16,7 +16,7 @@ export const WEBHOOKS_MIGRATION: Migration = {
       // pending | delivered | superseded (collapsed into a newer update of the same user)
       .addColumn('state', 'text', (c) => c.notNull())
       .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
-      // For a new row: when it stops waiting for others to share its request.
+      // When it became eligible (enqueued, or replayed); it goes webhook_batch_ms later at the latest.
       .addColumn('next_attempt_at', 'integer', (c) => c.notNull())
       // The request it was last sent in (webhook-id), kept across retries.
       .addColumn('batch_id', 'text')

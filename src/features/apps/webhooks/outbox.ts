@@ -23,8 +23,6 @@ export interface StoredBody {
 export interface OutboxOptions {
   /** How long updates gather in memory before one transaction writes them (webhook_flush_ms). */
   readonly flushMs: number;
-  /** How long a written update waits for others to share its request (webhook_batch_ms). */
-  readonly batchMs: number;
   readonly log: Logger;
   /** Called after each write, so the worker looks at once. */
   readonly onWritten?: () => void;
@@ -64,7 +62,7 @@ export class WebhookOutbox {
     const now = this.#now();
     for (const u of updates) {
       const body: StoredBody = { status: u.status, ...(u.statusText !== undefined ? { statusText: u.statusText } : {}), ...(u.lastSeen !== undefined ? { lastSeen: u.lastSeen } : {}) };
-      this.#buffer.push({ appId: u.appId, uid: u.uid, at: u.at, body: JSON.stringify(body), dueAt: now + this.opts.flushMs + this.opts.batchMs });
+      this.#buffer.push({ appId: u.appId, uid: u.uid, at: u.at, body: JSON.stringify(body), dueAt: now });
     }
     if (this.#timer === null) {
       this.#timer = setTimeout(() => void this.flush(), this.opts.flushMs);

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { PresenceError } from '../../../core/errors.js';
-import { authHeaders } from '../../../protocols/http/schemas.js';
+import { authHeaders, integerParam } from '../../../protocols/http/schemas.js';
 import type { AppRecord } from '../repository.js';
 import type { AttemptRecord, EndpointState, WebhookStore } from './store.js';
 
@@ -8,9 +8,10 @@ const idParams = { type: 'object', required: ['id'], properties: { id: { type: '
 const instant = { anyOf: [{ type: 'string', maxLength: 64 }, { type: 'integer', minimum: 0 }] } as const;
 const deliveriesQuery = {
   type: 'object',
-  properties: { since: { type: 'string', maxLength: 64 }, limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+  properties: { since: { type: 'string', maxLength: 64 }, limit: integerParam },
   additionalProperties: false,
 } as const;
+const MAX_DELIVERIES = 1000;
 const replayBody = { type: 'object', required: ['from', 'to'], properties: { from: instant, to: instant }, additionalProperties: false } as const;
 
 /** An instant given as epoch ms (a number or digits) or an ISO 8601 date. */
@@ -70,9 +71,11 @@ export function webhookRoutes(w: WebhookAdmin) {
 
     app.get('/:id/webhook/deliveries', { schema: { headers: authHeaders, params: idParams, querystring: deliveriesQuery } }, async (req) => {
       const a = await find(req);
-      const q = req.query as { since?: string; limit?: number };
+      const q = req.query as { since?: string; limit?: string };
       const since = q.since === undefined ? 0 : instantOf('since', q.since);
-      return { deliveries: (await w.store.attempts(a.id, since, q.limit ?? 100)).map(attemptView) };
+      const limit = q.limit === undefined ? 100 : Number(q.limit);
+      if (limit < 1 || limit > MAX_DELIVERIES) throw new PresenceError('bad-request', `limit must be an integer from 1 to ${MAX_DELIVERIES}`);
+      return { deliveries: (await w.store.attempts(a.id, since, limit)).map(attemptView) };
     });
 
     app.post('/:id/webhook/replay', { schema: { headers: authHeaders, params: idParams, body: replayBody } }, async (req) => {

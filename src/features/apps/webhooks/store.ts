@@ -9,7 +9,7 @@ export interface NewOutboxRow {
   readonly uid: string;
   readonly at: number;
   readonly body: string;
-  /** When it may go without waiting for others to share its request. */
+  /** When it was enqueued: it goes webhook_batch_ms later at the latest (the worker's setting of the moment, so a restart with another setting applies to rows already written). */
   readonly dueAt: number;
 }
 

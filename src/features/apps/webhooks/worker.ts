@@ -11,6 +11,8 @@ import type { OutboxRow, WebhookStore } from './store.js';
 
 export interface WorkerOptions {
   readonly batchMax: number;
+  /** How long the oldest pending update of an app waits for others to share its request. */
+  readonly batchMs: number;
   readonly timeoutMs: number;
   readonly retryWindowMs: number;
   readonly backoffBaseMs: number;
@@ -126,7 +128,7 @@ export class WebhookWorker {
     let next = now + IDLE_LOOK_MS;
     for (const b of await this.store.backlog()) {
       if (b.disabled || this.#inFlight.has(b.appId)) continue;
-      const readyAt = Math.max(b.endpointNext ?? 0, b.count >= this.opts.batchMax ? 0 : b.oldestDue, b.claimedUntil ?? 0);
+      const readyAt = Math.max(b.endpointNext ?? 0, b.count >= this.opts.batchMax ? 0 : b.oldestDue + this.opts.batchMs, b.claimedUntil ?? 0);
       if (readyAt > now) {
         next = Math.min(next, readyAt);
         continue;
