@@ -36,8 +36,12 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['POST', '/api/v1/apps/:id/secret'],
   ['POST', '/api/v1/apps/:id/webhook-secret'],
   ['POST', '/api/v1/apps/:id/verify'],
+  ['GET', '/api/v1/apps/:id/webhook'],
+  ['GET', '/api/v1/apps/:id/webhook/deliveries'],
+  ['POST', '/api/v1/apps/:id/webhook/replay'],
+  ['POST', '/api/v1/apps/:id/webhook/enable'],
 ];
-const PARAMS = ['jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style'];
+const PARAMS = ['jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style', 'since', 'from', 'to'];
 
 /** encodeURIComponent throws on a lone surrogate, which no URL can carry anyway: send U+FFFD instead. */
 const enc = (s: string): string => encodeURIComponent(Buffer.from(s, 'utf8').toString('utf8'));

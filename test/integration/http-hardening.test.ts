@@ -228,6 +228,10 @@ const ROUTES = [
   'POST /api/v1/apps/:id/secret',
   'POST /api/v1/apps/:id/webhook-secret',
   'POST /api/v1/apps/:id/verify',
+  'GET /api/v1/apps/:id/webhook',
+  'GET /api/v1/apps/:id/webhook/deliveries',
+  'POST /api/v1/apps/:id/webhook/replay',
+  'POST /api/v1/apps/:id/webhook/enable',
 ];
 
 /** Parses Fastify's printRoutes({ commonPrefix: false }) tree into `METHOD path` lines (HEAD left out: Fastify adds it to every GET). */
