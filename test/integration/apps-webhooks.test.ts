@@ -355,6 +355,32 @@ describe('app webhooks: SSRF', () => {
 });
 
 describe('app webhooks: durability', () => {
+  test('shutdown writes the updates still in memory before the store closes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'presenced-webhooks-'));
+    const rx = new Receiver();
+    await rx.listen();
+    try {
+      // Nothing would be written for 10 s, nor sent for 10 minutes: only the shutdown writes them.
+      const a = await startTestServer({ ...FAST, webhook_flush_ms: 10_000, webhook_batch_ms: 600_000 }, dir);
+      await a.createAccount('alice@localhost');
+      const appId = await registerApp(a, rx);
+      webhooksOf(a.server.engine)!.outbox.enqueue([update(appId, 'z1', 'online'), update(appId, 'z1', 'away')]);
+      await a.stop();
+      const db = new Database(join(dir, 'presenced.sqlite'), { readonly: true });
+      try {
+        assert.deepEqual(db.prepare("select uid, seq, state from webhook_outbox order by id").all(), [
+          { uid: 'z1', seq: 1, state: 'pending' },
+          { uid: 'z1', seq: 2, state: 'pending' },
+        ]);
+      } finally {
+        db.close();
+      }
+    } finally {
+      await rx.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test('updates written to the outbox survive the server and are delivered by the next one, after a dead worker\'s lease', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'presenced-webhooks-'));
     const rx = new Receiver();
