@@ -30,9 +30,15 @@ export function pairwiseId(key: Buffer, appId: string, accountJid: string): stri
   return createHmac('sha256', key).update(`${appId}\u0000${accountJid}`).digest('base64url').slice(0, PAIRWISE_ID_LENGTH);
 }
 
-/** A random app id: 16 bytes, base64url (22 characters, URL-safe). */
+/**
+ * A random app id: 16 bytes, base64url (22 characters, URL-safe), never beginning with `-` or `_`:
+ * one in 32 ids would otherwise begin with a dash and be read as an option by `presenced app show`.
+ */
 export function newAppId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (/^[A-Za-z0-9]/.test(id)) return id;
+  }
 }
 
 /** The key an app serves at /__presence to prove its domain. */
