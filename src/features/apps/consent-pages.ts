@@ -10,16 +10,26 @@ export function esc(s: string): string {
   return s.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
 }
 
-/** Headers of every consent page: no framing (clickjacking), no script, forms only to ourselves, not cached. */
-export function pageHeaders(nonce: string): Record<string, string> {
+/**
+ * Headers of every consent page: no framing (clickjacking), no script, not cached, and forms only to
+ * ourselves, plus, on the consent form, the one redirect URI it sends the browser on to: browsers
+ * apply `form-action` to the redirects that follow a submission too.
+ */
+export function pageHeaders(nonce: string, formTarget: string | null = null): Record<string, string> {
   return {
     'content-type': 'text/html; charset=utf-8',
-    'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'`,
+    'content-security-policy': `default-src 'none'; style-src 'nonce-${nonce}'; img-src 'self'; form-action 'self'${formTarget === null ? '' : ` ${cspSource(formTarget)}`}; frame-ancestors 'none'; base-uri 'none'`,
     'x-frame-options': 'DENY',
     'x-content-type-options': 'nosniff',
     'referrer-policy': 'no-referrer',
     'cache-control': 'no-store',
   };
+}
+
+/** A CSP source for a registered redirect URI: its origin, or its scheme for a native app's private-use scheme. */
+function cspSource(uri: string): string {
+  const u = new URL(uri);
+  return u.protocol === 'http:' || u.protocol === 'https:' ? u.origin : u.protocol;
 }
 
 export function newNonce(): string {

@@ -72,6 +72,25 @@ export function errorRedirect(redirectUri: string, error: string, description: s
   return u.href;
 }
 
+function formDecode(s: string): string | null {
+  try {
+    return decodeURIComponent(s.replace(/\+/g, ' '));
+  } catch {
+    return null;
+  }
+}
+
+/** Client credentials of a Basic header, form-urldecoded (RFC 6749 §2.3.1); null when absent or malformed. */
+export function basicCredentials(header: string | undefined): { id: string; secret: string } | null {
+  if (header === undefined || header.length > 1024 || !/^basic /i.test(header)) return null;
+  const decoded = Buffer.from(header.slice(6).trim(), 'base64').toString('utf8');
+  const colon = decoded.indexOf(':');
+  if (colon <= 0) return null;
+  const id = formDecode(decoded.slice(0, colon));
+  const secret = formDecode(decoded.slice(colon + 1));
+  return id === null || secret === null ? null : { id, secret };
+}
+
 export function oauthRoutes(deps: OAuthDeps) {
   const { engine, apps, grants, repo, sessions } = deps;
   const server = new OAuth2Server({
@@ -84,9 +103,9 @@ export function oauthRoutes(deps: OAuthDeps) {
     alwaysIssueNewRefreshToken: true,
   });
 
-  const page = (reply: FastifyReply, status: number, render: (nonce: string) => string): FastifyReply => {
+  const page = (reply: FastifyReply, status: number, render: (nonce: string) => string, formTarget: string | null = null): FastifyReply => {
     const nonce = newNonce();
-    return reply.code(status).headers(pageHeaders(nonce)).send(render(nonce));
+    return reply.code(status).headers(pageHeaders(nonce, formTarget)).send(render(nonce));
   };
   const fail = (reply: FastifyReply, status: number, message: string) => page(reply, status, (n) => errorPage(n, message));
 
@@ -128,25 +147,20 @@ export function oauthRoutes(deps: OAuthDeps) {
     return reply.code(status === 503 ? 500 : status).send({ error: e.name, error_description: e.message });
   };
 
-  const libRequest = (req: FastifyRequest, body: Record<string, unknown>) =>
-    new OAuth2Server.Request({ method: req.method, headers: req.headers as Record<string, string>, query: {}, body });
+  const libRequest = (req: FastifyRequest, body: Record<string, unknown>) => {
+    const headers = { ...req.headers } as Record<string, string>;
+    // RFC 6749 §2.3.1: the client id and secret are form-urlencoded inside Basic (oauth4webapi does
+    // so), which the library does not undo; hand it the plain values.
+    const basic = basicCredentials(req.headers.authorization);
+    if (basic !== null) headers.authorization = `Basic ${Buffer.from(`${basic.id}:${basic.secret}`).toString('base64')}`;
+    return new OAuth2Server.Request({ method: req.method, headers, query: {}, body });
+  };
 
   /** The client of a revocation request (Basic or form), or null. */
   async function clientOf(req: FastifyRequest, body: Record<string, unknown>): Promise<AppRecord | null> {
-    const auth = req.headers.authorization;
-    let id: string | undefined;
-    let secret: string | undefined;
-    if (auth !== undefined && auth.length < 1024 && /^basic /i.test(auth)) {
-      const decoded = Buffer.from(auth.slice(6).trim(), 'base64').toString('utf8');
-      const colon = decoded.indexOf(':');
-      if (colon > 0) {
-        id = decodeURIComponent(decoded.slice(0, colon));
-        secret = decodeURIComponent(decoded.slice(colon + 1));
-      }
-    } else {
-      id = str(body.client_id);
-      secret = str(body.client_secret);
-    }
+    const basic = basicCredentials(req.headers.authorization);
+    const id = basic === null ? str(body.client_id) : basic.id;
+    const secret = basic === null ? str(body.client_secret) : basic.secret;
     if (id === undefined || secret === undefined || id.length > 64 || secret.length > 256) return null;
     return apps.authenticate(id, secret);
   }
@@ -175,7 +189,7 @@ export function oauthRoutes(deps: OAuthDeps) {
         return page(reply, 200, (n) => signInPage(n, { appName: c.app.name, csrf: sessions.csrfToken(session), request: new URLSearchParams(c.params).toString() }));
       }
       const jid = session.jid;
-      return page(reply, 200, (n) => consentPage(n, { appName: c.app.name, verifiedDomain: c.app.verifiedDomain, jid, scopes: c.scopes, csrf: sessions.csrfToken(session), params: c.params }));
+      return page(reply, 200, (n) => consentPage(n, { appName: c.app.name, verifiedDomain: c.app.verifiedDomain, jid, scopes: c.scopes, csrf: sessions.csrfToken(session), params: c.params }), c.redirectUri);
     });
 
     app.post('/login', async (req, reply) => {
