@@ -277,4 +277,14 @@ describe('apps: consent, grants and tokens', () => {
     }
     assert.equal((await userinfo(t, tok.access_token)).status, 401);
   });
+
+  test('deleting an app deletes its grants and tokens with it', async () => {
+    const doomed = await registerApp(t, 'dev@localhost', 'dev-pw', [CB], 'Doomed');
+    const tok = await grantAndExchange(t, doomed, 'alice@localhost', 'alice-pw');
+    const del = await fetch(`${t.url}/api/v1/apps/${doomed.id}`, { method: 'DELETE', headers: { authorization: basic('dev@localhost', 'dev-pw') } });
+    assert.equal(del.status, 204);
+    assert.equal(tableCount(t, 'select count(*) n from grants where app_id = ?', doomed.id), 0);
+    assert.equal(tableCount(t, 'select count(*) n from oauth_tokens where app_id = ?', doomed.id), 0);
+    assert.equal((await userinfo(t, tok.access_token)).status, 401);
+  });
 });
