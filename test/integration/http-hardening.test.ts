@@ -232,6 +232,16 @@ const ROUTES = [
   'GET /api/v1/apps/:id/webhook/deliveries',
   'POST /api/v1/apps/:id/webhook/replay',
   'POST /api/v1/apps/:id/webhook/enable',
+  'GET /oauth/authorize',
+  'POST /oauth/authorize',
+  'POST /oauth/login',
+  'POST /oauth/token',
+  'POST /oauth/revoke',
+  'GET /oauth/userinfo',
+  'GET /.well-known/oauth-authorization-server',
+  'GET /:appid/grant',
+  'GET /api/v1/me/apps',
+  'DELETE /api/v1/me/apps/:id',
 ];
 
 /** Parses Fastify's printRoutes({ commonPrefix: false }) tree into `METHOD path` lines (HEAD left out: Fastify adds it to every GET). */
@@ -335,7 +345,12 @@ describe('finding 7: every route validates its input (no 5xx from repeated, mist
             // 431: Node's HTTP parser refuses a request line and headers over 16 KB before any route runs.
             if (r.status === 431) continue;
             if (r.status >= 500) failures.push(`${method} ${url.slice(0, 80)} [${auth?.slice(0, 20)}]: ${r.status} ${r.text.slice(0, 160)}`);
-            else if (r.status >= 400 && (r.headers['content-type'] ?? '').startsWith('application/json')) {
+            else if (r.status >= 400 && (r.headers['content-type'] ?? '').startsWith('application/json') && url.startsWith('/oauth/') && typeof JSON.parse(r.text).error === 'string') {
+              // The OAuth endpoints answer in the form OAuth clients read (RFC 6749 §5.2); what Fastify
+              // refuses before them (a malformed body) still gets ours.
+              const o = JSON.parse(r.text);
+              if (typeof o.error_description !== 'string') failures.push(`${method} ${url.slice(0, 80)}: ${r.status} without an OAuth error: ${r.text.slice(0, 160)}`);
+            } else if (r.status >= 400 && (r.headers['content-type'] ?? '').startsWith('application/json')) {
               const e = JSON.parse(r.text).error;
               if (typeof e?.code !== 'string' || typeof e?.message !== 'string' || typeof JSON.parse(r.text).code === 'string') {
                 failures.push(`${method} ${url.slice(0, 80)}: ${r.status} without our JSON error: ${r.text.slice(0, 160)}`);

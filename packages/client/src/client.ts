@@ -549,6 +549,17 @@ export class PresencedClient extends Emitter<ClientEvents> {
     return Array.isArray(r.jids) ? r.jids.filter((j): j is string => typeof j === 'string') : [];
   }
 
+  /** The third-party apps you let see your presence (servers with the apps feature; others reject with `unknown-type`). */
+  async listApps(): Promise<ConnectedApp[]> {
+    const r = await this.request<{ apps: unknown }>('apps.list');
+    return Array.isArray(r.apps) ? (r.apps as ConnectedApp[]) : [];
+  }
+
+  /** Revokes an app's access: when this resolves, the app gets nothing more about you and its tokens are dead. */
+  async revokeApp(app: string): Promise<void> {
+    await this.request('apps.revoke', { app });
+  }
+
   /** The current presence of the contacts you may see (all, or those listed), straight from the server. */
   async getPresence(jids?: readonly string[]): Promise<ContactPresence[]> {
     const r = await this.request<{ contacts: unknown }>('presence.get', jids === undefined ? {} : { jids: [...jids] });
@@ -586,4 +597,16 @@ function closedWithin(conn: PresencedConnection, ms: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** An app with access to your presence, as `apps.list` gives it. */
+export interface ConnectedApp {
+  readonly app: string;
+  readonly name: string;
+  /** The app's proven domain, or null: unverified. */
+  readonly verifiedDomain: string | null;
+  readonly scopes: readonly string[];
+  /** ISO 8601. */
+  readonly grantedAt: string;
+  readonly lastDeliveryAt: string | null;
 }

@@ -30,5 +30,52 @@ export const APP_MIGRATIONS: readonly Migration[] = [
       await db.schema.createIndex('apps_owner').on('apps').columns(['owner', 'created_at']).execute();
     },
   },
+  {
+    version: 2,
+    name: 'grants and oauth tokens',
+    async up(db) {
+      // Rows of a deleted app go with it (the Store turns SQLite's foreign keys on), also when the CLI deletes it.
+      await db.schema
+        .createTable('grants')
+        .addColumn('app_id', 'text', (c) => c.notNull().references('apps.id').onDelete('cascade'))
+        .addColumn('account', 'text', (c) => c.notNull())
+        // Space-separated, as in OAuth.
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        .addColumn('granted_at', 'integer', (c) => c.notNull())
+        .addColumn('last_delivery_at', 'integer')
+        .addColumn('revoked_at', 'integer')
+        .addPrimaryKeyConstraint('grants_pk', ['app_id', 'account'])
+        .execute();
+      await db.schema.createIndex('grants_account').on('grants').columns(['account']).execute();
+      // Codes and tokens are stored as SHA-256 of their value: a copy of the database grants nothing.
+      await db.schema
+        .createTable('oauth_codes')
+        .addColumn('code_hash', 'text', (c) => c.primaryKey().notNull())
+        .addColumn('app_id', 'text', (c) => c.notNull().references('apps.id').onDelete('cascade'))
+        .addColumn('account', 'text', (c) => c.notNull())
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        .addColumn('redirect_uri', 'text', (c) => c.notNull())
+        .addColumn('code_challenge', 'text', (c) => c.notNull())
+        .addColumn('code_challenge_method', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'integer', (c) => c.notNull())
+        .addColumn('used_at', 'integer')
+        .execute();
+      await db.schema
+        .createTable('oauth_tokens')
+        .addColumn('token_hash', 'text', (c) => c.primaryKey().notNull())
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('app_id', 'text', (c) => c.notNull().references('apps.id').onDelete('cascade'))
+        .addColumn('account', 'text', (c) => c.notNull())
+        .addColumn('scopes', 'text', (c) => c.notNull())
+        // The authorization code every token descends from (through refreshes): a replayed code or
+        // refresh token revokes the whole family.
+        .addColumn('family', 'text', (c) => c.notNull())
+        .addColumn('expires_at', 'integer', (c) => c.notNull())
+        .addColumn('used_at', 'integer')
+        .execute();
+      await db.schema.createIndex('oauth_tokens_family').on('oauth_tokens').columns(['family']).execute();
+      await db.schema.createIndex('oauth_tokens_grant').on('oauth_tokens').columns(['app_id', 'account']).execute();
+    },
+  },
   WEBHOOKS_MIGRATION,
 ];

@@ -1,0 +1,81 @@
+import type { FeatureStorage } from '../../ports/store.js';
+import { SqliteGrantRepository } from './sqlite-grant-repository.js';
+
+/** What a user allowed an app: the scopes, since when; a revoked grant keeps its row with revokedAt. */
+export interface GrantRecord {
+  readonly appId: string;
+  readonly account: string;
+  readonly scopes: readonly string[];
+  readonly grantedAt: number;
+  readonly lastDeliveryAt: number | null;
+  readonly revokedAt: number | null;
+}
+
+/** An authorization code as stored (by the SHA-256 of its value). */
+export interface CodeRecord {
+  readonly codeHash: string;
+  readonly appId: string;
+  readonly account: string;
+  readonly scopes: readonly string[];
+  readonly redirectUri: string;
+  readonly codeChallenge: string;
+  readonly codeChallengeMethod: string;
+  readonly expiresAt: number;
+  readonly usedAt: number | null;
+}
+
+export type TokenKind = 'access' | 'refresh';
+
+/** An access or refresh token as stored (by the SHA-256 of its value). */
+export interface TokenRecord {
+  readonly tokenHash: string;
+  readonly kind: TokenKind;
+  readonly appId: string;
+  readonly account: string;
+  readonly scopes: readonly string[];
+  /** Hash of the authorization code the token descends from. */
+  readonly family: string;
+  readonly expiresAt: number;
+  readonly usedAt: number | null;
+}
+
+/** The storage port of grants, codes and tokens: one implementation per database dialect. */
+export interface GrantRepository {
+  /** Creates or renews the grant (clearing a revocation). */
+  upsertGrant(appId: string, account: string, scopes: readonly string[], now: number): Promise<void>;
+  getGrant(appId: string, account: string): Promise<GrantRecord | undefined>;
+  /** Active grants of an account, or of an app; oldest first. */
+  grantsOfAccount(account: string): Promise<GrantRecord[]>;
+  grantsOfApp(appId: string): Promise<GrantRecord[]>;
+  /**
+   * Marks the grant revoked and deletes every code and token of that app for that account, in one
+   * transaction; false when there was no active grant.
+   */
+  revokeGrant(appId: string, account: string, now: number): Promise<boolean>;
+  /** Deletes every grant, code and token of an account (deleted); the apps whose grant was active. */
+  deleteAccount(account: string): Promise<string[]>;
+  markDelivered(appId: string, account: string, at: number): Promise<void>;
+
+  saveCode(code: CodeRecord): Promise<void>;
+  getCode(codeHash: string): Promise<CodeRecord | undefined>;
+  /** Marks a code used; false when it was already used (or is gone). */
+  useCode(codeHash: string, now: number): Promise<boolean>;
+
+  saveTokens(tokens: readonly TokenRecord[]): Promise<void>;
+  getToken(tokenHash: string): Promise<TokenRecord | undefined>;
+  /** Marks a refresh token used (rotated); false when it was already used. */
+  useToken(tokenHash: string, now: number): Promise<boolean>;
+  /** Deletes every token of a family; how many. */
+  revokeFamily(family: string): Promise<number>;
+  /** Forgets codes and tokens expired before `before`. */
+  purgeExpired(before: number): Promise<void>;
+}
+
+export function grantRepository(storage: FeatureStorage): GrantRepository {
+  switch (storage.dialect) {
+    case 'sqlite':
+      return new SqliteGrantRepository(storage.db);
+    default:
+      throw new Error(`the apps feature has no grant repository for ${storage.dialect} yet`);
+  }
+}
