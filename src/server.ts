@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createServer as createHttpServer } from 'node:http';
+import { createServer as createHttpServer, STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
@@ -137,6 +137,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     // req.ip feeds the login throttle; behind a proxy it must be the client's, not the proxy's.
     trustProxy: config.http_trust_proxy ? (_address: string, hop: number) => hop < 1 : false,
     // What Fastify refuses before routing (a malformed percent-escape in the path) gets our JSON error too.
+    // Requests Node's HTTP parser refuses before Fastify sees them (headers or URL over 16 KB, a
+    // malformed request line, a client too slow to send its request) get the same JSON error shape too.
+    clientErrorHandler: writeClientError,
     frameworkErrors: (err, _req, reply) => {
       const status = err.code === 'FST_ERR_MAX_PARAM_LENGTH' ? 414 : 400;
       const message = err.code === 'FST_ERR_BAD_URL' ? 'malformed URL (bad percent-encoding in the path)' : err.message;
@@ -312,4 +315,20 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, fe
   if (!config.xmpp_require_tls) xlog.warn('xmpp_require_tls is false: XMPP clients may log in without TLS, sending passwords in the clear with PLAIN');
   if (xmpp.port !== null || xmpp.tlsPort !== null) xlog.info({ port: xmpp.port, tlsPort: xmpp.tlsPort }, 'XMPP listening');
   return xmpp;
+}
+
+/** Answers a request the HTTP parser refused (Fastify's clientErrorHandler), in the API's JSON error shape. */
+function writeClientError(err: NodeJS.ErrnoException, socket: import('node:stream').Duplex): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message] =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'too-large', 'request line or headers larger than 16 KB']
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'timeout', 'the request was not received in time']
+        : [400, 'bad-request', 'malformed HTTP request'];
+  const body = JSON.stringify({ error: { code, message } });
+  if (socket.writable) {
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  }
+  socket.destroy();
 }
