@@ -37,11 +37,15 @@ export class RawXmpp {
     if (!this.socket.destroyed) this.socket.write(s);
   }
 
-  /** Resolves once everything received so far matches `re` (it searches the whole transcript). */
-  waitFor(re: RegExp, what = String(re), timeoutMs = 20_000): Promise<string> {
+  /**
+   * Resolves once everything received so far matches `re`. It searches the whole transcript, or only
+   * what arrived after offset `from` (a caller waiting for an answer to what it just sent, many times
+   * over, would otherwise rescan an ever longer transcript).
+   */
+  waitFor(re: RegExp, what = String(re), timeoutMs = 20_000, from = 0): Promise<string> {
     return new Promise((resolve, reject) => {
       const check = () => {
-        const m = re.exec(this.text);
+        const m = re.exec(from === 0 ? this.text : this.text.slice(from));
         if (m) {
           clearTimeout(timer);
           this.waiters = this.waiters.filter((w) => w !== check);
