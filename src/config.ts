@@ -74,7 +74,7 @@ export const CONFIG_KEYS = {
   webhook_batch_ms: { kind: 'int', def: 50, min: 0, max: 60_000, doc: 'How long a webhook update waits for others to share its request (a full batch goes at once).' },
   webhook_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 120_000, doc: 'A webhook request without a 2xx answer within this time has failed and is retried.' },
   webhook_retry_window_ms: { kind: 'int', def: 86_400_000, min: 100, max: 30 * 86_400_000, doc: 'An app webhook failing for this long is disabled (its owner sees why; pending updates are kept and resume when it is enabled again).' },
-  webhook_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 3_600_000, doc: 'First webhook retry delay; it doubles per failure up to webhook_backoff_cap_ms, with full jitter. Retry-After is honoured up to the cap.' },
+  webhook_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 3_600_000, doc: 'First webhook retry delay; it doubles per failure up to webhook_backoff_cap_ms, with full jitter. Retry-After is honoured up to the cap. Also the first wait before the outbox writes again after the database refused a write.' },
   webhook_backoff_cap_ms: { kind: 'int', def: 3_600_000, min: 1, max: 86_400_000, doc: 'Longest delay between two webhook retries, also the most of a Retry-After that is honoured.' },
   webhook_retention_ms: { kind: 'int', def: 86_400_000, min: 0, max: 30 * 86_400_000, doc: 'Delivered webhook updates and the delivery log are kept this long (for the owner\'s replay and log), then purged.' },
 } as const satisfies Record<string, KeySpec>;

@@ -31,7 +31,7 @@ export function startWebhooks(ctx: FeatureContext, apps: AppRepository, audience
   const store = webhookStore(ctx.storage);
   const deliveries = new Counter({ name: 'presenced_webhook_deliveries_total', help: 'Webhook requests by result (delivered, failed, refused by the SSRF rule).', labelNames: ['result'], registers: [ctx.metrics.registry] });
   let worker: WebhookWorker | null = null;
-  const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, log, onWritten: () => worker?.wake() });
+  const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, writeRetryMs: c.webhook_backoff_base_ms, log, onWritten: () => worker?.wake() });
   worker = new WebhookWorker(store, apps, {
     batchMax: c.webhook_batch_max,
     batchMs: c.webhook_batch_ms,

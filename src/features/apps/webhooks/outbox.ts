@@ -23,6 +23,8 @@ export interface StoredBody {
 export interface OutboxOptions {
   /** How long updates gather in memory before one transaction writes them (webhook_flush_ms). */
   readonly flushMs: number;
+  /** First wait before writing again after the database refused a write; it grows with each attempt (webhook_backoff_base_ms). */
+  readonly writeRetryMs: number;
   readonly log: Logger;
   /** Called after each write, so the worker looks at once. */
   readonly onWritten?: () => void;
@@ -101,7 +103,7 @@ export class WebhookOutbox {
         // The database may be busy or full for a moment; losing presence updates silently is worse than waiting.
         this.opts.log.error({ err, updates: rows.length, attempt }, 'writing webhook updates to the outbox failed');
         if (this.#closed || attempt >= 5) return;
-        await new Promise((r) => setTimeout(r, 100 * attempt));
+        await new Promise((r) => setTimeout(r, this.opts.writeRetryMs * attempt));
       }
     }
   }
