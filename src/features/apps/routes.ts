@@ -1,9 +1,9 @@
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { sendError } from '../../protocols/http/http-common.js';
-import { RequesterResolver, sendAuthFailed, type Requester } from '../../protocols/http/requester.js';
-import { authHeaders, CREDENTIAL_MAX } from '../../protocols/http/schemas.js';
+import { credentialsHook, RequesterResolver } from '../../protocols/http/requester.js';
+import { authHeaders } from '../../protocols/http/schemas.js';
 import { isManifest, LIMITS, manifestFields, MAX_MANIFEST_BYTES, patchFields, registrationFields } from './app-input.js';
 import { ADMIN_OWNER, appView, AppService } from './app-service.js';
 import type { AppRecord } from './repository.js';
@@ -41,10 +41,10 @@ const patchBody = { type: 'object', maxProperties: 64, properties: fieldSchemas 
  */
 export function appRoutes(engine: PresenceEngine, service: AppService, opts: AppRoutesOptions) {
   const resolver = new RequesterResolver(engine, { adminToken: opts.adminToken, trustReqJid: false, tokenScope: 'login' });
-  const who = new WeakMap<FastifyRequest, Requester>();
+  const credentials = credentialsHook(resolver, 'send HTTP Basic credentials of an account, a login token (Bearer) or the admin token');
   const viewer = (req: FastifyRequest): string | null => {
-    const r = who.get(req);
-    return r?.kind === 'account' ? r.jid : null;
+    const r = credentials.requesterOf(req);
+    return r.kind === 'account' ? r.jid : null;
   };
   const allowPrivate = service.rules.allowPrivate;
   const view = (app: Parameters<typeof appView>[0]) => appView(app, allowPrivate);
@@ -53,21 +53,7 @@ export function appRoutes(engine: PresenceEngine, service: AppService, opts: App
     // Manifests are often served as application/manifest+json; read them as the JSON they are.
     app.addContentTypeParser('application/manifest+json', { parseAs: 'string' }, app.getDefaultJsonParser('error', 'error'));
 
-    app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-      const auth = req.headers.authorization;
-      if (auth === undefined) {
-        reply.header('www-authenticate', 'Basic realm="presenced", charset="UTF-8"');
-        return sendError(reply, 401, 'not-authenticated', 'send HTTP Basic credentials of an account, a login token (Bearer) or the admin token');
-      }
-      // The header schema bounds it too, but only after this hook: do not decode megabytes of Basic.
-      if (auth.length > CREDENTIAL_MAX) return sendError(reply, 401, 'auth-failed', `credentials longer than ${CREDENTIAL_MAX} characters`);
-      try {
-        who.set(req, await resolver.resolve(auth, undefined, undefined, req.ip));
-      } catch (e) {
-        return sendAuthFailed(reply, e);
-      }
-      return undefined;
-    });
+    app.addHook('onRequest', credentials.hook);
 
     const body = (req: FastifyRequest): Record<string, unknown> => req.body as Record<string, unknown>;
     const find = (req: FastifyRequest) => service.find(viewer(req), (req.params as { id: string }).id);

@@ -2,8 +2,8 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { sendError } from '../../protocols/http/http-common.js';
-import { RequesterResolver, sendAuthFailed } from '../../protocols/http/requester.js';
-import { authHeaders, CREDENTIAL_MAX } from '../../protocols/http/schemas.js';
+import { credentialsHook, RequesterResolver } from '../../protocols/http/requester.js';
+import { authHeaders } from '../../protocols/http/schemas.js';
 import type { AppService } from './app-service.js';
 import type { GrantService } from './grant-service.js';
 
@@ -51,25 +51,16 @@ const idParams = { type: 'object', required: ['id'], properties: { id: { type: '
 /** `/api/v1/me/apps`: HTTP Basic or a login token (Bearer) of the account. */
 export function myAppsRoutes(engine: PresenceEngine, apps: AppService, grants: GrantService, adminToken: string) {
   const resolver = new RequesterResolver(engine, { adminToken, trustReqJid: false, tokenScope: 'login' });
-  const who = new WeakMap<FastifyRequest, string>();
+  const credentials = credentialsHook(resolver, 'send HTTP Basic credentials of an account or a login token (Bearer)');
   return async function register(app: FastifyInstance): Promise<void> {
+    app.addHook('onRequest', credentials.hook);
     app.addHook('onRequest', async (req: FastifyRequest, reply: FastifyReply) => {
-      const auth = req.headers.authorization;
-      if (auth === undefined) {
-        reply.header('www-authenticate', 'Basic realm="presenced", charset="UTF-8"');
-        return sendError(reply, 401, 'not-authenticated', 'send HTTP Basic credentials of an account or a login token (Bearer)');
-      }
-      if (auth.length > CREDENTIAL_MAX) return sendError(reply, 401, 'auth-failed', `credentials longer than ${CREDENTIAL_MAX} characters`);
-      try {
-        const r = await resolver.resolve(auth, undefined, undefined, req.ip);
-        if (r.kind !== 'account') return sendError(reply, 403, 'not-allowed', 'these are the routes of an account; the admin token has no apps of its own here');
-        who.set(req, r.jid);
-      } catch (e) {
-        return sendAuthFailed(reply, e);
+      if (credentials.requesterOf(req).kind !== 'account') {
+        return sendError(reply, 403, 'not-allowed', 'these are the routes of an account; the admin token has no apps of its own here');
       }
       return undefined;
     });
-    const account = (req: FastifyRequest): string => who.get(req) as string;
+    const account = (req: FastifyRequest): string => (credentials.requesterOf(req) as { jid: string }).jid;
 
     app.get('/', { prefixTrailingSlash: 'no-slash', schema: { headers: authHeaders } }, async (req) => ({ apps: await connectedApps(apps, grants, account(req)) }));
 

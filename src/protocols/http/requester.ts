@@ -1,9 +1,10 @@
 import { timingSafeEqual } from 'node:crypto';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import { parseJid } from '../../core/jid.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { LoginThrottled } from '../../engine/login-throttle.js';
 import { sendError } from './http-common.js';
+import { CREDENTIAL_MAX } from './schemas.js';
 
 /**
  * Who is asking, on an HTTP presence endpoint. `req_jid` on its own is a claim anyone can type, so it
@@ -114,4 +115,34 @@ export function sendAuthFailed(reply: FastifyReply, err: unknown): FastifyReply 
 /** The bare JID whose view applies, or null for anonymous; admin sees everything and is handled by callers. */
 export function viewerOf(r: Requester): string | null {
   return r.kind === 'account' ? r.jid : null;
+}
+
+/**
+ * An onRequest hook for routes that need credentials (HTTP Basic, a login token or the admin token, as
+ * `resolver` accepts them): none sent is a 401 with a Basic challenge saying `missing`, wrong ones the
+ * throttled refusal. `requesterOf(req)` tells the handlers who it was.
+ */
+export function credentialsHook(
+  resolver: RequesterResolver,
+  missing: string,
+): { hook(req: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined>; requesterOf(req: FastifyRequest): Requester } {
+  const who = new WeakMap<FastifyRequest, Requester>();
+  return {
+    async hook(req, reply) {
+      const auth = req.headers.authorization;
+      if (auth === undefined) {
+        reply.header('www-authenticate', 'Basic realm="presenced", charset="UTF-8"');
+        return sendError(reply, 401, 'not-authenticated', missing);
+      }
+      // The routes' header schemas bound it too, but only after this hook: do not decode megabytes of Basic.
+      if (auth.length > CREDENTIAL_MAX) return sendError(reply, 401, 'auth-failed', `credentials longer than ${CREDENTIAL_MAX} characters`);
+      try {
+        who.set(req, await resolver.resolve(auth, undefined, undefined, req.ip));
+      } catch (e) {
+        return sendAuthFailed(reply, e);
+      }
+      return undefined;
+    },
+    requesterOf: (req) => who.get(req) ?? ANONYMOUS,
+  };
 }
