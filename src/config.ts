@@ -77,6 +77,9 @@ export const CONFIG_KEYS = {
   webhook_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 3_600_000, doc: 'First webhook retry delay; it doubles per failure up to webhook_backoff_cap_ms, with full jitter. Retry-After is honoured up to the cap. Also the first wait before the outbox writes again after the database refused a write.' },
   webhook_backoff_cap_ms: { kind: 'int', def: 3_600_000, min: 1, max: 86_400_000, doc: 'Longest delay between two webhook retries, also the most of a Retry-After that is honoured.' },
   webhook_retention_ms: { kind: 'int', def: 86_400_000, min: 0, max: 30 * 86_400_000, doc: 'Delivered webhook updates and the delivery log are kept this long (for the owner\'s replay and log), then purged.' },
+  stream_retention_ms: { kind: 'int', def: 3_600_000, min: 0, max: 30 * 86_400_000, doc: 'An app stream resumed with Last-Event-ID or ?since= replays the updates it missed if its cursor is at most this old; an older cursor gets a fresh snapshot, marked as such.' },
+  stream_keepalive_ms: { kind: 'int', def: 15_000, min: 100, max: 600_000, doc: 'An open app stream with nothing to say sends a keep-alive line this often (so proxies and the app see it is alive).' },
+  stream_max_lag_bytes: { kind: 'int', def: 1_048_576, min: 1_024, max: 268_435_456, doc: 'An app stream whose consumer leaves more than this many bytes unread is ended with the reason "excessive client-side lag" (memory stays bounded).' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -141,6 +144,9 @@ export interface Config {
   webhook_backoff_base_ms: number;
   webhook_backoff_cap_ms: number;
   webhook_retention_ms: number;
+  stream_retention_ms: number;
+  stream_keepalive_ms: number;
+  stream_max_lag_bytes: number;
 }
 
 export class ConfigError extends Error {

@@ -9,13 +9,32 @@ import { GrantService } from './grant-service.js';
 import { oauthRootRoutes, oauthRoutes } from './oauth-routes.js';
 import { connectedApps, myAppsRoutes, revokeApp } from './user-apps.js';
 import { APPS_SECRET_FILE, deriveKeys } from './secrets.js';
-import { startWebhooks } from './webhooks/index.js';
+import { startWebhooks, type Webhooks } from './webhooks/index.js';
+import type { PresenceEngine } from '../../engine/engine.js';
+import { GrantIndex } from './grant-index.js';
+import { AppLogHub } from './log-hub.js';
+import { appUpdateOf, reconcileApps } from './webhooks/presence-source.js';
 
 /**
  * Third-party apps (docs/apps.md): registration, secrets, domain proof and pairwise ids; consent,
  * grants and OAuth tokens (`grants.events` tells the feature's other parts of grants and revocations).
  * Webhooks and streams plug in here too.
  */
+/** The parts of a running apps feature, for its routes and for tests. */
+export interface AppsRuntime {
+  readonly service: AppService;
+  readonly grants: GrantService;
+  readonly index: GrantIndex;
+  readonly hub: AppLogHub;
+  readonly webhooks: Webhooks;
+}
+
+// Deliberately exposed for tests and benches: the apps feature of a running server, by its engine.
+const running = new WeakMap<PresenceEngine, AppsRuntime>();
+export function appsOf(engine: PresenceEngine): AppsRuntime | undefined {
+  return running.get(engine);
+}
+
 export const appsFeature = defineFeature({
   name: 'apps',
   enabled: configSwitch('apps'),
@@ -41,8 +60,36 @@ export const appsFeature = defineFeature({
         ctx.log.info({ owner, apps: await service.removeOwnedBy(owner) }, 'apps of a removed account deleted');
       }
     }
-    // Until grants feed it (the next part) no account has an audience: webhooks deliver nothing yet.
-    const webhooks = startWebhooks(ctx, service.repo);
+    // Grants of accounts removed while this server was not running (CLI on the database) go too.
+    const grantRecords = await grants.repo.activeGrants();
+    for (const account of new Set(grantRecords.map((g) => g.account))) {
+      if (!(await ctx.engine.accountExists(account))) ctx.log.info({ account, grants: await grants.removeAccount(account) }, 'grants of a removed account deleted');
+    }
+    const index = new GrantIndex((appId, account) => service.pairwiseId(appId, account));
+    index.load(await grants.repo.activeGrants());
+    index.follow(grants.events);
+    const hub = new AppLogHub();
+    const initial = new Set<string>();
+    const webhooks = startWebhooks(ctx, { apps: service.repo, audience: index, hub, markDelivered: (appId, account, at) => grants.repo.markDelivered(appId, account, at),
+      onLive: (updates) => {
+        if (initial.size > 0) for (const u of updates) initial.delete(`${u.appId}\u0000${u.uid}`);
+      },
+    });
+    // A new grant tells the app where the user stands now, unless a live change (newer) got there first.
+    grants.events.on('grant.created', ({ appId, account }) => {
+      const key = `${appId}\u0000${service.pairwiseId(appId, account)}`;
+      initial.add(key);
+      ctx.engine.presenceOf(account).then(
+        (p) => {
+          const app = index.grantOf(appId, service.pairwiseId(appId, account));
+          if (initial.delete(key) && app !== undefined) webhooks.outbox.enqueue([appUpdateOf(p, app, Date.now())]);
+        },
+        (err: unknown) => ctx.log.error({ err, appId }, 'reading the presence of a new grant failed'),
+      );
+    });
+    running.set(ctx.engine, { service, grants, index, hub, webhooks });
+    const told = await reconcileApps(ctx.engine, index.all(), await webhooks.store.newestBodies(), webhooks.outbox);
+    if (told > 0) ctx.log.info({ updates: told }, 'apps told of presence that changed while the server was down');
     ctx.http(oauthRoutes({ engine: ctx.engine, apps: service, grants, repo: grants.repo, sessions: new SessionCodec(ctx.secret('apps-cookie-secret')) }), { prefix: '/oauth' });
     ctx.http(oauthRootRoutes(service), { prefix: '/' });
     ctx.http(myAppsRoutes(ctx.engine, service, grants, ctx.config.admin_token), { prefix: '/api/v1/me/apps' });

@@ -47,6 +47,8 @@ export interface GrantRepository {
   /** Active grants of an account, or of an app; oldest first. */
   grantsOfAccount(account: string): Promise<GrantRecord[]>;
   grantsOfApp(appId: string): Promise<GrantRecord[]>;
+  /** Every active grant (read once at start, to build the in-memory index). */
+  activeGrants(): Promise<GrantRecord[]>;
   /**
    * Marks the grant revoked and deletes every code and token of that app for that account, in one
    * transaction; false when there was no active grant.

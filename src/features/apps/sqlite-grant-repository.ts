@@ -81,6 +81,11 @@ export class SqliteGrantRepository implements GrantRepository {
     return rows.map(toGrant);
   }
 
+  async activeGrants(): Promise<GrantRecord[]> {
+    const rows = await this.#db.selectFrom('grants').selectAll().where('revoked_at', 'is', null).execute();
+    return rows.map(toGrant);
+  }
+
   revokeGrant(appId: string, account: string, now: number): Promise<boolean> {
     return this.#db.transaction().execute(async (trx) => {
       const res = await trx

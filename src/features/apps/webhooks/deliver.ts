@@ -15,6 +15,8 @@ export interface DeliveryResult {
   readonly retryAfter: string | undefined;
   /** Refused by the SSRF rule: nothing was sent. */
   readonly refused: boolean;
+  /** Nothing was left to send when the request was about to go (prepare answered null). */
+  readonly cancelled?: boolean;
 }
 
 export interface PostOptions {
@@ -27,9 +29,9 @@ export interface PostOptions {
 /**
  * POSTs one webhook request: the host is resolved and checked first (ssrf.ts), the connection goes to
  * the checked address, redirects are not followed (a 3xx is a failure), and the whole exchange is
- * bounded by the timeout. Never rejects.
+ * bounded by the timeout. `prepare` builds the headers and body once the address is known. Never rejects.
  */
-export async function postWebhook(rawUrl: string, headers: Record<string, string>, body: string, opts: PostOptions): Promise<DeliveryResult> {
+export async function postWebhook(rawUrl: string, prepare: () => { readonly headers: Record<string, string>; readonly body: string } | null, opts: PostOptions): Promise<DeliveryResult> {
   const started = performance.now();
   const done = (r: Omit<DeliveryResult, 'latencyMs'>): DeliveryResult => ({ ...r, latencyMs: Math.round(performance.now() - started) });
   let url: URL;
@@ -52,6 +54,11 @@ export async function postWebhook(rawUrl: string, headers: Record<string, string
     if ((options as { all?: boolean }).all) (cb as unknown as (e: null, a: Array<{ address: string; family: number }>) => void)(null, [{ address: checked.address, family: checked.family }]);
     else cb(null, checked.address, checked.family);
   };
+  // Built only now, after the lookup's wait: what it contains is decided as late as possible (a user who
+  // revoked meanwhile is left out); null means there is nothing left to send.
+  const prepared = prepare();
+  if (prepared === null) return done({ status: null, excerpt: null, error: null, retryAfter: undefined, refused: false, cancelled: true });
+  const { headers, body } = prepared;
   const mod = url.protocol === 'https:' ? https : http;
   return new Promise<DeliveryResult>((resolve) => {
     let settled = false;

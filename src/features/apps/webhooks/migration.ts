@@ -65,3 +65,19 @@ export const WEBHOOKS_MIGRATION: Migration = {
       .execute();
   },
 };
+
+/**
+ * APP_MIGRATIONS version 4: each (app, user)'s newest logged update kept beside its sequence number, so
+ * that a stream's snapshot and the reconciliation at start read one row per user instead of the log.
+ */
+export const APP_LOG_MIGRATION: Migration = {
+  version: 4,
+  name: 'newest update per app user',
+  async up(db) {
+    await db.schema.alterTable('webhook_seq').addColumn('last_id', 'integer').execute();
+    await db.schema.alterTable('webhook_seq').addColumn('last_at', 'integer').execute();
+    await db.schema.alterTable('webhook_seq').addColumn('last_body', 'text').execute();
+    // Streams read an app's log after a cursor.
+    await db.schema.createIndex('webhook_outbox_app_id').on('webhook_outbox').columns(['app_id', 'id']).execute();
+  },
+};

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { AppStatus } from './presence-source.js';
-import type { NewOutboxRow, WebhookStore } from './store.js';
+import type { LoggedUpdate, NewOutboxRow, WebhookStore } from './store.js';
 
 /** One presence update for one app, under the user's pairwise id in that app. */
 export interface WebhookUpdate {
@@ -26,8 +26,8 @@ export interface OutboxOptions {
   /** First wait before writing again after the database refused a write; it grows with each attempt (webhook_backoff_base_ms). */
   readonly writeRetryMs: number;
   readonly log: Logger;
-  /** Called after each write, so the worker looks at once. */
-  readonly onWritten?: () => void;
+  /** Called after each write with the updates as logged (ids assigned): the worker looks at once, streams send them. */
+  readonly onWritten?: (logged: readonly LoggedUpdate[]) => void;
   readonly now?: () => number;
 }
 
@@ -96,8 +96,8 @@ export class WebhookOutbox {
   async #write(rows: NewOutboxRow[]): Promise<void> {
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.store.append(rows, this.#now());
-        this.opts.onWritten?.();
+        const logged = await this.store.append(rows, this.#now());
+        this.opts.onWritten?.(logged);
         return;
       } catch (err) {
         // The database may be busy or full for a moment; losing presence updates silently is worse than waiting.

@@ -1,11 +1,12 @@
 import type { AccountPresence } from '../../../core/presence.js';
 import type { PresenceEngine } from '../../../engine/engine.js';
-import type { WebhookUpdate } from './outbox.js';
+import type { StoredBody, WebhookUpdate } from './outbox.js';
 
 /**
- * Where webhook updates come from: the engine's presence changes, sent to each app that the account
- * granted. Which apps those are is the grants' business (GrantedAudience), connected by the part that
- * builds consent; until then the audience is empty and no update is produced.
+ * Where an app's updates come from: the engine's presence changes, for each app that the account
+ * granted (GrantedAudience, the in-memory grant index); the current presence when a grant is made; and
+ * at start, whatever changed since each app was last told (after a crash: everyone it believed online
+ * is now offline).
  */
 
 export type AppScope = 'presence' | 'presence.status';
@@ -20,9 +21,11 @@ export interface GrantedApp {
 export interface GrantedAudience {
   /** The apps this account granted, answered from memory (it runs on every presence change). */
   appsFor(account: string): readonly GrantedApp[];
+  /** The grant behind an app's pairwise id while it is active: checked right before anything is sent to the app. */
+  grantOf(appId: string, uid: string): GrantedApp | undefined;
+  /** The account behind an app's pairwise id while the grant is active. */
+  accountOf(appId: string, uid: string): string | undefined;
 }
-
-export const NO_AUDIENCE: GrantedAudience = { appsFor: () => [] };
 
 export type AppStatus = 'online' | 'away' | 'dnd' | 'offline';
 
@@ -65,4 +68,35 @@ export function feedWebhooks(engine: PresenceEngine, audience: GrantedAudience, 
     const updates = apps.filter((a) => wordChanged || (textChanged && a.scopes.includes('presence.status'))).map((a) => appUpdateOf(presence, a, at));
     if (updates.length > 0) sink.enqueue(updates);
   });
+}
+
+/** Whether an app that was last told `last` (a stored body, or nothing) must be told `now`. */
+export function differsForApp(last: StoredBody | undefined, now: WebhookUpdate): boolean {
+  return last === undefined || last.status !== now.status || last.statusText !== now.statusText || last.lastSeen !== now.lastSeen;
+}
+
+/**
+ * At start: every granted user whose presence differs from what the app was last told gets an update
+ * (none was ever sent, or the server stopped or crashed while they were online: they are offline now,
+ * with their last seen). Runs before the server listens, so no live change can overtake it.
+ */
+export async function reconcileApps(
+  engine: PresenceEngine,
+  grants: Iterable<{ readonly account: string; readonly app: GrantedApp }>,
+  lastTold: ReadonlyArray<{ readonly appId: string; readonly uid: string; readonly body: string }>,
+  sink: { enqueue(updates: readonly WebhookUpdate[]): void },
+  now: () => number = Date.now,
+): Promise<number> {
+  const told = new Map<string, StoredBody>();
+  for (const t of lastTold) told.set(`${t.appId}\u0000${t.uid}`, JSON.parse(t.body) as StoredBody);
+  const list = [...grants];
+  const presence = await engine.presenceOfMany([...new Set(list.map((g) => g.account))]);
+  const at = now();
+  const updates: WebhookUpdate[] = [];
+  for (const { account, app } of list) {
+    const u = appUpdateOf(presence.get(account)!, app, at);
+    if (differsForApp(told.get(`${app.appId}\u0000${app.uid}`), u)) updates.push(u);
+  }
+  if (updates.length > 0) sink.enqueue(updates);
+  return updates.length;
 }

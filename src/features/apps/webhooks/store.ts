@@ -21,6 +21,19 @@ export interface OutboxRow {
   readonly body: string;
 }
 
+/** An update as written to the app's log (the outbox), with its place in it: streams follow `id`. */
+export interface LoggedUpdate {
+  readonly id: number;
+  readonly appId: string;
+  readonly uid: string;
+  readonly seq: number;
+  readonly at: number;
+  /** JSON of a StoredBody. */
+  readonly body: string;
+  /** When it was written. */
+  readonly createdAt: number;
+}
+
 export interface AppBacklog {
   readonly appId: string;
   readonly oldestDue: number;
@@ -58,8 +71,19 @@ export interface Claim {
 }
 
 export interface WebhookStore {
-  /** Writes the rows in one transaction, each with the next sequence number of its (app, user). */
-  append(rows: readonly NewOutboxRow[], now: number): Promise<void>;
+  /** Writes the rows in one transaction, each with the next sequence number of its (app, user); returns them as logged. */
+  append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]>;
+  /**
+   * The newest logged update of each user of the app, and the log position (the largest id of the
+   * whole log) they are consistent with: every later update has a larger id.
+   */
+  newestOfApp(appId: string): Promise<{ readonly cursor: number; readonly users: LoggedUpdate[] }>;
+  /** The app's logged updates with id > after, oldest first (whatever their delivery state). */
+  since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]>;
+  /** The largest id of the log (0 when empty). */
+  maxId(): Promise<number>;
+  /** The newest logged body of every (app, user): what each app was last told. */
+  newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>>;
   backlog(): Promise<AppBacklog[]>;
   /**
    * Takes the app's lease (none when another worker holds it) and its oldest pending rows; while the
@@ -107,18 +131,49 @@ const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
 export class SqliteWebhookStore implements WebhookStore {
   constructor(private readonly db: Kysely<any>) {}
 
-  async append(rows: readonly NewOutboxRow[], now: number): Promise<void> {
-    if (rows.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
+  async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
+    if (rows.length === 0) return [];
+    return this.db.transaction().execute(async (trx) => {
+      const out: LoggedUpdate[] = [];
       for (const r of rows) {
         const { rows: seqRows } = await sql<{ seq: number }>`
           INSERT INTO webhook_seq (app_id, uid, seq) VALUES (${r.appId}, ${r.uid}, 1)
           ON CONFLICT (app_id, uid) DO UPDATE SET seq = seq + 1 RETURNING seq`.execute(trx);
-        await sql`
+        const seq = seqRows[0]!.seq;
+        const { rows: idRows } = await sql<{ id: number }>`
           INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
-          VALUES (${r.appId}, ${r.uid}, ${seqRows[0]!.seq}, ${r.at}, ${r.body}, 'pending', 0, ${r.dueAt}, ${now})`.execute(trx);
+          VALUES (${r.appId}, ${r.uid}, ${seq}, ${r.at}, ${r.body}, 'pending', 0, ${r.dueAt}, ${now}) RETURNING id`.execute(trx);
+        const id = idRows[0]!.id;
+        await sql`UPDATE webhook_seq SET last_id = ${id}, last_at = ${r.at}, last_body = ${r.body} WHERE app_id = ${r.appId} AND uid = ${r.uid}`.execute(trx);
+        out.push({ id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now });
       }
+      return out;
     });
+  }
+
+  async newestOfApp(appId: string): Promise<{ readonly cursor: number; readonly users: LoggedUpdate[] }> {
+    return this.db.transaction().execute(async (trx) => {
+      const { rows: m } = await sql<{ id: number | null }>`SELECT max(id) AS id FROM webhook_outbox`.execute(trx);
+      const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
+        SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL ORDER BY last_id`.execute(trx);
+      return { cursor: m[0]?.id ?? 0, users: rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at })) };
+    });
+  }
+
+  async since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]> {
+    const { rows } = await sql<{ id: number; uid: string; seq: number; at: number; body_json: string; created_at: number }>`
+      SELECT id, uid, seq, at, body_json, created_at FROM webhook_outbox WHERE app_id = ${appId} AND id > ${after} ORDER BY id LIMIT ${limit}`.execute(this.db);
+    return rows.map((r) => ({ id: r.id, appId, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json, createdAt: r.created_at }));
+  }
+
+  async maxId(): Promise<number> {
+    const { rows } = await sql<{ id: number | null }>`SELECT max(id) AS id FROM webhook_outbox`.execute(this.db);
+    return rows[0]?.id ?? 0;
+  }
+
+  async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {
+    const { rows } = await sql<{ app_id: string; uid: string; last_body: string }>`SELECT app_id, uid, last_body FROM webhook_seq WHERE last_body IS NOT NULL`.execute(this.db);
+    return rows.map((r) => ({ appId: r.app_id, uid: r.uid, body: r.last_body }));
   }
 
   async backlog(): Promise<AppBacklog[]> {

@@ -6,6 +6,7 @@ import type { AppRecord } from '../repository.js';
 import { nextAttemptDelay, retryAfterMs } from './backoff.js';
 import { postWebhook, type DeliveryResult } from './deliver.js';
 import type { StoredBody } from './outbox.js';
+import type { GrantedAudience } from './presence-source.js';
 import { signedHeaders } from './signer.js';
 import type { OutboxRow, WebhookStore } from './store.js';
 
@@ -20,6 +21,10 @@ export interface WorkerOptions {
   readonly retentionMs: number;
   readonly allowPrivate: boolean;
   readonly log: Logger;
+  /** Whose updates may still be sent: a row of a user who revoked the grant since it was written is dropped, never sent. */
+  readonly audience: Pick<GrantedAudience, 'grantOf'>;
+  /** After a successful request: the pairwise ids it carried. */
+  readonly onDelivered?: (appId: string, uids: ReadonlySet<string>, at: number) => void;
   /** Counts each attempt by result: delivered, failed, refused. */
   readonly count: (result: 'delivered' | 'failed' | 'refused') => void;
   readonly now?: () => number;
@@ -148,26 +153,39 @@ export class WebhookWorker {
     const claim = await this.store.claim(appId, this.id, this.#now(), this.leaseMs, this.opts.batchMax);
     if (claim === null) return;
     try {
-      const ids = claim.rows.map((r) => r.id);
       const app = await this.apps.get(appId);
       if (app === undefined || app.webhookUrl === null) {
-        // Deleted apps' rows go with the next purge; an app without a webhook URL gets its updates by other means.
-        if (app !== undefined) await this.store.discard(ids, this.#now());
+        // Deleted apps' rows go with the next purge; an app without a webhook URL gets its updates by stream.
+        if (app !== undefined) await this.store.discard(claim.rows.map((r) => r.id), this.#now());
         return;
       }
-      const body = webhookBody(app.webhookFormat, claim.rows);
-      const sentAt = this.#now();
-      const res = await postWebhook(app.webhookUrl, signedHeaders(app.webhookSecret, claim.batchId, body, sentAt), body, {
-        timeoutMs: this.opts.timeoutMs,
-        allowPrivate: this.opts.allowPrivate,
-        agents: this.#agents,
-        signal: this.#abort.signal,
-      });
+      const isGranted = (r: OutboxRow): boolean => this.opts.audience.grantOf(appId, r.uid) !== undefined;
+      if (!claim.rows.every(isGranted)) {
+        await this.store.discard(claim.rows.filter((r) => !isGranted(r)).map((r) => r.id), this.#now());
+      }
+      let rows = claim.rows.filter(isGranted);
+      let sentAt = this.#now();
+      const res = await postWebhook(
+        app.webhookUrl,
+        () => {
+          // Checked again as the request goes: a revocation answered before now keeps the user out of it
+          // (rows revoked since the discard above stay pending and are dropped by the next claim).
+          rows = claim.rows.filter(isGranted);
+          if (rows.length === 0) return null;
+          const body = webhookBody(app.webhookFormat, rows);
+          sentAt = this.#now();
+          return { headers: signedHeaders(app.webhookSecret, claim.batchId, body, sentAt), body };
+        },
+        { timeoutMs: this.opts.timeoutMs, allowPrivate: this.opts.allowPrivate, agents: this.#agents, signal: this.#abort.signal },
+      );
+      if (res.cancelled === true) return;
+      const ids = rows.map((r) => r.id);
       await this.store.logAttempt({ appId, batchId: claim.batchId, at: sentAt, updates: ids.length, status: res.status, latencyMs: res.latencyMs, responseExcerpt: res.excerpt, error: res.error ?? (ok(res) ? null : `HTTP ${res.status}`) });
       const now = this.#now();
       if (ok(res)) {
         this.opts.count('delivered');
         await this.store.delivered(appId, ids, now);
+        this.opts.onDelivered?.(appId, new Set(rows.map((r) => r.uid)), now);
         return;
       }
       this.opts.count(res.refused ? 'refused' : 'failed');
