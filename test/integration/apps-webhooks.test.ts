@@ -8,9 +8,11 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Webhook } from 'standardwebhooks';
 import { webhooksOf } from '../../src/features/apps/webhooks/index.js';
+import { appsOf } from '../../src/features/apps/apps-feature.js';
 import type { WebhookUpdate } from '../../src/features/apps/webhooks/outbox.js';
 import type { AppStatus } from '../../src/features/apps/webhooks/presence-source.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 
 const basic = (jid: string, pw = 'secret-pw') => `Basic ${Buffer.from(`${jid}:${pw}`).toString('base64')}`;
 
@@ -22,97 +24,6 @@ async function call(t: TestServer, method: string, path: string, auth: string, b
   });
   const text = await res.text();
   return { status: res.status, body: text ? JSON.parse(text) : null };
-}
-
-interface Received {
-  readonly at: number;
-  readonly headers: IncomingHttpHeaders;
-  readonly body: string;
-  readonly payload: unknown;
-  /** What the receiver answered, and when it finished answering. */
-  answered: number;
-  answeredAt: number;
-}
-
-/**
- * A webhook receiver that verifies every request with the standardwebhooks package (a request that
- * fails verification fails the test) and answers what `answer` says.
- */
-class Receiver {
-  readonly requests: Received[] = [];
-  readonly bad: string[] = [];
-  answer: () => { status: number; headers?: Record<string, string>; body?: string } = () => ({ status: 204 });
-  secret = '';
-  #server: Server;
-  #waiters: Array<() => void> = [];
-
-  constructor() {
-    this.#server = createServer((req, res) => {
-      const at = Date.now();
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const body = Buffer.concat(chunks).toString('utf8');
-        let payload: unknown = null;
-        try {
-          payload = new Webhook(this.secret).verify(body, req.headers as Record<string, string>);
-        } catch (e) {
-          this.bad.push(`${(e as Error).message}: ${body.slice(0, 100)}`);
-        }
-        const a = this.answer();
-        const r: Received = { at, headers: req.headers, body, payload, answered: a.status, answeredAt: 0 };
-        this.requests.push(r);
-        res.writeHead(a.status, a.headers ?? {});
-        res.end(a.body ?? '', () => {
-          r.answeredAt = Date.now();
-          for (const w of this.#waiters.splice(0)) w();
-        });
-      });
-    });
-  }
-
-  async listen(): Promise<void> {
-    await new Promise<void>((r) => this.#server.listen(0, '127.0.0.1', r));
-  }
-
-  get url(): string {
-    return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/hook`;
-  }
-
-  /** Resolves once the received requests satisfy `check` (checked at each request answered). */
-  async until(check: (rs: readonly Received[]) => boolean, what: string, ms = 15_000): Promise<void> {
-    const deadline = Date.now() + ms;
-    while (!check(this.requests)) {
-      if (Date.now() > deadline) throw new Error(`receiver: timed out waiting for ${what} (${this.requests.length} requests)`);
-      await new Promise<void>((r) => {
-        this.#waiters.push(r);
-        setTimeout(r, Math.max(0, deadline - Date.now()) + 1).unref();
-      });
-    }
-  }
-
-  /** Updates in the order they arrived in requests answered 2xx (extended format). */
-  delivered(): Array<{ uid: string; status: AppStatus; seq: number }> {
-    return this.requests.filter((r) => r.answered < 300).flatMap((r) => r.payload as Array<{ uid: string; status: AppStatus; seq: number }>);
-  }
-
-  close(): Promise<void> {
-    this.#server.closeAllConnections();
-    return new Promise((r) => this.#server.close(() => r()));
-  }
-}
-
-/** Retries a check until it passes: waits for an effect that follows asynchronously (no fixed sleep). */
-async function eventually(check: () => Promise<void>, ms = 15_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      return await check();
-    } catch (e) {
-      if (Date.now() > deadline) throw e;
-      await new Promise((r) => setTimeout(r, 10));
-    }
-  }
 }
 
 const appBody = (url: string, format: 'pairs' | 'extended' = 'extended') => ({
@@ -129,6 +40,21 @@ async function registerApp(t: TestServer, rx: Receiver, format: 'pairs' | 'exten
   rx.secret = r.body.webhookSecret;
   return r.body.id as string;
 }
+
+/**
+ * Grants `local`@localhost's presence to the app the short way (the grant row and the in-memory index,
+ * without the consent flow and the initial update a real grant sends), so that these tests control
+ * exactly which updates are enqueued. Returns the user's pairwise id in the app.
+ */
+async function grantQuietly(t: TestServer, appId: string, local: string): Promise<string> {
+  const jid = `${local}@localhost`;
+  if (!(await t.server.engine.accountExists(jid))) await t.createAccount(jid);
+  const rt = appsOf(t.server.engine)!;
+  await rt.grants.repo.upsertGrant(appId, jid, ['presence', 'presence.status'], Date.now());
+  return rt.index.add(appId, jid, ['presence', 'presence.status']).uid;
+}
+
+const grantAll = (t: TestServer, appId: string, ...locals: string[]) => Promise.all(locals.map((l) => grantQuietly(t, appId, l)));
 
 const update = (appId: string, uid: string, status: AppStatus, extra: Partial<WebhookUpdate> = {}): WebhookUpdate => ({ appId, uid, status, at: Date.now(), ...extra });
 
@@ -161,8 +87,9 @@ describe('app webhooks', () => {
     rx.answer = () => ({ status: 200, body: 'ok' });
     const appId = await registerApp(t, rx);
     const hooks = webhooksOf(t.server.engine)!;
+    const users = await grantAll(t, appId, 'u1', 'u2', 'u3');
     const statuses: AppStatus[] = ['online', 'away', 'dnd', 'online', 'offline'];
-    for (const s of statuses) hooks.outbox.enqueue(['u1', 'u2', 'u3'].map((uid) => update(appId, uid, s, s === 'away' ? { statusText: 'brb' } : {})));
+    for (const s of statuses) hooks.outbox.enqueue(users.map((uid) => update(appId, uid, s, s === 'away' ? { statusText: 'brb' } : {})));
     await hooks.outbox.flushed;
     await rx.until(() => rx.delivered().length === 15, '15 updates');
     assert.deepEqual(rx.bad, []);
@@ -188,10 +115,11 @@ describe('app webhooks', () => {
     rx.answer = () => ({ status: 202 });
     const appId = await registerApp(t, rx, 'pairs');
     const hooks = webhooksOf(t.server.engine)!;
-    hooks.outbox.enqueue([update(appId, 'p1', 'online'), update(appId, 'p2', 'dnd')]);
+    const [p1, p2] = await grantAll(t, appId, 'p1', 'p2');
+    hooks.outbox.enqueue([update(appId, p1!, 'online'), update(appId, p2!, 'dnd')]);
     await rx.until((rs) => rs.length >= 1, 'one request');
     assert.deepEqual(rx.bad, []);
-    assert.deepEqual(rx.requests[0]!.payload, [['p1', 'online'], ['p2', 'dnd']]);
+    assert.deepEqual(rx.requests[0]!.payload, [[p1, 'online'], [p2, 'dnd']]);
   });
 
   test('receiver down then up: Retry-After honoured, the retry keeps its webhook-id, updates collapse to the newest per user, all arrive in order', async () => {
@@ -200,11 +128,12 @@ describe('app webhooks', () => {
     rx.answer = () => (down ? { status: 503, headers: { 'retry-after': '1' }, body: 'maintenance' } : { status: 200 });
     const appId = await registerApp(t, rx);
     const hooks = webhooksOf(t.server.engine)!;
-    hooks.outbox.enqueue([update(appId, 'u1', 'online')]);
+    const [u1, u2] = await grantAll(t, appId, 'u1', 'u2');
+    hooks.outbox.enqueue([update(appId, u1!, 'online')]);
     await rx.until((rs) => rs.length >= 1, 'the first attempt');
     // The endpoint is failing now: these wait, and collapse to the newest of each user.
-    hooks.outbox.enqueue([update(appId, 'u1', 'away'), update(appId, 'u2', 'online')]);
-    hooks.outbox.enqueue([update(appId, 'u1', 'dnd'), update(appId, 'u2', 'away')]);
+    hooks.outbox.enqueue([update(appId, u1!, 'away'), update(appId, u2!, 'online')]);
+    hooks.outbox.enqueue([update(appId, u1!, 'dnd'), update(appId, u2!, 'away')]);
     await hooks.outbox.flushed;
     await rx.until((rs) => rs.length >= 2, 'the second attempt');
     down = false;
@@ -220,8 +149,8 @@ describe('app webhooks', () => {
     assert.notEqual(a2!.headers['webhook-id'], a1!.headers['webhook-id']);
     const sent = (a3!.payload as Array<{ uid: string; status: string; seq: number }>).map(({ uid, status, seq }) => ({ uid, status, seq }));
     assert.deepEqual(sent, [
-      { uid: 'u1', status: 'dnd', seq: 3 },
-      { uid: 'u2', status: 'away', seq: 2 },
+      { uid: u1, status: 'dnd', seq: 3 },
+      { uid: u2, status: 'away', seq: 2 },
     ]);
     await eventually(async () => {
       const v = await call(t, 'GET', `/${appId}/webhook`, basic('alice@localhost'));
@@ -240,13 +169,14 @@ describe('app webhooks', () => {
     const appId = await registerApp(t, rx);
     const hooks = webhooksOf(t.server.engine)!;
     const from = Date.now();
-    hooks.outbox.enqueue([update(appId, 'r1', 'online'), update(appId, 'r1', 'away')]);
+    const [r1] = await grantAll(t, appId, 'r1');
+    hooks.outbox.enqueue([update(appId, r1!, 'online'), update(appId, r1!, 'away')]);
     await rx.until(() => rx.delivered().length === 2, 'two updates');
     const r = await call(t, 'POST', `/${appId}/webhook/replay`, basic('alice@localhost'), { from: new Date(from).toISOString(), to: Date.now() });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.replayed, 2);
     await rx.until(() => rx.delivered().length === 4, 'the replayed updates');
-    assert.deepEqual(rx.delivered().slice(2).map((u) => [u.uid, u.status, u.seq]), [['r1', 'online', 1], ['r1', 'away', 2]]);
+    assert.deepEqual(rx.delivered().slice(2).map((u) => [u.uid, u.status, u.seq]), [[r1, 'online', 1], [r1, 'away', 2]]);
     assert.equal((await call(t, 'POST', `/${appId}/webhook/replay`, basic('alice@localhost'), { from: 'yesterday', to: 1 })).status, 400);
     assert.equal((await call(t, 'POST', `/${appId}/webhook/replay`, basic('alice@localhost'), { from: 10, to: 1 })).status, 400);
     assert.equal((await call(t, 'POST', `/${appId}/webhook/replay`, basic('bob@localhost'), { from: 1, to: 10 })).status, 404);
@@ -272,7 +202,8 @@ describe('app webhooks: a receiver that never recovers', () => {
     let broken = true;
     rx.answer = () => (broken ? { status: 500, body: 'x'.repeat(2000) } : { status: 200 });
     const appId = await registerApp(t, rx);
-    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, 'n1', 'online'), update(appId, 'n2', 'away')]);
+    const [n1, n2] = await grantAll(t, appId, 'n1', 'n2');
+    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, n1!, 'online'), update(appId, n2!, 'away')]);
     await eventually(async () => assert.equal((await call(t, 'GET', `/${appId}/webhook`, basic('alice@localhost'))).body.state, 'disabled'));
     const v = await call(t, 'GET', `/${appId}/webhook`, basic('alice@localhost'));
     assert.match(v.body.disabledReason, /no successful delivery since .* last: HTTP 500/);
@@ -326,7 +257,7 @@ describe('app webhooks: SSRF', () => {
     const r = await call(t, 'POST', '', basic('alice@localhost'), appBody(`https://127.0.0.1:${port}/hook`));
     assert.equal(r.status, 201);
     const appId = r.body.id as string;
-    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, 's1', 'online')]);
+    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, await grantQuietly(t, appId, 's1'), 'online')]);
     let log: any;
     await eventually(async () => {
       log = (await call(t, 'GET', `/${appId}/webhook/deliveries`, basic('alice@localhost'))).body;
@@ -346,7 +277,7 @@ describe('app webhooks: SSRF', () => {
   test('a host name that resolves to loopback is refused too', async () => {
     const r = await call(t, 'POST', '', basic('alice@localhost'), appBody('https://localhost:1/hook'));
     const appId = r.body.id as string;
-    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, 's2', 'online')]);
+    webhooksOf(t.server.engine)!.outbox.enqueue([update(appId, await grantQuietly(t, appId, 's2'), 'online')]);
     await eventually(async () => {
       const log = (await call(t, 'GET', `/${appId}/webhook/deliveries`, basic('alice@localhost'))).body;
       assert.match(log.deliveries[0]?.error ?? '', /^refused: localhost resolves to .*loopback/);
@@ -364,13 +295,14 @@ describe('app webhooks: durability', () => {
       const a = await startTestServer({ ...FAST, webhook_flush_ms: 10_000, webhook_batch_ms: 600_000 }, dir);
       await a.createAccount('alice@localhost');
       const appId = await registerApp(a, rx);
-      webhooksOf(a.server.engine)!.outbox.enqueue([update(appId, 'z1', 'online'), update(appId, 'z1', 'away')]);
+      const z1 = await grantQuietly(a, appId, 'z1');
+      webhooksOf(a.server.engine)!.outbox.enqueue([update(appId, z1, 'online'), update(appId, z1, 'away')]);
       await a.stop();
       const db = new Database(join(dir, 'presenced.sqlite'), { readonly: true });
       try {
         assert.deepEqual(db.prepare("select uid, seq, state from webhook_outbox order by id").all(), [
-          { uid: 'z1', seq: 1, state: 'pending' },
-          { uid: 'z1', seq: 2, state: 'pending' },
+          { uid: z1, seq: 1, state: 'pending' },
+          { uid: z1, seq: 2, state: 'pending' },
         ]);
       } finally {
         db.close();
@@ -392,7 +324,8 @@ describe('app webhooks: durability', () => {
       await a.createAccount('alice@localhost');
       const appId = await registerApp(a, rx);
       const hooks = webhooksOf(a.server.engine)!;
-      for (const s of ['online', 'away', 'offline'] as const) hooks.outbox.enqueue([update(appId, 'd1', s), update(appId, 'd2', s)]);
+      const [d1, d2] = await grantAll(a, appId, 'd1', 'd2');
+      for (const s of ['online', 'away', 'offline'] as const) hooks.outbox.enqueue([update(appId, d1!, s), update(appId, d2!, s)]);
       await hooks.outbox.flushed;
       // Committed: this is what a kill -9 now would leave.
       const db = new Database(join(dir, 'presenced.sqlite'));

@@ -1,19 +1,16 @@
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { setTimeout as delay } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
-import { promisify } from 'node:util';
 import Database from 'better-sqlite3';
 import { WebSocket } from 'ws';
 import { PresencedClient, type ContactPresence } from '../../packages/client/src/index.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
 import { befriend, TestClient } from '../helpers/ws-client.js';
+import { buildDist, killAllServerProcesses, processAdmin, startServerProcess } from '../helpers/server-process.js';
 
 /**
  * Presence truth seen from outside: what the server says about an account's last seen and last status,
@@ -192,72 +189,6 @@ describe('last status and last seen agree everywhere', () => {
 
 // ------------------------------------------------------------------------------ kill -9
 
-const ROOT = fileURLToPath(new URL('../../', import.meta.url));
-const BIN = join(ROOT, 'bin', 'presenced.js');
-const TSC = join(ROOT, 'node_modules', '.bin', 'tsc');
-const CRASH_ADMIN = 'crash-test-admin-token-0123456789';
-
-type LogRecord = Record<string, unknown>;
-
-interface ServerProcess {
-  readonly child: ChildProcess;
-  readonly url: string;
-  readonly logs: LogRecord[];
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const children = new Set<ChildProcess>();
-
-/** Spawns `presenced start` and resolves once its "listening on" log line has been read. */
-async function startServerProcess(dataDir: string): Promise<ServerProcess> {
-  const env: NodeJS.ProcessEnv = {};
-  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PRESENCED_')) env[k] = v;
-  Object.assign(env, {
-    PRESENCED_DATA_DIR: dataDir,
-    PRESENCED_HTTP_PORT: '0',
-    PRESENCED_XMPP_PORT: '-1',
-    PRESENCED_XMPPS_PORT: '-1',
-    PRESENCED_ADMIN_TOKEN: CRASH_ADMIN,
-    PRESENCED_LOG_LEVEL: 'info',
-    PRESENCED_PRESENCE_CHECKPOINT_MS: '200',
-  });
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let stderr = '';
-  child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('close', (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  const logs: LogRecord[] = [];
-  const rl = createInterface({ input: child.stdout! });
-  const listening = await new Promise<LogRecord>((resolve, reject) => {
-    rl.on('line', (line) => {
-      try {
-        const rec = JSON.parse(line) as LogRecord;
-        logs.push(rec);
-        if (typeof rec.msg === 'string' && rec.msg.includes('listening on')) resolve(rec);
-      } catch {
-        // not a log record
-      }
-    });
-    void exited.then(({ code, signal }) => reject(new Error(`server exited (${code ?? signal}) before listening; stderr:\n${stderr}`)));
-  });
-  return { child, url: `http://127.0.0.1:${listening.port as number}`, logs, exited };
-}
-
-async function admin(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${url}/api/v1${path}`, {
-    method,
-    headers: { authorization: `Bearer ${CRASH_ADMIN}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : null };
-}
-
 interface Row {
   jid: string;
   online_since: number;
@@ -277,24 +208,23 @@ function checkpointRows(dataDir: string): Row[] {
 describe('crash truth: kill -9 and restart', { timeout: 120_000 }, () => {
   const dataDir = mkdtempSync(join(tmpdir(), 'presenced-crash-'));
   before(async () => {
-    // bin/presenced.js runs dist/: build it so this test runs the code under test.
-    await promisify(execFile)(TSC, ['-p', 'tsconfig.json'], { cwd: ROOT, timeout: 180_000 });
+    await buildDist();
   });
   after(() => {
-    for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    killAllServerProcesses();
     rmSync(dataDir, { recursive: true, force: true });
   });
 
   test('accounts online at the crash come back offline, last seen at their last activity with their last status', async () => {
-    const first = await startServerProcess(dataDir);
+    const first = await startServerProcess(dataDir, { PRESENCED_PRESENCE_CHECKPOINT_MS: '200' });
     const ws = first.url.replace(/^http/, 'ws') + '/ws';
-    for (const jid of ['veteran@localhost', 'newcomer@localhost']) assert.equal((await admin(first.url, 'POST', '/accounts', { jid, password: 'secret-pw' })).status, 201);
+    for (const jid of ['veteran@localhost', 'newcomer@localhost']) assert.equal((await processAdmin(first.url, 'POST', '/accounts', { jid, password: 'secret-pw' })).status, 201);
 
     // veteran has been online before: an older last seen exists.
     const { client: v1 } = await TestClient.login(ws, 'veteran@localhost', 'secret-pw', { resource: 'r', presence: { status: 'yesterday' } });
     await v1.request('bye');
     await v1.closed;
-    const older = (await admin(first.url, 'GET', '/accounts/veteran@localhost/presence')).body;
+    const older = (await processAdmin(first.url, 'GET', '/accounts/veteran@localhost/presence')).body;
     assert.equal(older.online, false);
     assert.ok(older.lastSeen);
 
@@ -320,7 +250,7 @@ describe('crash truth: kill -9 and restart', { timeout: 120_000 }, () => {
     // What the dead server last wrote down is the last activity it knew of.
     const rows = new Map(checkpointRows(dataDir).map((r) => [r.jid, r]));
 
-    const second = await startServerProcess(dataDir);
+    const second = await startServerProcess(dataDir, { PRESENCED_PRESENCE_CHECKPOINT_MS: '200' });
     try {
       for (const [jid, status] of [
         ['veteran@localhost', 'veteran last words'],
@@ -328,7 +258,7 @@ describe('crash truth: kill -9 and restart', { timeout: 120_000 }, () => {
       ] as const) {
         const row = rows.get(jid);
         assert.ok(row, `no checkpoint row for ${jid}`);
-        const p = (await admin(second.url, 'GET', `/accounts/${jid}/presence`)).body;
+        const p = (await processAdmin(second.url, 'GET', `/accounts/${jid}/presence`)).body;
         assert.equal(p.online, false, `${jid} must not show online after the restart`);
         assert.equal(p.status, status);
         assert.equal(p.lastSeen, new Date(row.last_heard).toISOString());
@@ -337,7 +267,7 @@ describe('crash truth: kill -9 and restart', { timeout: 120_000 }, () => {
         const recovery = second.logs.find((l) => l.jid === jid && l.reason === 'crash-recovery');
         assert.ok(recovery, `no crash-recovery log line for ${jid}`);
       }
-      const veteranNow = (await admin(second.url, 'GET', '/accounts/veteran@localhost/presence')).body;
+      const veteranNow = (await processAdmin(second.url, 'GET', '/accounts/veteran@localhost/presence')).body;
       assert.ok(Date.parse(veteranNow.lastSeen) > Date.parse(older.lastSeen), 'not the older last seen');
       assert.deepEqual(checkpointRows(dataDir), [], 'the recovered rows are gone');
     } finally {
