@@ -190,6 +190,14 @@ describe('apps: presence reaches the apps a user granted, and no other', () => {
       db.close();
     }
   });
+  test('deleting an app forgets its grants at once: its users\' changes are no longer written for it', async () => {
+    const rt = appsOf(t.server.engine)!;
+    assert.equal(rt.index.accountOf(go.id, aliceGo), 'alice@localhost');
+    const res = await fetch(`${t.url}/api/v1/apps/${go.id}`, { method: 'DELETE', headers: { authorization: basic('dev@localhost', 'dev-pw') } });
+    assert.equal(res.status, 204);
+    assert.equal(rt.index.accountOf(go.id, aliceGo), undefined);
+    assert.deepEqual(rt.index.appsFor('alice@localhost').map((a) => a.appId), []);
+  });
 });
 
 describe('apps: kill -9 with updates pending', { timeout: 120_000 }, () => {

@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { PresenceError } from '../../core/errors.js';
 import type { AppFields, UrlRules } from './app-input.js';
 import { fetchProof, proofDomain, proofUrl, ProofFailed } from './domain-proof.js';
@@ -12,6 +13,9 @@ export const ADMIN_OWNER = 'admin';
  * decided here: `viewer` is an account's bare JID, or null for the operator (who sees every app).
  */
 export class AppService {
+  /** `app.deleted` after an app is gone from the store (its grants went with it), for the parts that keep apps in memory. */
+  readonly events = new EventEmitter<{ 'app.deleted': [{ readonly appId: string }] }>();
+
   constructor(
     readonly repo: AppRepository,
     private readonly keys: AppKeys,
@@ -72,12 +76,17 @@ export class AppService {
     return this.updated(app.id, { verifiedDomain: proofDomain(app.homepage), verifiedAt: this.now() });
   }
 
-  remove(id: string): Promise<boolean> {
-    return this.repo.delete(id);
+  async remove(id: string): Promise<boolean> {
+    const gone = await this.repo.delete(id);
+    if (gone) this.events.emit('app.deleted', { appId: id });
+    return gone;
   }
 
-  removeOwnedBy(owner: string): Promise<number> {
-    return this.repo.deleteByOwner(owner);
+  async removeOwnedBy(owner: string): Promise<number> {
+    const ids = (await this.repo.list(owner)).map((a) => a.id);
+    const n = await this.repo.deleteByOwner(owner);
+    for (const appId of ids) this.events.emit('app.deleted', { appId });
+    return n;
   }
 
   /** The app whose credentials these are, or null (for the parts that authenticate apps: tokens, streams). */

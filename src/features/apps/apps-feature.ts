@@ -68,6 +68,7 @@ export const appsFeature = defineFeature({
     const index = new GrantIndex((appId, account) => service.pairwiseId(appId, account));
     index.load(await grants.repo.activeGrants());
     index.follow(grants.events);
+    service.events.on('app.deleted', ({ appId }) => index.dropApp(appId));
     const hub = new AppLogHub();
     const initial = new Set<string>();
     const webhooks = startWebhooks(ctx, { apps: service.repo, audience: index, hub, markDelivered: (appId, account, at) => grants.repo.markDelivered(appId, account, at),

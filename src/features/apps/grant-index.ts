@@ -24,6 +24,11 @@ export class GrantIndex implements GrantedAudience {
     events.on('grant.revoked', ({ appId, account }) => this.remove(appId, account));
   }
 
+  /** An app deleted: its grants went with it. */
+  dropApp(appId: string): void {
+    for (const { account } of [...this.usersOf(appId).values()]) this.remove(appId, account);
+  }
+
   add(appId: string, account: string, scopes: readonly string[]): GrantedApp {
     this.remove(appId, account);
     const app: GrantedApp = { appId, uid: this.pairwise(appId, account), scopes: scopes.filter((s): s is AppScope => s === 'presence' || s === 'presence.status') };
