@@ -297,11 +297,13 @@ export function oauthRoutes(deps: OAuthDeps) {
  * Routes at the root: the RFC 8414 metadata, and the seed's `GET /<appid>/grant?redirect=<url>`, which
  * sends the browser into the standard flow only when `redirect` is one of the app's registered URIs.
  */
-export function oauthRootRoutes(apps: AppService) {
+export function oauthRootRoutes(apps: AppService, publicUrl: string) {
   return async function register(app: FastifyInstance): Promise<void> {
     app.get('/.well-known/oauth-authorization-server', async (req, reply) => {
-      // The issuer is the origin the client reached us at (behind a proxy, with http_trust_proxy, the public one).
-      const issuer = `${req.protocol}://${req.host}`;
+      // public_url when the operator set it. Otherwise the origin the client reached us at (with
+      // http_trust_proxy, what the proxy forwarded): good for development, but a client that sends
+      // another Host header is then told another issuer, so a public server sets public_url.
+      const issuer = publicUrl !== '' ? publicUrl : `${req.protocol}://${req.host}`;
       return reply.header('cache-control', 'public, max-age=3600').send({
         issuer,
         authorization_endpoint: `${issuer}/oauth/authorize`,
