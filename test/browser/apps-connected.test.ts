@@ -155,7 +155,16 @@ describe('the connected apps page in Chromium', () => {
       // Without a browser too: the right cookie with no token, or a token from another session.
       const b = new Browserless(t.url);
       const signInForm = formFields(await (await b.get('/oauth/apps')).text());
-      assert.equal((await b.post('/oauth/login', { ...signInForm, jid: 'alice@localhost', password: 'alice-pw' })).status, 303);
+      assert.equal(signInForm.next, 'apps');
+      // A wrong password gets the form again, still leading back to the list.
+      const wrong = await b.post('/oauth/login', { ...signInForm, jid: 'alice@localhost', password: 'nope' });
+      assert.equal(wrong.status, 401);
+      const retry = await wrong.text();
+      assert.match(retry, /wrong address or password/);
+      assert.equal(formFields(retry).next, 'apps');
+      const signed = await b.post('/oauth/login', { ...signInForm, jid: 'alice@localhost', password: 'alice-pw' });
+      assert.equal(signed.status, 303);
+      assert.equal(signed.headers.get('location'), '/oauth/apps');
       assert.equal((await b.post('/oauth/apps/revoke', { app: go.id })).status, 403);
       const other = new Browserless(t.url);
       const otherForm = formFields(await (await other.get('/oauth/apps')).text());
