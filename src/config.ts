@@ -44,6 +44,7 @@ export const CONFIG_KEYS = {
   demo: { kind: 'bool', def: true, doc: 'Serve the live presence demo page at /demo (and the client SDK it uses under /demo/sdk/).' },
   trust_req_jid: { kind: 'bool', def: false, doc: "UNSAFE, closed networks only: the HTTP status endpoint believes an unproven req_jid, as Openfire's plugin does, so anyone can see what that account may see. A warning is logged at start." },
   http_trust_proxy: { kind: 'bool', def: false, doc: 'Behind one reverse proxy: take the client address of HTTP requests from the last X-Forwarded-For entry (the one the proxy added), so login throttling counts clients, not the proxy. Only when the HTTP port is reachable through the proxy alone.' },
+  public_url: { kind: 'string', def: '', doc: "The server's public origin as browsers and apps reach it, e.g. https://presence.example (scheme, host and port only, no path). Published as the OAuth issuer and in the endpoint URLs of /.well-known/oauth-authorization-server. Empty: each request's own scheme and Host (X-Forwarded-Proto/-Host with http_trust_proxy), which suits development only: set it on a public server, behind a proxy above all." },
   http_batch_max: { kind: 'int', def: 500, min: 1, max: 10_000, doc: 'Most JIDs in one presence batch request (POST /api/v1/presence/batch; GET /api/v1/presence takes the smaller of this and 100). More gets 413 with a JSON error.' },
   login_throttle_account_free: { kind: 'int', def: 5, min: 1, max: 100_000, doc: 'Failed logins of one account (any front door) before its next attempts wait: 1 s, then doubling up to login_throttle_max_delay_ms. The wait binds only addresses that failed themselves, so the real user is not locked out.' },
   login_throttle_address_free: { kind: 'int', def: 20, min: 1, max: 1_000_000, doc: 'Failed logins from one address (IPv6: one /64) before its next attempts wait, as for accounts.' },
@@ -111,6 +112,7 @@ export interface Config {
   demo: boolean;
   trust_req_jid: boolean;
   http_trust_proxy: boolean;
+  public_url: string;
   http_batch_max: number;
   login_throttle_account_free: number;
   login_throttle_address_free: number;
@@ -188,6 +190,19 @@ function editDistance(a: string, b: string): number {
     }
   }
   return row[b.length] as number;
+}
+
+/** The origin a public_url names (trailing slash dropped), or null when it is more or other than an origin. */
+function publicOrigin(raw: string): string | null {
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return null;
+  }
+  const bare = (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '' && !raw.endsWith('?') && !raw.endsWith('#');
+  if ((u.protocol !== 'https:' && u.protocol !== 'http:') || u.username !== '' || u.password !== '' || !bare) return null;
+  return u.origin;
 }
 
 /** Converts one raw value (from JSON or from an environment string) to the key's type, or explains why not. */
@@ -297,6 +312,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.xmpp_sm_max_unacked_bytes < c.xmpp_max_stanza_bytes) problems.push('xmpp_sm_max_unacked_bytes must be at least xmpp_max_stanza_bytes, or one large message would end a stream');
   if (c.app_registration !== 'accounts' && c.app_registration !== 'admin') problems.push('app_registration must be accounts or admin');
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
+  if (c.public_url !== '') {
+    const origin = publicOrigin(c.public_url);
+    if (origin === null) problems.push(`public_url must be an http(s) origin such as https://presence.example, without path, query or credentials (got ${JSON.stringify(c.public_url)})`);
+    else c.public_url = origin;
+  }
   if (problems.length) throw new ConfigError(problems);
   c.data_dir = resolve(c.data_dir);
   return c;

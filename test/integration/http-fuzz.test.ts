@@ -43,6 +43,9 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/oauth/authorize'],
   ['POST', '/oauth/authorize'],
   ['POST', '/oauth/login'],
+  ['GET', '/oauth/apps'],
+  ['POST', '/oauth/apps/revoke'],
+  ['POST', '/oauth/logout'],
   ['POST', '/oauth/token'],
   ['POST', '/oauth/revoke'],
   ['GET', '/oauth/userinfo'],
@@ -51,7 +54,7 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/api/v1/me/apps'],
   ['DELETE', '/api/v1/me/apps/:id'],
 ];
-const PARAMS = ['client_id', 'redirect_uri', 'code', 'code_verifier', 'grant_type', 'redirect', 'jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style', 'since', 'from', 'to'];
+const PARAMS = ['client_id', 'redirect_uri', 'code', 'code_verifier', 'grant_type', 'redirect', 'jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style', 'since', 'from', 'to', 'revoked', 'app', 'csrf', 'next'];
 
 /** encodeURIComponent throws on a lone surrogate, which no URL can carry anyway: send U+FFFD instead. */
 const enc = (s: string): string => encodeURIComponent(Buffer.from(s, 'utf8').toString('utf8'));

@@ -269,4 +269,13 @@ describe('loadConfig errors', () => {
     assert.ok(hasProblem(problemsOf({ env: { PRESENCED_TOKEN_SECRET: 'x'.repeat(31) } }), 'token_secret must be at least 32 characters'));
     assert.equal(loadConfig({ env: { PRESENCED_TOKEN_SECRET: 'x'.repeat(32) } }).token_secret, 'x'.repeat(32));
   });
+
+  test('public_url is an http(s) origin: a trailing slash is dropped, a path, query, credentials or other scheme are refused', () => {
+    assert.equal(loadConfig({ env: {} }).public_url, '');
+    assert.equal(loadConfig({ env: { PRESENCED_PUBLIC_URL: 'https://presence.example/' } }).public_url, 'https://presence.example');
+    assert.equal(loadConfig({ env: { PRESENCED_PUBLIC_URL: 'http://presence.example:8443' } }).public_url, 'http://presence.example:8443');
+    for (const bad of ['presence.example', 'https://presence.example/presence', 'https://presence.example/?a=1', 'https://presence.example/#x', 'https://u:p@presence.example', 'ftp://presence.example']) {
+      assert.ok(hasProblem(problemsOf({ env: { PRESENCED_PUBLIC_URL: bad } }), 'public_url must be an http(s) origin', JSON.stringify(bad)), bad);
+    }
+  });
 });

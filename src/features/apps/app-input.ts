@@ -16,6 +16,8 @@ export interface AppFields {
   redirectUris: string[];
   webhookUrl: string | null;
   webhookFormat: WebhookFormat;
+  /** Keep every update while the endpoint is failing, instead of collapsing each user's pending updates to the newest. */
+  webhookEveryTransition: boolean;
 }
 
 export const LIMITS = { name: 100, description: 1000, url: 2048, redirectUris: 10 } as const;
@@ -92,6 +94,11 @@ function webhookFormat(raw: unknown): WebhookFormat {
   return raw as WebhookFormat;
 }
 
+function flag(field: string, raw: unknown): boolean {
+  if (typeof raw !== 'boolean') throw bad(`${field} must be true or false`);
+  return raw;
+}
+
 /** The REST field names (camelCase) and their checks; any other key is an error. */
 const CHECKS: Record<keyof AppFields, (v: unknown, rules: UrlRules) => unknown> = {
   name: (v) => text('name', v, LIMITS.name, true),
@@ -101,6 +108,7 @@ const CHECKS: Record<keyof AppFields, (v: unknown, rules: UrlRules) => unknown> 
   redirectUris: (v) => redirectUris(v),
   webhookUrl: (v, r) => (v === null ? null : checkWebhookUrl(v, r)),
   webhookFormat: (v) => webhookFormat(v),
+  webhookEveryTransition: (v) => flag('webhookEveryTransition', v),
 };
 
 function checked(input: Record<string, unknown>, rules: UrlRules, where: string): Partial<AppFields> {
@@ -128,6 +136,7 @@ export function registrationFields(input: Record<string, unknown>, rules: UrlRul
     redirectUris: f.redirectUris,
     webhookUrl: f.webhookUrl ?? null,
     webhookFormat: f.webhookFormat ?? 'pairs',
+    webhookEveryTransition: f.webhookEveryTransition ?? false,
   };
 }
 
@@ -147,6 +156,7 @@ const MANIFEST_NAMES: Record<string, keyof AppFields> = {
   redirect_uris: 'redirectUris',
   webhook_url: 'webhookUrl',
   webhook_format: 'webhookFormat',
+  webhook_every_transition: 'webhookEveryTransition',
 };
 
 /** Whether a registration body is a W3C web app manifest (it has a `presence` member). */

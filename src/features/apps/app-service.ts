@@ -126,6 +126,7 @@ export function appView(app: AppRecord, allowPrivate: boolean): Record<string, u
     redirectUris: app.redirectUris,
     webhookUrl: app.webhookUrl,
     webhookFormat: app.webhookFormat,
+    webhookEveryTransition: app.webhookEveryTransition,
     webhookSecret: app.webhookSecret,
     domain: {
       host: proofDomain(app.homepage),

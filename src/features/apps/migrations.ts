@@ -79,4 +79,12 @@ export const APP_MIGRATIONS: readonly Migration[] = [
   },
   WEBHOOKS_MIGRATION,
   APP_LOG_MIGRATION,
+  {
+    version: 5,
+    name: 'webhook every transition',
+    async up(db) {
+      // Existing apps keep the collapsing behaviour they were registered with.
+      await db.schema.alterTable('apps').addColumn('webhook_every_transition', 'integer', (c) => c.notNull().defaultTo(0)).execute();
+    },
+  },
 ];

@@ -4,11 +4,13 @@ import type { PresenceEngine } from '../../engine/engine.js';
 import { LoginThrottled } from '../../engine/login-throttle.js';
 import type { AppRecord } from './repository.js';
 import type { AppService } from './app-service.js';
-import { consentPage, errorPage, newNonce, pageHeaders, signInPage } from './consent-pages.js';
-import { readCookie, SESSION_COOKIE, sessionCookie, type ConsentSession, type SessionCodec } from './consent-session.js';
+import { consentPage, errorPage, newNonce, pageHeaders, signInPage, type SignInFor } from './consent-pages.js';
+import type { SessionCodec } from './consent-session.js';
+import { connectedAppsPages, CONNECTED_APPS_PATH } from './connected-apps-pages.js';
 import type { GrantRepository } from './grant-repository.js';
 import { isScope, normalizeScopes, SCOPES, type GrantService } from './grant-service.js';
 import { GRANT_TYPES, oauthModel, tokenHash, type OAuthUser } from './oauth-model.js';
+import { PageKit } from './page-kit.js';
 
 /**
  * OAuth 2.0 authorization code with PKCE for apps (docs/apps.md): our consent pages, and the token,
@@ -103,16 +105,9 @@ export function oauthRoutes(deps: OAuthDeps) {
     alwaysIssueNewRefreshToken: true,
   });
 
-  const page = (reply: FastifyReply, status: number, render: (nonce: string) => string, formTarget: string | null = null): FastifyReply => {
-    const nonce = newNonce();
-    return reply.code(status).headers(pageHeaders(nonce, formTarget)).send(render(nonce));
-  };
-  const fail = (reply: FastifyReply, status: number, message: string) => page(reply, status, (n) => errorPage(n, message));
-
-  const sessionOf = (req: FastifyRequest): ConsentSession | null => sessions.decode(readCookie(req.headers.cookie, SESSION_COOKIE), Date.now());
-  const setSession = (req: FastifyRequest, reply: FastifyReply, s: ConsentSession): void => {
-    reply.header('set-cookie', sessionCookie(sessions.encode(s), req.protocol === 'https', Math.round((s.exp - Date.now()) / 1000)));
-  };
+  const kit = new PageKit(sessions);
+  const page = kit.send.bind(kit);
+  const fail = (reply: FastifyReply, status: number, message: string) => kit.fail(reply, status, message);
 
   async function check(src: unknown): Promise<Checked | string> {
     const p = authorizeParams(src);
@@ -179,30 +174,40 @@ export function oauthRoutes(deps: OAuthDeps) {
       const c = await check(req.query);
       if (typeof c === 'string') return fail(reply, 400, c);
       if (c.redirectError !== null) return toApp(reply, c, c.redirectError);
-      let s = sessionOf(req);
-      if (s === null) {
-        s = sessions.create(null, Date.now());
-        setSession(req, reply, s);
-      }
-      const session = s;
+      const session = kit.sessionOrNew(req, reply);
       if (session.jid === null) {
-        return page(reply, 200, (n) => signInPage(n, { appName: c.app.name, csrf: sessions.csrfToken(session), request: new URLSearchParams(c.params).toString() }));
+        return page(reply, 200, (n) => signInPage(n, { appName: c.app.name, request: new URLSearchParams(c.params).toString(), csrf: sessions.csrfToken(session) }));
       }
       const jid = session.jid;
       return page(reply, 200, (n) => consentPage(n, { appName: c.app.name, verifiedDomain: c.app.verifiedDomain, jid, scopes: c.scopes, csrf: sessions.csrfToken(session), params: c.params }), c.redirectUri);
     });
 
+    // Sign-in for both pages: `next=apps` leads to the connected apps page, otherwise `request` carries
+    // the authorization request to go back to (checked again here, as it came through the browser).
     app.post('/login', async (req, reply) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
-      const s = sessionOf(req);
-      if (s === null || !sessions.csrfMatches(s, body.csrf)) return fail(reply, 403, 'this form expired or did not come from this site; go back to the app and start again');
-      const request = str(body.request) ?? '';
-      const c = await check(Object.fromEntries(new URLSearchParams(request)));
-      if (typeof c === 'string') return fail(reply, 400, c);
+      const s = kit.session(req);
+      const forApps = str(body.next) === 'apps';
+      if (s === null || !sessions.csrfMatches(s, body.csrf)) {
+        return forApps
+          ? kit.fail(reply, 403, 'this form expired or did not come from this site; sign in again', { href: CONNECTED_APPS_PATH, text: 'Sign in again' })
+          : fail(reply, 403, 'this form expired or did not come from this site; go back to the app and start again');
+      }
+      let signIn: SignInFor;
+      let then: string;
+      if (forApps) {
+        signIn = { appName: null, next: 'apps' };
+        then = CONNECTED_APPS_PATH;
+      } else {
+        const request = str(body.request) ?? '';
+        const c = await check(Object.fromEntries(new URLSearchParams(request)));
+        if (typeof c === 'string') return fail(reply, 400, c);
+        signIn = { appName: c.app.name, request };
+        then = `/oauth/authorize?${new URLSearchParams(c.params).toString()}`;
+      }
       const jid = str(body.jid);
       const password = str(body.password);
-      const again = (status: number, error: string) =>
-        page(reply, status, (n) => signInPage(n, { appName: c.app.name, csrf: sessions.csrfToken(s), request, error }));
+      const again = (status: number, error: string) => page(reply, status, (n) => signInPage(n, { ...signIn, csrf: sessions.csrfToken(s), error }));
       if (jid === undefined || password === undefined || jid.length > 3071 || password.length > 1024) return again(400, 'enter your address and password');
       let account: string;
       try {
@@ -215,14 +220,14 @@ export function oauthRoutes(deps: OAuthDeps) {
         return again(401, 'wrong address or password');
       }
       // A new session id at sign-in: a sid planted before cannot ride into the signed-in session.
-      setSession(req, reply, sessions.create(account, Date.now()));
-      return reply.code(303).header('cache-control', 'no-store').redirect(`/oauth/authorize?${new URLSearchParams(c.params).toString()}`, 303);
+      kit.setSession(req, reply, sessions.create(account, Date.now()));
+      return reply.code(303).header('cache-control', 'no-store').redirect(then, 303);
     });
 
     app.post('/authorize', async (req, reply) => {
       const body = (req.body ?? {}) as Record<string, unknown>;
-      const s = sessionOf(req);
-      if (s === null || s.jid === null || !sessions.csrfMatches(s, body.csrf)) return fail(reply, 403, 'this form expired or did not come from this site; go back to the app and start again');
+      const s = kit.signedInForm(req, body.csrf);
+      if (s === null) return fail(reply, 403, 'this form expired or did not come from this site; go back to the app and start again');
       const c = await check(body);
       if (typeof c === 'string') return fail(reply, 400, c);
       if (c.redirectError !== null) return toApp(reply, c, c.redirectError);
@@ -240,6 +245,8 @@ export function oauthRoutes(deps: OAuthDeps) {
       }
       return reply.code(303).header('cache-control', 'no-store').redirect(response.get('location') as string, 303);
     });
+
+    connectedAppsPages(app, { kit, apps, grants });
 
     app.post('/token', { bodyLimit: FORM_LIMIT }, async (req, reply) => {
       const response = new OAuth2Server.Response();
@@ -297,11 +304,13 @@ export function oauthRoutes(deps: OAuthDeps) {
  * Routes at the root: the RFC 8414 metadata, and the seed's `GET /<appid>/grant?redirect=<url>`, which
  * sends the browser into the standard flow only when `redirect` is one of the app's registered URIs.
  */
-export function oauthRootRoutes(apps: AppService) {
+export function oauthRootRoutes(apps: AppService, publicUrl: string) {
   return async function register(app: FastifyInstance): Promise<void> {
     app.get('/.well-known/oauth-authorization-server', async (req, reply) => {
-      // The issuer is the origin the client reached us at (behind a proxy, with http_trust_proxy, the public one).
-      const issuer = `${req.protocol}://${req.host}`;
+      // public_url when the operator set it. Otherwise the origin the client reached us at (with
+      // http_trust_proxy, what the proxy forwarded): good for development, but a client that sends
+      // another Host header is then told another issuer, so a public server sets public_url.
+      const issuer = publicUrl !== '' ? publicUrl : `${req.protocol}://${req.host}`;
       return reply.header('cache-control', 'public, max-age=3600').send({
         issuer,
         authorization_endpoint: `${issuer}/oauth/authorize`,

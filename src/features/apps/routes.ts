@@ -29,6 +29,7 @@ const fieldSchemas = {
   redirectUris: { type: 'array', maxItems: 4 * LIMITS.redirectUris, items: urlString },
   webhookUrl: nullableUrl,
   webhookFormat: { type: 'string', maxLength: 32 },
+  webhookEveryTransition: { type: 'boolean' },
 } as const;
 /** The REST form, or a web app manifest with a `presence` member (whose other members are its own business). */
 const registerBody = { type: 'object', maxProperties: 256, properties: { ...fieldSchemas, presence: { type: 'object', maxProperties: 64 } } } as const;

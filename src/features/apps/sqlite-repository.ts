@@ -12,6 +12,8 @@ interface AppsTable {
   redirect_uris: string;
   webhook_url: string | null;
   webhook_format: string;
+  /** 0 or 1 (SQLite has no boolean). */
+  webhook_every_transition: number;
   client_secret_hash: string;
   webhook_secret: string;
   domain_key: string;
@@ -36,6 +38,7 @@ function toRecord(r: AppsTable): AppRecord {
     redirectUris: JSON.parse(r.redirect_uris) as string[],
     webhookUrl: r.webhook_url,
     webhookFormat: r.webhook_format as WebhookFormat,
+    webhookEveryTransition: r.webhook_every_transition === 1,
     clientSecretHash: r.client_secret_hash,
     webhookSecret: r.webhook_secret,
     domainKey: r.domain_key,
@@ -54,6 +57,7 @@ const COLUMNS: { [K in keyof AppUpdate]-?: keyof AppsTable } = {
   redirectUris: 'redirect_uris',
   webhookUrl: 'webhook_url',
   webhookFormat: 'webhook_format',
+  webhookEveryTransition: 'webhook_every_transition',
   clientSecretHash: 'client_secret_hash',
   webhookSecret: 'webhook_secret',
   verifiedDomain: 'verified_domain',
@@ -80,6 +84,7 @@ export class SqliteAppRepository implements AppRepository {
         redirect_uris: JSON.stringify(a.redirectUris),
         webhook_url: a.webhookUrl,
         webhook_format: a.webhookFormat,
+        webhook_every_transition: a.webhookEveryTransition ? 1 : 0,
         client_secret_hash: a.clientSecretHash,
         webhook_secret: a.webhookSecret,
         domain_key: a.domainKey,
@@ -108,7 +113,7 @@ export class SqliteAppRepository implements AppRepository {
     for (const [k, v] of Object.entries(change)) {
       if (v === undefined) continue;
       const col = COLUMNS[k as keyof AppUpdate];
-      set[col] = k === 'redirectUris' ? JSON.stringify(v) : v;
+      set[col] = k === 'redirectUris' ? JSON.stringify(v) : typeof v === 'boolean' ? (v ? 1 : 0) : v;
     }
     const res = await this.#db.updateTable('apps').set(set as Partial<AppsTable>).where('id', '=', id).executeTakeFirst();
     if (res.numUpdatedRows === 0n) return undefined;

@@ -87,9 +87,10 @@ export interface WebhookStore {
   backlog(): Promise<AppBacklog[]>;
   /**
    * Takes the app's lease (none when another worker holds it) and its oldest pending rows; while the
-   * endpoint is failing, older pending updates of a user are first collapsed into the newest.
+   * endpoint is failing, older pending updates of a user are first collapsed into the newest, unless
+   * the app asked for every transition.
    */
-  claim(appId: string, worker: string, now: number, leaseMs: number, max: number): Promise<Claim | null>;
+  claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition?: boolean): Promise<Claim | null>;
   delivered(appId: string, rowIds: readonly number[], now: number): Promise<void>;
   failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void>;
   /** The rows are not sent (the app has no webhook URL any more): superseded, the endpoint untouched. */
@@ -184,7 +185,7 @@ export class SqliteWebhookStore implements WebhookStore {
     return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
   }
 
-  async claim(appId: string, worker: string, now: number, leaseMs: number, max: number): Promise<Claim | null> {
+  async claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition = false): Promise<Claim | null> {
     return this.db.transaction().execute(async (trx) => {
       await sql`INSERT INTO webhook_endpoints (app_id, failures) VALUES (${appId}, 0) ON CONFLICT (app_id) DO NOTHING`.execute(trx);
       const took = await sql`
@@ -192,7 +193,7 @@ export class SqliteWebhookStore implements WebhookStore {
         WHERE app_id = ${appId} AND disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})`.execute(trx);
       if (took.numAffectedRows !== 1n) return null;
       const ep = toEndpoint((await sql<EndpointRow>`SELECT * FROM webhook_endpoints WHERE app_id = ${appId}`.execute(trx)).rows[0]);
-      if (ep.failingSince !== null) {
+      if (ep.failingSince !== null && !everyTransition) {
         // While the endpoint is down only the newest state of each user is worth sending.
         await sql`
           UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}

@@ -150,10 +150,10 @@ export class WebhookWorker {
   }
 
   async #deliver(appId: string): Promise<void> {
-    const claim = await this.store.claim(appId, this.id, this.#now(), this.leaseMs, this.opts.batchMax);
+    const app = await this.apps.get(appId);
+    const claim = await this.store.claim(appId, this.id, this.#now(), this.leaseMs, this.opts.batchMax, app?.webhookEveryTransition === true);
     if (claim === null) return;
     try {
-      const app = await this.apps.get(appId);
       if (app === undefined || app.webhookUrl === null) {
         // Deleted apps' rows go with the next purge; an app without a webhook URL gets its updates by stream.
         if (app !== undefined) await this.store.discard(claim.rows.map((r) => r.id), this.#now());
