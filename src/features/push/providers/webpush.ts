@@ -197,7 +197,7 @@ export class WebPushProvider implements PushProvider {
           'content-encoding': 'aes128gcm',
           'content-type': 'application/octet-stream',
         },
-        body,
+        body: new Uint8Array(body),
         redirect: 'manual',
         signal: t.signal,
       });
