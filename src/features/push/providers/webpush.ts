@@ -1,4 +1,4 @@
-import { createECDH, createPrivateKey, createPublicKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { createECDH, createPrivateKey, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
 import { linkSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ece from 'http_ece';
@@ -45,16 +45,22 @@ function keyObjects(keys: VapidKeys, where: string): { priv: KeyObject; pub: Buf
   const d = Buffer.from(keys.privateKey, 'base64url');
   if (pub.length !== 65 || pub[0] !== 4) throw new ProviderConfigError(`${where}: the VAPID public key must be an uncompressed P-256 point (65 bytes, base64url)`);
   if (d.length !== 32) throw new ProviderConfigError(`${where}: the VAPID private key must be 32 bytes, base64url`);
+  // A public key that is not the private key's would make every push service refuse every push. The
+  // point is derived from the scalar here: a JWK import alone takes x and y on trust.
+  let derived: Buffer;
+  try {
+    const ecdh = createECDH('prime256v1');
+    ecdh.setPrivateKey(d);
+    derived = ecdh.getPublicKey();
+  } catch (e) {
+    throw new ProviderConfigError(`${where}: the VAPID private key is not a P-256 key: ${(e as Error).message}`);
+  }
+  if (!derived.equals(pub)) throw new ProviderConfigError(`${where}: the VAPID public key does not belong to the private key`);
   let priv: KeyObject;
   try {
     priv = createPrivateKey({ key: { kty: 'EC', crv: 'P-256', d: d.toString('base64url'), x: pub.subarray(1, 33).toString('base64url'), y: pub.subarray(33).toString('base64url') }, format: 'jwk' });
   } catch (e) {
     throw new ProviderConfigError(`${where}: the VAPID keys are not a P-256 key pair: ${(e as Error).message}`);
-  }
-  // A public key that is not the private key's would make every push service refuse every push.
-  const derived = createPublicKey(priv).export({ format: 'jwk' });
-  if (derived.x !== pub.subarray(1, 33).toString('base64url') || derived.y !== pub.subarray(33).toString('base64url')) {
-    throw new ProviderConfigError(`${where}: the VAPID public key does not belong to the private key`);
   }
   return { priv, pub };
 }
