@@ -156,6 +156,15 @@ describe('FCM provider against the local FCM', () => {
     assert.equal(bad.status, 400);
   });
 
+  test('a send interrupted by its signal is retried, not failed', async () => {
+    const p = make();
+    expectOutcome(await p.send({ provider: 'android', token: token(6) }, msg()), 'sent');
+    const n = fake.received.length;
+    const r = expectOutcome(await p.send({ provider: 'android', token: token(6) }, msg(), AbortSignal.abort()), 'retry');
+    assert.equal(fake.received.length, n);
+    assert.match(r.error, /interrupted/);
+  });
+
   test('the token endpoint refusing the account fails the push; an unreachable FCM is retried', async () => {
     const p = make();
     fake.tokenAnswers.push({ status: 400, body: JSON.stringify({ error: 'invalid_grant', error_description: 'Invalid JWT Signature.' }) });
@@ -307,6 +316,25 @@ describe('APNs provider against the local APNs (HTTP/2, TLS)', () => {
       await delay(20);
     }
     assert.equal(p.sessionsOpened, 2);
+  });
+
+  test('no answer within timeoutMs, or a shutdown signal: retry, and the connection stays usable', async () => {
+    const p = make({ timeoutMs: 300 });
+    // The fake holds every answer until two requests are open: a lone push gets none.
+    fake.holdUntil = 2;
+    try {
+      const r = expectOutcome(await p.send(target(11), msg()), 'retry');
+      assert.match(r.error, /no answer within 300 ms/);
+      const ctl = new AbortController();
+      const pending = p.send(target(12), msg(), ctl.signal);
+      await fake.until(() => fake.inFlight >= 1, 'the request to be open');
+      ctl.abort();
+      assert.match(expectOutcome(await pending, 'retry').error, /interrupted/);
+    } finally {
+      fake.holdUntil = 0;
+    }
+    expectOutcome(await p.send(target(13), msg()), 'sent');
+    assert.equal(p.sessionsOpened, 1);
   });
 
   test('an unreachable APNs is retried; a server with an unknown certificate too (TLS refused)', async () => {
