@@ -39,6 +39,8 @@ export class ApnsFake extends Recorder<ApnsReceived> {
   readonly #server: Http2SecureServer;
   readonly #sessions = new Set<ServerHttp2Session>();
   readonly jwts = new Set<string>();
+  /** Provider tokens already verified: APNs checks a token once, not at every push (and so does this fake). */
+  readonly #verified = new Map<string, Record<string, unknown>>();
   /** Provider tokens answered ExpiredProviderToken (as if older than an hour). */
   readonly expiredJwts = new Set<string>();
   sessionsOpened = 0;
@@ -124,18 +126,22 @@ export class ApnsFake extends Recorder<ApnsReceived> {
     // The provider token.
     const auth = /^bearer (\S+)$/.exec((h.authorization as string | undefined) ?? '')?.[1];
     if (!auth) return refuse(reason(403, 'MissingProviderToken'), 'no provider token');
-    let claims: Record<string, unknown>;
-    try {
-      const ph = decodeProtectedHeader(auth);
-      if (ph.kid !== this.opts.keyId) throw new Error(`kid ${ph.kid}`);
-      ({ payload: claims } = await jwtVerify(auth, this.opts.publicKey, { algorithms: ['ES256'], issuer: this.opts.teamId, requiredClaims: ['iat'] }));
-    } catch (e) {
-      return refuse(reason(403, 'InvalidProviderToken'), `provider token: ${(e as Error).message}`);
+    let claims = this.#verified.get(auth);
+    if (!claims) {
+      try {
+        const ph = decodeProtectedHeader(auth);
+        if (ph.kid !== this.opts.keyId) throw new Error(`kid ${ph.kid}`);
+        ({ payload: claims } = await jwtVerify(auth, this.opts.publicKey, { algorithms: ['ES256'], issuer: this.opts.teamId, requiredClaims: ['iat'] }));
+      } catch (e) {
+        return refuse(reason(403, 'InvalidProviderToken'), `provider token: ${(e as Error).message}`);
+      }
+      if (this.#verified.size > 1000) this.#verified.clear();
+      this.#verified.set(auth, claims);
     }
     const age = Date.now() / 1000 - (claims.iat as number);
     if (age > 3600 || this.expiredJwts.has(auth)) return answer(reason(403, 'ExpiredProviderToken'));
     if (age < -300) return refuse(reason(403, 'InvalidProviderToken'), 'provider token issued in the future');
-    this.jwts.add(auth);
+    if (this.keep) this.jwts.add(auth);
     // Headers.
     const topic = h['apns-topic'];
     if (topic === undefined) return refuse(reason(400, 'MissingTopic'), 'no apns-topic');

@@ -20,6 +20,10 @@ export class Recorder<R> {
   /** Requests the fake refused because a real service would have (bad auth, bad headers): a test expecting none asserts it is empty. */
   readonly bad: string[] = [];
   readonly byToken = new Map<string, FakeAnswer>();
+  /** Requests accepted and recorded so far (also counted when `keep` is off). */
+  count = 0;
+  /** Off in benchmarks: requests are counted, not kept. */
+  keep = true;
   readonly #queue: FakeAnswer[] = [];
   #waiters: Array<() => void> = [];
 
@@ -33,7 +37,8 @@ export class Recorder<R> {
   }
 
   protected record(r: R): void {
-    this.received.push(r);
+    this.count++;
+    if (this.keep) this.received.push(r);
     this.notify();
   }
 

@@ -110,7 +110,16 @@ export class ApnsProvider implements PushProvider {
     this.#closed = true;
     const s = this.#session;
     this.#session = null;
-    if (s && !s.closed) await new Promise<void>((r) => s.close(() => r()));
+    if (!s || s.destroyed) return;
+    // An idle session is unref'd: without this, a process awaiting close() could exit before it closes.
+    s.ref();
+    await new Promise<void>((r) => {
+      const force = setTimeout(() => s.destroy(), this.#timeoutMs);
+      s.close(() => {
+        clearTimeout(force);
+        r();
+      });
+    });
   }
 
   #request(target: PushTarget, m: PushMessage): { headers: Record<string, string>; body: string } {

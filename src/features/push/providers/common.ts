@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import http from 'node:http';
+import https from 'node:https';
 import { readFileSync } from 'node:fs';
 import { ProviderConfigError, type PushMessage, type SendResult } from './provider.js';
 
@@ -207,4 +209,59 @@ export async function readCapped(res: Response, max = 4096): Promise<string> {
     await reader.cancel().catch(() => undefined);
   }
   return Buffer.concat(chunks).subarray(0, max).toString('utf8');
+}
+
+export interface HttpAnswer {
+  readonly status: number;
+  readonly headers: http.IncomingHttpHeaders;
+  /** The first bytes of the body (at most `maxBody`). */
+  readonly text: string;
+}
+
+/** Keep-alive agents for one provider's sends (node:http rather than fetch: a third of the CPU per push). */
+export function keepAliveAgent(url: string, maxSockets: number): http.Agent {
+  const opts = { keepAlive: true, maxSockets, maxFreeSockets: maxSockets, scheduling: 'lifo' as const };
+  return url.startsWith('https:') ? new https.Agent(opts) : new http.Agent(opts);
+}
+
+/**
+ * One POST over a keep-alive agent. Rejects on a network error, a timeout (`timedOut` set on the error)
+ * or the signal; resolves with any HTTP answer.
+ */
+export function post(url: URL, agent: http.Agent, headers: Record<string, string>, body: string | Buffer, timeoutMs: number, signal?: AbortSignal, maxBody = 4096): Promise<HttpAnswer> {
+  return new Promise((resolve, reject) => {
+    const mod = url.protocol === 'https:' ? https : http;
+    let done = false;
+    const fail = (e: Error) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      req.destroy();
+      reject(e);
+    };
+    const req = mod.request(url, { method: 'POST', agent, headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (c: Buffer) => {
+        if (size < maxBody) chunks.push(c);
+        size += c.length;
+      });
+      res.on('end', () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text: Buffer.concat(chunks).subarray(0, maxBody).toString('utf8') });
+      });
+      res.on('error', fail);
+    });
+    const timer = setTimeout(() => fail(Object.assign(new Error(`no answer within ${timeoutMs} ms`), { timedOut: true })), timeoutMs);
+    const onAbort = () => fail(Object.assign(new Error('interrupted (shutdown)'), { aborted: true }));
+    // Before anything can destroy the request: its 'error' must always have a listener.
+    req.on('error', fail);
+    if (signal?.aborted) return onAbort();
+    signal?.addEventListener('abort', onAbort, { once: true });
+    req.end(body);
+  });
 }

@@ -1,7 +1,8 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto';
+import type http from 'node:http';
 import { SignJWT } from 'jose';
 import type { Logger } from 'pino';
-import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, errorText, fitKey, flatFields, parseRetryAfter, readCapped, timeoutSignal } from './common.js';
+import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, errorText, fitKey, flatFields, keepAliveAgent, parseRetryAfter, post, readCapped, timeoutSignal, type HttpAnswer } from './common.js';
 import type { ProviderFactory, PushMessage, PushProvider, PushTarget, SendResult } from './provider.js';
 
 /**
@@ -83,7 +84,8 @@ function readServiceAccount(cfg: ConfigReader): ServiceAccount {
 export class FcmProvider implements PushProvider {
   readonly type = 'fcm' as const;
   readonly #account: ServiceAccount;
-  readonly #sendUrl: string;
+  readonly #sendUrl: URL;
+  readonly #agent: http.Agent;
   readonly #timeoutMs: number;
   readonly #log: Logger;
   #token: AccessToken | null = null;
@@ -100,7 +102,8 @@ export class FcmProvider implements PushProvider {
     this.#account = readServiceAccount(cfg);
     const endpoint = cfg.url('endpoint', 'https://fcm.googleapis.com');
     this.#timeoutMs = cfg.integer('timeoutMs', DEFAULT_TIMEOUT_MS, 100, 120_000);
-    this.#sendUrl = `${endpoint}/v1/projects/${encodeURIComponent(this.#account.projectId)}/messages:send`;
+    this.#sendUrl = new URL(`${endpoint}/v1/projects/${encodeURIComponent(this.#account.projectId)}/messages:send`);
+    this.#agent = keepAliveAgent(endpoint, cfg.integer('maxConnections', 64, 1, 1000));
     this.#log = deps.log.child({ provider: name, providerType: 'fcm' });
   }
 
@@ -131,6 +134,7 @@ export class FcmProvider implements PushProvider {
 
   async close(): Promise<void> {
     this.#closed.abort(new Error('provider closed'));
+    this.#agent.destroy();
   }
 
   #message(target: PushTarget, m: PushMessage): Record<string, unknown> {
@@ -157,43 +161,35 @@ export class FcmProvider implements PushProvider {
   }
 
   async #post(body: string, token: AccessToken, timer: Timer, signal?: AbortSignal): Promise<{ kind: 'done'; result: SendResult } | { kind: 'unauthorized'; error: string }> {
-    const t = timeoutSignal(this.#timeoutMs, anySignal(signal, this.#closed.signal));
+    let res: HttpAnswer;
     try {
-      const res = await fetch(this.#sendUrl, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${token.value}`, 'content-type': 'application/json; charset=utf-8' },
-        body,
-        redirect: 'manual',
-        signal: t.signal,
-      });
-      const text = await readCapped(res);
-      if (res.status === 200) {
-        let id: string | undefined;
-        try {
-          const n = (JSON.parse(text) as { name?: unknown }).name;
-          if (typeof n === 'string') id = n;
-        } catch {
-          // A 200 is a success whatever its body says.
-        }
-        return { kind: 'done', result: timer.sent(200, id) };
-      }
-      const err = fcmError(text);
-      const what = `${res.status}${err.code ? ` ${err.code}` : ''}${err.message ? `: ${err.message}` : ''}`;
-      if (res.status === 401) return { kind: 'unauthorized', error: what };
-      if (res.status === 404 || err.code === 'UNREGISTERED') return { kind: 'done', result: timer.dead(res.status, err.code ?? 'UNREGISTERED') };
-      // INVALID_ARGUMENT covers both a malformed token and a malformed message; only the first is the device's fault.
-      if (res.status === 400 && err.code === 'INVALID_ARGUMENT' && /registration token/i.test(err.message ?? '')) return { kind: 'done', result: timer.dead(400, 'INVALID_ARGUMENT (registration token)') };
-      // The token belongs to another Firebase project: it will never work with this one.
-      if (res.status === 403 && err.code === 'SENDER_ID_MISMATCH') return { kind: 'done', result: timer.dead(403, 'SENDER_ID_MISMATCH') };
-      if (res.status === 429 || res.status >= 500) return { kind: 'done', result: timer.retry(res.status, `FCM ${what}`, parseRetryAfter(res.headers.get('retry-after'))) };
-      return { kind: 'done', result: timer.failed(res.status, `FCM ${what}`) };
+      res = await post(this.#sendUrl, this.#agent, { authorization: `Bearer ${token.value}`, 'content-type': 'application/json; charset=utf-8' }, body, this.#timeoutMs, signal);
     } catch (e) {
-      if (t.timedOut()) return { kind: 'done', result: timer.retry(null, `FCM: no answer within ${this.#timeoutMs} ms`) };
+      if ((e as { timedOut?: boolean }).timedOut) return { kind: 'done', result: timer.retry(null, `FCM: no answer within ${this.#timeoutMs} ms`) };
       if (signal?.aborted || this.#closed.signal.aborted) return { kind: 'done', result: timer.retry(null, 'FCM: interrupted (shutdown)') };
       return { kind: 'done', result: timer.retry(null, `FCM: ${errorText(e)}`) };
-    } finally {
-      t.dispose();
     }
+    if (res.status === 200) {
+      let id: string | undefined;
+      try {
+        const n = (JSON.parse(res.text) as { name?: unknown }).name;
+        if (typeof n === 'string') id = n;
+      } catch {
+        // A 200 is a success whatever its body says.
+      }
+      return { kind: 'done', result: timer.sent(200, id) };
+    }
+    const err = fcmError(res.text);
+    const what = `${res.status}${err.code ? ` ${err.code}` : ''}${err.message ? `: ${err.message}` : ''}`;
+    if (res.status === 401) return { kind: 'unauthorized', error: what };
+    if (res.status === 404 || err.code === 'UNREGISTERED') return { kind: 'done', result: timer.dead(res.status, err.code ?? 'UNREGISTERED') };
+    // INVALID_ARGUMENT covers both a malformed token and a malformed message; only the first is the device's fault.
+    if (res.status === 400 && err.code === 'INVALID_ARGUMENT' && /registration token/i.test(err.message ?? '')) return { kind: 'done', result: timer.dead(400, 'INVALID_ARGUMENT (registration token)') };
+    // The token belongs to another Firebase project: it will never work with this one.
+    if (res.status === 403 && err.code === 'SENDER_ID_MISMATCH') return { kind: 'done', result: timer.dead(403, 'SENDER_ID_MISMATCH') };
+    const ra = res.headers['retry-after'];
+    if (res.status === 429 || res.status >= 500) return { kind: 'done', result: timer.retry(res.status, `FCM ${what}`, parseRetryAfter(typeof ra === 'string' ? ra : undefined)) };
+    return { kind: 'done', result: timer.failed(res.status, `FCM ${what}`) };
   }
 
   #tokenFailure(timer: Timer, e: unknown): SendResult {
@@ -295,10 +291,6 @@ function fcmError(text: string): { code?: string; message?: string } {
   } catch {
     return {};
   }
-}
-
-function anySignal(a: AbortSignal | undefined, b: AbortSignal): AbortSignal {
-  return a ? AbortSignal.any([a, b]) : b;
 }
 
 /** Waits for a shared promise, but lets this caller give up on its own signal. */

@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import ece from 'http_ece';
 import { SignJWT } from 'jose';
 import type { Logger } from 'pino';
-import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, clip, errorText, fitKey, parseRetryAfter, readCapped, timeoutSignal } from './common.js';
+import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, clip, errorText, fitKey, keepAliveAgent, parseRetryAfter, post, type HttpAnswer } from './common.js';
 import { ProviderConfigError, type ProviderFactory, type PushMessage, type PushProvider, type PushTarget, type SendResult } from './provider.js';
 
 /**
@@ -135,7 +135,8 @@ export class WebPushProvider implements PushProvider {
   readonly #allowHttp: boolean;
   readonly #timeoutMs: number;
   readonly #vapid = new Map<string, { value: string; renewAt: number }>();
-  #closed = new AbortController();
+  #closed = false;
+  readonly #agents = { http: keepAliveAgent('http:', 16), https: keepAliveAgent('https:', 16) };
 
   constructor(
     readonly name: string,
@@ -191,39 +192,34 @@ export class WebPushProvider implements PushProvider {
       return timer.failed(null, `Web Push: ${errorText(e)}`);
     }
     const ttl = Math.max(0, Math.floor(message.ttlSeconds));
-    const t = timeoutSignal(this.#timeoutMs, signal ? AbortSignal.any([signal, this.#closed.signal]) : this.#closed.signal);
+    const headers = {
+      authorization: auth,
+      ttl: String(ttl),
+      urgency: message.urgency,
+      topic: fitKey(message.collapseKey, 32, TOPIC),
+      'content-encoding': 'aes128gcm',
+      'content-type': 'application/octet-stream',
+    };
+    let res: HttpAnswer;
     try {
-      const res = await fetch(url, {
-        method: 'POST',
-        headers: {
-          authorization: auth,
-          ttl: String(ttl),
-          urgency: message.urgency,
-          topic: fitKey(message.collapseKey, 32, TOPIC),
-          'content-encoding': 'aes128gcm',
-          'content-type': 'application/octet-stream',
-        },
-        body: new Uint8Array(body),
-        redirect: 'manual',
-        signal: t.signal,
-      });
-      const text = await readCapped(res, 512);
-      const what = `Web Push ${res.status}${text ? `: ${text.replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
-      if (res.status >= 200 && res.status < 300) return timer.sent(res.status, res.headers.get('location') ?? undefined);
-      if (res.status === 404 || res.status === 410) return timer.dead(res.status, res.status === 410 ? 'Gone' : 'Not Found');
-      if (res.status === 429 || res.status >= 500) return timer.retry(res.status, what, parseRetryAfter(res.headers.get('retry-after')));
-      return timer.failed(res.status, what);
+      res = await post(url, url.protocol === 'https:' ? this.#agents.https : this.#agents.http, headers, body, this.#timeoutMs, signal, 512);
     } catch (e) {
-      if (t.timedOut()) return timer.retry(null, `Web Push: no answer within ${this.#timeoutMs} ms`);
-      if (signal?.aborted || this.#closed.signal.aborted) return timer.retry(null, 'Web Push: interrupted (shutdown)');
+      if ((e as { timedOut?: boolean }).timedOut) return timer.retry(null, `Web Push: no answer within ${this.#timeoutMs} ms`);
+      if (signal?.aborted || this.#closed) return timer.retry(null, 'Web Push: interrupted (shutdown)');
       return timer.retry(null, `Web Push: ${errorText(e)}`);
-    } finally {
-      t.dispose();
     }
+    const what = `Web Push ${res.status}${res.text ? `: ${res.text.replace(/\s+/g, ' ').slice(0, 200)}` : ''}`;
+    if (res.status >= 200 && res.status < 300) return timer.sent(res.status, typeof res.headers.location === 'string' ? res.headers.location : undefined);
+    if (res.status === 404 || res.status === 410) return timer.dead(res.status, res.status === 410 ? 'Gone' : 'Not Found');
+    const ra = res.headers['retry-after'];
+    if (res.status === 429 || res.status >= 500) return timer.retry(res.status, what, parseRetryAfter(typeof ra === 'string' ? ra : undefined));
+    return timer.failed(res.status, what);
   }
 
   async close(): Promise<void> {
-    this.#closed.abort(new Error('provider closed'));
+    this.#closed = true;
+    this.#agents.http.destroy();
+    this.#agents.https.destroy();
   }
 
   #payload(m: PushMessage): Buffer {
