@@ -450,6 +450,11 @@ describe('Web Push provider against a local push service', () => {
     assert.equal(slow.retryAfterMs, 11_000);
     assert.equal(expectOutcome(await p.send(target(subs[3]!), msg()), 'retry').status, 500);
     assert.equal(expectOutcome(await p.send(target(subs[4]!), msg()), 'failed').status, 413);
+    // Retry-After as an HTTP date (RFC 9110 allows both forms).
+    const later = fake.subscribe();
+    fake.byToken.set(later.endpoint, { status: 503, headers: { 'retry-after': new Date(Date.now() + 30_000).toUTCString() } });
+    const dated = expectOutcome(await p.send(target(later), msg()), 'retry');
+    assert.ok(dated.retryAfterMs !== undefined && dated.retryAfterMs > 27_000 && dated.retryAfterMs <= 30_000, `retryAfterMs ${dated.retryAfterMs}`);
     assert.deepEqual(fake.bad, []);
   });
 

@@ -3,7 +3,7 @@ import http2, { type ClientHttp2Session, type IncomingHttpHeaders, type Incoming
 import { rootCertificates } from 'node:tls';
 import { SignJWT } from 'jose';
 import type { Logger } from 'pino';
-import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, clip, errorText, fitKey } from './common.js';
+import { ConfigReader, DEFAULT_TIMEOUT_MS, Timer, clip, errorText, fitKey, parseRetryAfter } from './common.js';
 import type { ProviderFactory, PushMessage, PushProvider, PushTarget, SendResult } from './provider.js';
 
 /**
@@ -289,7 +289,7 @@ export class ApnsProvider implements PushProvider {
           }
         }
         const ra = resHeaders['retry-after'];
-        if (typeof ra === 'string' && /^\d+$/.test(ra)) retryAfterMs = Number(ra) * 1000;
+        if (typeof ra === 'string') retryAfterMs = parseRetryAfter(ra);
         const apnsId = typeof resHeaders['apns-id'] === 'string' ? resHeaders['apns-id'] : undefined;
         const r: { kind: 'answer'; status: number; reason?: string; apnsId?: string; retryAfterMs?: number } = { kind: 'answer', status };
         if (reason !== undefined) r.reason = reason;
