@@ -143,11 +143,16 @@ async function main(): Promise<void> {
   try {
     for (let run = 1; run <= Number(args.repeat); run++) {
       const child = spawn('taskset', ['-c', args['provider-cpu'] as string, process.execPath, '--import', 'tsx', 'bench/push-bench.ts', '--role', 'provider', '--configs', JSON.stringify(configs), '--pushes', args.pushes as string, '--concurrency', args.concurrency as string, '--rate', args.rate as string, '--seconds', args.seconds as string], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const fakeCpu0 = process.cpuUsage();
+      const fakeCount0 = apns.count + fcm.count;
       let stdout = '';
       child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
       const code = await new Promise<number | null>((r) => child.on('exit', r));
       if (code !== 0) throw new Error(`provider process exited with ${code}`);
       const results = JSON.parse(stdout.trim().split('\n').at(-1)!) as RunResult[];
+      const fakeCpu = process.cpuUsage(fakeCpu0);
+      // Whether the fakes (one process, one core) or the providers limit the throughput.
+      console.log(`run ${run} fakes: ${((fakeCpu.user + fakeCpu.system) / 1000 / (apns.count + fcm.count - fakeCount0)).toFixed(3)} ms CPU/push`);
       for (const r of results) {
         rows.push(r);
         console.log(
