@@ -320,18 +320,20 @@ describe('APNs provider against the local APNs (HTTP/2, TLS)', () => {
 
   test('no answer within timeoutMs, or a shutdown signal: retry, and the connection stays usable', async () => {
     const p = make({ timeoutMs: 300 });
-    // The fake holds every answer until two requests are open: a lone push gets none.
-    fake.holdUntil = 2;
+    // The fake holds every answer until a thousand requests are open: a lone push gets none.
+    fake.holdUntil = 1000;
     try {
       const r = expectOutcome(await p.send(target(11), msg()), 'retry');
       assert.match(r.error, /no answer within 300 ms/);
+      const open = fake.inFlight;
       const ctl = new AbortController();
       const pending = p.send(target(12), msg(), ctl.signal);
-      await fake.until(() => fake.inFlight >= 1, 'the request to be open');
+      await fake.until(() => fake.inFlight > open, 'the request to reach the fake');
       ctl.abort();
       assert.match(expectOutcome(await pending, 'retry').error, /interrupted/);
     } finally {
       fake.holdUntil = 0;
+      fake.release();
     }
     expectOutcome(await p.send(target(13), msg()), 'sent');
     assert.equal(p.sessionsOpened, 1);

@@ -69,6 +69,7 @@ export class ApnsFake extends Recorder<ApnsReceived> {
       stream.on('end', () => {
         this.inFlight++;
         this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+        this.notify();
         this.#handle(stream, headers, Buffer.concat(chunks)).catch((e: unknown) => {
           this.refuse(`fake crashed: ${(e as Error).message}`);
           if (!stream.closed) stream.respond({ ':status': 500 }, { endStream: true });
@@ -84,6 +85,11 @@ export class ApnsFake extends Recorder<ApnsReceived> {
 
   get endpoint(): string {
     return `https://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
+  }
+
+  /** Answers every request held by `holdUntil` now. */
+  release(): void {
+    for (const release of this.#held.splice(0)) release();
   }
 
   /** Sends GOAWAY on every open connection, as APNs does when it closes one. */
