@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -416,6 +417,23 @@ describe('Web Push provider against a local push service', () => {
     assert.notEqual(other.applicationServerKey, a.applicationServerKey);
     expectOutcome(await other.send(target(sub), msg()), 'failed');
     fake.bad.length = 0;
+  });
+
+  test('processes starting together on one data directory agree on one VAPID key pair', async () => {
+    const dd = mkdtempSync(join(dir, 'vapid-race-'));
+    const module = new URL('../../src/features/push/providers/webpush.ts', import.meta.url).href;
+    const script = `import { loadOrCreateVapidKeys } from ${JSON.stringify(module)}; process.stdout.write(loadOrCreateVapidKeys(${JSON.stringify(dd)}, 'race').publicKey);`;
+    const run = () =>
+      new Promise<string>((resolve, reject) => {
+        const child = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+        let out = '';
+        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+        child.on('error', reject);
+        child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(`exit ${code}`))));
+      });
+    const keys = await Promise.all([run(), run(), run(), run()]);
+    assert.equal(new Set(keys).size, 1, keys.join(' '));
+    assert.equal(keys[0], make({}, dd).applicationServerKey);
   });
 
   test('independent oracle: the web-push package encrypts and signs with our VAPID keys, and the fake decrypts and verifies it', async () => {
