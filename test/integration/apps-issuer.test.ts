@@ -46,4 +46,11 @@ describe('the OAuth issuer', () => {
     assert.equal(m.body.issuer, 'http://dev.example:8080');
     for (const [k, path] of Object.entries(ENDPOINTS)) assert.equal(m.body[k], `http://dev.example:8080${path}`, k);
   });
+
+  test('the session cookie of our pages is Secure when public_url is https, even over a plain-http hop from a proxy', async () => {
+    const cookieOf = async (t: TestServer) => (await fetch(`${t.url}/oauth/apps`, { redirect: 'manual' })).headers.get('set-cookie') ?? '';
+    assert.match(await cookieOf(configured), /; Secure/);
+    assert.doesNotMatch(await cookieOf(derived), /Secure/);
+    assert.match(await cookieOf(derived), /HttpOnly; SameSite=Lax/);
+  });
 });

@@ -91,7 +91,7 @@ export const appsFeature = defineFeature({
     running.set(ctx.engine, { service, grants, index, hub, webhooks });
     const told = await reconcileApps(ctx.engine, index.all(), await webhooks.store.newestBodies(), webhooks.outbox);
     if (told > 0) ctx.log.info({ updates: told }, 'apps told of presence that changed while the server was down');
-    ctx.http(oauthRoutes({ engine: ctx.engine, apps: service, grants, repo: grants.repo, sessions: new SessionCodec(ctx.secret('apps-cookie-secret')) }), { prefix: '/oauth' });
+    ctx.http(oauthRoutes({ engine: ctx.engine, apps: service, grants, repo: grants.repo, sessions: new SessionCodec(ctx.secret('apps-cookie-secret')), publicUrl: ctx.config.public_url }), { prefix: '/oauth' });
     ctx.http(oauthRootRoutes(service, ctx.config.public_url), { prefix: '/' });
     ctx.http(myAppsRoutes(ctx.engine, service, grants, ctx.config.admin_token), { prefix: '/api/v1/me/apps' });
     ctx.native.handle('apps.list', async ({ jid }) => ({ apps: await connectedApps(service, grants, jid) }));

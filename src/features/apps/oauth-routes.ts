@@ -34,6 +34,8 @@ export interface OAuthDeps {
   readonly grants: GrantService;
   readonly repo: GrantRepository;
   readonly sessions: SessionCodec;
+  /** public_url: when it is https, the session cookie is always Secure. */
+  readonly publicUrl?: string;
 }
 
 type Params = Record<string, string>;
@@ -105,7 +107,7 @@ export function oauthRoutes(deps: OAuthDeps) {
     alwaysIssueNewRefreshToken: true,
   });
 
-  const kit = new PageKit(sessions);
+  const kit = new PageKit(sessions, deps.publicUrl?.startsWith('https:') ?? false);
   const page = kit.send.bind(kit);
   const fail = (reply: FastifyReply, status: number, message: string) => kit.fail(reply, status, message);
 

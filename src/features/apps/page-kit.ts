@@ -8,7 +8,11 @@ import { readCookie, SESSION_COOKIE, sessionCookie, type ConsentSession, type Se
  * be added without them.
  */
 export class PageKit {
-  constructor(readonly sessions: SessionCodec) {}
+  /** `httpsOrigin`: the server's public URL is https (public_url), so the cookie is Secure even when a TLS proxy forwards plain http. */
+  constructor(
+    readonly sessions: SessionCodec,
+    private readonly httpsOrigin = false,
+  ) {}
 
   send(reply: FastifyReply, status: number, render: (nonce: string) => string, formTarget: string | null = null): FastifyReply {
     const nonce = newNonce();
@@ -24,7 +28,7 @@ export class PageKit {
   }
 
   setSession(req: FastifyRequest, reply: FastifyReply, s: ConsentSession): void {
-    reply.header('set-cookie', sessionCookie(this.sessions.encode(s), req.protocol === 'https', Math.round((s.exp - Date.now()) / 1000)));
+    reply.header('set-cookie', sessionCookie(this.sessions.encode(s), this.httpsOrigin || req.protocol === 'https', Math.round((s.exp - Date.now()) / 1000)));
   }
 
   /** The visitor's session, or a new signed-out one (cookie set on `reply`), so the sign-in form has a CSRF token. */
