@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { get as httpGet, type ClientRequest, type IncomingMessage } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { EventSource } from 'eventsource';
@@ -51,45 +52,46 @@ async function eventually<T>(check: () => Promise<T> | T, ms = 10_000): Promise<
 
 type Line = Record<string, any>;
 
-/** An NDJSON stream read with fetch, line by line as it arrives. */
+/**
+ * An NDJSON stream read line by line as it arrives (node:http rather than fetch: closing it destroys
+ * its connection outright, where an aborted fetch may leave its pool holding a connection open).
+ */
 class NdjsonStream {
   readonly lines: Line[] = [];
   ended = false;
   #waiters: Array<() => void> = [];
 
-  private constructor(
-    readonly status: number,
-    private readonly abort: AbortController,
-  ) {}
+  private constructor(private readonly req: ClientRequest) {}
 
   static async open(url: string, headers: Record<string, string>): Promise<NdjsonStream> {
-    const abort = new AbortController();
-    const res = await fetch(url, { headers, signal: abort.signal });
-    const s = new NdjsonStream(res.status, abort);
-    assert.equal(res.status, 200, await (res.status === 200 ? Promise.resolve('') : res.text()));
-    assert.match(res.headers.get('content-type') ?? '', /^application\/x-ndjson/);
-    void s.#read(res.body!);
+    const req = httpGet(url, { headers, agent: false });
+    const s = new NdjsonStream(req);
+    const res = await new Promise<IncomingMessage>((resolve, reject) => req.once('response', resolve).once('error', reject));
+    assert.equal(res.statusCode, 200);
+    assert.match(res.headers['content-type'] ?? '', /^application\/x-ndjson/);
+    s.#read(res);
     return s;
   }
 
-  async #read(body: ReadableStream<Uint8Array>): Promise<void> {
-    const decoder = new TextDecoder();
+  #read(res: IncomingMessage): void {
     let rest = '';
-    try {
-      for await (const chunk of body) {
-        rest += decoder.decode(chunk, { stream: true });
-        let nl: number;
-        while ((nl = rest.indexOf('\n')) >= 0) {
-          this.lines.push(JSON.parse(rest.slice(0, nl)) as Line);
-          rest = rest.slice(nl + 1);
-        }
-        this.#wake();
+    res.setEncoding('utf8');
+    res.on('data', (chunk: string) => {
+      rest += chunk;
+      let nl: number;
+      while ((nl = rest.indexOf('\n')) >= 0) {
+        this.lines.push(JSON.parse(rest.slice(0, nl)) as Line);
+        rest = rest.slice(nl + 1);
       }
-    } catch {
-      // aborted by the test
-    }
-    this.ended = true;
-    this.#wake();
+      this.#wake();
+    });
+    const done = (): void => {
+      this.ended = true;
+      this.#wake();
+    };
+    res.once('end', done);
+    res.once('close', done);
+    res.once('error', done);
   }
 
   #wake(): void {
@@ -113,7 +115,7 @@ class NdjsonStream {
   }
 
   close(): void {
-    this.abort.abort();
+    this.req.destroy();
   }
 }
 
@@ -198,11 +200,7 @@ describe('app presence stream', () => {
     await bob.close();
     await carol.close();
     await dave.close();
-    const t0 = Date.now();
-    console.error('open streams', await metric(t, 'presenced_app_stream_open'));
-    setTimeout(() => { for (const h of (process as any)._getActiveHandles()) console.error('handle', h.constructor.name, h.remotePort ?? '', h.localPort ?? '', h.destroyed, h.parser?.incoming?.url, h.parser?.incoming?.complete, h.parser?.incoming?.method); }, 2000).unref();
     await t.destroy();
-    console.error('destroy took', Date.now() - t0);
   });
 
   test('NDJSON: a snapshot of the granted users, its end with a cursor, then each change as it happens', async () => {
@@ -523,7 +521,34 @@ describe('app presence stream: a consumer that stops reading', () => {
   });
 });
 
-describe('app presence stream: shutdown', () => {
+describe('app presence stream: retention and shutdown', () => {
+  test('a cursor that grew older than stream_retention_ms gets a fresh snapshot marked "cursor expired"', async () => {
+    const t = await startTestServer({ stream_retention_ms: 300 });
+    try {
+      await t.createAccount('alice@localhost');
+      const app = await registerApp(t);
+      const s = await NdjsonStream.open(`${t.url}/${app.id}/presence.json`, { authorization: appAuth(app) });
+      await s.until((ls) => ls.some((l) => l.type === 'live'), 'live');
+      const cursor = s.lines.find((l) => l.type === 'live')!.cursor as string;
+      s.close();
+      const fresh = await NdjsonStream.open(`${t.url}/${app.id}/presence.json?since=${cursor}`, { authorization: appAuth(app) });
+      await fresh.until((ls) => ls.length > 0, 'the first line');
+      // Young enough still: resumed (the server answers within the 300 ms or this cursor has aged, see below).
+      const first = fresh.lines[0]!;
+      fresh.close();
+      if (first.type === 'resume') {
+        const issued = parseInt(cursor.split('.')[1]!, 36);
+        await eventually(() => assert.ok(Date.now() > issued + 300 + 5, 'the cursor aged past the retention'));
+      }
+      const again = await NdjsonStream.open(`${t.url}/${app.id}/presence.json?since=${cursor}`, { authorization: appAuth(app) });
+      await again.until((ls) => ls.some((l) => l.type === 'live'), 'live');
+      assert.deepEqual(again.lines[0], { type: 'snapshot', users: 0, fresh: true, reason: 'cursor expired' });
+      again.close();
+    } finally {
+      await t.destroy();
+    }
+  });
+
   test('ends open streams with a reason line and does not keep the server from stopping', async () => {
     const t = await startTestServer();
     try {
