@@ -521,7 +521,38 @@ describe('app presence stream: a consumer that stops reading', () => {
   });
 });
 
-describe('app presence stream: retention and shutdown', () => {
+describe('app presence stream: retention, late writes and shutdown', () => {
+  test('an update enqueued before a revoke but written to the log after it is not sent', async () => {
+    // Updates wait 400 ms in memory before they are written: the revoke lands in between.
+    const t = await startTestServer({ webhook_flush_ms: 400 });
+    try {
+      await t.createAccount('alice@localhost');
+      await t.createAccount('bob@localhost');
+      await t.createAccount('carol@localhost');
+      const app = await registerApp(t);
+      const apps = appsOf(t.server.engine)!;
+      const bob = (await TestClient.login(t.wsUrl, 'bob@localhost')).client;
+      const carol = (await TestClient.login(t.wsUrl, 'carol@localhost')).client;
+      await apps.grants.grant(app.id, 'bob@localhost', ['presence']);
+      await apps.grants.grant(app.id, 'carol@localhost', ['presence']);
+      const [bobUid, carolUid] = [apps.service.pairwiseId(app.id, 'bob@localhost'), apps.service.pairwiseId(app.id, 'carol@localhost')];
+      await eventually(async () => assert.deepEqual((await presenceOfMany(t, app, [bobUid, carolUid])).body.users.map((u: any) => u.status), ['online', 'online']));
+      const s = await NdjsonStream.open(`${t.url}/${app.id}/presence.json`, { authorization: appAuth(app) });
+      await s.until((ls) => ls.some((l) => l.type === 'live'), 'live');
+      await bob.request('presence', { show: 'dnd' });
+      await carol.request('presence', { show: 'dnd' });
+      assert.equal(apps.webhooks.outbox.buffered, 2, 'both changes still in memory when the revoke is answered');
+      await apps.grants.revoke(app.id, 'bob@localhost');
+      await s.until((ls) => ls.some((l) => l.uid === carolUid && l.status === 'dnd'), "carol's change, written with bob's");
+      assert.deepEqual(s.presence(bobUid).filter((l) => l.snapshot !== true), []);
+      s.close();
+      await bob.close();
+      await carol.close();
+    } finally {
+      await t.destroy();
+    }
+  });
+
   test('a cursor that grew older than stream_retention_ms gets a fresh snapshot marked "cursor expired"', async () => {
     const t = await startTestServer({ stream_retention_ms: 300 });
     try {
