@@ -53,6 +53,9 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/:appid/grant'],
   ['GET', '/api/v1/me/apps'],
   ['DELETE', '/api/v1/me/apps/:id'],
+  ['GET', '/:appid/presence.json'],
+  ['GET', '/api/v1/apps/:id/presence.json'],
+  ['POST', '/api/v1/apps/:id/presence'],
 ];
 const PARAMS = ['client_id', 'redirect_uri', 'code', 'code_verifier', 'grant_type', 'redirect', 'jid', 'req_jid', 'type', 'images', 'domain', 'after', 'limit', 'label', 'token', 'ttl', 'password', 'publicPresence', 'jids', 'style', 'since', 'from', 'to', 'revoked', 'app', 'csrf', 'next'];
 

@@ -245,6 +245,9 @@ const ROUTES = [
   'GET /:appid/grant',
   'GET /api/v1/me/apps',
   'DELETE /api/v1/me/apps/:id',
+  'GET /:appid/presence.json',
+  'GET /api/v1/apps/:id/presence.json',
+  'POST /api/v1/apps/:id/presence',
 ];
 
 /** Parses Fastify's printRoutes({ commonPrefix: false }) tree into `METHOD path` lines (HEAD left out: Fastify adds it to every GET). */

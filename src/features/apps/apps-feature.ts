@@ -14,6 +14,7 @@ import type { PresenceEngine } from '../../engine/engine.js';
 import { GrantIndex } from './grant-index.js';
 import { AppLogHub } from './log-hub.js';
 import { appUpdateOf, reconcileApps } from './webhooks/presence-source.js';
+import { startStreams } from './stream/index.js';
 
 /**
  * Third-party apps (docs/apps.md): registration, secrets, domain proof and pairwise ids; consent,
@@ -100,5 +101,6 @@ export const appsFeature = defineFeature({
       appRoutes(ctx.engine, service, { adminToken: ctx.config.admin_token, registration: ctx.config.app_registration === 'admin' ? 'admin' : 'accounts', extraRoutes: [webhooks.routes] }),
       { prefix: '/api/v1/apps' },
     );
+    startStreams(ctx, { service, store: webhooks.store, audience: index, hub });
   },
 });

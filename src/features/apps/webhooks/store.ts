@@ -78,6 +78,8 @@ export interface WebhookStore {
    * whole log) they are consistent with: every later update has a larger id.
    */
   newestOfApp(appId: string): Promise<{ readonly cursor: number; readonly users: LoggedUpdate[] }>;
+  /** The newest logged update of each of these users of the app (those with none are left out). */
+  newestOfUsers(appId: string, uids: readonly string[]): Promise<LoggedUpdate[]>;
   /** The app's logged updates with id > after, oldest first (whatever their delivery state). */
   since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]>;
   /** The largest id of the log (0 when empty). */
@@ -159,6 +161,13 @@ export class SqliteWebhookStore implements WebhookStore {
         SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL ORDER BY last_id`.execute(trx);
       return { cursor: m[0]?.id ?? 0, users: rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at })) };
     });
+  }
+
+  async newestOfUsers(appId: string, uids: readonly string[]): Promise<LoggedUpdate[]> {
+    if (uids.length === 0) return [];
+    const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
+      SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL AND uid IN (${sql.join(uids)})`.execute(this.db);
+    return rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at }));
   }
 
   async since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]> {
