@@ -1,5 +1,5 @@
 import type { Migration } from '../../adapters/sqlite/migrations.js';
-import { APP_LOG_MIGRATION, WEBHOOKS_MIGRATION } from './webhooks/migration.js';
+import { APP_LOG_MIGRATION, WEBHOOK_DUE_MIGRATION, WEBHOOKS_MIGRATION } from './webhooks/migration.js';
 
 /** The apps feature's tables. Append only, as for the core's migrations. */
 export const APP_MIGRATIONS: readonly Migration[] = [
@@ -79,4 +79,5 @@ export const APP_MIGRATIONS: readonly Migration[] = [
   },
   WEBHOOKS_MIGRATION,
   APP_LOG_MIGRATION,
+  WEBHOOK_DUE_MIGRATION,
 ];

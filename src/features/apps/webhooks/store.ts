@@ -34,9 +34,13 @@ export interface LoggedUpdate {
   readonly createdAt: number;
 }
 
+/** The most `AppBacklog.count` says: the largest webhook_batch_max, all the worker compares it with. */
+export const BACKLOG_COUNT_CAP = 10_000;
+
 export interface AppBacklog {
   readonly appId: string;
   readonly oldestDue: number;
+  /** Pending rows of the app, counted up to BACKLOG_COUNT_CAP. */
   readonly count: number;
   readonly endpointNext: number | null;
   readonly claimedUntil: number | null;
@@ -133,20 +137,47 @@ export class SqliteWebhookStore implements WebhookStore {
 
   async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
     if (rows.length === 0) return [];
+    // Three statements per write whatever its size (it was three per row): the rows go in as one JSON
+    // parameter, so each statement's text is fixed and stays prepared. The transaction is BEGIN
+    // IMMEDIATE (the write lock is held from the start), so the sequence numbers read first cannot move
+    // before they are written back.
+    const keyOf = (appId: string, uid: string): string => `${appId}\u0000${uid}`;
+    const keys = new Map<string, [string, string]>();
+    for (const r of rows) keys.set(keyOf(r.appId, r.uid), [r.appId, r.uid]);
     return this.db.transaction().execute(async (trx) => {
-      const out: LoggedUpdate[] = [];
-      for (const r of rows) {
-        const { rows: seqRows } = await sql<{ seq: number }>`
-          INSERT INTO webhook_seq (app_id, uid, seq) VALUES (${r.appId}, ${r.uid}, 1)
-          ON CONFLICT (app_id, uid) DO UPDATE SET seq = seq + 1 RETURNING seq`.execute(trx);
-        const seq = seqRows[0]!.seq;
-        const { rows: idRows } = await sql<{ id: number }>`
-          INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
-          VALUES (${r.appId}, ${r.uid}, ${seq}, ${r.at}, ${r.body}, 'pending', 0, ${r.dueAt}, ${now}) RETURNING id`.execute(trx);
-        const id = idRows[0]!.id;
-        await sql`UPDATE webhook_seq SET last_id = ${id}, last_at = ${r.at}, last_body = ${r.body} WHERE app_id = ${r.appId} AND uid = ${r.uid}`.execute(trx);
-        out.push({ id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now });
-      }
+      const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
+        SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify([...keys.values()])}) j
+        JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
+      const seqOf = new Map<string, number>();
+      for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
+      // Each row takes the next number of its (app, user), in the order given.
+      const seqs = rows.map((r) => {
+        const k = keyOf(r.appId, r.uid);
+        const seq = (seqOf.get(k) ?? 0) + 1;
+        seqOf.set(k, seq);
+        return seq;
+      });
+      const { rows: inserted } = await sql<{ id: number; app_id: string; uid: string; seq: number }>`
+        INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
+        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, 'pending', 0, j.value ->> 5, ${now}
+        FROM json_each(${JSON.stringify(rows.map((r, i) => [r.appId, r.uid, seqs[i], r.at, r.body, r.dueAt]))}) j ORDER BY j.key
+        RETURNING id, app_id, uid, seq`.execute(trx);
+      // (app, user, seq) names one row: ids are matched by it, not by the order RETURNING happens to use.
+      const idOf = new Map<string, number>();
+      for (const x of inserted) idOf.set(`${keyOf(x.app_id, x.uid)}\u0000${x.seq}`, x.id);
+      const out: LoggedUpdate[] = rows.map((r, i) => {
+        const id = idOf.get(`${keyOf(r.appId, r.uid)}\u0000${seqs[i]}`);
+        if (id === undefined) throw new Error('webhook outbox: an inserted row was not returned');
+        return { id, appId: r.appId, uid: r.uid, seq: seqs[i]!, at: r.at, body: r.body, createdAt: now };
+      });
+      // The newest row of each (app, user) is its last in this write.
+      const newest = new Map<string, LoggedUpdate>();
+      for (const u of out) newest.set(keyOf(u.appId, u.uid), u);
+      await sql`
+        INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)
+        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
+        FROM json_each(${JSON.stringify([...newest.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
+        ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body`.execute(trx);
       return out;
     });
   }
@@ -177,10 +208,19 @@ export class SqliteWebhookStore implements WebhookStore {
   }
 
   async backlog(): Promise<AppBacklog[]> {
+    // Runs on every pass of the worker: the apps with pending rows are found by jumping from one app id
+    // to the next in the partial index of pending rows, and each app costs a few index probes; the
+    // count stops at BACKLOG_COUNT_CAP. Scanning every pending row instead made a backlog slow itself down.
     const { rows } = await sql<{ app_id: string; due: number; n: number; enext: number | null; cu: number | null; dis: number | null }>`
-      SELECT o.app_id, min(o.next_attempt_at) AS due, count(*) AS n, e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
-      FROM webhook_outbox o LEFT JOIN webhook_endpoints e ON e.app_id = o.app_id
-      WHERE o.state = 'pending' GROUP BY o.app_id`.execute(this.db);
+      WITH RECURSIVE a(id) AS (
+        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending')
+        UNION ALL
+        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending' AND app_id > a.id) FROM a WHERE a.id IS NOT NULL)
+      SELECT a.id AS app_id,
+        (SELECT min(next_attempt_at) FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id) AS due,
+        (SELECT count(*) FROM (SELECT 1 FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id LIMIT ${BACKLOG_COUNT_CAP})) AS n,
+        e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
+      FROM a LEFT JOIN webhook_endpoints e ON e.app_id = a.id WHERE a.id IS NOT NULL`.execute(this.db);
     return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
   }
 
