@@ -40,7 +40,7 @@ export const BACKLOG_COUNT_CAP = 10_000;
 export interface AppBacklog {
   readonly appId: string;
   readonly oldestDue: number;
-  /** Pending rows of the app, counted up to BACKLOG_COUNT_CAP. */
+  /** Pending rows of the app, counted up to the store's cap (webhook_batch_max, at most BACKLOG_COUNT_CAP). */
   readonly count: number;
   readonly endpointNext: number | null;
   readonly claimedUntil: number | null;
@@ -110,8 +110,13 @@ export interface WebhookStore {
   purge(before: number): Promise<number>;
 }
 
-export function webhookStore(storage: FeatureStorage): WebhookStore {
-  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db);
+export interface WebhookStoreOptions {
+  /** Where backlog() stops counting an app's pending rows: the worker only asks whether a batch is full (webhook_batch_max). */
+  readonly backlogCountCap?: number;
+}
+
+export function webhookStore(storage: FeatureStorage, opts: WebhookStoreOptions = {}): WebhookStore {
+  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db, opts);
   throw new Error(`webhooks have no outbox for ${storage.dialect} yet`);
 }
 
@@ -133,7 +138,14 @@ const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
     : { failingSince: r.failing_since, failures: r.failures, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, lastSuccessAt: r.last_success_at, disabledAt: r.disabled_at, disabledReason: r.disabled_reason };
 
 export class SqliteWebhookStore implements WebhookStore {
-  constructor(private readonly db: Kysely<any>) {}
+  readonly #countCap: number;
+
+  constructor(
+    private readonly db: Kysely<any>,
+    opts: WebhookStoreOptions = {},
+  ) {
+    this.#countCap = Math.min(opts.backlogCountCap ?? BACKLOG_COUNT_CAP, BACKLOG_COUNT_CAP);
+  }
 
   async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
     if (rows.length === 0) return [];
@@ -210,7 +222,7 @@ export class SqliteWebhookStore implements WebhookStore {
   async backlog(): Promise<AppBacklog[]> {
     // Runs on every pass of the worker: the apps with pending rows are found by jumping from one app id
     // to the next in the partial index of pending rows, and each app costs a few index probes; the
-    // count stops at BACKLOG_COUNT_CAP. Scanning every pending row instead made a backlog slow itself down.
+    // count stops at the cap (a full batch). Scanning every pending row instead made a backlog slow itself down.
     const { rows } = await sql<{ app_id: string; due: number; n: number; enext: number | null; cu: number | null; dis: number | null }>`
       WITH RECURSIVE a(id) AS (
         SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending')
@@ -218,7 +230,7 @@ export class SqliteWebhookStore implements WebhookStore {
         SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending' AND app_id > a.id) FROM a WHERE a.id IS NOT NULL)
       SELECT a.id AS app_id,
         (SELECT min(next_attempt_at) FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id) AS due,
-        (SELECT count(*) FROM (SELECT 1 FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id LIMIT ${BACKLOG_COUNT_CAP})) AS n,
+        (SELECT count(*) FROM (SELECT 1 FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id LIMIT ${this.#countCap})) AS n,
         e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
       FROM a LEFT JOIN webhook_endpoints e ON e.app_id = a.id WHERE a.id IS NOT NULL`.execute(this.db);
     return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
@@ -226,12 +238,15 @@ export class SqliteWebhookStore implements WebhookStore {
 
   async claim(appId: string, worker: string, now: number, leaseMs: number, max: number): Promise<Claim | null> {
     return this.db.transaction().execute(async (trx) => {
-      await sql`INSERT INTO webhook_endpoints (app_id, failures) VALUES (${appId}, 0) ON CONFLICT (app_id) DO NOTHING`.execute(trx);
-      const took = await sql`
-        UPDATE webhook_endpoints SET claimed_by = ${worker}, claimed_until = ${now + leaseMs}
-        WHERE app_id = ${appId} AND disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})`.execute(trx);
-      if (took.numAffectedRows !== 1n) return null;
-      const ep = toEndpoint((await sql<EndpointRow>`SELECT * FROM webhook_endpoints WHERE app_id = ${appId}`.execute(trx)).rows[0]);
+      // The lease, taken in one statement: a new endpoint row, or the existing one if it is enabled and
+      // nobody holds it; no row comes back when it is not ours to take.
+      const { rows: took } = await sql<EndpointRow>`
+        INSERT INTO webhook_endpoints (app_id, failures, claimed_by, claimed_until) VALUES (${appId}, 0, ${worker}, ${now + leaseMs})
+        ON CONFLICT (app_id) DO UPDATE SET claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until
+        WHERE disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})
+        RETURNING *`.execute(trx);
+      if (took.length !== 1) return null;
+      const ep = toEndpoint(took[0]);
       if (ep.failingSince !== null) {
         // While the endpoint is down only the newest state of each user is worth sending.
         await sql`
@@ -256,7 +271,7 @@ export class SqliteWebhookStore implements WebhookStore {
       }
       batchId ??= `msg_${randomBytes(16).toString('base64url')}`;
       const ids = rows.map((r) => r.id);
-      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (${sql.join(ids)})`.execute(trx);
+      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map((r) => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json })) };
     });
   }
@@ -264,7 +279,7 @@ export class SqliteWebhookStore implements WebhookStore {
   async delivered(appId: string, rowIds: readonly number[], now: number): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
       }
       await sql`UPDATE webhook_endpoints SET failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now} WHERE app_id = ${appId}`.execute(trx);
     });
@@ -273,7 +288,7 @@ export class SqliteWebhookStore implements WebhookStore {
   async failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
       }
       await sql`
         UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt},
@@ -286,7 +301,7 @@ export class SqliteWebhookStore implements WebhookStore {
 
   async discard(rowIds: readonly number[], now: number): Promise<void> {
     if (rowIds.length === 0) return;
-    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(this.db);
+    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(this.db);
   }
 
   async release(appId: string, worker: string): Promise<void> {
