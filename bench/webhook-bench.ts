@@ -22,7 +22,7 @@
  * changes per second); every change carries the generator's clock so the receiver can time it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -255,6 +255,13 @@ async function pendingOf(port: number): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/** Busy and total time of the whole machine (all CPUs, clock ticks): what other processes took is busy − server − this process. */
+function machineTicks(): { busy: number; total: number } {
+  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
+}
+
 const pct = (s: number[], p: number): number => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 
 interface Row {
@@ -268,6 +275,8 @@ interface Row {
   serverCpu: number;
   genCpu: number;
   steal: number;
+  /** CPU other processes used during the window (% of one core): the machine is shared, figures with a high value are not clean. */
+  others: number;
   pendingAtStop: number;
   drainSeconds: number;
   pendingAfter: number;
@@ -300,7 +309,7 @@ async function run(apps: number, batchMax: number): Promise<Row> {
     let sent = 0;
     let who = 0;
     const base = rx.updates;
-    let atWarm = { updates: 0, t: 0n, cpu: 0, gen: process.cpuUsage(), machine: cpuCounters(), requests: 0 };
+    let atWarm = { updates: 0, t: 0n, cpu: 0, gen: process.cpuUsage(), machine: cpuCounters(), busy: machineTicks(), requests: 0 };
     const start = Date.now();
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
@@ -309,7 +318,7 @@ async function run(apps: number, batchMax: number): Promise<Row> {
         if (!rx.measuring && elapsed >= warmup * 1000) {
           rx.measuring = true;
           rx.windowFrom = process.hrtime.bigint();
-          atWarm = { updates: rx.updates, t: process.hrtime.bigint(), cpu: cpuTicks(proc.pid!), gen: process.cpuUsage(), machine: cpuCounters(), requests: rx.requests };
+          atWarm = { updates: rx.updates, t: process.hrtime.bigint(), cpu: cpuTicks(proc.pid!), gen: process.cpuUsage(), machine: cpuCounters(), busy: machineTicks(), requests: rx.requests };
         }
         while (sent < due) {
           sent++;
@@ -330,6 +339,7 @@ async function run(apps: number, batchMax: number): Promise<Row> {
     const cpu = (cpuTicks(proc.pid!) - atWarm.cpu) / secs;
     const gen = process.cpuUsage(atWarm.gen);
     const machine = cpuCounters();
+    const busy = machineTicks();
     const requests = rx.requests - atWarm.requests;
     const pendingAtStop = await pendingOf(port);
     const drainStart = Date.now();
@@ -351,6 +361,7 @@ async function run(apps: number, batchMax: number): Promise<Row> {
       max: lat[lat.length - 1] ?? NaN,
       serverCpu: cpu,
       genCpu: ((gen.user + gen.system) / 1e6 / secs) * 100,
+      others: (busy.busy - atWarm.busy.busy) / secs - cpu - ((gen.user + gen.system) / 1e6 / secs) * 100,
       steal: (100 * (machine.steal - atWarm.machine.steal)) / Math.max(1, machine.total - atWarm.machine.total),
       pendingAtStop,
       drainSeconds,
@@ -377,11 +388,11 @@ for (const apps of (args.apps as string).split(',').map(Number)) {
   }
 }
 console.log(`\n${N} accounts, each granted to every app; offered ${args.rate} updates/s for ${args.seconds} s (first ${args.warmup} s not counted); ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
-console.log('| apps | batch max | offered updates/s | delivered updates/s | requests/s | p50 | p99 | max | server CPU | pending at stop | drained in | left | order errors | signatures checked (bad) |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| apps | batch max | offered updates/s | delivered updates/s | requests/s | p50 | p99 | max | server CPU | generator CPU | other processes CPU | pending at stop | drained in | left | order errors | signatures checked (bad) |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   console.log(
-    `| ${r.apps} | ${r.batchMax} | ${r.offered} | ${Math.round(r.delivered)} | ${Math.round(r.requestsPerSecond)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(0)} ms | ${r.serverCpu.toFixed(0)} % | ${r.pendingAtStop} | ${r.drainSeconds.toFixed(1)} s | ${r.pendingAfter} | ${r.outOfOrder} | ${r.verified} (${r.badSignatures}) |`,
+    `| ${r.apps} | ${r.batchMax} | ${r.offered} | ${Math.round(r.delivered)} | ${Math.round(r.requestsPerSecond)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(0)} ms | ${r.serverCpu.toFixed(0)} % | ${r.genCpu.toFixed(0)} % | ${r.others.toFixed(0)} % | ${r.pendingAtStop} | ${r.drainSeconds.toFixed(1)} s | ${r.pendingAfter} | ${r.outOfOrder} | ${r.verified} (${r.badSignatures}) |`,
   );
 }
 process.exit(0);
