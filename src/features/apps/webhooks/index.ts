@@ -46,7 +46,7 @@ export function startWebhooks(ctx: FeatureContext, deps: WebhookDeps): Webhooks 
   const { apps, audience, hub } = deps;
   const c = ctx.config;
   const log = ctx.log.child({ part: 'webhooks' });
-  const store = webhookStore(ctx.storage);
+  const store = webhookStore(ctx.storage, { backlogCountCap: c.webhook_batch_max });
   const deliveries = new Counter({ name: 'presenced_webhook_deliveries_total', help: 'Webhook requests by result (delivered, failed, refused by the SSRF rule).', labelNames: ['result'], registers: [ctx.metrics.registry] });
   let worker: WebhookWorker | null = null;
   const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, writeRetryMs: c.webhook_backoff_base_ms, log, onWritten: (logged) => {

@@ -34,9 +34,13 @@ export interface LoggedUpdate {
   readonly createdAt: number;
 }
 
+/** The most `AppBacklog.count` says: the largest webhook_batch_max, all the worker compares it with. */
+export const BACKLOG_COUNT_CAP = 10_000;
+
 export interface AppBacklog {
   readonly appId: string;
   readonly oldestDue: number;
+  /** Pending rows of the app, counted up to the store's cap (webhook_batch_max, at most BACKLOG_COUNT_CAP). */
   readonly count: number;
   readonly endpointNext: number | null;
   readonly claimedUntil: number | null;
@@ -109,8 +113,13 @@ export interface WebhookStore {
   purge(before: number): Promise<number>;
 }
 
-export function webhookStore(storage: FeatureStorage): WebhookStore {
-  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db);
+export interface WebhookStoreOptions {
+  /** Where backlog() stops counting an app's pending rows: the worker only asks whether a batch is full (webhook_batch_max). */
+  readonly backlogCountCap?: number;
+}
+
+export function webhookStore(storage: FeatureStorage, opts: WebhookStoreOptions = {}): WebhookStore {
+  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db, opts);
   throw new Error(`webhooks have no outbox for ${storage.dialect} yet`);
 }
 
@@ -132,24 +141,58 @@ const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
     : { failingSince: r.failing_since, failures: r.failures, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, lastSuccessAt: r.last_success_at, disabledAt: r.disabled_at, disabledReason: r.disabled_reason };
 
 export class SqliteWebhookStore implements WebhookStore {
-  constructor(private readonly db: Kysely<any>) {}
+  readonly #countCap: number;
+
+  constructor(
+    private readonly db: Kysely<any>,
+    opts: WebhookStoreOptions = {},
+  ) {
+    this.#countCap = Math.min(opts.backlogCountCap ?? BACKLOG_COUNT_CAP, BACKLOG_COUNT_CAP);
+  }
 
   async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
     if (rows.length === 0) return [];
+    // Three statements per write whatever its size (it was three per row): the rows go in as one JSON
+    // parameter, so each statement's text is fixed and stays prepared. The transaction is BEGIN
+    // IMMEDIATE (the write lock is held from the start), so the sequence numbers read first cannot move
+    // before they are written back.
+    const keyOf = (appId: string, uid: string): string => `${appId}\u0000${uid}`;
+    const keys = new Map<string, [string, string]>();
+    for (const r of rows) keys.set(keyOf(r.appId, r.uid), [r.appId, r.uid]);
     return this.db.transaction().execute(async (trx) => {
-      const out: LoggedUpdate[] = [];
-      for (const r of rows) {
-        const { rows: seqRows } = await sql<{ seq: number }>`
-          INSERT INTO webhook_seq (app_id, uid, seq) VALUES (${r.appId}, ${r.uid}, 1)
-          ON CONFLICT (app_id, uid) DO UPDATE SET seq = seq + 1 RETURNING seq`.execute(trx);
-        const seq = seqRows[0]!.seq;
-        const { rows: idRows } = await sql<{ id: number }>`
-          INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
-          VALUES (${r.appId}, ${r.uid}, ${seq}, ${r.at}, ${r.body}, 'pending', 0, ${r.dueAt}, ${now}) RETURNING id`.execute(trx);
-        const id = idRows[0]!.id;
-        await sql`UPDATE webhook_seq SET last_id = ${id}, last_at = ${r.at}, last_body = ${r.body} WHERE app_id = ${r.appId} AND uid = ${r.uid}`.execute(trx);
-        out.push({ id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now });
-      }
+      const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
+        SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify([...keys.values()])}) j
+        JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
+      const seqOf = new Map<string, number>();
+      for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
+      // Each row takes the next number of its (app, user), in the order given.
+      const seqs = rows.map((r) => {
+        const k = keyOf(r.appId, r.uid);
+        const seq = (seqOf.get(k) ?? 0) + 1;
+        seqOf.set(k, seq);
+        return seq;
+      });
+      const { rows: inserted } = await sql<{ id: number; app_id: string; uid: string; seq: number }>`
+        INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
+        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, 'pending', 0, j.value ->> 5, ${now}
+        FROM json_each(${JSON.stringify(rows.map((r, i) => [r.appId, r.uid, seqs[i], r.at, r.body, r.dueAt]))}) j ORDER BY j.key
+        RETURNING id, app_id, uid, seq`.execute(trx);
+      // (app, user, seq) names one row: ids are matched by it, not by the order RETURNING happens to use.
+      const idOf = new Map<string, number>();
+      for (const x of inserted) idOf.set(`${keyOf(x.app_id, x.uid)}\u0000${x.seq}`, x.id);
+      const out: LoggedUpdate[] = rows.map((r, i) => {
+        const id = idOf.get(`${keyOf(r.appId, r.uid)}\u0000${seqs[i]}`);
+        if (id === undefined) throw new Error('webhook outbox: an inserted row was not returned');
+        return { id, appId: r.appId, uid: r.uid, seq: seqs[i]!, at: r.at, body: r.body, createdAt: now };
+      });
+      // The newest row of each (app, user) is its last in this write.
+      const newest = new Map<string, LoggedUpdate>();
+      for (const u of out) newest.set(keyOf(u.appId, u.uid), u);
+      await sql`
+        INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)
+        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
+        FROM json_each(${JSON.stringify([...newest.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
+        ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body`.execute(trx);
       return out;
     });
   }
@@ -187,21 +230,33 @@ export class SqliteWebhookStore implements WebhookStore {
   }
 
   async backlog(): Promise<AppBacklog[]> {
+    // Runs on every pass of the worker: the apps with pending rows are found by jumping from one app id
+    // to the next in the partial index of pending rows, and each app costs a few index probes; the
+    // count stops at the cap (a full batch). Scanning every pending row instead made a backlog slow itself down.
     const { rows } = await sql<{ app_id: string; due: number; n: number; enext: number | null; cu: number | null; dis: number | null }>`
-      SELECT o.app_id, min(o.next_attempt_at) AS due, count(*) AS n, e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
-      FROM webhook_outbox o LEFT JOIN webhook_endpoints e ON e.app_id = o.app_id
-      WHERE o.state = 'pending' GROUP BY o.app_id`.execute(this.db);
+      WITH RECURSIVE a(id) AS (
+        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending')
+        UNION ALL
+        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending' AND app_id > a.id) FROM a WHERE a.id IS NOT NULL)
+      SELECT a.id AS app_id,
+        (SELECT min(next_attempt_at) FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id) AS due,
+        (SELECT count(*) FROM (SELECT 1 FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id LIMIT ${this.#countCap})) AS n,
+        e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
+      FROM a LEFT JOIN webhook_endpoints e ON e.app_id = a.id WHERE a.id IS NOT NULL`.execute(this.db);
     return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
   }
 
   async claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition = false): Promise<Claim | null> {
     return this.db.transaction().execute(async (trx) => {
-      await sql`INSERT INTO webhook_endpoints (app_id, failures) VALUES (${appId}, 0) ON CONFLICT (app_id) DO NOTHING`.execute(trx);
-      const took = await sql`
-        UPDATE webhook_endpoints SET claimed_by = ${worker}, claimed_until = ${now + leaseMs}
-        WHERE app_id = ${appId} AND disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})`.execute(trx);
-      if (took.numAffectedRows !== 1n) return null;
-      const ep = toEndpoint((await sql<EndpointRow>`SELECT * FROM webhook_endpoints WHERE app_id = ${appId}`.execute(trx)).rows[0]);
+      // The lease, taken in one statement: a new endpoint row, or the existing one if it is enabled and
+      // nobody holds it; no row comes back when it is not ours to take.
+      const { rows: took } = await sql<EndpointRow>`
+        INSERT INTO webhook_endpoints (app_id, failures, claimed_by, claimed_until) VALUES (${appId}, 0, ${worker}, ${now + leaseMs})
+        ON CONFLICT (app_id) DO UPDATE SET claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until
+        WHERE disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})
+        RETURNING *`.execute(trx);
+      if (took.length !== 1) return null;
+      const ep = toEndpoint(took[0]);
       if (ep.failingSince !== null && !everyTransition) {
         // While the endpoint is down only the newest state of each user is worth sending.
         await sql`
@@ -226,7 +281,7 @@ export class SqliteWebhookStore implements WebhookStore {
       }
       batchId ??= `msg_${randomBytes(16).toString('base64url')}`;
       const ids = rows.map((r) => r.id);
-      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (${sql.join(ids)})`.execute(trx);
+      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map((r) => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json })) };
     });
   }
@@ -234,7 +289,7 @@ export class SqliteWebhookStore implements WebhookStore {
   async delivered(appId: string, rowIds: readonly number[], now: number): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
       }
       await sql`UPDATE webhook_endpoints SET failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now} WHERE app_id = ${appId}`.execute(trx);
     });
@@ -243,7 +298,7 @@ export class SqliteWebhookStore implements WebhookStore {
   async failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
       if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(trx);
+        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
       }
       await sql`
         UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt},
@@ -256,7 +311,7 @@ export class SqliteWebhookStore implements WebhookStore {
 
   async discard(rowIds: readonly number[], now: number): Promise<void> {
     if (rowIds.length === 0) return;
-    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (${sql.join(rowIds)})`.execute(this.db);
+    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(this.db);
   }
 
   async release(appId: string, worker: string): Promise<void> {
