@@ -25,6 +25,9 @@ import { BUILT_IN_FEATURES } from './features/index.js';
 import { REQUEST_TYPES } from './protocols/native/messages.js';
 import { BUILT_IN_IQ_NAMESPACES } from './protocols/xmpp/iq-handlers.js';
 
+/** How long shutdown waits for HTTP connections to finish before cutting them. */
+const HTTP_CLOSE_BOUND_MS = 2_000;
+
 export const VERSION = '0.1.0';
 
 const HTTP_STATUS: Record<ErrorCode, number> = {
@@ -265,7 +268,11 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       await engine.shutdown('shutdown');
       await native?.close();
       await xmpp.close();
+      // Connections that never sent a request (or hold one open) must not hold the shutdown: streams
+      // were told to end by their preClose hooks; after a short bound every connection left is cut.
+      const cut = setTimeout(() => http.server.closeAllConnections(), HTTP_CLOSE_BOUND_MS);
       await http.close();
+      clearTimeout(cut);
       await features.stop();
       await bus.close();
       await store.close();

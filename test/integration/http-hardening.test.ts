@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { controlRequest } from '../../src/control-channel.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
@@ -495,5 +496,25 @@ describe('leak matrix over HTTP: what a requester may not see is byte-identical 
       }
     }
     assert.ok(compared > 100, `compared ${compared} hidden answers`);
+  });
+});
+
+describe('shutdown is not held by HTTP connections', () => {
+  test('a connection that never sends a request, and one that sent half a request, are cut and the server stops', { timeout: 30_000 }, async () => {
+    const t = await startTestServer();
+    const { port, hostname } = new URL(t.url);
+    const open = async (first: string): Promise<Socket> => {
+      const s = connect(Number(port), hostname);
+      await new Promise((r) => s.once('connect', r));
+      if (first !== '') s.write(first);
+      return s;
+    };
+    const silent = await open('');
+    const half = await open('GET /health HTTP/1.1\r\nHost: x\r\n');
+    const closed = Promise.all([silent, half].map((s) => new Promise((r) => s.once('close', r))));
+    // Without the cut, Node's HTTP server waits for such connections until its header timeout (a minute).
+    await t.destroy();
+    await closed;
+    assert.ok(silent.destroyed && half.destroyed);
   });
 });
