@@ -327,6 +327,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     }
   }
   c.domains = [...new Set(domains)];
+  c.push_providers = { ...c.push_providers };
   if (c.token_secret !== '' && c.token_secret.length < 32) problems.push('token_secret must be at least 32 characters (or empty to generate one)');
   if (c.admin_token !== '' && c.admin_token.length < 16) problems.push('admin_token must be at least 16 characters (or empty to disable the admin API)');
   if (c.idle_timeout_ms <= c.heartbeat_interval_ms) problems.push('idle_timeout_ms must be greater than heartbeat_interval_ms, or live connections would be dropped');
