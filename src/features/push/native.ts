@@ -44,12 +44,16 @@ export function nativePushHandlers(service: PushService, allowPrivate: boolean) 
       return { id: registration.id, replaced, registration: registrationView(registration, resource) };
     },
     async unregister({ jid, body }: NativeRequestContext) {
-      for (const k of Object.keys(body)) if (k !== 'id' && k !== 'token') throw new PresenceError('bad-request', `unknown field "${k.slice(0, 64)}" (push.unregister takes id or token)`);
-      const { id, token } = body;
-      if ((id === undefined) === (token === undefined)) throw new PresenceError('bad-request', 'push.unregister takes exactly one of "id" and "token"');
-      const value = id ?? token;
-      if (typeof value !== 'string' || value === '' || value.length > 4096) throw new PresenceError('bad-request', `"${id !== undefined ? 'id' : 'token'}" must be a non-empty string`);
-      return { removed: await service.unregister(jid, id !== undefined ? { id: value } : { token: value }) };
+      // `id` is the request's own id in the native protocol: a registration is named `registration`.
+      for (const k of Object.keys(body)) {
+        if (!['id', 'type', 'registration', 'token'].includes(k)) throw new PresenceError('bad-request', `unknown field "${k.slice(0, 64)}" (push.unregister takes registration or token)`);
+      }
+      const { registration, token } = body;
+      if ((registration === undefined) === (token === undefined)) throw new PresenceError('bad-request', 'push.unregister takes exactly one of "registration" (an id from push.list) and "token"');
+      const value = registration ?? token;
+      const field = registration !== undefined ? 'registration' : 'token';
+      if (typeof value !== 'string' || value === '' || value.length > 4096) throw new PresenceError('bad-request', `"${field}" must be a non-empty string`);
+      return { removed: await service.unregister(jid, registration !== undefined ? { id: value } : { token: value }) };
     },
     async list({ jid, resource }: NativeRequestContext) {
       return { registrations: (await service.list(jid)).map((r) => registrationView(r, resource)) };

@@ -63,7 +63,8 @@ export async function checkEndpoint(endpoint: string, allowPrivate: boolean): Pr
  */
 export async function registrationInput(b: Record<string, unknown>, providers: ReadonlyMap<string, PushProvider>, allowPrivate: boolean): Promise<RegistrationInput> {
   for (const k of Object.keys(b)) {
-    if (!['provider', 'token', 'secondToken', 'subscription'].includes(k)) throw bad(`unknown field "${k.slice(0, 64)}" (push.register takes provider, token, secondToken, subscription)`);
+    // id and type are the request's own.
+    if (!['id', 'type', 'provider', 'token', 'secondToken', 'subscription'].includes(k)) throw bad(`unknown field "${k.slice(0, 64)}" (push.register takes provider, token, secondToken, subscription)`);
   }
   if (typeof b.provider !== 'string' || b.provider === '') throw bad('"provider" must be the name of a configured push provider');
   const provider = providers.get(b.provider);
