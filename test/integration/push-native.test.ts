@@ -9,6 +9,8 @@ import type { ProviderFactory } from '../../src/features/push/providers/provider
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 import { RequestFailed, TestClient } from '../helpers/ws-client.js';
+import { WebSocket } from 'ws';
+import { PresencedClient, PresencedError, type ServerNotification } from '../../packages/client/src/index.js';
 
 /**
  * Push from the native protocol's side: a device registers its token (MigratoryData's external token),
@@ -271,6 +273,32 @@ describe('push over the native protocol', () => {
     assert.equal(again.registration.failures, 0);
     await frank.close();
     assert.deepEqual(rx.bad, []);
+  });
+
+  test('the SDK: registerPush, listPush, the notification event, unregisterPush and setExternalToken', async () => {
+    const sdk = new PresencedClient({ url: t.wsUrl, jid: 'dave@localhost', password: 'secret-pw', resource: 'sdk-phone', WebSocket, heartbeat: false });
+    await sdk.connect();
+    try {
+      const reg = await sdk.registerPush({ provider: 'gw', token: 'dave-sdk-token', secondToken: 'dave-voip' });
+      assert.equal(reg.provider, 'gw');
+      assert.equal(reg.current, true);
+      assert.equal(reg.resource, 'sdk-phone');
+      const seen = new Promise<ServerNotification>((resolve) => sdk.once('notification', resolve));
+      const n = await notify('dave@localhost', { title: 'Hi', body: 'From the SDK test', data: { a: 'b' } });
+      // Its own device is active: not pushed (dave's offline Web Push device from an earlier test is).
+      assert.ok(!n.body.devices.includes(reg.id), JSON.stringify(n.body));
+      assert.deepEqual(await seen, { id: n.body.id, title: 'Hi', body: 'From the SDK test', data: { a: 'b' } });
+      assert.ok((await sdk.listPush()).some((r) => r.id === reg.id));
+      // MigratoryData's call: the same device's token rotated.
+      await sdk.setExternalToken('gw', 'dave-sdk-token-2');
+      const list = await sdk.listPush();
+      assert.deepEqual(list.filter((r) => r.resource === 'sdk-phone').map((r) => [r.id, r.tokenHint]), [[reg.id, '…-token-2']]);
+      assert.equal(await sdk.unregisterPush({ registration: reg.id }), 1);
+      assert.equal(await sdk.unregisterPush({ token: 'dave-sdk-token-2' }), 0);
+      await assert.rejects(sdk.registerPush({ provider: 'nope', token: 'x' }), (e: unknown) => e instanceof PresencedError && e.code === 'bad-request' && /knows: gw/.test(e.message));
+    } finally {
+      await sdk.close();
+    }
   });
 
   test('the notify API: admin only, known accounts only, a checked body', async () => {
