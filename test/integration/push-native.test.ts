@@ -9,6 +9,7 @@ import type { ProviderFactory } from '../../src/features/push/providers/provider
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 import { RequestFailed, TestClient } from '../helpers/ws-client.js';
+import { XmppTestClient, xml } from '../helpers/xmpp-client.js';
 import { WebSocket } from 'ws';
 import { PresencedClient, PresencedError, type ServerNotification } from '../../packages/client/src/index.js';
 
@@ -328,5 +329,40 @@ describe('push over the native protocol', () => {
     }
     const big = await notify('alice@localhost', JSON.stringify({ body: 'x', data: Object.fromEntries(Array.from({ length: 16 }, (_, i) => [`k${i}`, 'v'.repeat(512)])) }));
     assert.equal(big.status, 413);
+  });
+});
+
+describe('the notify API and XMPP sessions', () => {
+  let t: TestServer;
+  before(async () => {
+    t = await startTestServer({ xmpp_port: 0, xmpp_require_tls: false });
+    await t.createAccount('alice@localhost');
+  });
+  after(async () => {
+    await t.destroy();
+  });
+
+  test('an XMPP session gets the notification as a headline message from the server', async () => {
+    const c = await XmppTestClient.login(`xmpp://127.0.0.1:${t.server.xmppPort}`, 'alice', 'secret-pw', 'desk');
+    try {
+      await c.xmpp.send(xml('presence'));
+      const res = await fetch(`${t.url}/api/v1/accounts/alice@localhost/notify`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.config.admin_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ title: 'Maintenance <tonight>', body: 'Back at 02:00 & later' }),
+      });
+      assert.equal(res.status, 202);
+      const r = (await res.json()) as { id: string; sessions: number; pushed: number };
+      assert.equal(r.sessions, 1);
+      assert.equal(r.pushed, 0);
+      const m = await c.waitFor((s) => s.is('message') && s.attrs.type === 'headline', 'headline');
+      assert.equal(m.attrs.from, 'localhost');
+      assert.equal(m.attrs.to, 'alice@localhost/desk');
+      assert.equal(m.attrs.id, r.id);
+      assert.equal(m.getChildText('subject'), 'Maintenance <tonight>');
+      assert.equal(m.getChildText('body'), 'Back at 02:00 & later');
+    } finally {
+      await c.stop();
+    }
   });
 });
