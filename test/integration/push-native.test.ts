@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -363,6 +365,25 @@ describe('the notify API and XMPP sessions', () => {
       assert.equal(m.getChildText('body'), 'Back at 02:00 & later');
     } finally {
       await c.stop();
+    }
+  });
+});
+
+describe('push provider configuration', () => {
+  test('a bad push_providers entry stops the start with a message naming the provider and the field', async () => {
+    for (const [providers, why] of [
+      [{ pigeon: { type: 'carrier-pigeon' } }, /push_providers\.pigeon\.type must be one of .*webhook/],
+      [{ gw: { type: 'webhook', url: 'https://push.example/hook' } }, /push_providers\.gw\.secret must be a non-empty string/],
+      [{ gw: { type: 'webhook', url: 'https://push.example/hook', secret: 'plain' } }, /push_providers\.gw\.secret must be a Standard Webhooks secret/],
+      [{ gw: { type: 'webhook', url: 'http://push.example/hook', secret: SECRET } }, /push_providers\.gw\.url must be https/],
+      [{ gw: { type: 'webhook', url: 'https://push.example/hook', secret: SECRET, retries: 3 } }, /unknown field "retries"/],
+    ] as Array<[Record<string, Record<string, unknown>>, RegExp]>) {
+      const dir = mkdtempSync(join(tmpdir(), 'presenced-push-config-'));
+      try {
+        await assert.rejects(startTestServer({ push_providers: providers }, dir), why);
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
     }
   });
 });
