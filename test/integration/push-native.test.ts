@@ -163,6 +163,7 @@ describe('push over the native protocol', () => {
     // The phone's connection is lost but its session lingers (grace period): it is not reachable live, so it is pushed.
     const n3 = await notify('bob@localhost', { body: 'Phone gone' });
     assert.equal(n3.body.pushed, 1);
+    assert.equal(n3.body.sessions, 1, 'only the laptop can take it live');
     await laptop.waitFor((p) => p.type === 'notification' && p.id === n3.body.id, 'live on the laptop');
     await rx.until(() => pushesTo('bob-phone-token').length >= 2, 'the push to the lost phone');
     await laptop.close();

@@ -176,7 +176,9 @@ export class PushService {
    */
   async notify(account: string, n: NotificationInput): Promise<{ readonly id: string; readonly sessions: number; readonly pushed: readonly string[] }> {
     const id = `n_${randomBytes(12).toString('base64url')}`;
-    const sessions = (await this.engine.sessionsOf(account)).length;
+    // Sessions that can take it now: a lingering session (connection lost, grace period) cannot.
+    const local = new Map(this.engine.localSessionsOf(account).map((s) => [s.resource, s]));
+    const sessions = (await this.engine.sessionsOf(account)).filter((s) => s.node !== this.engine.bus.node || local.get(s.resource)?.sink != null).length;
     this.engine.bus.deliver(account, {
       kind: 'notification',
       id,
