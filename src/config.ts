@@ -7,7 +7,7 @@ import { parseJid } from './core/jid.js';
  * variables. Every key is declared once below with its type, default and description; the README's
  * configuration table is generated from the same list (`presenced config --help`), so they cannot drift.
  */
-type Kind = 'string' | 'int' | 'bool' | 'list' | 'level';
+type Kind = 'string' | 'int' | 'bool' | 'list' | 'level' | 'json';
 
 interface KeySpec {
   readonly kind: Kind;
@@ -81,6 +81,19 @@ export const CONFIG_KEYS = {
   stream_retention_ms: { kind: 'int', def: 3_600_000, min: 0, max: 30 * 86_400_000, doc: 'An app stream resumed with Last-Event-ID or ?since= replays the updates it missed if its cursor is at most this old; an older cursor gets a fresh snapshot, marked as such.' },
   stream_keepalive_ms: { kind: 'int', def: 15_000, min: 100, max: 600_000, doc: 'An open app stream with nothing to say sends a keep-alive line this often (so proxies and the app see it is alive).' },
   stream_max_lag_bytes: { kind: 'int', def: 1_048_576, min: 1_024, max: 268_435_456, doc: 'An app stream whose consumer leaves more than this many bytes unread is ended with the reason "excessive client-side lag" (memory stays bounded).' },
+  push: { kind: 'bool', def: true, doc: 'The push notifications feature (docs/push.md): device registrations (native push.register/unregister/list), the push queue, and POST /api/v1/accounts/{jid}/notify. false registers none of them.' },
+  push_providers: { kind: 'json', def: {}, doc: 'Push providers by name, a JSON object: {"<name>": {"type": "fcm"|"apns"|"webpush"|"webhook", ...fields}} (docs/push.md, "Providers"). In the environment, PRESENCED_PUSH_PROVIDERS holds the same object as JSON text. Clients name a provider when they register a device; an empty object accepts no registration.' },
+  push_max_registrations: { kind: 'int', def: 10, min: 1, max: 1_000, doc: 'Push registrations (devices) an account may hold; registering one more is refused with a clear error (unregister an old device first). Registering a token again replaces its registration and does not count twice.' },
+  push_include_sender: { kind: 'bool', def: false, doc: 'Whether a push for a waiting message names its sender (XEP-0357 last-message-sender). Off: the push service learns only that something waits.' },
+  push_include_body: { kind: 'bool', def: false, doc: 'Whether a push for a waiting message carries its text (XEP-0357 last-message-body; never for an encrypted message). Off: the push service never sees message text. The notify API\'s title and body are the operator\'s own words and always go.' },
+  push_rate_per_device_per_minute: { kind: 'int', def: 30, min: 1, max: 100_000, doc: 'Most pushes sent to one device per minute; more wait in the queue (where a newer push with the same collapse key replaces the waiting one).' },
+  push_max_failures: { kind: 'int', def: 5, min: 1, max: 10_000, doc: 'Consecutive failed pushes (refused by the provider, or given up after push_max_attempts) after which a registration is disabled; push.list shows it with the reason. Registering the token again enables it.' },
+  push_max_attempts: { kind: 'int', def: 8, min: 1, max: 1_000, doc: 'Attempts of one push (network errors, 429 and 5xx are retried with exponential backoff and jitter, never sooner than Retry-After) before it is given up and counts as one failure of its registration.' },
+  push_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 3_600_000, doc: 'First retry delay of a push; it doubles per attempt up to push_backoff_cap_ms, with full jitter.' },
+  push_backoff_cap_ms: { kind: 'int', def: 600_000, min: 1, max: 86_400_000, doc: 'Longest delay between two attempts of a push, also the most of a Retry-After that is honoured.' },
+  push_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 120_000, doc: 'A push request without an answer within this time is retried.' },
+  push_concurrency: { kind: 'int', def: 256, min: 1, max: 100_000, doc: 'Push requests in flight at once (one per device at a time, so a device gets its pushes in order).' },
+  push_ttl_s: { kind: 'int', def: 86_400, min: 0, max: 2_419_200, doc: 'How long the push service keeps a push for a device that is off (FCM ttl, apns-expiration, Web Push TTL).' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -149,6 +162,19 @@ export interface Config {
   stream_retention_ms: number;
   stream_keepalive_ms: number;
   stream_max_lag_bytes: number;
+  push: boolean;
+  push_providers: Record<string, Record<string, unknown>>;
+  push_max_registrations: number;
+  push_include_sender: boolean;
+  push_include_body: boolean;
+  push_rate_per_device_per_minute: number;
+  push_max_failures: number;
+  push_max_attempts: number;
+  push_backoff_base_ms: number;
+  push_backoff_cap_ms: number;
+  push_timeout_ms: number;
+  push_concurrency: number;
+  push_ttl_s: number;
 }
 
 export class ConfigError extends Error {
@@ -229,6 +255,19 @@ function coerce(key: ConfigKey, raw: unknown, fromEnv: boolean, where: string): 
       }
       return { value: n };
     }
+    case 'json': {
+      // A JSON object: as is from the file, as JSON text from the environment.
+      let v = raw;
+      if (fromEnv && typeof raw === 'string') {
+        try {
+          v = JSON.parse(raw);
+        } catch (e) {
+          return { problem: `${key} must be a JSON object (${where} is not valid JSON: ${(e as Error).message})` };
+        }
+      }
+      if (typeof v !== 'object' || v === null || Array.isArray(v)) return { problem: `${key} must be a JSON object (got ${shown.slice(0, 80)} from ${where})` };
+      return { value: v };
+    }
     case 'list': {
       const list = fromEnv && typeof raw === 'string' ? raw.split(',').map((s) => s.trim()).filter(Boolean) : raw;
       if (!Array.isArray(list) || list.length === 0 || !list.every((x) => typeof x === 'string')) {
@@ -303,6 +342,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     }
   }
   c.domains = [...new Set(domains)];
+  c.push_providers = { ...c.push_providers };
   if (c.token_secret !== '' && c.token_secret.length < 32) problems.push('token_secret must be at least 32 characters (or empty to generate one)');
   if (c.admin_token !== '' && c.admin_token.length < 16) problems.push('admin_token must be at least 16 characters (or empty to disable the admin API)');
   if (c.idle_timeout_ms <= c.heartbeat_interval_ms) problems.push('idle_timeout_ms must be greater than heartbeat_interval_ms, or live connections would be dropped');
@@ -311,6 +351,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.xmpp_resource_conflict !== 'replace_old' && c.xmpp_resource_conflict !== 'new_resource') problems.push('xmpp_resource_conflict must be replace_old or new_resource');
   if (c.xmpp_sm_max_unacked_bytes < c.xmpp_max_stanza_bytes) problems.push('xmpp_sm_max_unacked_bytes must be at least xmpp_max_stanza_bytes, or one large message would end a stream');
   if (c.app_registration !== 'accounts' && c.app_registration !== 'admin') problems.push('app_registration must be accounts or admin');
+  for (const [name, p] of Object.entries(c.push_providers)) {
+    // Each entry's own fields are checked by its provider when the push feature starts; the shape is checked here.
+    if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) problems.push(`push_providers: "${name.slice(0, 80)}" is not a valid provider name (letters, digits, . _ -, at most 64)`);
+    if (typeof p !== 'object' || p === null || Array.isArray(p)) problems.push(`push_providers.${name.slice(0, 80)} must be an object with a "type"`);
+  }
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
   if (c.public_url !== '') {
     const origin = publicOrigin(c.public_url);

@@ -32,7 +32,9 @@ export type Delivery =
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }
-  | { readonly kind: 'kick'; readonly reason: string };
+  | { readonly kind: 'kick'; readonly reason: string }
+  /** A notification for the account's user (the push feature's notify API): shown by the client, not presence. */
+  | { readonly kind: 'notification'; readonly id: string; readonly title?: string; readonly body: string; readonly data?: Readonly<Record<string, string>> };
 
 export type DeliveryHandler = (to: string, delivery: Delivery, resource: string | null) => void;
 

@@ -24,6 +24,7 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['GET', '/api/v1/accounts/:jid/sessions'],
   ['PATCH', '/api/v1/accounts/:jid/settings'],
   ['POST', '/api/v1/accounts/:jid/tokens'],
+  ['POST', '/api/v1/accounts/:jid/notify'],
   ['POST', '/api/v1/presence/query'],
   ['GET', '/demo/:file'],
   ['GET', '/demo/sdk/:file'],

@@ -205,6 +205,7 @@ const ROUTES = [
   'GET /api/v1/accounts/:jid/sessions',
   'PATCH /api/v1/accounts/:jid/settings',
   'POST /api/v1/accounts/:jid/tokens',
+  'POST /api/v1/accounts/:jid/notify',
   'GET /api/v1/presence',
   'OPTIONS /api/v1/presence',
   'POST /api/v1/presence/query',

@@ -152,6 +152,17 @@ describe('loadConfig from a file and the environment', () => {
 });
 
 describe('loadConfig errors', () => {
+  test('a JSON-object key (push_providers): an object from the file, JSON text from the environment, anything else refused', () => {
+    const providers = { gw: { type: 'webhook', url: 'https://push.example/hook', secret: 'whsec_x' } };
+    assert.deepEqual(loadConfig({ env: {}, file: configFile({ push_providers: providers }) }).push_providers, providers);
+    assert.deepEqual(loadConfig({ env: { PRESENCED_PUSH_PROVIDERS: JSON.stringify(providers) } }).push_providers, providers);
+    assert.ok(hasProblem(problemsOf({ env: { PRESENCED_PUSH_PROVIDERS: '{"gw":' } }), 'push_providers must be a JSON object', 'PRESENCED_PUSH_PROVIDERS is not valid JSON'));
+    assert.ok(hasProblem(problemsOf({ env: { PRESENCED_PUSH_PROVIDERS: '[1]' } }), 'push_providers must be a JSON object'));
+    assert.ok(hasProblem(problemsOf({ env: {}, file: configFile({ push_providers: 'fcm' }) }), 'push_providers must be a JSON object'));
+    assert.ok(hasProblem(problemsOf({ env: {}, file: configFile({ push_providers: { gw: 'webhook' } }) }), 'push_providers.gw must be an object'));
+    assert.ok(hasProblem(problemsOf({ env: {}, file: configFile({ push_providers: { 'bad name': {} } }) }), '"bad name" is not a valid provider name'));
+  });
+
   test('an unknown key in the file is reported with a "did you mean" hint', () => {
     const file = configFile({ htp_port: 80 });
     const problems = problemsOf({ env: {}, file });

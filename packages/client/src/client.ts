@@ -83,6 +83,8 @@ export interface ClientEvents {
   subscriptionRequest: { readonly from: string };
   /** Errors that reject no promise: a failed re-login (auth-failed ends reconnecting), a frame the server could not read. */
   error: PresencedError;
+  /** A notification for you from the server (its notify API), while you are connected. */
+  notification: ServerNotification;
 }
 
 interface AuthResult {
@@ -390,6 +392,12 @@ export class PresencedClient extends Emitter<ClientEvents> {
       case 'closing':
         if (typeof p.reason === 'string') this.closingReason = p.reason;
         return;
+      case 'notification': {
+        if (typeof p.id !== 'string' || typeof p.body !== 'string') return;
+        const data = typeof p.data === 'object' && p.data !== null && !Array.isArray(p.data) ? (p.data as Record<string, string>) : undefined;
+        this.emit('notification', { id: p.id, body: p.body, ...(typeof p.title === 'string' ? { title: p.title } : {}), ...(data !== undefined ? { data } : {}) });
+        return;
+      }
     }
   }
 
@@ -567,11 +575,39 @@ export class PresencedClient extends Emitter<ClientEvents> {
   }
 
   /**
-   * Registers this device's push token (APNs, FCM, Web Push...) so the server can wake it. Servers
-   * without push support reject with `unsupported`.
+   * Registers this device for push notifications (the server wakes it through `provider` while this
+   * session is offline or away). Web Push: pass the browser's PushSubscription (its toJSON()) as
+   * `subscription`. Registering the same token again, or a new token from the same resource, replaces
+   * the old registration. Servers without push configured reject with `unsupported`.
+   */
+  async registerPush(reg: PushRegistrationInput): Promise<PushRegistration> {
+    const body: Record<string, unknown> = { provider: reg.provider };
+    if (reg.token !== undefined) body.token = reg.token;
+    if (reg.secondToken !== undefined) body.secondToken = reg.secondToken;
+    if (reg.subscription !== undefined) body.subscription = { endpoint: reg.subscription.endpoint, keys: { p256dh: reg.subscription.keys.p256dh, auth: reg.subscription.keys.auth } };
+    const r = await this.request<{ registration: PushRegistration }>('push.register', body);
+    return r.registration;
+  }
+
+  /** Removes a push registration of your account, by its id (from listPush) or its token; resolves with how many were removed. */
+  async unregisterPush(which: { readonly registration: string } | { readonly token: string }): Promise<number> {
+    const r = await this.request<{ removed?: unknown }>('push.unregister', 'registration' in which ? { registration: which.registration } : { token: which.token });
+    return typeof r.removed === 'number' ? r.removed : 0;
+  }
+
+  /** Your account's push registrations (every device), with their health: failures, last success, disabled and why. */
+  async listPush(): Promise<PushRegistration[]> {
+    const r = await this.request<{ registrations: unknown }>('push.list');
+    return Array.isArray(r.registrations) ? (r.registrations as PushRegistration[]) : [];
+  }
+
+  /**
+   * MigratoryData's name for registering this device's push token (`provider` is the name the server
+   * configured, e.g. `fcm`, `apns`): registerPush({provider, token}). Servers without push configured
+   * reject with `unsupported`.
    */
   async setExternalToken(provider: string, token: string): Promise<void> {
-    await this.request('push.register', { provider, token });
+    await this.registerPush({ provider, token });
   }
 
   /** A round trip to the server; resolves with the server's clock. */
@@ -597,6 +633,46 @@ function closedWithin(conn: PresencedConnection, ms: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** A notification the server sent you (its notify API). */
+export interface ServerNotification {
+  readonly id: string;
+  readonly title?: string;
+  readonly body: string;
+  readonly data?: Readonly<Record<string, string>>;
+}
+
+/** What registerPush takes: a token, or for Web Push the browser's subscription. */
+export interface PushRegistrationInput {
+  /** The provider's name as the server configured it. */
+  readonly provider: string;
+  readonly token?: string;
+  /** APNs: a VoIP token or another second token. */
+  readonly secondToken?: string;
+  readonly subscription?: { readonly endpoint: string; readonly keys: { readonly p256dh: string; readonly auth: string } };
+}
+
+/** A push registration as `push.list` shows it. */
+export interface PushRegistration {
+  readonly id: string;
+  readonly provider: string;
+  /** The last characters of the token, to tell devices apart. */
+  readonly tokenHint: string;
+  /** The resource it was registered from. */
+  readonly resource: string | null;
+  /** Registered from this connection's resource. */
+  readonly current: boolean;
+  readonly source: 'native' | 'xmpp';
+  /** ISO 8601. */
+  readonly createdAt: string;
+  readonly updatedAt: string;
+  readonly lastSuccessAt: string | null;
+  /** Consecutive failed pushes. */
+  readonly failures: number;
+  readonly lastError: string | null;
+  /** Set when the server stopped pushing to it after too many failures; register the token again to resume. */
+  readonly disabled: { readonly at: string; readonly reason: string | null } | null;
 }
 
 /** An app with access to your presence, as `apps.list` gives it. */

@@ -1,5 +1,5 @@
 export { PresencedClient } from './client.js';
-export type { ClientEvents, ClientOptions, ClientState, ConnectedApp, ConnectedEvent, DisconnectedEvent, HeartbeatOptions, ReconnectingEvent } from './client.js';
+export type { ClientEvents, ClientOptions, ClientState, ConnectedApp, ConnectedEvent, ServerNotification, PushRegistration, PushRegistrationInput, DisconnectedEvent, HeartbeatOptions, ReconnectingEvent } from './client.js';
 export { PresencedConnection } from './connection.js';
 export type { CloseInfo, Push } from './connection.js';
 export { PresencedError, isPresencedError } from './errors.js';

@@ -71,6 +71,9 @@ function encodeDelivery(d: Delivery): Buffer {
     case 'kick':
       s = JSON.stringify({ type: 'closing', reason: d.reason });
       break;
+    case 'notification':
+      s = JSON.stringify({ type: 'notification', id: d.id, ...(d.title !== undefined ? { title: d.title } : {}), body: d.body, ...(d.data !== undefined ? { data: d.data } : {}) });
+      break;
   }
   lastDelivery = d;
   lastFrame = textFrame(s);
@@ -270,8 +273,6 @@ export class NativeConnection implements SessionSink {
         const set = new Set(wanted);
         return { contacts: all.filter((p) => set.has(p.jid)).map(presenceView) };
       }
-      case 'push.register':
-        throw new PresenceError('unsupported', 'push notifications are not supported by this server yet');
       case 'bye':
         this.closeAfterReply = { code: CLOSE.normal, reason: 'bye' };
         return {};

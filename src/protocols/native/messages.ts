@@ -23,7 +23,6 @@ export const REQUEST_TYPES = [
   'unblock',
   'blocks.get',
   'presence.get',
-  'push.register',
   'ping',
   'bye',
 ] as const;

@@ -681,6 +681,12 @@ export class XmppConnection implements SessionSink, TransportEvents {
       case 'kick':
         this.close(d.reason);
         return;
+      case 'notification':
+        // A notification from the server itself, to be shown and not answered (RFC 6121 §5.2.2 headline).
+        this.sendStanza(
+          el('message', NS.client, { type: 'headline', from: this.domain, to: this.session.fullJid, id: d.id }, d.title !== undefined ? el('subject', NS.client, {}, d.title) : null, el('body', NS.client, {}, d.body)),
+        );
+        return;
     }
   }
 

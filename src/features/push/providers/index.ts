@@ -25,6 +25,11 @@ export function registerProviderType(type: ProviderType, factory: ProviderFactor
   factories.set(type, factory);
 }
 
+/** The platform providers' factories by type, for the push feature (which adds `webhook` itself). */
+export function platformProviderFactories(): ReadonlyMap<string, ProviderFactory> {
+  return new Map(factories);
+}
+
 export function providerTypes(): ProviderType[] {
   return [...factories.keys()];
 }

@@ -1,0 +1,249 @@
+import { randomBytes } from 'node:crypto';
+import { sql, type Kysely } from 'kysely';
+import type { PushMessage } from './providers/provider.js';
+import {
+  TooManyRegistrations,
+  type NewPush,
+  type NewRegistration,
+  type PushBacklog,
+  type PushRepository,
+  type QueuedPush,
+  type Registration,
+  type RegistrationKey,
+} from './repository.js';
+
+interface RegistrationRow {
+  id: string;
+  account: string;
+  provider: string;
+  token: string;
+  second_token: string | null;
+  keys_json: string | null;
+  resource: string | null;
+  source: string;
+  node: string;
+  xmpp_jid: string | null;
+  away: number;
+  options_json: string | null;
+  created_at: number;
+  updated_at: number;
+  failures: number;
+  last_error: string | null;
+  last_success_at: number | null;
+  disabled_at: number | null;
+  disabled_reason: string | null;
+}
+
+const toRegistration = (r: RegistrationRow): Registration => ({
+  id: r.id,
+  account: r.account,
+  provider: r.provider,
+  token: r.token,
+  secondToken: r.second_token,
+  keys: r.keys_json === null ? null : (JSON.parse(r.keys_json) as Registration['keys']),
+  resource: r.resource,
+  source: r.source === 'xmpp' ? 'xmpp' : 'native',
+  node: r.node,
+  xmppJid: r.xmpp_jid,
+  away: r.away !== 0,
+  options: r.options_json === null ? null : (JSON.parse(r.options_json) as Record<string, string>),
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+  failures: r.failures,
+  lastError: r.last_error,
+  lastSuccessAt: r.last_success_at,
+  disabledAt: r.disabled_at,
+  disabledReason: r.disabled_reason,
+});
+
+const randomId = (prefix: string): string => `${prefix}${randomBytes(12).toString('base64url')}`;
+
+export class SqlitePushRepository implements PushRepository {
+  constructor(private readonly db: Kysely<any>) {}
+
+  async register(r: NewRegistration, max: number, now: number): Promise<{ registration: Registration; replaced: boolean }> {
+    return this.db.transaction().execute(async (trx) => {
+      const one = async (q: ReturnType<typeof sql<RegistrationRow>>) => (await q.execute(trx)).rows[0];
+      const byToken = await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE provider = ${r.provider} AND token = ${r.token}`);
+      // The same device's older token (tokens rotate): a native registration from the same resource and provider.
+      const bySlot =
+        r.source === 'native' && r.resource != null
+          ? await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE account = ${r.account} AND source = 'native' AND resource = ${r.resource} AND provider = ${r.provider}`)
+          : undefined;
+      const keep = byToken ?? bySlot;
+      if (bySlot !== undefined && byToken !== undefined && bySlot.id !== byToken.id) {
+        await sql`DELETE FROM push_outbox WHERE registration_id = ${bySlot.id}`.execute(trx);
+        await sql`DELETE FROM push_registrations WHERE id = ${bySlot.id}`.execute(trx);
+      }
+      if (keep === undefined || keep.account !== r.account) {
+        const { rows } = await sql<{ n: number }>`SELECT count(*) AS n FROM push_registrations WHERE account = ${r.account}`.execute(trx);
+        if (rows[0]!.n >= max) throw new TooManyRegistrations(`this account already has ${rows[0]!.n} push registrations, the most allowed (push_max_registrations = ${max}); unregister one first`);
+      }
+      const keys = r.keys == null ? null : JSON.stringify({ p256dh: r.keys.p256dh, auth: r.keys.auth });
+      const options = r.options == null ? null : JSON.stringify(r.options);
+      if (keep !== undefined) {
+        // Pushes waiting for the device's previous account, or its previous token, are not for this one.
+        if (keep.account !== r.account || keep.token !== r.token) await sql`DELETE FROM push_outbox WHERE registration_id = ${keep.id}`.execute(trx);
+        await sql`
+          UPDATE push_registrations SET account = ${r.account}, token = ${r.token}, second_token = ${r.secondToken ?? null}, keys_json = ${keys},
+            resource = ${r.resource ?? null}, source = ${r.source}, node = ${r.node ?? keep.node}, xmpp_jid = ${r.xmppJid ?? null}, away = ${r.away === true ? 1 : 0},
+            options_json = ${options}, updated_at = ${now}, failures = 0, last_error = NULL, disabled_at = NULL, disabled_reason = NULL
+          WHERE id = ${keep.id}`.execute(trx);
+        const row = await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${keep.id}`);
+        return { registration: toRegistration(row!), replaced: true };
+      }
+      const id = randomId('pr_');
+      await sql`
+        INSERT INTO push_registrations (id, account, provider, token, second_token, keys_json, resource, source, node, xmpp_jid, away, options_json, created_at, updated_at, failures)
+        VALUES (${id}, ${r.account}, ${r.provider}, ${r.token}, ${r.secondToken ?? null}, ${keys}, ${r.resource ?? null}, ${r.source}, ${r.node ?? randomId('')},
+          ${r.xmppJid ?? null}, ${r.away === true ? 1 : 0}, ${options}, ${now}, ${now}, 0)`.execute(trx);
+      const row = await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${id}`);
+      return { registration: toRegistration(row!), replaced: false };
+    });
+  }
+
+  async unregister(account: string, key: RegistrationKey): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      const where =
+        'id' in key ? sql`id = ${key.id}` : 'token' in key ? sql`token = ${key.token}` : sql`node = ${key.node}`;
+      const { rows } = await sql<{ id: string }>`SELECT id FROM push_registrations WHERE account = ${account} AND ${where}`.execute(trx);
+      for (const { id } of rows) {
+        await sql`DELETE FROM push_outbox WHERE registration_id = ${id}`.execute(trx);
+        await sql`DELETE FROM push_registrations WHERE id = ${id}`.execute(trx);
+      }
+      return rows.length;
+    });
+  }
+
+  async list(account: string): Promise<Registration[]> {
+    const { rows } = await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE account = ${account} ORDER BY created_at, id`.execute(this.db);
+    return rows.map(toRegistration);
+  }
+
+  async get(id: string): Promise<Registration | undefined> {
+    const row = (await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${id}`.execute(this.db)).rows[0];
+    return row === undefined ? undefined : toRegistration(row);
+  }
+
+  async byNode(node: string): Promise<Registration | undefined> {
+    const row = (await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE node = ${node}`.execute(this.db)).rows[0];
+    return row === undefined ? undefined : toRegistration(row);
+  }
+
+  async updateXmpp(id: string, change: { away?: boolean; options?: Readonly<Record<string, string>> | null; xmppJid?: string | null; resource?: string | null }, now: number): Promise<Registration | undefined> {
+    const sets = [sql`updated_at = ${now}`];
+    if (change.away !== undefined) sets.push(sql`away = ${change.away ? 1 : 0}`);
+    if (change.options !== undefined) sets.push(sql`options_json = ${change.options === null ? null : JSON.stringify(change.options)}`);
+    if (change.xmppJid !== undefined) sets.push(sql`xmpp_jid = ${change.xmppJid}`);
+    if (change.resource !== undefined) sets.push(sql`resource = ${change.resource}`);
+    await sql`UPDATE push_registrations SET ${sql.join(sets)} WHERE id = ${id}`.execute(this.db);
+    return this.get(id);
+  }
+
+  async removeAccount(account: string): Promise<number> {
+    return this.db.transaction().execute(async (trx) => {
+      await sql`DELETE FROM push_outbox WHERE account = ${account}`.execute(trx);
+      const res = await sql`DELETE FROM push_registrations WHERE account = ${account}`.execute(trx);
+      return Number(res.numAffectedRows ?? 0n);
+    });
+  }
+
+  async accounts(): Promise<string[]> {
+    const { rows } = await sql<{ account: string }>`SELECT DISTINCT account FROM push_registrations`.execute(this.db);
+    return rows.map((r) => r.account);
+  }
+
+  async enqueue(pushes: readonly NewPush[], now: number): Promise<void> {
+    if (pushes.length === 0) return;
+    await this.db.transaction().execute(async (trx) => {
+      for (const p of pushes) {
+        const body = JSON.stringify(p.message);
+        // Only a push nobody is sending can be replaced: one under way has already left.
+        const res = await sql`
+          UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
+          WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
+                        AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
+        if (res.numAffectedRows === 1n) continue;
+        await sql`
+          INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
+          VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
+      }
+    });
+  }
+
+  async backlog(): Promise<PushBacklog[]> {
+    const { rows } = await sql<{ registration_id: string; due_at: number; claimed_until: number | null }>`
+      SELECT registration_id, due_at, claimed_until FROM push_outbox WHERE id IN (SELECT min(id) FROM push_outbox GROUP BY registration_id)`.execute(this.db);
+    return rows.map((r) => ({ registrationId: r.registration_id, dueAt: r.due_at, claimedUntil: r.claimed_until }));
+  }
+
+  async claim(registrationId: string, worker: string, now: number, leaseMs: number): Promise<QueuedPush | null> {
+    return this.db.transaction().execute(async (trx) => {
+      // Strictly the oldest: a device gets its pushes in order, a later one never overtakes one backing off.
+      const row = (
+        await sql<{ id: number; push_id: string; account: string; trigger: string; message_json: string; attempts: number; due_at: number; claimed_until: number | null }>`
+          SELECT id, push_id, account, trigger, message_json, attempts, due_at, claimed_until FROM push_outbox
+          WHERE registration_id = ${registrationId} ORDER BY id LIMIT 1`.execute(trx)
+      ).rows[0];
+      if (row === undefined || row.due_at > now || (row.claimed_until !== null && row.claimed_until > now)) return null;
+      await sql`UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id = ${row.id}`.execute(trx);
+      return {
+        rowId: row.id,
+        pushId: row.push_id,
+        registrationId,
+        account: row.account,
+        trigger: row.trigger,
+        message: JSON.parse(row.message_json) as PushMessage,
+        attempts: row.attempts,
+      };
+    });
+  }
+
+  async sent(p: QueuedPush, now: number): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await sql`DELETE FROM push_outbox WHERE id = ${p.rowId}`.execute(trx);
+      await sql`UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now} WHERE id = ${p.registrationId}`.execute(trx);
+    });
+  }
+
+  async retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void> {
+    await sql`
+      UPDATE push_outbox SET attempts = attempts + ${counted ? 1 : 0}, due_at = ${dueAt}, last_error = ${error}, claimed_by = NULL, claimed_until = NULL
+      WHERE id = ${p.rowId}`.execute(this.db);
+  }
+
+  async failed(p: QueuedPush, error: string, maxFailures: number, now: number): Promise<{ failures: number; disabled: boolean }> {
+    return this.db.transaction().execute(async (trx) => {
+      await sql`DELETE FROM push_outbox WHERE id = ${p.rowId}`.execute(trx);
+      await sql`
+        UPDATE push_registrations SET failures = failures + 1, last_error = ${error},
+          disabled_at = CASE WHEN disabled_at IS NULL AND failures + 1 >= ${maxFailures} THEN ${now} ELSE disabled_at END,
+          disabled_reason = CASE WHEN disabled_at IS NULL AND failures + 1 >= ${maxFailures}
+            THEN ${`${maxFailures} pushes in a row failed (push_max_failures); last: ${error}`} ELSE disabled_reason END
+        WHERE id = ${p.registrationId}`.execute(trx);
+      const row = (await sql<{ failures: number; disabled_at: number | null }>`SELECT failures, disabled_at FROM push_registrations WHERE id = ${p.registrationId}`.execute(trx)).rows[0];
+      if (row === undefined) return { failures: 0, disabled: false };
+      // A disabled registration's other waiting pushes would only fail too.
+      if (row.disabled_at !== null) await sql`DELETE FROM push_outbox WHERE registration_id = ${p.registrationId}`.execute(trx);
+      return { failures: row.failures, disabled: row.disabled_at !== null };
+    });
+  }
+
+  async drop(rowId: number): Promise<void> {
+    await sql`DELETE FROM push_outbox WHERE id = ${rowId}`.execute(this.db);
+  }
+
+  async prune(registrationId: string): Promise<Registration | undefined> {
+    return this.db.transaction().execute(async (trx) => {
+      const row = (await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${registrationId}`.execute(trx)).rows[0];
+      await sql`DELETE FROM push_outbox WHERE registration_id = ${registrationId}`.execute(trx);
+      await sql`DELETE FROM push_registrations WHERE id = ${registrationId}`.execute(trx);
+      return row === undefined ? undefined : toRegistration(row);
+    });
+  }
+
+  async pendingCount(): Promise<number> {
+    const { rows } = await sql<{ n: number }>`SELECT count(*) AS n FROM push_outbox`.execute(this.db);
+    return rows[0]!.n;
+  }
+}
