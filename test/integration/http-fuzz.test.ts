@@ -25,6 +25,7 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['PATCH', '/api/v1/accounts/:jid/settings'],
   ['POST', '/api/v1/accounts/:jid/tokens'],
   ['POST', '/api/v1/accounts/:jid/notify'],
+  ['GET', '/api/v1/push/providers'],
   ['POST', '/api/v1/presence/query'],
   ['GET', '/demo/:file'],
   ['GET', '/demo/sdk/:file'],

@@ -206,6 +206,7 @@ const ROUTES = [
   'PATCH /api/v1/accounts/:jid/settings',
   'POST /api/v1/accounts/:jid/tokens',
   'POST /api/v1/accounts/:jid/notify',
+  'GET /api/v1/push/providers',
   'GET /api/v1/presence',
   'OPTIONS /api/v1/presence',
   'POST /api/v1/presence/query',

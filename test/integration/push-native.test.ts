@@ -1,13 +1,11 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { BUILT_IN_FEATURES } from '../../src/features/index.js';
-import { definePushFeature, pushOf } from '../../src/features/push/push-feature.js';
-import type { ProviderFactory } from '../../src/features/push/providers/provider.js';
+import { pushOf } from '../../src/features/push/push-feature.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 import { RequestFailed, TestClient } from '../helpers/ws-client.js';
@@ -25,17 +23,6 @@ import { PresencedClient, PresencedError, type ServerNotification } from '../../
 const SECRET = `whsec_${randomBytes(24).toString('base64')}`;
 const P256DH = Buffer.concat([Buffer.from([4]), randomBytes(64)]).toString('base64url');
 const AUTH = randomBytes(16).toString('base64url');
-
-/**
- * Registration validation of a Web Push provider needs a provider of that type; the real one is built
- * elsewhere (providers/webpush.ts). These tests never send through it: every send answers failed.
- */
-const webpushStandIn: ProviderFactory = (name) => ({
-  name,
-  type: 'webpush',
-  send: async () => ({ outcome: 'failed', status: null, latencyMs: 0, error: 'not used by these tests' }),
-  close: async () => {},
-});
 
 async function expectError(p: Promise<unknown>, code: string, message?: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {
@@ -73,23 +60,33 @@ describe('push over the native protocol', () => {
   before(async () => {
     rx.secret = SECRET;
     await rx.listen();
-    const features = BUILT_IN_FEATURES.map((f) => (f.name === 'push' ? definePushFeature(new Map([['webpush', webpushStandIn]])) : f));
     t = await startTestServer(
       {
         webhooks_allow_private: true,
-        push_providers: { gw: { type: 'webhook', url: rx.url, secret: SECRET }, browser: { type: 'webpush' } },
+        push_providers: { gw: { type: 'webhook', url: rx.url, secret: SECRET }, browser: { type: 'webpush', subject: 'mailto:ops@localhost', endpointHosts: ['127.0.0.1'], allowInsecureEndpoints: true } },
         push_max_registrations: 3,
         push_max_failures: 2,
         push_backoff_base_ms: 10,
       },
-      undefined,
-      { features },
     );
     for (const u of ['alice', 'bob', 'carol', 'dave', 'erin', 'frank']) await t.createAccount(`${u}@localhost`);
   });
   after(async () => {
     await t.destroy();
     await rx.close();
+  });
+
+  test('GET /api/v1/push/providers tells clients the provider names and the VAPID public key to subscribe with', async () => {
+    const res = await fetch(`${t.url}/api/v1/push/providers`);
+    assert.equal(res.status, 200);
+    const { publicKey } = JSON.parse(readFileSync(join(t.dataDir, 'vapid-keys.json'), 'utf8')) as { publicKey: string };
+    assert.deepEqual(await res.json(), {
+      providers: [
+        { name: 'gw', type: 'webhook' },
+        { name: 'browser', type: 'webpush', applicationServerKey: publicKey },
+      ],
+    });
+    assert.equal(Buffer.from(publicKey, 'base64url').length, 65);
   });
 
   test('registered, then offline: the notify API reaches the device by one signed push', async () => {
@@ -218,6 +215,8 @@ describe('push over the native protocol', () => {
     await expectError(client.request('push.register', sub({ keys: undefined })), 'bad-request', /keys/);
     await expectError(client.request('push.register', sub({ endpoint: 'ftp://push.example/x' })), 'bad-request', /https/);
     await expectError(client.request('push.register', sub({ endpoint: 'not a url' })), 'bad-request', /printable ASCII|not a URL/);
+    // The provider's own rule: only its known push services.
+    await expectError(client.request('push.register', sub({ endpoint: `http://localhost:${new URL(rx.url).port}/wp/1` })), 'bad-request', /localhost is not a known push service/);
     await expectError(client.request('push.register', { provider: 'gw', subscription: { endpoint: 'https://x.example/' } }), 'bad-request', /for Web Push providers/);
     await expectError(client.request('push.unregister', {}), 'bad-request', /exactly one/);
     await expectError(client.request('push.unregister', { registration: 'a', token: 'b' }), 'bad-request', /exactly one/);

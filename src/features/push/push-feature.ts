@@ -5,6 +5,7 @@ import { configSwitch, defineFeature, type FeatureDefinition } from '../feature.
 import { PUSH_MIGRATIONS } from './migrations.js';
 import { nativePushHandlers } from './native.js';
 import { notifyRoutes } from './notify-routes.js';
+import { providerRoutes } from './provider-routes.js';
 import { ProviderConfigError, type ProviderFactory, type PushProvider } from './providers/provider.js';
 import { webhookProviderFactory } from './providers/webhook.js';
 import { PushService } from './push-service.js';
@@ -131,6 +132,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       ctx.native.handle('push.unregister', native.unregister);
       ctx.native.handle('push.list', native.list);
       ctx.http(notifyRoutes(ctx.engine, service, c.admin_token), { prefix: '/api/v1/accounts' });
+      ctx.http(providerRoutes(providers), { prefix: '/api/v1/push' });
 
       running.set(ctx.engine, {
         enqueue: service.enqueue.bind(service),

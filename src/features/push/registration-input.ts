@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import type { WebPushProvider } from './providers/webpush.js';
 import { PresenceError } from '../../core/errors.js';
 import { refusedAddressKind, RefusedAddress, resolveChecked } from '../apps/webhooks/ssrf.js';
 import type { PushProvider } from './providers/provider.js';
@@ -95,5 +96,8 @@ export async function registrationInput(b: Record<string, unknown>, providers: R
   const p256dh = base64url(keys.p256dh, 'subscription.keys.p256dh', (n) => n === 65, 'an uncompressed P-256 public key (65 bytes starting with 0x04)');
   const auth = base64url(keys.auth, 'subscription.keys.auth', (n) => n === 16, 'a 16-byte authentication secret');
   await checkEndpoint(endpoint, allowPrivate);
+  // The provider's own rule too (its known push-service hosts): refused now rather than at every push.
+  const refused = (provider as Partial<Pick<WebPushProvider, 'checkSubscription'>>).checkSubscription?.({ token: endpoint, keys: { p256dh, auth } }) ?? null;
+  if (refused !== null) throw bad(`Web Push subscription refused: ${refused}`);
   return { provider: provider.name, token: endpoint, secondToken, keys: { p256dh, auth } };
 }
