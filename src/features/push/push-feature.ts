@@ -10,6 +10,7 @@ import { webhookProviderFactory } from './providers/webhook.js';
 import { PushService } from './push-service.js';
 import { pushRepository, type PushRepository } from './repository.js';
 import { PushWorker } from './worker.js';
+import { setupXmppPush } from './xmpp/index.js';
 
 /**
  * Push notifications (docs/push.md): device registrations, the policy deciding which devices a push
@@ -131,6 +132,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       ctx.native.handle('push.unregister', native.unregister);
       ctx.native.handle('push.list', native.list);
       ctx.http(notifyRoutes(ctx.engine, service, c.admin_token), { prefix: '/api/v1/accounts' });
+      const xmppTriggers = setupXmppPush(ctx, service);
 
       running.set(ctx.engine, {
         enqueue: service.enqueue.bind(service),
@@ -144,6 +146,10 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       worker.start();
       ctx.onStop(closeProviders);
       ctx.onStop(() => worker.stop(STOP_BOUND_MS));
+      // Triggers under way finish writing their pushes before the worker and the store go (onStop runs in reverse).
+      ctx.onStop(async () => {
+        while (xmppTriggers.pending.size > 0) await Promise.allSettled([...xmppTriggers.pending]);
+      });
     },
   });
 }
