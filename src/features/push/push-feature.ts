@@ -29,6 +29,8 @@ export interface PushRuntime {
   readonly service: PushService;
   readonly worker: PushWorker;
   readonly providers: ReadonlyMap<string, PushProvider>;
+  /** Resolves once the XMPP triggers fired so far have written their pushes (or found none to write). */
+  readonly xmppSettled: () => Promise<void>;
 }
 
 const running = new WeakMap<PresenceEngine, PushRuntime>();
@@ -141,15 +143,16 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
         service,
         worker,
         providers,
+        xmppSettled: async () => {
+          while (xmppTriggers.pending.size > 0) await Promise.allSettled([...xmppTriggers.pending]);
+        },
       });
       // Pushes left by a previous run (a crash included) are in the queue: the first pass sends them.
       worker.start();
       ctx.onStop(closeProviders);
       ctx.onStop(() => worker.stop(STOP_BOUND_MS));
       // Triggers under way finish writing their pushes before the worker and the store go (onStop runs in reverse).
-      ctx.onStop(async () => {
-        while (xmppTriggers.pending.size > 0) await Promise.allSettled([...xmppTriggers.pending]);
-      });
+      ctx.onStop(() => running.get(ctx.engine)?.xmppSettled());
     },
   });
 }
