@@ -342,6 +342,22 @@ describe('push over XMPP (XEP-0357, Tigase push component, CSI)', () => {
     assert.ok(tail.indexOf('<show>chat</show>') >= 0 && tail.indexOf('<show>chat</show>') < tail.indexOf('while inactive'), 'held presence comes before the message');
     await rx.until(() => pushesTo(token).length === 1, 'the push for the inactive client');
     assert.equal(pushesTo(token)[0]!.reason, 'message');
+
+    // CSI is an activity rule of the core's policy: the notify API pushes the inactive client's device too, not the active one's.
+    const notify = async () => {
+      const res = await fetch(`${t.url}/api/v1/accounts/gina@localhost/notify`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.config.admin_token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ body: 'from the operator' }),
+      });
+      assert.equal(res.status, 202);
+      return ((await res.json()) as { pushed: number }).pushed;
+    };
+    assert.equal(await notify(), 1);
+    gina.write(`<active xmlns='urn:xmpp:csi:0'/>`);
+    gina.write(`<iq type='get' id='p4' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+    await gina.waitFor(/id='p4'/);
+    assert.equal(await notify(), 0);
     await hank.stop();
     await bob.stop();
   });
