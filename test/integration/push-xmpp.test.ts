@@ -74,7 +74,7 @@ describe('push over XMPP (XEP-0357, Tigase push component, CSI)', () => {
       xml(
         'command',
         { xmlns: COMMANDS, node, action: 'execute' },
-        xml('x', { xmlns: DATA, type: 'submit' }, ...Object.entries(fields).filter(([, v]) => v !== undefined).map(([k, v]) => xml('field', { var: k }, xml('value', {}, v)))),
+        xml('x', { xmlns: DATA, type: 'submit' }, ...Object.entries(fields).flatMap(([k, v]) => (v === undefined ? [] : [xml('field', { var: k }, xml('value', {}, v))]))),
       ),
     );
   const registerDevice = async (c: XmppTestClient, token: string, provider = 'gw'): Promise<string> => {
