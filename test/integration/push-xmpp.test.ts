@@ -411,4 +411,21 @@ describe('push over XMPP (XEP-0357, Tigase push component, CSI)', () => {
     await m.stop();
     await bobC.stop();
   });
+
+  test('durable: after a restart an enabled device is still pushed, and the triggers know its account', async () => {
+    const token = `alice-durable-${randomBytes(6).toString('hex')}`;
+    const phone = await login('alice', 'phone');
+    await enable(phone, await registerDevice(phone, token));
+    await phone.stop();
+    for (const c of clients.splice(0)) await c.stop();
+    for (const r of raws.splice(0)) r.close();
+    const config = t.config;
+    await t.stop();
+    t = await startTestServer({ ...config, http_port: 0, xmpp_port: 0 }, t.dataDir);
+    const bob = await login('bob', 'after-restart');
+    await bob.send(xml('message', { to: 'alice@localhost', type: 'chat' }, xml('body', {}, 'after the restart')));
+    await rx.until(() => pushesTo(token).length === 1, 'the push after the restart');
+    assert.equal(pushesTo(token)[0]!.reason, 'message');
+    await bob.stop();
+  });
 });

@@ -134,7 +134,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       ctx.native.handle('push.unregister', native.unregister);
       ctx.native.handle('push.list', native.list);
       ctx.http(notifyRoutes(ctx.engine, service, c.admin_token), { prefix: '/api/v1/accounts' });
-      const xmppTriggers = setupXmppPush(ctx, service);
+      const xmppTriggers = await setupXmppPush(ctx, service);
 
       running.set(ctx.engine, {
         enqueue: service.enqueue.bind(service),

@@ -9,14 +9,9 @@ import { XmppPushTriggers } from './triggers.js';
  * built-in push service at `<push_service_name>.<domain>`, the triggers, and client state indication
  * as an activity rule of the core's policy.
  */
-export function setupXmppPush(ctx: FeatureContext, service: PushService): XmppPushTriggers {
+export async function setupXmppPush(ctx: FeatureContext, service: PushService): Promise<XmppPushTriggers> {
   const c = ctx.config;
   const name = c.push_service_name;
-  ctx.xmpp.iq(NS_PUSH, pushIqHandler({ service, serviceName: name, isLocalDomain: (d) => ctx.engine.isLocalDomain(d), now: () => Date.now() }), []);
-  ctx.xmpp.accountFeatures([NS_PUSH, NS_PUSH_AWAY]);
-  ctx.xmpp.component(name, pushComponent(service, c.webhooks_allow_private));
-  // XEP-0352: a client that said it is inactive is not looking at its screen, so its device is pushed.
-  service.addActivityRule((account, resource) => !ctx.xmpp.sessions.inactive(account, resource));
   const triggers = new XmppPushTriggers(
     service,
     ctx.engine,
@@ -24,6 +19,12 @@ export function setupXmppPush(ctx: FeatureContext, service: PushService): XmppPu
     { offline: c.push_xmpp_offline, away: c.push_xmpp_away, sm: c.push_xmpp_sm, inactive: c.push_xmpp_inactive, clear: c.push_xmpp_clear },
     ctx.log.child({ part: 'xmpp' }),
   );
+  await triggers.load();
   triggers.listen(ctx.xmpp.hooks);
+  ctx.xmpp.iq(NS_PUSH, pushIqHandler({ service, serviceName: name, isLocalDomain: (d) => ctx.engine.isLocalDomain(d), now: () => Date.now(), enabling: (a) => triggers.enabledBy(a) }), []);
+  ctx.xmpp.accountFeatures([NS_PUSH, NS_PUSH_AWAY]);
+  ctx.xmpp.component(name, pushComponent(service, c.webhooks_allow_private));
+  // XEP-0352: a client that said it is inactive is not looking at its screen, so its device is pushed.
+  service.addActivityRule((account, resource) => !ctx.xmpp.sessions.inactive(account, resource));
   return triggers;
 }

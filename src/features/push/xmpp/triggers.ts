@@ -65,6 +65,24 @@ export class XmppPushTriggers {
   /** Work still running (tests and shutdown wait for it). */
   readonly pending = new Set<Promise<void>>();
 
+  /**
+   * Accounts that may have an enabled XMPP registration: every account with a registration at start,
+   * and each account that enables one since. Most messages go to accounts without push, and this
+   * spares them a read of the registrations; an account that only ever loses its registrations stays
+   * in the set, which costs it that read and nothing else. Null until loaded (at setup, before any
+   * enable can be handled): then every message reads.
+   */
+  private mayHave: Set<string> | null = null;
+
+  async load(): Promise<void> {
+    this.mayHave = new Set(await this.service.repo.accounts());
+  }
+
+  /** The account enabled an XMPP registration (XEP-0357 enable). */
+  enabledBy(account: string): void {
+    this.mayHave?.add(account);
+  }
+
   private run(account: string, fn: () => Promise<void>): void {
     const p = fn().catch((err: unknown) => this.log.error({ err, account }, 'xmpp push trigger failed'));
     this.pending.add(p);
@@ -73,6 +91,7 @@ export class XmppPushTriggers {
 
   /** Registrations XEP-0357 `enable` turned on, that the core would send to. */
   private async enabled(account: string): Promise<Registration[]> {
+    if (this.mayHave !== null && !this.mayHave.has(account)) return [];
     return (await this.service.list(account)).filter((r) => r.source === 'xmpp' && r.xmppJid !== null && r.disabledAt === null && this.service.providers.has(r.provider));
   }
 
