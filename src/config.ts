@@ -94,6 +94,12 @@ export const CONFIG_KEYS = {
   push_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 120_000, doc: 'A push request without an answer within this time is retried.' },
   push_concurrency: { kind: 'int', def: 256, min: 1, max: 100_000, doc: 'Push requests in flight at once (one per device at a time, so a device gets its pushes in order).' },
   push_ttl_s: { kind: 'int', def: 86_400, min: 0, max: 2_419_200, doc: 'How long the push service keeps a push for a device that is off (FCM ttl, apns-expiration, Web Push TTL).' },
+  push_service_name: { kind: 'string', def: 'push', doc: 'The built-in XMPP push service (XEP-0357 app server, Tigase\'s push component) answers at <name>.<domain>: clients register their device there with the ad-hoc command register-device and enable push with jid=\'<name>.<domain>\'. One DNS label (docs/push.md, "XMPP").' },
+  push_xmpp_offline: { kind: 'bool', def: true, doc: 'XEP-0357 trigger: a message with a body stored offline pushes the account\'s enabled devices that are not in use.' },
+  push_xmpp_away: { kind: 'bool', def: true, doc: 'Tigase\'s away extension: a message with a body delivered while every connected available resource is away, xa or dnd pushes the registrations enabled with away=\'true\'.' },
+  push_xmpp_sm: { kind: 'bool', def: true, doc: 'A message for a device whose stream-management session is held for resumption (its connection lost) pushes that device; also what it had not acknowledged when the connection was lost.' },
+  push_xmpp_inactive: { kind: 'bool', def: true, doc: 'A message delivered to a session that said it is inactive (XEP-0352) pushes that session\'s device: an app in the background may not be reading its connection.' },
+  push_xmpp_clear: { kind: 'bool', def: true, doc: 'Once offline messages were fetched, the account\'s other enabled devices get a push with message-count 0 (reason clear) so they clear their badge.' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -175,6 +181,12 @@ export interface Config {
   push_timeout_ms: number;
   push_concurrency: number;
   push_ttl_s: number;
+  push_service_name: string;
+  push_xmpp_offline: boolean;
+  push_xmpp_away: boolean;
+  push_xmpp_sm: boolean;
+  push_xmpp_inactive: boolean;
+  push_xmpp_clear: boolean;
 }
 
 export class ConfigError extends Error {

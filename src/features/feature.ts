@@ -30,7 +30,11 @@ export interface FeatureContext {
   /** Registers an HTTP plugin under `prefix` (e.g. `/api/v1/apps`). Routes go live when the server listens. */
   http(plugin: FeatureHttpPlugin, opts: { readonly prefix: string }): void;
   readonly native: Pick<NativeRequestRegistry, 'handle'>;
-  readonly xmpp: Pick<XmppIqRegistry, 'iq'>;
+  /**
+   * IQ payloads by namespace, features of the account's bare JID, components (`<label>.<domain>`),
+   * message and stream hooks, and a view of the streams (client state, held sessions).
+   */
+  readonly xmpp: Pick<XmppIqRegistry, 'iq' | 'accountFeatures' | 'component' | 'hooks' | 'sessions'>;
   /**
    * A random 32-byte secret kept in `data_dir/<file>` (created mode 0600 on first use), so that it
    * survives restarts and never leaves the data directory.

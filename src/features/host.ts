@@ -83,7 +83,16 @@ export async function startFeatures(all: readonly FeatureDefinition[], deps: Fea
           http.push({ plugin, prefix: opts.prefix, feature: f.name });
         },
         native: { handle: (type, handler) => native.handle(type, handler) },
-        xmpp: { iq: (ns, handler, features) => xmpp.iq(ns, handler, features) },
+        xmpp: {
+          iq: (ns, handler, features) => xmpp.iq(ns, handler, features),
+          accountFeatures: (features) => xmpp.accountFeatures(features),
+          component: (label, c) => xmpp.component(label, c),
+          hooks: xmpp.hooks,
+          // A getter: the XMPP server starts after the features and sets its view then.
+          get sessions() {
+            return xmpp.sessions;
+          },
+        },
         secret: (file) => persistentSecret(deps.config.data_dir, file),
         onStop: (fn) => stops.push(fn),
       };

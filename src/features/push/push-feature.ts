@@ -11,6 +11,7 @@ import { webhookProviderFactory } from './providers/webhook.js';
 import { PushService } from './push-service.js';
 import { pushRepository, type PushRepository } from './repository.js';
 import { PushWorker } from './worker.js';
+import { setupXmppPush } from './xmpp/index.js';
 
 /**
  * Push notifications (docs/push.md): device registrations, the policy deciding which devices a push
@@ -29,6 +30,8 @@ export interface PushRuntime {
   readonly service: PushService;
   readonly worker: PushWorker;
   readonly providers: ReadonlyMap<string, PushProvider>;
+  /** Resolves once the XMPP triggers fired so far have written their pushes (or found none to write). */
+  readonly xmppSettled: () => Promise<void>;
 }
 
 const running = new WeakMap<PresenceEngine, PushRuntime>();
@@ -133,6 +136,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       ctx.native.handle('push.list', native.list);
       ctx.http(notifyRoutes(ctx.engine, service, c.admin_token), { prefix: '/api/v1/accounts' });
       ctx.http(providerRoutes(providers), { prefix: '/api/v1/push' });
+      const xmppTriggers = await setupXmppPush(ctx, service);
 
       running.set(ctx.engine, {
         enqueue: service.enqueue.bind(service),
@@ -141,11 +145,16 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
         service,
         worker,
         providers,
+        xmppSettled: async () => {
+          while (xmppTriggers.pending.size > 0) await Promise.allSettled([...xmppTriggers.pending]);
+        },
       });
       // Pushes left by a previous run (a crash included) are in the queue: the first pass sends them.
       worker.start();
       ctx.onStop(closeProviders);
       ctx.onStop(() => worker.stop(STOP_BOUND_MS));
+      // Triggers under way finish writing their pushes before the worker and the store go (onStop runs in reverse).
+      ctx.onStop(() => running.get(ctx.engine)?.xmppSettled());
     },
   });
 }

@@ -11,10 +11,11 @@ import { parseFrame, StreamParser } from './parser.js';
 import { handlePresence, initialPresence, presenceDelivery, sendDirectedUnavailable } from './presence.js';
 import { rosterPush, subscriptionPresence } from './roster.js';
 import { handleRegistration } from './registration.js';
-import { routeMessage, settleOfflineAcks } from './routing.js';
+import { emitHook, routeMessage, settleOfflineAcks } from './routing.js';
 import { hostOf, LoginThrottled } from '../../engine/login-throttle.js';
 import { createMechanism, MECHANISMS, SaslFailure, type MechanismName, type SaslBackend, type SaslMechanism } from './sasl.js';
 import { announceDirected, type SmState } from './stream-management.js';
+import { ClientState } from './csi.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
 import { el, escapeAttr, XmlElement } from './xml.js';
 
@@ -63,6 +64,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
   /** XEP-0198 state once the client enabled stream management. */
   sm: SmState | null = null;
   private ackRequested = false;
+  /** XEP-0352: what the client said about itself; while inactive, presence to it is held back. */
+  readonly csi = new ClientState();
 
   constructor(
     readonly transport: XmppTransport,
@@ -255,7 +258,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
         if (this.ctx.opts.registration === 'open') f += `<register xmlns='${NS.registerFeature}'/>`;
       }
     } else {
-      f += `<bind xmlns='${NS.bind}'/><session xmlns='${NS.session}'><optional/></session><sm xmlns='${NS.sm}'/>`;
+      f += `<bind xmlns='${NS.bind}'/><session xmlns='${NS.session}'><optional/></session><sm xmlns='${NS.sm}'/><csi xmlns='${NS.csi}'/>`;
       f += `<ver xmlns='${NS.rosterVer}'/><sub xmlns='${NS.preApproval}'/>`;
     }
     this.transport.send(`<stream:features xmlns:stream='${NS.stream}'>${f}</stream:features>`);
@@ -344,6 +347,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
       throw new StreamError('not-authorized', 'bind a resource first');
     }
     if (this.stage !== 'bound') return;
+    if (s.ns === NS.csi) {
+      // XEP-0352 nonzas: not stanzas, so not counted by stream management, and never answered.
+      if (s.name === 'inactive') this.csi.inactive = true;
+      else if (s.name === 'active') {
+        this.csi.inactive = false;
+        this.flushHeld();
+      } else throw new StreamError('unsupported-stanza-type', `unknown client state element ${s.name.slice(0, 50)}`);
+      return;
+    }
     if (s.ns !== NS.client) throw new StreamError('unsupported-stanza-type', `unknown element ${s.name} in ${s.ns.slice(0, 100)}`);
     if (this.sm) this.sm.inbound = (this.sm.inbound + 1) % 2 ** 32;
     switch (s.name) {
@@ -502,6 +514,16 @@ export class XmppConnection implements SessionSink, TransportEvents {
   sendStanza(stanza: XmlElement | string, onWritten?: () => void, onCounted?: (seq: number) => void): void {
     if (this.ended) return;
     const text = typeof stanza === 'string' ? stanza : stanza.toString();
+    if (this.csi.inactive) {
+      // XEP-0352: an inactive client gets presence later, only the newest per contact; anything
+      // else that matters (a message) brings what was held first, so it sees a consistent picture.
+      if (onWritten === undefined && onCounted === undefined && this.csi.hold(text, this.fullJid)) return;
+      if (text.startsWith('<message')) this.flushHeld();
+    }
+    this.sendNow(text, onWritten, onCounted);
+  }
+
+  private sendNow(text: string, onWritten?: () => void, onCounted?: (seq: number) => void): void {
     if (this.outQueue.length === 0) this.write(text, onWritten, onCounted);
     else this.outQueue.push({ text, ...(onWritten ? { onWritten } : {}), ...(onCounted ? { onCounted } : {}) });
   }
@@ -520,6 +542,11 @@ export class XmppConnection implements SessionSink, TransportEvents {
       this.unconfirmed.add(done);
       this.sendStanza(stanza, () => done(true), onCounted);
     });
+  }
+
+  /** Writes the presence held for an inactive client (XEP-0352), oldest first. */
+  private flushHeld(): void {
+    for (const text of this.csi.take()) this.sendNow(text);
   }
 
   /** Queues text computed asynchronously; later stanzas wait for it so the client sees them in order. */
@@ -747,6 +774,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
         sm.directed = new Set(this.directed);
         this.ctx.sm.detached(sm);
         this.ctx.engine.detach(s, this, { grace: true, reason });
+        // Features may wake the device (XEP-0357): what it was sent and never acknowledged waits for it.
+        if (this.ctx.extensions?.hooks.listenerCount('stream.held')) emitHook(this, 'stream.held', { jid: s.jid, resource: s.resource, messages: this.ctx.sm.unackedMessages(sm) });
         return;
       }
       void this.ctx.sm.end(sm);

@@ -6,14 +6,20 @@ import { visibleResource, xmppConnectionsOf } from './routing.js';
 import { handleRosterIq } from './roster.js';
 import { jidAttr } from './stanza-util.js';
 import { el, XmlElement } from './xml.js';
+import type { XmppComponent } from '../../features/registries.js';
 
 /** What an iq is addressed to, once the server has looked at its `to`. */
-type Target = { kind: 'server' } | { kind: 'self' } | { kind: 'account'; jid: string } | { kind: 'resource'; jid: FullJid };
+type Target = { kind: 'server' } | { kind: 'self' } | { kind: 'account'; jid: string } | { kind: 'resource'; jid: FullJid } | { kind: 'component'; jid: string; component: XmppComponent };
 
 function targetOf(conn: XmppConnection, to: string | undefined): Target {
   if (to === undefined) return { kind: 'self' };
   const j = jidAttr(to);
   if (j.local === '' && j.resource === null && conn.ctx.engine.isLocalDomain(j.domain)) return { kind: 'server' };
+  if (j.local === '' && j.resource === null) {
+    // A service a feature runs under a hosted domain (push.<domain>).
+    const component = conn.ctx.extensions?.componentFor(j.domain, (d) => conn.ctx.engine.isLocalDomain(d));
+    if (component !== undefined) return { kind: 'component', jid: j.domain, component };
+  }
   if (j.local === '' || !conn.ctx.engine.isLocalDomain(j.domain)) throw new StanzaError(j.local === '' ? 'item-not-found' : 'remote-server-not-found');
   if (j.resource !== null) return { kind: 'resource', jid: j };
   return j.bare === conn.jid ? { kind: 'self' } : { kind: 'account', jid: j.bare };
@@ -43,6 +49,7 @@ export async function handleIq(conn: XmppConnection, s: XmlElement): Promise<voi
   const other = target.kind === 'resource' ? target.jid.bare : target.kind === 'account' ? target.jid : null;
   // XEP-0191 §3.4: the user's own stanzas to a contact it blocks are refused, saying why.
   if (other !== null && other !== conn.jid && (await conn.ctx.engine.blocks(conn.jid)).includes(other)) throw blockedError();
+  if (target.kind === 'component') return answer(conn, s, await componentIq(conn, s, q, target));
   if (target.kind === 'resource') {
     const c = await visibleResource(conn, target.jid);
     // Exactly the answer of a resource that is not there (no text, no hint of why).
@@ -90,7 +97,32 @@ async function forwardAnswer(conn: XmppConnection, s: XmlElement, to: FullJid, i
   c?.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
 }
 
-async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target: Exclude<Target, { kind: 'resource' }>): Promise<XmlElement> {
+/** disco#info and disco#items of a feature's component from what it declares; any other payload goes to its handler. */
+async function componentIq(conn: XmppConnection, s: XmlElement, q: XmlElement, target: Extract<Target, { kind: 'component' }>): Promise<XmlElement> {
+  const result = (...children: XmlElement[]) => el('iq', NS.client, { type: 'result', id: s.attr('id') }, ...children);
+  const get = s.attr('type') === 'get';
+  const node = q.attr('node');
+  const c = target.component;
+  if (q.ns === NS.discoInfo || q.ns === NS.discoItems) {
+    if (!get) throw new StanzaError('bad-request', 'disco is a get');
+    if (q.ns === NS.discoInfo) {
+      const info = c.info(node, target.jid);
+      if (info === null) throw new StanzaError('item-not-found');
+      return result(
+        el('query', NS.discoInfo, { node }, ...info.identities.map((i) => el('identity', NS.discoInfo, { category: i.category, type: i.type, name: i.name })), ...info.features.map((f) => el('feature', NS.discoInfo, { var: f }))),
+      );
+    }
+    const items = c.items(node, target.jid);
+    if (items === null) throw new StanzaError('item-not-found');
+    return result(el('query', NS.discoItems, { node }, ...items.map((i) => el('item', NS.discoItems, { jid: i.jid, node: i.node, name: i.name }))));
+  }
+  if (!conn.session) throw new StanzaError('service-unavailable');
+  const answer = await c.iq({ type: get ? 'get' : 'set', jid: conn.jid, fullJid: conn.session.fullJid, target: { kind: 'component', jid: target.jid }, payload: q });
+  const children = answer === null || answer === undefined ? [] : answer instanceof XmlElement ? [answer] : [...answer];
+  return result(...children);
+}
+
+async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target: Exclude<Target, { kind: 'resource' | 'component' }>): Promise<XmlElement> {
   const engine = conn.ctx.engine;
   const type = s.attr('type');
   const result = (...children: XmlElement[]) => el('iq', NS.client, { type: 'result', id: s.attr('id') }, ...children);
@@ -107,10 +139,20 @@ async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target:
       // visiblePresence is null alike for an account we may not see and for none at all (canSee alone says
       // yes to a nonexistent account when presence is public by default).
       if (target.kind === 'account' && (await engine.visiblePresence(conn.jid, target.jid)) === null) throw new StanzaError('service-unavailable');
-      return result(el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'account', type: 'registered' }), el('feature', NS.discoInfo, { var: NS.discoInfo }), el('feature', NS.discoInfo, { var: NS.last })));
-    case NS.discoItems:
+      {
+        // XEP-0357 §5 and the like: the server answers for the account, to the account itself.
+        const own = target.kind === 'self' ? (conn.ctx.extensions?.accountFeatureList() ?? []) : [];
+        return result(
+          el('query', NS.discoInfo, { node: q.attr('node') }, el('identity', NS.discoInfo, { category: 'account', type: 'registered' }), ...[NS.discoInfo, NS.last, ...own].map((f) => el('feature', NS.discoInfo, { var: f }))),
+        );
+      }
+    case NS.discoItems: {
       if (!get) break;
-      return result(el('query', NS.discoItems, { node: q.attr('node') }));
+      // The server's services (components features run, e.g. push.<domain>) are its items.
+      const domain = conn.streamDomain || conn.jid.split('@')[1] || '';
+      const services = target.kind === 'server' && q.attr('node') === undefined ? (conn.ctx.extensions?.componentList() ?? []) : [];
+      return result(el('query', NS.discoItems, { node: q.attr('node') }, ...services.map(([label, c]) => el('item', NS.discoItems, { jid: `${label}.${domain}`, name: c.name }))));
+    }
     case NS.version:
       if (!get || target.kind !== 'server') break;
       return result(el('query', NS.version, {}, el('name', NS.version, {}, 'presenced'), el('version', NS.version, {}, conn.ctx.opts.serverVersion)));
@@ -142,7 +184,7 @@ async function local(conn: XmppConnection, s: XmlElement, q: XmlElement, target:
 }
 
 /** XEP-0012: the server's uptime, or for an account how long ago it was last available. */
-async function lastActivity(conn: XmppConnection, target: Exclude<Target, { kind: 'resource' }>): Promise<XmlElement> {
+async function lastActivity(conn: XmppConnection, target: Exclude<Target, { kind: 'resource' | 'component' }>): Promise<XmlElement> {
   const now = Date.now();
   if (target.kind === 'server') return el('query', NS.last, { seconds: Math.floor((now - conn.ctx.startedAt) / 1000) });
   const jid = target.kind === 'self' ? conn.jid : target.jid;

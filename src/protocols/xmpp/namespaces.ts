@@ -23,5 +23,6 @@ export const NS = {
   blockingErrors: 'urn:xmpp:blocking:errors',
   delay: 'urn:xmpp:delay',
   sm: 'urn:xmpp:sm:3',
+  csi: 'urn:xmpp:csi:0',
   xml: 'http://www.w3.org/XML/1998/namespace',
 } as const;

@@ -5,6 +5,18 @@ import { blockedError, StanzaError } from './errors.js';
 import { NS } from './namespaces.js';
 import { jidAttr } from './stanza-util.js';
 import { escapeAttr, type XmlElement } from './xml.js';
+import type { XmppHookEvents } from '../../features/registries.js';
+
+/** Tells the features listening (push notifications) what happened; a failing listener never fails routing. */
+export function emitHook<K extends keyof XmppHookEvents>(conn: Pick<XmppConnection, 'ctx'>, event: K, ...args: XmppHookEvents[K]): void {
+  const hooks = conn.ctx.extensions?.hooks;
+  if (!hooks || hooks.listenerCount(event) === 0) return;
+  try {
+    (hooks.emit as (e: K, ...a: XmppHookEvents[K]) => boolean)(event, ...args);
+  } catch (err) {
+    conn.ctx.log.error({ err, event }, 'an xmpp hook listener failed');
+  }
+}
 
 /** The XMPP connections bound to sessions of `jid` on this node (native sessions take no stanzas). */
 export function xmppConnectionsOf(engine: PresenceEngine, jid: string): XmppConnection[] {
@@ -81,6 +93,7 @@ export async function routeMessage(conn: XmppConnection, s: XmlElement): Promise
     const target = await visibleResource(conn, to);
     if (target) {
       target.sendStanza(stamped);
+      if ((type === 'chat' || type === 'normal') && target.session) emitHook(conn, 'message.delivered', { to: to.bare, from: me.fullJid, stanza: stamped, resources: [target.session.resource] });
       return;
     }
     if (type !== 'chat' && type !== 'normal') return;
@@ -92,6 +105,7 @@ export async function routeMessage(conn: XmppConnection, s: XmlElement): Promise
   }
   if (recipients.length > 0) {
     for (const c of recipients) c.sendStanza(stamped);
+    emitHook(conn, 'message.delivered', { to: to.bare, from: me.fullJid, stanza: stamped, resources: recipients.map((c) => c.session?.resource ?? '') });
     return;
   }
   await storeOffline(conn, to.bare, stamped);
@@ -111,6 +125,7 @@ async function storeOffline(conn: XmppConnection, to: string, stanza: XmlElement
     return;
   }
   await store.addOfflineMessage({ to, from: stanza.attr('from') ?? '', xml: stanza.toString(), at: Date.now() });
+  emitHook(conn, 'message.stored', { to, from: stanza.attr('from') ?? '', stanza });
 }
 
 /** Adds the XEP-0203 delay element saying when the server received the message. */
@@ -139,6 +154,7 @@ export async function deliverOffline(conn: XmppConnection): Promise<void> {
   const me = conn.session;
   if (!me || delivering.has(me.jid)) return;
   delivering.add(me.jid);
+  let handed = 0;
   try {
     const store = conn.ctx.engine.store;
     const domain = conn.streamDomain || me.jid.split('@')[1] || '';
@@ -153,6 +169,7 @@ export async function deliverOffline(conn: XmppConnection): Promise<void> {
           seq = n;
         });
         if (!written) return;
+        handed++;
         const sm = conn.sm;
         if (sm !== null && seq !== null) sm.stillStored.set(seq, m.id);
         else await store.deleteOfflineMessages([m.id]);
@@ -161,6 +178,7 @@ export async function deliverOffline(conn: XmppConnection): Promise<void> {
     }
   } finally {
     delivering.delete(me.jid);
+    if (handed > 0) emitHook(conn, 'offline.delivered', { jid: me.jid, resource: me.resource, count: handed });
   }
 }
 

@@ -102,6 +102,8 @@ export class SmState {
 export class StreamManagement {
   private readonly byId = new Map<string, SmState>();
   private readonly byFull = new Map<string, SmState>();
+  /** States per account (bare JID), to tell which of its resources wait for resumption. */
+  private readonly byJid = new Map<string, Set<SmState>>();
   private readonly ending = new Set<Promise<void>>();
 
   constructor(
@@ -132,7 +134,28 @@ export class StreamManagement {
     if (previous) void this.end(previous);
     this.byId.set(state.id, state);
     this.byFull.set(state.fullJid, state);
+    let mine = this.byJid.get(jid);
+    if (!mine) this.byJid.set(jid, (mine = new Set()));
+    mine.add(state);
     return state;
+  }
+
+  /** Resources of `jid` whose state has no connection and may still be resumed. */
+  heldResources(jid: string): string[] {
+    const out: string[] = [];
+    for (const s of this.byJid.get(jid) ?? []) if (s.conn === null && s.resumable) out.push(s.resource);
+    return out;
+  }
+
+  /** The messages (chat or normal, with content) `s` was sent and has not acknowledged, other than stored ones sent again. */
+  unackedMessages(s: SmState): XmlElement[] {
+    const out: XmlElement[] = [];
+    for (const u of s.unacked) {
+      if (s.stillStored.has(u.seq)) continue;
+      const m = this.storable(u.text);
+      if (m) out.push(m);
+    }
+    return out;
   }
 
   /** The state a `<resume/>` names, if it belongs to `jid` and is still resumable. */
@@ -182,6 +205,8 @@ export class StreamManagement {
     s.resumable = false;
     if (this.byFull.get(s.fullJid) === s) this.byFull.delete(s.fullJid);
     this.byId.delete(s.id);
+    const mine = this.byJid.get(s.jid);
+    if (mine?.delete(s) && mine.size === 0) this.byJid.delete(s.jid);
     const pending = s.unacked.filter((u) => !s.stillStored.has(u.seq));
     s.unacked = [];
     s.unackedChars = 0;

@@ -61,6 +61,10 @@ export class XmppServer {
       xml: opts.limits,
     });
     this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm, extensions };
+    extensions?.setSessionView({
+      heldResources: (jid) => sm.heldResources(jid),
+      inactive: (jid, resource) => xmppConnectionsOf(engine, jid).some((c) => c.session?.resource === resource && c.csi.inactive),
+    });
     this.wss = new WebSocketServer({
       noServer: true,
       maxPayload: opts.limits.maxStanzaChars * 4,
