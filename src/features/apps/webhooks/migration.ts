@@ -153,10 +153,11 @@ export const WEBHOOK_LOG_MIGRATION: Migration = {
       SELECT o.app_id, o.id, o.next_attempt_at FROM webhook_outbox o JOIN webhook_endpoints e ON e.app_id = o.app_id
       WHERE o.state = 'pending' AND o.id <= e.delivered_through`.execute(db);
     await sql`UPDATE webhook_endpoints SET replaying = 1 WHERE app_id IN (SELECT app_id FROM webhook_replay)`.execute(db);
-    // A batch that was claimed and not delivered keeps its webhook-id when exactly its rows are sent again.
+    // A batch that was claimed and not delivered (the oldest pending one with an id) keeps its webhook-id
+    // when exactly its rows are sent again.
     const { rows: claimed } = await sql<{ app_id: string; batch_id: string; id: number }>`
       SELECT o.app_id, o.batch_id, o.id FROM webhook_outbox o
-      WHERE o.state = 'pending' AND o.batch_id = (SELECT f.batch_id FROM webhook_outbox f WHERE f.app_id = o.app_id AND f.state = 'pending' ORDER BY f.id LIMIT 1)
+      WHERE o.state = 'pending' AND o.batch_id = (SELECT f.batch_id FROM webhook_outbox f WHERE f.app_id = o.app_id AND f.state = 'pending' AND f.batch_id IS NOT NULL ORDER BY f.id LIMIT 1)
       ORDER BY o.app_id, o.id`.execute(db);
     const batches = new Map<string, { batchId: string; ids: number[] }>();
     for (const r of claimed) {
