@@ -177,6 +177,43 @@ describe('webhook store: a position per app instead of a state per row', () => {
   });
 });
 
+describe('webhook store: sequence numbers and newest updates between checkpoints', () => {
+  let d: Db;
+  before(async () => {
+    d = await openDb();
+    await addApp(d.db, 'a');
+  });
+  after(async () => {
+    await d.main.close();
+    rmSync(d.dir, { recursive: true, force: true });
+  });
+
+  test('a store opened after a crash reads back what the last one wrote after its checkpoint', async () => {
+    const first = new SqliteWebhookStore(d.db);
+    // The first write checkpoints; the next ones, within the checkpoint interval, are only in the log.
+    await first.append([row('a', 'u', 'online', 1), row('a', 'v', 'online', 1)], 100_000);
+    await first.append([row('a', 'u', 'away', 2)], 100_001);
+    await first.append([row('a', 'u', 'dnd', 3), row('a', 'w', 'online', 3)], 100_002);
+    const { rows: h } = await sql<{ last_id: number; seq_through: number }>`SELECT last_id, seq_through FROM webhook_log_head`.execute(d.db);
+    assert.ok(h[0]!.seq_through < h[0]!.last_id, 'webhook_seq is behind the log: the case under test');
+    const view = (us: ReadonlyArray<{ uid: string; seq: number; body: string }>) => us.map((u) => [u.uid, u.seq, (JSON.parse(u.body) as { status: string }).status]);
+    const expected = [['v', 1, 'online'], ['u', 3, 'dnd'], ['w', 1, 'online']];
+    assert.deepEqual(view((await first.newestOfApp('a')).users), expected);
+    // As after a kill -9: a new store on the same database, nothing in memory.
+    const second = new SqliteWebhookStore(d.db);
+    const { cursor, users } = await second.newestOfApp('a');
+    assert.equal(cursor, h[0]!.last_id);
+    assert.deepEqual(view(users), expected);
+    assert.deepEqual(view(await second.newestOfUsers('a', ['u', 'x'])), [['u', 3, 'dnd']]);
+    assert.deepEqual((await second.newestBodies()).map((b) => [b.uid, JSON.parse(b.body).status]), [['v', 'online'], ['u', 'dnd'], ['w', 'online']]);
+    const next = await second.append([row('a', 'u', 'online', 4), row('a', 'w', 'away', 4)], 100_003);
+    assert.deepEqual(next.map((l) => [l.uid, l.seq]), [['u', 4], ['w', 2]]);
+    // That write checkpointed: webhook_seq holds it all now.
+    const { rows: seqs } = await sql<{ uid: string; seq: number }>`SELECT uid, seq FROM webhook_seq WHERE app_id = 'a' ORDER BY uid`.execute(d.db);
+    assert.deepEqual(seqs.map((r) => [r.uid, r.seq]), [['u', 4], ['v', 1], ['w', 2]]);
+  });
+});
+
 describe('webhook store: migrating an outbox written before APP_MIGRATIONS 7', () => {
   let d: Db;
   before(async () => {

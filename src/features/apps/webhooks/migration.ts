@@ -117,6 +117,10 @@ export function batchKeyOf(ids: readonly number[]): string {
  *   ids), so a retry of exactly the same rows keeps its webhook-id;
  * - `webhook_replay` lists delivered rows to send again (a replay), sent before the live ones;
  * - `head` is the app's newest row id, so the apps with something pending are found in a partial index.
+ * - `webhook_seq` (each app user's sequence number and newest update) is brought up to date from the
+ *   log now and then (a checkpoint, `webhook_log_head.seq_through`), not at every write: rewriting a
+ *   row per user per write touched pages all over the table; the rows after the checkpoint are read
+ *   back at start.
  * Existing rows keep their ids and state: the position is put after the app's last row that is not
  * pending, and pending rows before it (a replay, or a row left for a revoked user) go to webhook_replay.
  */
@@ -129,7 +133,7 @@ export const WEBHOOK_LOG_MIGRATION: Migration = {
         app_id TEXT NOT NULL, id INTEGER NOT NULL, uid TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
         body_json TEXT NOT NULL, due_at INTEGER NOT NULL, created_at INTEGER NOT NULL, superseded INTEGER,
         PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
-    await sql`CREATE TABLE webhook_log_head (one INTEGER PRIMARY KEY CHECK (one = 1), last_id INTEGER NOT NULL)`.execute(db);
+    await sql`CREATE TABLE webhook_log_head (one INTEGER PRIMARY KEY CHECK (one = 1), last_id INTEGER NOT NULL, seq_through INTEGER NOT NULL)`.execute(db);
     await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id INTEGER NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
     await sql`ALTER TABLE webhook_endpoints ADD COLUMN head INTEGER NOT NULL DEFAULT 0`.execute(db);
     await sql`ALTER TABLE webhook_endpoints ADD COLUMN delivered_through INTEGER NOT NULL DEFAULT 0`.execute(db);
@@ -142,7 +146,9 @@ export const WEBHOOK_LOG_MIGRATION: Migration = {
     // Ids continue after every id ever given, also purged ones (AUTOINCREMENT's record), as stream cursors may hold them.
     const { rows: seqRow } = await sql<{ seq: number }>`SELECT seq FROM sqlite_sequence WHERE name = 'webhook_outbox'`.execute(db);
     const { rows: maxRow } = await sql<{ m: number | null }>`SELECT max(id) AS m FROM webhook_outbox`.execute(db);
-    await sql`INSERT INTO webhook_log_head (one, last_id) VALUES (1, ${Math.max(seqRow[0]?.seq ?? 0, maxRow[0]?.m ?? 0)})`.execute(db);
+    const lastId = Math.max(seqRow[0]?.seq ?? 0, maxRow[0]?.m ?? 0);
+    // webhook_seq is current: it covers the whole log.
+    await sql`INSERT INTO webhook_log_head (one, last_id, seq_through) VALUES (1, ${lastId}, ${lastId})`.execute(db);
     await sql`INSERT INTO webhook_endpoints (app_id, failures) SELECT DISTINCT app_id, 0 FROM webhook_outbox WHERE true ON CONFLICT (app_id) DO NOTHING`.execute(db);
     await sql`
       UPDATE webhook_endpoints SET

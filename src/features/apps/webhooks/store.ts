@@ -164,6 +164,10 @@ interface LeasedEndpoint extends EndpointRow {
 
 type LogRow = { id: number; uid: string; seq: number; at: number; body_json: string };
 const toOutboxRow = (r: LogRow): OutboxRow => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json });
+/** webhook_seq is brought up to date this often, or once this many users changed since (whichever first). */
+const SEQ_CHECKPOINT_MS = 1000;
+const SEQ_CHECKPOINT_KEYS = 20_000;
+
 const jsonIds = (ids: readonly number[]): string => JSON.stringify(ids);
 
 /**
@@ -174,6 +178,9 @@ const jsonIds = (ids: readonly number[]): string => JSON.stringify(ids);
  */
 export class SqliteWebhookStore implements WebhookStore {
   readonly #countCap: number;
+  /** Newest logged update per (app, user) since webhook_seq's checkpoint; null until read from the database. */
+  #recent: Map<string, LoggedUpdate> | null = null;
+  #checkpointAt = 0;
 
   constructor(
     private readonly db: Kysely<any>,
@@ -190,61 +197,117 @@ export class SqliteWebhookStore implements WebhookStore {
     const keyOf = (appId: string, uid: string): string => `${appId}\u0000${uid}`;
     const keys = new Map<string, [string, string]>();
     for (const r of rows) keys.set(keyOf(r.appId, r.uid), [r.appId, r.uid]);
-    return this.db.transaction().execute(async (trx) => {
-      const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
-        SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify([...keys.values()])}) j
-        JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
-      const seqOf = new Map<string, number>();
-      for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
-      const { rows: h } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(trx);
-      let id = h[0]?.last_id ?? 0;
-      // Each row takes the next id of the log and the next number of its (app, user), in the order given.
-      const out: LoggedUpdate[] = rows.map((r) => {
-        const k = keyOf(r.appId, r.uid);
-        const seq = (seqOf.get(k) ?? 0) + 1;
-        seqOf.set(k, seq);
-        return { id: ++id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now };
+    return this.db
+      .transaction()
+      .execute(async (trx) => {
+        const recent = await this.#recentOf(trx);
+        // Sequence numbers: the users written since the last checkpoint are in memory, the others in webhook_seq.
+        const unknown = [...keys].filter(([k]) => !recent.has(k)).map(([, v]) => v);
+        const seqOf = new Map<string, number>();
+        if (unknown.length > 0) {
+          const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
+            SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify(unknown)}) j
+            JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
+          for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
+        }
+        const { rows: h } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(trx);
+        let id = h[0]!.last_id;
+        // Each row takes the next id of the log and the next number of its (app, user), in the order given.
+        const out: LoggedUpdate[] = rows.map((r) => {
+          const k = keyOf(r.appId, r.uid);
+          const seq = (seqOf.get(k) ?? recent.get(k)?.seq ?? 0) + 1;
+          seqOf.set(k, seq);
+          return { id: ++id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now };
+        });
+        await sql`
+          INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)
+          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, ${now}
+          FROM json_each(${JSON.stringify(out.map((u, i) => [u.appId, u.id, u.uid, u.seq, u.at, u.body, rows[i]!.dueAt]))}) j`.execute(trx);
+        await sql`UPDATE webhook_log_head SET last_id = ${id} WHERE one = 1`.execute(trx);
+        const headOf = new Map<string, number>();
+        for (const u of out) headOf.set(u.appId, u.id);
+        // The app's newest row id: the app has something pending while it is past its delivery position.
+        await sql`
+          INSERT INTO webhook_endpoints (app_id, failures, head)
+          SELECT j.value ->> 0, 0, j.value ->> 1 FROM json_each(${JSON.stringify([...headOf])}) j WHERE true
+          ON CONFLICT (app_id) DO UPDATE SET head = excluded.head`.execute(trx);
+        // Last, once every statement has succeeded (a failed commit drops the memory, read again from the log).
+        for (const u of out) recent.set(keyOf(u.appId, u.uid), u);
+        if (recent.size >= SEQ_CHECKPOINT_KEYS || now - this.#checkpointAt >= SEQ_CHECKPOINT_MS) await this.#checkpoint(trx, recent, id, now);
+        return out;
+      })
+      .catch((err: unknown) => {
+        this.#recent = null;
+        throw err;
       });
-      await sql`
-        INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)
-        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, ${now}
-        FROM json_each(${JSON.stringify(out.map((u, i) => [u.appId, u.id, u.uid, u.seq, u.at, u.body, rows[i]!.dueAt]))}) j`.execute(trx);
-      await sql`INSERT INTO webhook_log_head (one, last_id) VALUES (1, ${id}) ON CONFLICT (one) DO UPDATE SET last_id = excluded.last_id`.execute(trx);
-      // The newest row of each (app, user), and of each app, is its last in this write.
-      const newest = new Map<string, LoggedUpdate>();
-      const headOf = new Map<string, number>();
-      for (const u of out) {
-        newest.set(keyOf(u.appId, u.uid), u);
-        headOf.set(u.appId, u.id);
-      }
+  }
+
+  /**
+   * The newest logged update of each (app, user) written since webhook_seq's checkpoint, read from the
+   * log the first time (after a restart, what the last process wrote after its last checkpoint).
+   * Only this store writes the log, so memory and database agree inside a transaction.
+   */
+  async #recentOf(trx: Kysely<any>): Promise<Map<string, LoggedUpdate>> {
+    if (this.#recent !== null) return this.#recent;
+    const { rows: h } = await sql<{ seq_through: number }>`SELECT seq_through FROM webhook_log_head WHERE one = 1`.execute(trx);
+    const { rows } = await sql<{ app_id: string; id: number; uid: string; seq: number; at: number; body_json: string; created_at: number }>`
+      SELECT l.app_id, l.id, l.uid, l.seq, l.at, l.body_json, l.created_at FROM webhook_endpoints e
+      JOIN webhook_log l ON l.app_id = e.app_id AND l.id > ${h[0]!.seq_through}`.execute(trx);
+    const recent = new Map<string, LoggedUpdate>();
+    for (const r of rows) {
+      const k = `${r.app_id}\u0000${r.uid}`;
+      if ((recent.get(k)?.id ?? -1) < r.id) recent.set(k, { id: r.id, appId: r.app_id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json, createdAt: r.created_at });
+    }
+    this.#recent = recent;
+    // The next write checkpoints: the rows read back are not left to a later restart to read again.
+    this.#checkpointAt = -Infinity;
+    return recent;
+  }
+
+  /** webhook_seq brought up to date with the log through `through`: one row write per user changed since the last checkpoint. */
+  async #checkpoint(trx: Kysely<any>, recent: Map<string, LoggedUpdate>, through: number, now: number): Promise<void> {
+    if (recent.size > 0) {
       await sql`
         INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)
         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
-        FROM json_each(${JSON.stringify([...newest.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
+        FROM json_each(${JSON.stringify([...recent.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
         ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body`.execute(trx);
-      // The app's newest row id: the app has something pending while it is past its delivery position.
-      await sql`
-        INSERT INTO webhook_endpoints (app_id, failures, head)
-        SELECT j.value ->> 0, 0, j.value ->> 1 FROM json_each(${JSON.stringify([...headOf])}) j WHERE true
-        ON CONFLICT (app_id) DO UPDATE SET head = excluded.head`.execute(trx);
-      return out;
-    });
+    }
+    await sql`UPDATE webhook_log_head SET seq_through = ${through} WHERE one = 1`.execute(trx);
+    recent.clear();
+    this.#checkpointAt = now;
+  }
+
+  /** The newest update of each user of the app (or of every app): webhook_seq, overlaid with what memory holds since its checkpoint. */
+  async #newest(trx: Kysely<any>, appId: string | null, uids: readonly string[] | null): Promise<LoggedUpdate[]> {
+    const recent = await this.#recentOf(trx);
+    type SeqRow = { app_id: string; uid: string; seq: number; last_id: number; last_at: number; last_body: string };
+    const { rows } =
+      appId === null
+        ? await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE last_id IS NOT NULL`.execute(trx)
+        : uids === null
+          ? await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL`.execute(trx)
+          : await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL AND uid IN (SELECT value FROM json_each(${JSON.stringify(uids)}))`.execute(trx);
+    const out = new Map<string, LoggedUpdate>();
+    for (const r of rows) out.set(`${r.app_id}\u0000${r.uid}`, { id: r.last_id, appId: r.app_id, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at });
+    const wanted = uids === null ? null : new Set(uids);
+    for (const [k, u] of recent) {
+      if ((appId === null || u.appId === appId) && (wanted === null || wanted.has(u.uid))) out.set(k, u);
+    }
+    return [...out.values()].sort((a, b) => a.id - b.id);
   }
 
   async newestOfApp(appId: string): Promise<{ readonly cursor: number; readonly users: LoggedUpdate[] }> {
     return this.db.transaction().execute(async (trx) => {
+      const users = await this.#newest(trx, appId, null);
       const { rows: m } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(trx);
-      const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
-        SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL ORDER BY last_id`.execute(trx);
-      return { cursor: m[0]?.last_id ?? 0, users: rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at })) };
+      return { cursor: m[0]?.last_id ?? 0, users };
     });
   }
 
   async newestOfUsers(appId: string, uids: readonly string[]): Promise<LoggedUpdate[]> {
     if (uids.length === 0) return [];
-    const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
-      SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL AND uid IN (${sql.join(uids)})`.execute(this.db);
-    return rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at }));
+    return this.db.transaction().execute((trx) => this.#newest(trx, appId, uids));
   }
 
   async since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]> {
@@ -259,8 +322,8 @@ export class SqliteWebhookStore implements WebhookStore {
   }
 
   async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {
-    const { rows } = await sql<{ app_id: string; uid: string; last_body: string }>`SELECT app_id, uid, last_body FROM webhook_seq WHERE last_body IS NOT NULL`.execute(this.db);
-    return rows.map((r) => ({ appId: r.app_id, uid: r.uid, body: r.last_body }));
+    const all = await this.db.transaction().execute((trx) => this.#newest(trx, null, null));
+    return all.map((u) => ({ appId: u.appId, uid: u.uid, body: u.body }));
   }
 
   async backlog(now: number, dueAfter: number): Promise<AppBacklog[]> {
@@ -458,15 +521,20 @@ export class SqliteWebhookStore implements WebhookStore {
         UNION ALL SELECT (SELECT min(app_id) FROM webhook_log WHERE app_id > a.id) FROM a WHERE a.id IS NOT NULL)
       SELECT id FROM a WHERE id IS NOT NULL AND id NOT IN (SELECT id FROM apps)`.execute(this.db);
     await this.db.transaction().execute(async (trx) => {
+      const recent = await this.#recentOf(trx);
+      const dead = new Set(gone.map((g) => g.id));
+      for (const [k, u] of recent) if (dead.has(u.appId)) recent.delete(k);
       for (const g of gone) purged += Number((await sql`DELETE FROM webhook_log WHERE app_id = ${g.id}`.execute(trx)).numAffectedRows ?? 0n);
       await sql`DELETE FROM webhook_replay WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_attempts WHERE at < ${before} OR app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_endpoints WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_seq WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
     });
-    // Done rows older than `before`: at or before the app's position, and before any row still to replay.
+    // Done rows older than `before`: at or before the app's position, before any row still to replay,
+    // and covered by webhook_seq's checkpoint (later ones are read back at start).
     const { rows: eps } = await sql<{ app_id: string; upto: number; first: number | null }>`
-      SELECT e.app_id, min(e.delivered_through, coalesce((SELECT min(r.id) - 1 FROM webhook_replay r WHERE r.app_id = e.app_id), e.delivered_through)) AS upto,
+      SELECT e.app_id, min(e.delivered_through, (SELECT seq_through FROM webhook_log_head WHERE one = 1),
+          coalesce((SELECT min(r.id) - 1 FROM webhook_replay r WHERE r.app_id = e.app_id), e.delivered_through)) AS upto,
         (SELECT min(l.id) FROM webhook_log l WHERE l.app_id = e.app_id) AS first
       FROM webhook_endpoints e`.execute(this.db);
     for (const e of eps) {
