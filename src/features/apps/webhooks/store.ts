@@ -252,7 +252,7 @@ export class SqliteWebhookStore implements WebhookStore {
     const { rows: h } = await sql<{ seq_through: number }>`SELECT seq_through FROM webhook_log_head WHERE one = 1`.execute(trx);
     const { rows } = await sql<{ app_id: string; id: number; uid: string; seq: number; at: number; body_json: string; created_at: number }>`
       SELECT l.app_id, l.id, l.uid, l.seq, l.at, l.body_json, l.created_at FROM webhook_endpoints e
-      JOIN webhook_log l ON l.app_id = e.app_id AND l.id > ${h[0]!.seq_through}`.execute(trx);
+      CROSS JOIN webhook_log l ON l.app_id = e.app_id AND l.id > ${h[0]!.seq_through}`.execute(trx);
     const recent = new Map<string, LoggedUpdate>();
     for (const r of rows) {
       const k = `${r.app_id}\u0000${r.uid}`;
