@@ -3,7 +3,17 @@ import { sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
 
-/** The webhook outbox's storage port (SQLite now; PostgreSQL claims with FOR UPDATE SKIP LOCKED on the same columns). */
+/**
+ * The webhook outbox's storage port. SQLite now; for PostgreSQL the same design holds with:
+ * - the lease: the endpoint row taken FOR UPDATE SKIP LOCKED, then the same columns;
+ * - ids: the delivery position (every row of the app with id <= delivered_through is done) and the
+ *   streams' cursors need ids to become visible in increasing order; here appends are serialized by
+ *   BEGIN IMMEDIATE, there taking the id range from the webhook_log_head row (UPDATE ... RETURNING)
+ *   serializes them the same way (a sequence alone would not: ids commit out of order);
+ * - webhook_seq's checkpoint and the memory of users changed since: valid because one process appends;
+ *   with several servers appending, upsert webhook_seq in each write (as before APP_MIGRATIONS 7) or
+ *   keep the memory per process behind the same head-row lock.
+ */
 
 export interface NewOutboxRow {
   readonly appId: string;
