@@ -539,6 +539,10 @@ export class SqliteWebhookStore implements WebhookStore {
       await sql`DELETE FROM webhook_attempts WHERE at < ${before} OR app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_endpoints WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_seq WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+    }).catch((err: unknown) => {
+      // Memory was changed with the transaction that failed: read it again from the database.
+      this.#recent = null;
+      throw err;
     });
     // Done rows older than `before`: at or before the app's position, before any row still to replay,
     // and covered by webhook_seq's checkpoint (later ones are read back at start).
