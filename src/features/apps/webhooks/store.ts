@@ -546,13 +546,15 @@ export class SqliteWebhookStore implements WebhookStore {
     });
     // Done rows older than `before`: at or before the app's position, before any row still to replay,
     // and covered by webhook_seq's checkpoint (later ones are read back at start).
-    const { rows: eps } = await sql<{ app_id: string; upto: number; first: number | null }>`
+    const { rows: eps } = await sql<{ app_id: string; upto: number; first: number | null; first_at: number | null }>`
       SELECT e.app_id, min(e.delivered_through, (SELECT seq_through FROM webhook_log_head WHERE one = 1),
           coalesce((SELECT min(r.id) - 1 FROM webhook_replay r WHERE r.app_id = e.app_id), e.delivered_through)) AS upto,
-        (SELECT min(l.id) FROM webhook_log l WHERE l.app_id = e.app_id) AS first
+        (SELECT min(l.id) FROM webhook_log l WHERE l.app_id = e.app_id) AS first,
+        (SELECT l.created_at FROM webhook_log l WHERE l.app_id = e.app_id ORDER BY l.id LIMIT 1) AS first_at
       FROM webhook_endpoints e`.execute(this.db);
     for (const e of eps) {
-      if (e.first === null || e.first > e.upto) continue;
+      // Most apps have nothing old enough: their oldest row says so.
+      if (e.first === null || e.first > e.upto || e.first_at === null || e.first_at >= before) continue;
       // Ids grow with time: a binary search finds where the rows younger than `before` start, in a few
       // probes, instead of a scan of everything retained. Rows before it younger than `before` (a clock
       // set back) are still kept by the DELETE's own test.
