@@ -3,7 +3,7 @@
  * SQLite store (src/features/apps/webhooks/store.ts) for the calls the server makes, in the order it
  * makes them: an append per flush of the outbox (`--flush` rows spread over `--apps` apps and `--users`
  * users each) with a look at the backlog, and, once each app has a batch waiting, per app a claim, the
- * attempt's log entry, delivered and release (`--batch` rows per claim). CPU time (user + system of this
+ * delivered (which logs the attempt and releases the lease in the same transaction; `--batch` rows per claim). CPU time (user + system of this
  * process), so that other work on the machine does not count. By hand:
  *
  *   taskset -c 1 npx tsx bench/webhook-store-bench.ts --apps 10 --batch 1000 --flush 1000
@@ -62,10 +62,9 @@ async function deliverAll(): Promise<void> {
       const c = await timed('claim', () => store.claim(a, 'w', Date.now(), 40_000, BATCH));
       if (c === null) continue;
       any = true;
-      await timed('log', () => store.logAttempt({ appId: a, batchId: c.batchId, at: Date.now(), updates: c.rows.length, status: 204, latencyMs: 1, responseExcerpt: null, error: null }));
-      await timed('delivered', () => store.delivered(a, c.rows.map((r) => r.id), Date.now()));
-      await timed('release', () => store.release(a, 'w'));
-      await timed('backlog', () => store.backlog());
+      const attempt = { appId: a, batchId: c.batchId, at: Date.now(), updates: c.rows.length, status: 204, latencyMs: 1, responseExcerpt: null, error: null };
+      await timed('delivered', () => store.delivered(a, c, c.rows.map((r) => r.id), Date.now(), attempt));
+      await timed('backlog', () => store.backlog(Date.now(), Date.now() - 50));
     }
   }
 }
@@ -78,7 +77,7 @@ async function run(total: number): Promise<void> {
       return { appId: apps[i % APPS]!, uid: `user${Math.floor(i / APPS) % USERS}`.padEnd(22, 'x'), at: now, body: `{"status":"online","statusText":"t${process.hrtime.bigint()}"}`, dueAt: now };
     });
     await timed('append', () => store.append(rows, Date.now()));
-    await timed('backlog', () => store.backlog());
+    await timed('backlog', () => store.backlog(Date.now(), Date.now() - 50));
   }
   await deliverAll();
 }

@@ -228,7 +228,8 @@ describe('apps: kill -9 with updates pending', { timeout: 120_000 }, () => {
     const pending = (): Array<{ seq: number; body_json: string }> => {
       const db = new Database(join(dataDir, 'presenced.sqlite'), { readonly: true, fileMustExist: true });
       try {
-        return db.prepare("select seq, body_json from webhook_outbox where uid = ? and state = 'pending' order by seq").all(uid) as Array<{ seq: number; body_json: string }>;
+        return db.prepare(`select l.seq, l.body_json from webhook_log l left join webhook_endpoints e on e.app_id = l.app_id
+          where l.uid = ? and l.id > coalesce(e.delivered_through, 0) and l.superseded is null order by l.seq`).all(uid) as Array<{ seq: number; body_json: string }>;
       } finally {
         db.close();
       }

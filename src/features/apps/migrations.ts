@@ -1,5 +1,5 @@
 import type { Migration } from '../../adapters/sqlite/migrations.js';
-import { APP_LOG_MIGRATION, WEBHOOK_DUE_MIGRATION, WEBHOOKS_MIGRATION } from './webhooks/migration.js';
+import { APP_LOG_MIGRATION, WEBHOOK_DUE_MIGRATION, WEBHOOK_LOG_MIGRATION, WEBHOOKS_MIGRATION } from './webhooks/migration.js';
 
 /** The apps feature's tables. Append only, as for the core's migrations. */
 export const APP_MIGRATIONS: readonly Migration[] = [
@@ -88,4 +88,5 @@ export const APP_MIGRATIONS: readonly Migration[] = [
     },
   },
   WEBHOOK_DUE_MIGRATION,
+  WEBHOOK_LOG_MIGRATION,
 ];

@@ -1,8 +1,19 @@
 import { randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
+import { batchKeyOf } from './migration.js';
 
-/** The webhook outbox's storage port (SQLite now; PostgreSQL claims with FOR UPDATE SKIP LOCKED on the same columns). */
+/**
+ * The webhook outbox's storage port. SQLite now; for PostgreSQL the same design holds with:
+ * - the lease: the endpoint row taken FOR UPDATE SKIP LOCKED, then the same columns;
+ * - ids: the delivery position (every row of the app with id <= delivered_through is done) and the
+ *   streams' cursors need ids to become visible in increasing order; here appends are serialized by
+ *   BEGIN IMMEDIATE, there taking the id range from the webhook_log_head row (UPDATE ... RETURNING)
+ *   serializes them the same way (a sequence alone would not: ids commit out of order);
+ * - webhook_seq's checkpoint and the memory of users changed since: valid because one process appends;
+ *   with several servers appending, upsert webhook_seq in each write (as before APP_MIGRATIONS 7) or
+ *   keep the memory per process behind the same head-row lock.
+ */
 
 export interface NewOutboxRow {
   readonly appId: string;
@@ -39,9 +50,14 @@ export const BACKLOG_COUNT_CAP = 10_000;
 
 export interface AppBacklog {
   readonly appId: string;
+  /** When its oldest pending update was enqueued (or replayed); 0 when only skipped rows are left to pass. */
   readonly oldestDue: number;
-  /** Pending rows of the app, counted up to the store's cap (webhook_batch_max, at most BACKLOG_COUNT_CAP). */
-  readonly count: number;
+  /**
+   * Pending rows of the app, counted up to the store's cap (webhook_batch_max, at most
+   * BACKLOG_COUNT_CAP); null when not counted because it would change nothing: the app is due anyway
+   * by time, or waits for its endpoint's next attempt or another worker's lease.
+   */
+  readonly count: number | null;
   readonly endpointNext: number | null;
   readonly claimedUntil: number | null;
   readonly disabled: boolean;
@@ -70,8 +86,13 @@ export interface AttemptRecord {
 
 export interface Claim {
   readonly batchId: string;
+  /** Replayed rows first (older), then live ones, each group in log order. */
   readonly rows: readonly OutboxRow[];
   readonly endpoint: EndpointState;
+  /** Where the app's delivery position goes when this batch is done: every live row up to it is in `rows` or superseded. */
+  readonly through: number;
+  /** The ids of `rows` that came from a replay. */
+  readonly replayed: readonly number[];
 }
 
 export interface WebhookStore {
@@ -86,21 +107,24 @@ export interface WebhookStore {
   newestOfUsers(appId: string, uids: readonly string[]): Promise<LoggedUpdate[]>;
   /** The app's logged updates with id > after, oldest first (whatever their delivery state). */
   since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]>;
-  /** The largest id of the log (0 when empty). */
+  /** The largest id ever given in the log (0 when none). */
   maxId(): Promise<number>;
   /** The newest logged body of every (app, user): what each app was last told. */
   newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>>;
-  backlog(): Promise<AppBacklog[]>;
+  /** The apps with something pending; `count` only where it matters: for apps not yet due by time (oldest due after `dueAfter`), free to claim at `now`. */
+  backlog(now: number, dueAfter: number): Promise<AppBacklog[]>;
   /**
    * Takes the app's lease (none when another worker holds it) and its oldest pending rows; while the
    * endpoint is failing, older pending updates of a user are first collapsed into the newest, unless
-   * the app asked for every transition.
+   * the app asked for every transition. A retry of exactly the same rows keeps its batch id.
    */
   claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition?: boolean): Promise<Claim | null>;
-  delivered(appId: string, rowIds: readonly number[], now: number): Promise<void>;
-  failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void>;
-  /** The rows are not sent (the app has no webhook URL any more): superseded, the endpoint untouched. */
-  discard(rowIds: readonly number[], now: number): Promise<void>;
+  /** The request carrying `sentIds` of the claim succeeded: the app's position moves past the claim (claimed rows not sent are superseded), the attempt is logged, the lease released. */
+  delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void>;
+  /** The request carrying `sentIds` failed: they stay pending (a retry of exactly them keeps the batch id), the attempt is logged, the lease released. */
+  failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void>;
+  /** These rows of the claim are not sent (revoked grant, no webhook URL): superseded, the endpoint's state untouched. */
+  discard(appId: string, claim: Claim, rowIds: readonly number[], now: number): Promise<void>;
   release(appId: string, worker: string): Promise<void>;
   logAttempt(a: AttemptRecord): Promise<void>;
   endpoint(appId: string): Promise<EndpointState>;
@@ -140,8 +164,33 @@ const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
     ? EMPTY_ENDPOINT
     : { failingSince: r.failing_since, failures: r.failures, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, lastSuccessAt: r.last_success_at, disabledAt: r.disabled_at, disabledReason: r.disabled_reason };
 
+interface LeasedEndpoint extends EndpointRow {
+  delivered_through: number;
+  head: number;
+  replaying: number;
+  batch_id: string | null;
+  batch_key: string | null;
+}
+
+type LogRow = { id: number; uid: string; seq: number; at: number; body_json: string };
+const toOutboxRow = (r: LogRow): OutboxRow => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json });
+/** webhook_seq is brought up to date this often, or once this many users changed since (whichever first). */
+const SEQ_CHECKPOINT_MS = 1000;
+const SEQ_CHECKPOINT_KEYS = 20_000;
+
+const jsonIds = (ids: readonly number[]): string => JSON.stringify(ids);
+
+/**
+ * The outbox on SQLite (APP_MIGRATIONS 7): each update is written once, in `webhook_log`, clustered by
+ * (app, id); what is delivered is a position per app on its endpoint row, so delivering a batch is one
+ * row write whatever its size, and the claimed batch is recorded there too. Only rare paths write log
+ * rows again (superseded: collapsed while failing, dropped for a revoked grant).
+ */
 export class SqliteWebhookStore implements WebhookStore {
   readonly #countCap: number;
+  /** Newest logged update per (app, user) since webhook_seq's checkpoint; null until read from the database. */
+  #recent: Map<string, LoggedUpdate> | null = null;
+  #checkpointAt = 0;
 
   constructor(
     private readonly db: Kysely<any>,
@@ -152,176 +201,287 @@ export class SqliteWebhookStore implements WebhookStore {
 
   async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
     if (rows.length === 0) return [];
-    // Three statements per write whatever its size (it was three per row): the rows go in as one JSON
-    // parameter, so each statement's text is fixed and stays prepared. The transaction is BEGIN
-    // IMMEDIATE (the write lock is held from the start), so the sequence numbers read first cannot move
-    // before they are written back.
+    // A fixed number of statements per write whatever its size: rows go in as one JSON parameter, so
+    // each statement's text is fixed and stays prepared. The transaction is BEGIN IMMEDIATE (the write
+    // lock is held from the start), so the numbers read first cannot move before they are written back.
     const keyOf = (appId: string, uid: string): string => `${appId}\u0000${uid}`;
     const keys = new Map<string, [string, string]>();
     for (const r of rows) keys.set(keyOf(r.appId, r.uid), [r.appId, r.uid]);
-    return this.db.transaction().execute(async (trx) => {
-      const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
-        SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify([...keys.values()])}) j
-        JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
-      const seqOf = new Map<string, number>();
-      for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
-      // Each row takes the next number of its (app, user), in the order given.
-      const seqs = rows.map((r) => {
-        const k = keyOf(r.appId, r.uid);
-        const seq = (seqOf.get(k) ?? 0) + 1;
-        seqOf.set(k, seq);
-        return seq;
+    return this.db
+      .transaction()
+      .execute(async (trx) => {
+        const recent = await this.#recentOf(trx);
+        // Sequence numbers: the users written since the last checkpoint are in memory, the others in webhook_seq.
+        const unknown = [...keys].filter(([k]) => !recent.has(k)).map(([, v]) => v);
+        const seqOf = new Map<string, number>();
+        if (unknown.length > 0) {
+          const { rows: current } = await sql<{ app_id: string; uid: string; seq: number }>`
+            SELECT s.app_id, s.uid, s.seq FROM json_each(${JSON.stringify(unknown)}) j
+            JOIN webhook_seq s ON s.app_id = j.value ->> 0 AND s.uid = j.value ->> 1`.execute(trx);
+          for (const c of current) seqOf.set(keyOf(c.app_id, c.uid), c.seq);
+        }
+        const { rows: h } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(trx);
+        let id = h[0]!.last_id;
+        // Each row takes the next id of the log and the next number of its (app, user), in the order given.
+        const out: LoggedUpdate[] = rows.map((r) => {
+          const k = keyOf(r.appId, r.uid);
+          const seq = (seqOf.get(k) ?? recent.get(k)?.seq ?? 0) + 1;
+          seqOf.set(k, seq);
+          return { id: ++id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now };
+        });
+        await sql`
+          INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)
+          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, ${now}
+          FROM json_each(${JSON.stringify(out.map((u, i) => [u.appId, u.id, u.uid, u.seq, u.at, u.body, rows[i]!.dueAt]))}) j`.execute(trx);
+        await sql`UPDATE webhook_log_head SET last_id = ${id} WHERE one = 1`.execute(trx);
+        const headOf = new Map<string, number>();
+        for (const u of out) headOf.set(u.appId, u.id);
+        // The app's newest row id: the app has something pending while it is past its delivery position.
+        await sql`
+          INSERT INTO webhook_endpoints (app_id, failures, head)
+          SELECT j.value ->> 0, 0, j.value ->> 1 FROM json_each(${JSON.stringify([...headOf])}) j WHERE true
+          ON CONFLICT (app_id) DO UPDATE SET head = excluded.head`.execute(trx);
+        // Last, once every statement has succeeded (a failed commit drops the memory, read again from the log).
+        for (const u of out) recent.set(keyOf(u.appId, u.uid), u);
+        if (recent.size >= SEQ_CHECKPOINT_KEYS || now - this.#checkpointAt >= SEQ_CHECKPOINT_MS) await this.#checkpoint(trx, recent, id, now);
+        return out;
+      })
+      .catch((err: unknown) => {
+        this.#recent = null;
+        throw err;
       });
-      const { rows: inserted } = await sql<{ id: number; app_id: string; uid: string; seq: number }>`
-        INSERT INTO webhook_outbox (app_id, uid, seq, at, body_json, state, attempts, next_attempt_at, created_at)
-        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, 'pending', 0, j.value ->> 5, ${now}
-        FROM json_each(${JSON.stringify(rows.map((r, i) => [r.appId, r.uid, seqs[i], r.at, r.body, r.dueAt]))}) j ORDER BY j.key
-        RETURNING id, app_id, uid, seq`.execute(trx);
-      // (app, user, seq) names one row: ids are matched by it, not by the order RETURNING happens to use.
-      const idOf = new Map<string, number>();
-      for (const x of inserted) idOf.set(`${keyOf(x.app_id, x.uid)}\u0000${x.seq}`, x.id);
-      const out: LoggedUpdate[] = rows.map((r, i) => {
-        const id = idOf.get(`${keyOf(r.appId, r.uid)}\u0000${seqs[i]}`);
-        if (id === undefined) throw new Error('webhook outbox: an inserted row was not returned');
-        return { id, appId: r.appId, uid: r.uid, seq: seqs[i]!, at: r.at, body: r.body, createdAt: now };
-      });
-      // The newest row of each (app, user) is its last in this write.
-      const newest = new Map<string, LoggedUpdate>();
-      for (const u of out) newest.set(keyOf(u.appId, u.uid), u);
+  }
+
+  /**
+   * The newest logged update of each (app, user) written since webhook_seq's checkpoint, read from the
+   * log the first time (after a restart, what the last process wrote after its last checkpoint).
+   * Only this store writes the log, so memory and database agree inside a transaction.
+   */
+  async #recentOf(trx: Kysely<any>): Promise<Map<string, LoggedUpdate>> {
+    if (this.#recent !== null) return this.#recent;
+    const { rows: h } = await sql<{ seq_through: number }>`SELECT seq_through FROM webhook_log_head WHERE one = 1`.execute(trx);
+    const { rows } = await sql<{ app_id: string; id: number; uid: string; seq: number; at: number; body_json: string; created_at: number }>`
+      SELECT l.app_id, l.id, l.uid, l.seq, l.at, l.body_json, l.created_at FROM webhook_endpoints e
+      CROSS JOIN webhook_log l ON l.app_id = e.app_id AND l.id > ${h[0]!.seq_through}`.execute(trx);
+    const recent = new Map<string, LoggedUpdate>();
+    for (const r of rows) {
+      const k = `${r.app_id}\u0000${r.uid}`;
+      if ((recent.get(k)?.id ?? -1) < r.id) recent.set(k, { id: r.id, appId: r.app_id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json, createdAt: r.created_at });
+    }
+    this.#recent = recent;
+    // The next write checkpoints: the rows read back are not left to a later restart to read again.
+    this.#checkpointAt = -Infinity;
+    return recent;
+  }
+
+  /** webhook_seq brought up to date with the log through `through`: one row write per user changed since the last checkpoint. */
+  async #checkpoint(trx: Kysely<any>, recent: Map<string, LoggedUpdate>, through: number, now: number): Promise<void> {
+    if (recent.size > 0) {
       await sql`
         INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)
         SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
-        FROM json_each(${JSON.stringify([...newest.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
+        FROM json_each(${JSON.stringify([...recent.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
         ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body`.execute(trx);
-      return out;
-    });
+    }
+    await sql`UPDATE webhook_log_head SET seq_through = ${through} WHERE one = 1`.execute(trx);
+    recent.clear();
+    this.#checkpointAt = now;
+  }
+
+  /** The newest update of each user of the app (or of every app): webhook_seq, overlaid with what memory holds since its checkpoint. */
+  async #newest(trx: Kysely<any>, appId: string | null, uids: readonly string[] | null): Promise<LoggedUpdate[]> {
+    const recent = await this.#recentOf(trx);
+    type SeqRow = { app_id: string; uid: string; seq: number; last_id: number; last_at: number; last_body: string };
+    const { rows } =
+      appId === null
+        ? await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE last_id IS NOT NULL`.execute(trx)
+        : uids === null
+          ? await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL`.execute(trx)
+          : await sql<SeqRow>`SELECT app_id, uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL AND uid IN (SELECT value FROM json_each(${JSON.stringify(uids)}))`.execute(trx);
+    const out = new Map<string, LoggedUpdate>();
+    for (const r of rows) out.set(`${r.app_id}\u0000${r.uid}`, { id: r.last_id, appId: r.app_id, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at });
+    const wanted = uids === null ? null : new Set(uids);
+    for (const [k, u] of recent) {
+      if ((appId === null || u.appId === appId) && (wanted === null || wanted.has(u.uid))) out.set(k, u);
+    }
+    return [...out.values()].sort((a, b) => a.id - b.id);
   }
 
   async newestOfApp(appId: string): Promise<{ readonly cursor: number; readonly users: LoggedUpdate[] }> {
     return this.db.transaction().execute(async (trx) => {
-      const { rows: m } = await sql<{ id: number | null }>`SELECT max(id) AS id FROM webhook_outbox`.execute(trx);
-      const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
-        SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL ORDER BY last_id`.execute(trx);
-      return { cursor: m[0]?.id ?? 0, users: rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at })) };
+      const users = await this.#newest(trx, appId, null);
+      const { rows: m } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(trx);
+      return { cursor: m[0]?.last_id ?? 0, users };
     });
   }
 
   async newestOfUsers(appId: string, uids: readonly string[]): Promise<LoggedUpdate[]> {
     if (uids.length === 0) return [];
-    const { rows } = await sql<{ uid: string; seq: number; last_id: number; last_at: number; last_body: string }>`
-      SELECT uid, seq, last_id, last_at, last_body FROM webhook_seq WHERE app_id = ${appId} AND last_id IS NOT NULL AND uid IN (${sql.join(uids)})`.execute(this.db);
-    return rows.map((r) => ({ id: r.last_id, appId, uid: r.uid, seq: r.seq, at: r.last_at, body: r.last_body, createdAt: r.last_at }));
+    return this.db.transaction().execute((trx) => this.#newest(trx, appId, uids));
   }
 
   async since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]> {
     const { rows } = await sql<{ id: number; uid: string; seq: number; at: number; body_json: string; created_at: number }>`
-      SELECT id, uid, seq, at, body_json, created_at FROM webhook_outbox WHERE app_id = ${appId} AND id > ${after} ORDER BY id LIMIT ${limit}`.execute(this.db);
+      SELECT id, uid, seq, at, body_json, created_at FROM webhook_log WHERE app_id = ${appId} AND id > ${after} ORDER BY id LIMIT ${limit}`.execute(this.db);
     return rows.map((r) => ({ id: r.id, appId, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json, createdAt: r.created_at }));
   }
 
   async maxId(): Promise<number> {
-    const { rows } = await sql<{ id: number | null }>`SELECT max(id) AS id FROM webhook_outbox`.execute(this.db);
-    return rows[0]?.id ?? 0;
+    const { rows } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(this.db);
+    return rows[0]?.last_id ?? 0;
   }
 
   async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {
-    const { rows } = await sql<{ app_id: string; uid: string; last_body: string }>`SELECT app_id, uid, last_body FROM webhook_seq WHERE last_body IS NOT NULL`.execute(this.db);
-    return rows.map((r) => ({ appId: r.app_id, uid: r.uid, body: r.last_body }));
+    const all = await this.db.transaction().execute((trx) => this.#newest(trx, null, null));
+    return all.map((u) => ({ appId: u.appId, uid: u.uid, body: u.body }));
   }
 
-  async backlog(): Promise<AppBacklog[]> {
-    // Runs on every pass of the worker: the apps with pending rows are found by jumping from one app id
-    // to the next in the partial index of pending rows, and each app costs a few index probes; the
-    // count stops at the cap (a full batch). Scanning every pending row instead made a backlog slow itself down.
-    const { rows } = await sql<{ app_id: string; due: number; n: number; enext: number | null; cu: number | null; dis: number | null }>`
-      WITH RECURSIVE a(id) AS (
-        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending')
-        UNION ALL
-        SELECT (SELECT min(app_id) FROM webhook_outbox WHERE state = 'pending' AND app_id > a.id) FROM a WHERE a.id IS NOT NULL)
-      SELECT a.id AS app_id,
-        (SELECT min(next_attempt_at) FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id) AS due,
-        (SELECT count(*) FROM (SELECT 1 FROM webhook_outbox WHERE state = 'pending' AND app_id = a.id LIMIT ${this.#countCap})) AS n,
-        e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis
-      FROM a LEFT JOIN webhook_endpoints e ON e.app_id = a.id WHERE a.id IS NOT NULL`.execute(this.db);
-    return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
+  async backlog(now: number, dueAfter: number): Promise<AppBacklog[]> {
+    // Runs on every pass of the worker: only the apps with something pending (a partial index), a
+    // probe or two each; the count, which walks up to a batch of rows, only where the answer matters.
+    const { rows } = await sql<{ app_id: string; due: number | null; n: number | null; enext: number | null; cu: number | null; dis: number | null }>`
+      WITH b AS (
+        SELECT e.app_id, e.delivered_through AS dt, e.replaying, e.next_attempt_at AS enext, e.claimed_until AS cu, e.disabled_at AS dis,
+          min(coalesce((SELECT l.due_at FROM webhook_log l WHERE l.app_id = e.app_id AND l.id > e.delivered_through AND l.superseded IS NULL ORDER BY l.id LIMIT 1), 1e300),
+              CASE WHEN e.replaying = 1 THEN coalesce((SELECT min(r.due_at) FROM webhook_replay r WHERE r.app_id = e.app_id), 1e300) ELSE 1e300 END) AS due
+        FROM webhook_endpoints e WHERE e.head > e.delivered_through OR e.replaying = 1)
+      SELECT app_id, CASE WHEN due >= 1e300 THEN 0 ELSE due END AS due, enext, cu, dis,
+        CASE WHEN due < 1e300 AND due > ${dueAfter} AND dis IS NULL AND coalesce(enext, 0) <= ${now} AND coalesce(cu, 0) <= ${now}
+          THEN (SELECT count(*) FROM (SELECT 1 FROM webhook_log l WHERE l.app_id = b.app_id AND l.id > b.dt AND l.superseded IS NULL LIMIT ${this.#countCap}))
+             + CASE WHEN replaying = 1 THEN (SELECT count(*) FROM (SELECT 1 FROM webhook_replay r WHERE r.app_id = b.app_id LIMIT ${this.#countCap})) ELSE 0 END
+        END AS n
+      FROM b`.execute(this.db);
+    return rows.map((r) => ({ appId: r.app_id, oldestDue: r.due ?? 0, count: r.n, endpointNext: r.enext, claimedUntil: r.cu, disabled: r.dis !== null }));
   }
 
   async claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition = false): Promise<Claim | null> {
     return this.db.transaction().execute(async (trx) => {
       // The lease, taken in one statement: a new endpoint row, or the existing one if it is enabled and
       // nobody holds it; no row comes back when it is not ours to take.
-      const { rows: took } = await sql<EndpointRow>`
+      const { rows: took } = await sql<LeasedEndpoint>`
         INSERT INTO webhook_endpoints (app_id, failures, claimed_by, claimed_until) VALUES (${appId}, 0, ${worker}, ${now + leaseMs})
         ON CONFLICT (app_id) DO UPDATE SET claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until
         WHERE disabled_at IS NULL AND (claimed_until IS NULL OR claimed_until <= ${now})
         RETURNING *`.execute(trx);
       if (took.length !== 1) return null;
-      const ep = toEndpoint(took[0]);
+      const e = took[0]!;
+      const ep = toEndpoint(e);
+      const from = e.delivered_through;
       if (ep.failingSince !== null && !everyTransition) {
-        // While the endpoint is down only the newest state of each user is worth sending.
-        await sql`
-          UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}
-          WHERE app_id = ${appId} AND state = 'pending'
-            AND seq < (SELECT max(n.seq) FROM webhook_outbox n WHERE n.app_id = webhook_outbox.app_id AND n.uid = webhook_outbox.uid AND n.state = 'pending')`.execute(trx);
+        // While the endpoint is down only the newest state of each user is worth sending: the others
+        // are marked superseded (a write only while failing), replayed ones included.
+        const pending = sql`
+          SELECT id, uid FROM webhook_log WHERE app_id = ${appId} AND id > ${from} AND superseded IS NULL
+          UNION ALL SELECT l.id, l.uid FROM webhook_replay r JOIN webhook_log l ON l.app_id = r.app_id AND l.id = r.id WHERE r.app_id = ${appId}`;
+        const { rows: old } = await sql<{ id: number }>`
+          WITH p(id, uid) AS (${pending}) SELECT id FROM p WHERE id NOT IN (SELECT max(id) FROM p GROUP BY uid)`.execute(trx);
+        if (old.length > 0) {
+          const ids = jsonIds(old.map((o) => o.id));
+          await sql`UPDATE webhook_log SET superseded = 1 WHERE app_id = ${appId} AND id IN (SELECT value FROM json_each(${ids}))`.execute(trx);
+          await sql`DELETE FROM webhook_replay WHERE app_id = ${appId} AND id IN (SELECT value FROM json_each(${ids}))`.execute(trx);
+        }
       }
-      const { rows } = await sql<{ id: number; uid: string; seq: number; at: number; body_json: string; batch_id: string | null }>`
-        SELECT id, uid, seq, at, body_json, batch_id FROM webhook_outbox
-        WHERE app_id = ${appId} AND state = 'pending' ORDER BY id LIMIT ${max}`.execute(trx);
-      if (rows.length === 0) {
-        await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL WHERE app_id = ${appId}`.execute(trx);
+      // Replayed rows (older) go first, then the live ones after the app's position.
+      const replayRows = e.replaying === 1
+        ? (await sql<LogRow>`
+            SELECT l.id, l.uid, l.seq, l.at, l.body_json FROM webhook_replay r JOIN webhook_log l ON l.app_id = r.app_id AND l.id = r.id
+            WHERE r.app_id = ${appId} ORDER BY r.id LIMIT ${max}`.execute(trx)).rows
+        : [];
+      const live = replayRows.length < max
+        ? (await sql<LogRow>`
+            SELECT id, uid, seq, at, body_json FROM webhook_log WHERE app_id = ${appId} AND id > ${from} AND superseded IS NULL
+            ORDER BY id LIMIT ${max - replayRows.length}`.execute(trx)).rows
+        : [];
+      // Superseded rows between the position and the next live row are passed with this batch; with no
+      // live row left, the position goes to the app's newest row.
+      const through = live.length > 0 ? live.at(-1)!.id : replayRows.length > 0 ? from : Math.max(from, e.head);
+      if (replayRows.length === 0 && live.length === 0) {
+        await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL, delivered_through = ${through},
+          replaying = CASE WHEN replaying = 1 AND EXISTS (SELECT 1 FROM webhook_replay r WHERE r.app_id = ${appId}) THEN 1 ELSE 0 END
+          WHERE app_id = ${appId}`.execute(trx);
         return null;
       }
-      // A retry of exactly the same updates keeps its webhook-id, so the receiver can recognise it.
-      const prev = rows[0]!.batch_id;
-      let batchId = prev;
-      if (prev === null || rows.some((r) => r.batch_id !== prev)) batchId = null;
-      else {
-        const { rows: c } = await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE app_id = ${appId} AND batch_id = ${prev} AND state = 'pending'`.execute(trx);
-        if (c[0]!.n !== rows.length) batchId = null;
+      const rows = [...replayRows, ...live];
+      const key = batchKeyOf(rows.map((r) => r.id));
+      // A retry of exactly the same updates keeps its webhook-id, so the receiver can recognise it; the
+      // id is written before the request goes, so a crash does not change it either.
+      let batchId = e.batch_id;
+      if (batchId === null || e.batch_key !== key) {
+        batchId = `msg_${randomBytes(16).toString('base64url')}`;
+        await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
       }
-      batchId ??= `msg_${randomBytes(16).toString('base64url')}`;
-      const ids = rows.map((r) => r.id);
-      await sql`UPDATE webhook_outbox SET batch_id = ${batchId}, claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`.execute(trx);
-      return { batchId, endpoint: ep, rows: rows.map((r) => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json })) };
+      return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
 
-  async delivered(appId: string, rowIds: readonly number[], now: number): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET state = 'delivered', delivered_at = ${now}, attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
-      }
-      await sql`UPDATE webhook_endpoints SET failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now} WHERE app_id = ${appId}`.execute(trx);
-    });
+  /** Rows of the claim that were not sent: superseded (never sent, never replayed), out of the replay list. */
+  async #supersede(trx: Kysely<any>, appId: string, ids: readonly number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await sql`UPDATE webhook_log SET superseded = 1 WHERE app_id = ${appId} AND id IN (SELECT value FROM json_each(${jsonIds(ids)}))`.execute(trx);
+    await sql`DELETE FROM webhook_replay WHERE app_id = ${appId} AND id IN (SELECT value FROM json_each(${jsonIds(ids)}))`.execute(trx);
   }
 
-  async failed(appId: string, rowIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }): Promise<void> {
+  /** The claim is done: the position passes it, its replayed rows leave the list. */
+  async #pass(trx: Kysely<any>, appId: string, claim: Claim): Promise<void> {
+    if (claim.replayed.length > 0) {
+      await sql`DELETE FROM webhook_replay WHERE app_id = ${appId} AND id IN (SELECT value FROM json_each(${jsonIds(claim.replayed)}))`.execute(trx);
+      await sql`UPDATE webhook_endpoints SET replaying = CASE WHEN EXISTS (SELECT 1 FROM webhook_replay r WHERE r.app_id = ${appId}) THEN 1 ELSE 0 END WHERE app_id = ${appId}`.execute(trx);
+    }
+  }
+
+  async delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void> {
     await this.db.transaction().execute(async (trx) => {
-      if (rowIds.length > 0) {
-        await sql`UPDATE webhook_outbox SET attempts = attempts + 1, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(trx);
+      if (sentIds.length < claim.rows.length) {
+        const sent = new Set(sentIds);
+        await this.#supersede(trx, appId, claim.rows.map((r) => r.id).filter((id) => !sent.has(id)));
       }
+      await this.#pass(trx, appId, claim);
+      await this.#logAttempt(trx, attempt);
       await sql`
-        UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt},
-          last_error = ${change.error},
-          disabled_at = CASE WHEN ${change.disabledReason} IS NULL THEN disabled_at ELSE ${now} END,
-          disabled_reason = coalesce(${change.disabledReason}, disabled_reason)
+        UPDATE webhook_endpoints SET delivered_through = max(delivered_through, ${claim.through}), batch_id = NULL, batch_key = NULL,
+          failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now}, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
     });
   }
 
-  async discard(rowIds: readonly number[], now: number): Promise<void> {
+  async failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void> {
+    await this.db.transaction().execute(async (trx) => {
+      await this.#logAttempt(trx, attempt);
+      // What was sent is the batch whose retry keeps the id (rows left out for a revoked user are superseded by then).
+      await sql`
+        UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt},
+          last_error = ${change.error},
+          disabled_at = CASE WHEN ${change.disabledReason} IS NULL THEN disabled_at ELSE ${now} END,
+          disabled_reason = coalesce(${change.disabledReason}, disabled_reason),
+          batch_id = ${claim.batchId}, batch_key = ${batchKeyOf(sentIds)}, claimed_by = NULL, claimed_until = NULL
+        WHERE app_id = ${appId}`.execute(trx);
+    });
+  }
+
+  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number): Promise<void> {
     if (rowIds.length === 0) return;
-    await sql`UPDATE webhook_outbox SET state = 'superseded', delivered_at = ${now}, claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(${JSON.stringify(rowIds)}))`.execute(this.db);
+    await this.db.transaction().execute(async (trx) => {
+      await this.#supersede(trx, appId, rowIds);
+      if (rowIds.length >= claim.rows.length) {
+        // Nothing of the claim is sent: it is done as if delivered, the endpoint's state untouched.
+        await this.#pass(trx, appId, claim);
+        await sql`UPDATE webhook_endpoints SET delivered_through = max(delivered_through, ${claim.through}) WHERE app_id = ${appId}`.execute(trx);
+      }
+    });
   }
 
   async release(appId: string, worker: string): Promise<void> {
     await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL WHERE app_id = ${appId} AND claimed_by = ${worker}`.execute(this.db);
   }
 
-  async logAttempt(a: AttemptRecord): Promise<void> {
+  async #logAttempt(db: Kysely<any>, a: AttemptRecord): Promise<void> {
     await sql`
       INSERT INTO webhook_attempts (app_id, batch_id, at, updates, status, latency_ms, response_excerpt, error)
-      VALUES (${a.appId}, ${a.batchId}, ${a.at}, ${a.updates}, ${a.status}, ${a.latencyMs}, ${a.responseExcerpt}, ${a.error})`.execute(this.db);
+      VALUES (${a.appId}, ${a.batchId}, ${a.at}, ${a.updates}, ${a.status}, ${a.latencyMs}, ${a.responseExcerpt}, ${a.error})`.execute(db);
+  }
+
+  async logAttempt(a: AttemptRecord): Promise<void> {
+    await this.#logAttempt(this.db, a);
   }
 
   async endpoint(appId: string): Promise<EndpointState> {
@@ -335,17 +495,27 @@ export class SqliteWebhookStore implements WebhookStore {
   }
 
   async pendingCount(appId: string | null): Promise<number> {
+    const perApp = sql`
+      (SELECT count(*) FROM webhook_log l WHERE l.app_id = e.app_id AND l.id > e.delivered_through AND l.superseded IS NULL)
+      + (SELECT count(*) FROM webhook_replay r WHERE r.app_id = e.app_id)`;
     const { rows } = appId === null
-      ? await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE state = 'pending'`.execute(this.db)
-      : await sql<{ n: number }>`SELECT count(*) AS n FROM webhook_outbox WHERE state = 'pending' AND app_id = ${appId}`.execute(this.db);
-    return rows[0]!.n;
+      ? await sql<{ n: number | null }>`SELECT sum(${perApp}) AS n FROM webhook_endpoints e WHERE e.head > e.delivered_through OR e.replaying = 1`.execute(this.db)
+      : await sql<{ n: number | null }>`SELECT ${perApp} AS n FROM webhook_endpoints e WHERE e.app_id = ${appId}`.execute(this.db);
+    return rows[0]?.n ?? 0;
   }
 
   async replay(appId: string, from: number, to: number, now: number): Promise<number> {
-    const res = await sql`
-      UPDATE webhook_outbox SET state = 'pending', attempts = 0, batch_id = NULL, delivered_at = NULL, next_attempt_at = ${now}
-      WHERE app_id = ${appId} AND state = 'delivered' AND at >= ${from} AND at <= ${to}`.execute(this.db);
-    return Number(res.numAffectedRows ?? 0n);
+    return this.db.transaction().execute(async (trx) => {
+      // Delivered = at or before the app's position and not superseded; those already listed stay as they are.
+      const res = await sql`
+        INSERT INTO webhook_replay (app_id, id, due_at)
+        SELECT l.app_id, l.id, ${now} FROM webhook_log l JOIN webhook_endpoints e ON e.app_id = l.app_id
+        WHERE l.app_id = ${appId} AND l.id <= e.delivered_through AND l.superseded IS NULL AND l.at >= ${from} AND l.at <= ${to}
+        ON CONFLICT (app_id, id) DO NOTHING`.execute(trx);
+      const n = Number(res.numAffectedRows ?? 0n);
+      if (n > 0) await sql`UPDATE webhook_endpoints SET replaying = 1 WHERE app_id = ${appId}`.execute(trx);
+      return n;
+    });
   }
 
   async enable(appId: string): Promise<void> {
@@ -353,13 +523,55 @@ export class SqliteWebhookStore implements WebhookStore {
   }
 
   async purge(before: number): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
-      const a = await sql`DELETE FROM webhook_outbox WHERE state <> 'pending' AND delivered_at < ${before}`.execute(trx);
-      const b = await sql`DELETE FROM webhook_outbox WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
+    let purged = 0;
+    // Apps that no longer exist: everything of theirs (found by skipping from one app id to the next in the log).
+    const { rows: gone } = await sql<{ id: string }>`
+      WITH RECURSIVE a(id) AS (
+        SELECT (SELECT min(app_id) FROM webhook_log)
+        UNION ALL SELECT (SELECT min(app_id) FROM webhook_log WHERE app_id > a.id) FROM a WHERE a.id IS NOT NULL)
+      SELECT id FROM a WHERE id IS NOT NULL AND id NOT IN (SELECT id FROM apps)`.execute(this.db);
+    await this.db.transaction().execute(async (trx) => {
+      const recent = await this.#recentOf(trx);
+      const dead = new Set(gone.map((g) => g.id));
+      for (const [k, u] of recent) if (dead.has(u.appId)) recent.delete(k);
+      for (const g of gone) purged += Number((await sql`DELETE FROM webhook_log WHERE app_id = ${g.id}`.execute(trx)).numAffectedRows ?? 0n);
+      await sql`DELETE FROM webhook_replay WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_attempts WHERE at < ${before} OR app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_endpoints WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
       await sql`DELETE FROM webhook_seq WHERE app_id NOT IN (SELECT id FROM apps)`.execute(trx);
-      return Number((a.numAffectedRows ?? 0n) + (b.numAffectedRows ?? 0n));
+    }).catch((err: unknown) => {
+      // Memory was changed with the transaction that failed: read it again from the database.
+      this.#recent = null;
+      throw err;
     });
+    // Done rows older than `before`: at or before the app's position, before any row still to replay,
+    // and covered by webhook_seq's checkpoint (later ones are read back at start).
+    const { rows: eps } = await sql<{ app_id: string; upto: number; first: number | null; first_at: number | null }>`
+      SELECT e.app_id, min(e.delivered_through, (SELECT seq_through FROM webhook_log_head WHERE one = 1),
+          coalesce((SELECT min(r.id) - 1 FROM webhook_replay r WHERE r.app_id = e.app_id), e.delivered_through)) AS upto,
+        (SELECT min(l.id) FROM webhook_log l WHERE l.app_id = e.app_id) AS first,
+        (SELECT l.created_at FROM webhook_log l WHERE l.app_id = e.app_id ORDER BY l.id LIMIT 1) AS first_at
+      FROM webhook_endpoints e`.execute(this.db);
+    for (const e of eps) {
+      // Most apps have nothing old enough: their oldest row says so.
+      if (e.first === null || e.first > e.upto || e.first_at === null || e.first_at >= before) continue;
+      // Ids grow with time: a binary search finds where the rows younger than `before` start, in a few
+      // probes, instead of a scan of everything retained. Rows before it younger than `before` (a clock
+      // set back) are still kept by the DELETE's own test.
+      let lo = e.first;
+      let hi = e.upto + 1;
+      while (lo < hi) {
+        const mid = Math.floor((lo + hi) / 2);
+        const { rows: r } = await sql<{ id: number; created_at: number }>`
+          SELECT id, created_at FROM webhook_log WHERE app_id = ${e.app_id} AND id >= ${mid} AND id <= ${e.upto} ORDER BY id LIMIT 1`.execute(this.db);
+        const row = r[0];
+        if (row !== undefined && row.created_at < before) lo = row.id + 1;
+        else hi = mid;
+      }
+      if (lo <= e.first) continue;
+      const res = await sql`DELETE FROM webhook_log WHERE app_id = ${e.app_id} AND id < ${lo} AND created_at < ${before}`.execute(this.db);
+      purged += Number(res.numAffectedRows ?? 0n);
+    }
+    return purged;
   }
 }

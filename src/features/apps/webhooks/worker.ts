@@ -131,9 +131,9 @@ export class WebhookWorker {
       if (purged > 0) this.opts.log.debug({ purged }, 'old webhook updates purged');
     }
     let next = now + IDLE_LOOK_MS;
-    for (const b of await this.store.backlog()) {
+    for (const b of await this.store.backlog(now, now - this.opts.batchMs)) {
       if (b.disabled || this.#inFlight.has(b.appId)) continue;
-      const readyAt = Math.max(b.endpointNext ?? 0, b.count >= this.opts.batchMax ? 0 : b.oldestDue + this.opts.batchMs, b.claimedUntil ?? 0);
+      const readyAt = Math.max(b.endpointNext ?? 0, b.count !== null && b.count >= this.opts.batchMax ? 0 : b.oldestDue + this.opts.batchMs, b.claimedUntil ?? 0);
       if (readyAt > now) {
         next = Math.min(next, readyAt);
         continue;
@@ -153,15 +153,18 @@ export class WebhookWorker {
     const app = await this.apps.get(appId);
     const claim = await this.store.claim(appId, this.id, this.#now(), this.leaseMs, this.opts.batchMax, app?.webhookEveryTransition === true);
     if (claim === null) return;
+    // delivered() and failed() release the lease in their own transaction; any other way out releases it here.
+    let settled = false;
     try {
       if (app === undefined || app.webhookUrl === null) {
-        // Deleted apps' rows go with the next purge; an app without a webhook URL gets its updates by stream.
-        if (app !== undefined) await this.store.discard(claim.rows.map((r) => r.id), this.#now());
+        // Nothing to send them to (a deleted app's rows also go with the next purge; an app without a
+        // webhook URL gets its updates by stream): passed over, never sent.
+        await this.store.discard(appId, claim, claim.rows.map((r) => r.id), this.#now());
         return;
       }
       const isGranted = (r: OutboxRow): boolean => this.opts.audience.grantOf(appId, r.uid) !== undefined;
       if (!claim.rows.every(isGranted)) {
-        await this.store.discard(claim.rows.filter((r) => !isGranted(r)).map((r) => r.id), this.#now());
+        await this.store.discard(appId, claim, claim.rows.filter((r) => !isGranted(r)).map((r) => r.id), this.#now());
       }
       let rows = claim.rows.filter(isGranted);
       let sentAt = this.#now();
@@ -169,7 +172,7 @@ export class WebhookWorker {
         app.webhookUrl,
         () => {
           // Checked again as the request goes: a revocation answered before now keeps the user out of it
-          // (rows revoked since the discard above stay pending and are dropped by the next claim).
+          // (rows revoked since the discard above are superseded if the request succeeds, else dropped by the next claim).
           rows = claim.rows.filter(isGranted);
           if (rows.length === 0) return null;
           const body = webhookBody(app.webhookFormat, rows);
@@ -180,11 +183,12 @@ export class WebhookWorker {
       );
       if (res.cancelled === true) return;
       const ids = rows.map((r) => r.id);
-      await this.store.logAttempt({ appId, batchId: claim.batchId, at: sentAt, updates: ids.length, status: res.status, latencyMs: res.latencyMs, responseExcerpt: res.excerpt, error: res.error ?? (ok(res) ? null : `HTTP ${res.status}`) });
+      const attempt = { appId, batchId: claim.batchId, at: sentAt, updates: ids.length, status: res.status, latencyMs: res.latencyMs, responseExcerpt: res.excerpt, error: res.error ?? (ok(res) ? null : `HTTP ${res.status}`) };
       const now = this.#now();
       if (ok(res)) {
         this.opts.count('delivered');
-        await this.store.delivered(appId, ids, now);
+        await this.store.delivered(appId, claim, ids, now, attempt);
+        settled = true;
         this.opts.onDelivered?.(appId, new Set(rows.map((r) => r.uid)), now);
         return;
       }
@@ -197,11 +201,12 @@ export class WebhookWorker {
         now - failingSince >= this.opts.retryWindowMs
           ? `no successful delivery since ${new Date(failingSince).toISOString()} (retry window ${this.opts.retryWindowMs} ms, ${failures} attempts); last: ${why}`
           : null;
-      await this.store.failed(appId, ids, now, { nextAttemptAt: now + delay, error: why, disabledReason });
+      await this.store.failed(appId, claim, ids, now, { nextAttemptAt: now + delay, error: why, disabledReason }, attempt);
+      settled = true;
       if (disabledReason !== null) this.opts.log.warn({ appId, reason: disabledReason }, 'app webhook disabled');
       else this.opts.log.warn({ appId, url: app.webhookUrl, error: why, retryInMs: delay, refused: res.refused }, res.refused ? 'webhook refused by the SSRF rule' : 'webhook delivery failed');
     } finally {
-      await this.store.release(appId, this.id);
+      if (!settled) await this.store.release(appId, this.id);
     }
   }
 
