@@ -246,17 +246,18 @@ async function run(apps: number, rate: number): Promise<Row> {
       const timer = setInterval(() => {
         const elapsed = Date.now() - start;
         const due = Math.floor((Math.min(elapsed, seconds * 1000) * rate) / 1000);
-        if (!shared.measuring && elapsed >= warmup * 1000) {
-          shared.measuring = true;
-          shared.windowFrom = nowUs();
-          sentAtWarm = sent;
-          atWarm = { t: performance.now(), cpu: cpuTicks(proc.pid!), bench: process.cpuUsage(), busy: machineTicks() };
-        }
         while (sent < due) {
           sent++;
           const c = clients[who]!;
           who = (who + 1) % N;
           c.ws.send(`{"id":${++c.seq},"type":"presence","status":"t${nowUs()}"}`);
+        }
+        // After this tick's changes: the window counts and times the changes made after it began.
+        if (!shared.measuring && elapsed >= warmup * 1000) {
+          shared.measuring = true;
+          shared.windowFrom = nowUs();
+          sentAtWarm = sent;
+          atWarm = { t: performance.now(), cpu: cpuTicks(proc.pid!), bench: process.cpuUsage(), busy: machineTicks() };
         }
         if (elapsed >= seconds * 1000) {
           clearInterval(timer);
