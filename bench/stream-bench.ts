@@ -23,7 +23,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { performance } from 'node:perf_hooks';
+import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
 import { connectAll, machineTicks, prepare, startServer, stopServer, until, type ServerRun } from './lib/app-bench.js';
@@ -188,10 +188,18 @@ class StreamReader {
   }
 }
 
-async function metric(port: number, name: string): Promise<number> {
+/** The server's own view (prom-client's default metrics; the event loop's delay histogram restarts at each scrape). */
+async function serverStats(port: number): Promise<{ lagStreamCuts: number; loopMaxMs: number; loopP99Ms: number; gcSeconds: number }> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(text);
-  return m ? Number(m[1]) : NaN;
+  const one = (name: string): number => Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? NaN);
+  let gc = 0;
+  for (const m of text.matchAll(/^presenced_process_nodejs_gc_duration_seconds_sum\{[^}]*\} (\S+)$/gm)) gc += Number(m[1]);
+  return {
+    lagStreamCuts: one('presenced_app_stream_lag_cuts_total'),
+    loopMaxMs: one('presenced_process_nodejs_eventloop_lag_max_seconds') * 1000,
+    loopP99Ms: one('presenced_process_nodejs_eventloop_lag_p99_seconds') * 1000,
+    gcSeconds: gc,
+  };
 }
 
 interface Row {
@@ -209,6 +217,14 @@ interface Row {
   /** CPU other processes used during the window (% of one core): the machine is shared, figures with a high value are not clean. */
   others: number;
   lagCuts: number;
+  /** The server's event loop delay over the window (ms): how long a ready line could wait. */
+  serverLoopP99: number;
+  serverLoopMax: number;
+  /** % of the window the server spent in GC. */
+  serverGc: number;
+  /** This process's event loop delay over the window (ms): a late reading here adds to every latency. */
+  benchLoopP99: number;
+  benchLoopMax: number;
   /** Streams that ended for any reason before the bench closed them. */
   ended: string[];
   drainSeconds: number;
@@ -241,6 +257,8 @@ async function run(apps: number, rate: number): Promise<Row> {
     let sentAtWarm = 0;
     let who = 0;
     let atWarm = { t: 0, cpu: 0, bench: process.cpuUsage(), busy: machineTicks() };
+    let warmStats: Promise<Awaited<ReturnType<typeof serverStats>>> | null = null;
+    const benchLoop = monitorEventLoopDelay({ resolution: 5 });
     const start = Date.now();
     await new Promise<void>((resolve) => {
       const timer = setInterval(() => {
@@ -258,6 +276,8 @@ async function run(apps: number, rate: number): Promise<Row> {
           shared.windowFrom = nowUs();
           sentAtWarm = sent;
           atWarm = { t: performance.now(), cpu: cpuTicks(proc.pid!), bench: process.cpuUsage(), busy: machineTicks() };
+          warmStats = serverStats(port);
+          benchLoop.enable();
         }
         if (elapsed >= seconds * 1000) {
           clearInterval(timer);
@@ -272,12 +292,14 @@ async function run(apps: number, rate: number): Promise<Row> {
     const b = process.cpuUsage(atWarm.bench);
     const benchCpu = ((b.user + b.system) / 1e6 / secs) * 100;
     const busy = machineTicks();
+    benchLoop.disable();
+    const [atStart, atEnd] = [await warmStats!, await serverStats(port)];
     const drainStart = Date.now();
     // Every stream sees every change (every user granted every app).
     const drained = await until(() => readers.every((r) => r.endReason !== null || r.liveLines >= N + sent), 120_000);
     const drainSeconds = drained ? (Date.now() - drainStart) / 1000 : NaN;
     shared.measuring = false;
-    const lagCuts = await metric(port, 'presenced_app_stream_lag_cuts_total');
+    const lagCuts = (await serverStats(port)).lagStreamCuts;
     const ended = readers.filter((r) => r.endReason !== null).map((r) => r.endReason!);
     for (const c of clients) c.ws.terminate();
     const h = shared.hist;
@@ -294,6 +316,11 @@ async function run(apps: number, rate: number): Promise<Row> {
       benchCpu,
       others: (busy.busy - atWarm.busy.busy) / secs - cpu - benchCpu,
       lagCuts,
+      serverLoopP99: atEnd.loopP99Ms,
+      serverLoopMax: atEnd.loopMaxMs,
+      serverGc: ((atEnd.gcSeconds - atStart.gcSeconds) / secs) * 100,
+      benchLoopP99: benchLoop.percentile(99) / 1e6,
+      benchLoopMax: benchLoop.max / 1e6,
       ended,
       drainSeconds,
       gaps: readers.reduce((n, r) => n + r.gaps, 0),
@@ -316,11 +343,11 @@ for (const apps of (args.apps as string).split(',').map(Number)) {
   }
 }
 console.log(`\n${N} accounts, each granted to every app, ${args.streams} streams; each rate for ${args.seconds} s (first ${args.warmup} s not counted); webhook_flush_ms ${args['flush-ms']}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
-console.log('| apps × streams | changes/s | lines/s | p50 | p99 | max | server CPU | bench CPU | other processes CPU | lag cuts | drained in | seq gaps / dups / incomplete streams |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| apps × streams | changes/s | lines/s | p50 | p99 | max | server CPU | bench CPU | other processes CPU | server loop delay p99 / max | server GC | bench loop delay p99 / max | lag cuts | drained in | seq gaps / dups / incomplete streams |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {
   console.log(
-    `| ${r.apps} × ${r.streams / r.apps} | ${Math.round(r.sentRate)} | ${Math.round(r.linesPerSecond)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(0)} ms | ${r.serverCpu.toFixed(0)} % | ${r.benchCpu.toFixed(0)} % | ${r.others.toFixed(0)} % | ${r.lagCuts}${r.ended.length > 0 ? ` (${r.ended.length} ended: ${[...new Set(r.ended)].join(', ')})` : ''} | ${r.drainSeconds.toFixed(1)} s | ${r.gaps} / ${r.duplicates} / ${r.incomplete} |`,
+    `| ${r.apps} × ${r.streams / r.apps} | ${Math.round(r.sentRate)} | ${Math.round(r.linesPerSecond)} | ${r.p50.toFixed(1)} ms | ${r.p99.toFixed(1)} ms | ${r.max.toFixed(0)} ms | ${r.serverCpu.toFixed(0)} % | ${r.benchCpu.toFixed(0)} % | ${r.others.toFixed(0)} % | ${r.serverLoopP99.toFixed(0)} / ${r.serverLoopMax.toFixed(0)} ms | ${r.serverGc.toFixed(1)} % | ${r.benchLoopP99.toFixed(0)} / ${r.benchLoopMax.toFixed(0)} ms | ${r.lagCuts}${r.ended.length > 0 ? ` (${r.ended.length} ended: ${[...new Set(r.ended)].join(', ')})` : ''} | ${r.drainSeconds.toFixed(1)} s | ${r.gaps} / ${r.duplicates} / ${r.incomplete} |`,
   );
 }
 process.exit(0);
