@@ -21,19 +21,14 @@
  * Then each client changes its status text, at a total rate of `--rate` updates per second (`rate / apps`
  * changes per second); every change carries the generator's clock so the receiver can time it.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { setFlagsFromString } from 'node:v8';
-import Database from 'better-sqlite3';
 import { Webhook } from 'standardwebhooks';
-import { WebSocket } from 'ws';
-import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
-import { deriveCredentials } from '../src/engine/credentials.js';
-import { accountGeneration, issueToken } from '../src/engine/tokens.js';
+import { connectAll, machineTicks, pct, prepare as prepareApps, startServer, stopServer, until, type ServerRun } from './lib/app-bench.js';
 import { cpuCounters, cpuTicks } from './proc-stats.js';
 
 const { values: args } = parseArgs({
@@ -58,11 +53,7 @@ const { values: args } = parseArgs({
 if (availableParallelism() === 1) setFlagsFromString('--no-parallel-scavenge');
 
 const N = Number(args.accounts);
-const SECRET = 'webhook-bench-secret-webhook-bench-secret';
-const ADMIN = 'webhook-bench-admin-token';
-const DOMAIN = 'localhost';
-const jidOf = (i: number): string => `u${i}@${DOMAIN}`;
-let accountGen = '';
+const pinned: ServerRun = { cpu: args['server-cpu'] as string, nodeArgs: (args['server-node-args'] as string).split(' ').filter(Boolean) };
 
 // ------------------------------------------------------------------------------------------ receiver
 
@@ -131,138 +122,29 @@ function startReceiver(): Promise<{ server: http.Server; port: number }> {
 
 // ------------------------------------------------------------------------------------------ server
 
-function startServer(dir: string, env: Record<string, string>, pinned: boolean): Promise<{ proc: ChildProcess; port: number }> {
-  const nodeArgs = pinned ? (args['server-node-args'] as string).split(' ').filter(Boolean) : [];
-  const cmd = [...(pinned ? ['taskset', '-c', args['server-cpu'] as string] : []), process.execPath, ...nodeArgs];
-  const proc = spawn(cmd[0]!, [...cmd.slice(1), 'bin/presenced.js', 'start'], {
-    env: {
-      ...process.env,
-      PRESENCED_DATA_DIR: dir,
-      PRESENCED_HTTP_PORT: '0',
-      PRESENCED_XMPP_PORT: '-1',
-      PRESENCED_XMPPS_PORT: '-1',
-      PRESENCED_TOKEN_SECRET: SECRET,
-      PRESENCED_ADMIN_TOKEN: ADMIN,
-      PRESENCED_LOG_LEVEL: 'info',
-      PRESENCED_WS_RATE_LIMIT: '100000',
-      PRESENCED_WS_RATE_BURST: '100000',
-      PRESENCED_HEARTBEAT_INTERVAL_MS: '600000',
-      PRESENCED_IDLE_TIMEOUT_MS: '3600000',
-      PRESENCED_AUTH_TIMEOUT_MS: '600000',
-      PRESENCED_WEBHOOKS_ALLOW_PRIVATE: 'true',
-      ...env,
-    },
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  const port = new Promise<number>((resolve, reject) => {
-    let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      buf += d.toString();
-      for (const line of buf.split('\n')) if (line.includes('listening on')) resolve(JSON.parse(line).port as number);
-      if (buf.length > 100_000) buf = buf.slice(-1000);
-    });
-    proc.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return port.then((p) => ({ proc, port: p }));
-}
-
-async function stopServer(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null) return;
-  const exited = new Promise((r) => proc.once('exit', r));
-  proc.kill('SIGTERM');
-  await exited;
-}
-
-async function prepare(dir: string, apps: number, rxPort: number): Promise<Array<{ id: string; secret: string }>> {
-  const store = SqliteStore.open({ path: join(dir, 'presenced.sqlite') });
-  await store.migrate();
-  const creds = await deriveCredentials('bench');
-  accountGen = accountGeneration(Buffer.from(SECRET), creds.passwordHash);
-  const now = Date.now();
-  for (let i = 0; i < N; i++) await store.createAccount({ jid: jidOf(i), ...creds, createdAt: now });
-  await store.close();
-  // Registered through the API with the server's own rules; the receiver learns each app's id from the URL path.
-  const { proc, port } = await startServer(dir, {}, false);
-  const ids: string[] = [];
-  try {
-    for (let a = 0; a < apps; a++) {
-      const res = await fetch(`http://127.0.0.1:${port}/api/v1/apps`, {
-        method: 'POST',
-        headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' },
-        body: JSON.stringify({ name: `Bench ${a}`, homepage: 'https://bench.example/', redirectUris: ['https://bench.example/cb'], webhookUrl: `http://127.0.0.1:${rxPort}/pending`, webhookFormat: 'extended' }),
-      });
-      if (res.status !== 201) throw new Error(`registering an app: ${res.status} ${await res.text()}`);
-      ids.push(((await res.json()) as { id: string }).id);
-    }
-  } finally {
-    await stopServer(proc);
-  }
-  const db = new Database(join(dir, 'presenced.sqlite'));
+async function prepare(dir: string, apps: number, rxPort: number): Promise<{ accountGen: string; apps: Array<{ id: string; secret: string }> }> {
   const out: Array<{ id: string; secret: string }> = [];
-  db.transaction(() => {
-    const grant = db.prepare('INSERT INTO grants (app_id, account, scopes, granted_at) VALUES (?, ?, ?, ?)');
-    const url = db.prepare('UPDATE apps SET webhook_url = ? WHERE id = ?');
-    for (const id of ids) {
-      url.run(`http://127.0.0.1:${rxPort}/${id}`, id);
-      for (let i = 0; i < N; i++) grant.run(id, jidOf(i), 'presence presence.status', now);
+  const p = await prepareApps(
+    dir,
+    N,
+    apps,
+    (a) => ({ name: `Bench ${a}`, homepage: 'https://bench.example/', redirectUris: ['https://bench.example/cb'], webhookUrl: `http://127.0.0.1:${rxPort}/pending`, webhookFormat: 'extended' }),
+    // The receiver learns each app's id from the URL path.
+    (db, id) => {
+      db.prepare('UPDATE apps SET webhook_url = ? WHERE id = ?').run(`http://127.0.0.1:${rxPort}/${id}`, id);
       out.push({ id, secret: (db.prepare('SELECT webhook_secret AS s FROM apps WHERE id = ?').get(id) as { s: string }).s });
-    }
-  })();
-  db.close();
-  return out;
+    },
+  );
+  return { accountGen: p.accountGen, apps: out };
 }
 
 // ------------------------------------------------------------------------------------------ clients
-
-interface Client {
-  ws: WebSocket;
-  seq: number;
-}
-
-async function connectAll(port: number): Promise<Client[]> {
-  const clients: Client[] = new Array(N);
-  let next = 0;
-  const one = async (i: number): Promise<void> => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/ws`, { perMessageDeflate: false });
-    const now = Date.now();
-    const token = issueToken(Buffer.from(SECRET), { sub: jidOf(i), acc: accountGen, iat: now, exp: now + 3_600_000, scope: 'login' });
-    await new Promise<void>((resolve, reject) => {
-      ws.once('error', reject);
-      ws.once('open', () => ws.send(JSON.stringify({ id: 1, type: 'auth', token, resource: 'bench' })));
-      ws.once('message', (m) => (JSON.parse(m.toString()).type === 'result' ? resolve() : reject(new Error(`login ${i}: ${m.toString()}`))));
-    });
-    clients[i] = { ws, seq: 1 };
-  };
-  await Promise.all(Array.from({ length: 100 }, async () => {
-    while (next < N) await one(next++);
-  }));
-  return clients;
-}
-
-/** Polls a condition with a deadline (the receiver counts asynchronously). */
-async function until(cond: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > deadline) return false;
-    await new Promise((r) => setTimeout(r, 5));
-  }
-  return true;
-}
 
 async function pendingOf(port: number): Promise<number> {
   const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
   const m = /^presenced_webhook_pending (\S+)$/m.exec(text);
   return m ? Number(m[1]) : NaN;
 }
-
-/** Busy and total time of the whole machine (all CPUs, clock ticks): what other processes took is busy − server − this process. */
-function machineTicks(): { busy: number; total: number } {
-  const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1, 9).map(Number);
-  const total = f.reduce((a, b) => a + b, 0);
-  return { busy: total - (f[3] ?? 0) - (f[4] ?? 0), total };
-}
-
-const pct = (s: number[], p: number): number => s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))] ?? NaN;
 
 interface Row {
   apps: number;
@@ -291,16 +173,16 @@ async function run(apps: number, batchMax: number): Promise<Row> {
   const { server: receiver, port: rxPort } = await startReceiver();
   rx.apps.clear();
   Object.assign(rx, { updates: 0, requests: 0, verified: 0, badSignatures: 0, outOfOrder: 0, latencies: [], measuring: false, windowFrom: 0n });
-  const registered = await prepare(dir, apps, rxPort);
+  const { accountGen, apps: registered } = await prepare(dir, apps, rxPort);
   for (const a of registered) rx.apps.set(a.id, { verifier: new Webhook(a.secret), requests: 0, lastSeq: new Map() });
   const { proc, port } = await startServer(dir, {
     PRESENCED_WEBHOOK_BATCH_MAX: String(batchMax),
     PRESENCED_WEBHOOK_FLUSH_MS: args['flush-ms'] as string,
     PRESENCED_WEBHOOK_BATCH_MS: args['batch-ms'] as string,
-  }, true);
+  }, pinned);
   try {
     // At start every user's presence (offline) goes to every app; then each login.
-    const clients = await connectAll(port);
+    const clients = await connectAll(port, N, accountGen);
     if (!(await until(() => rx.updates >= 2 * N * apps, 60_000))) throw new Error(`set-up updates: ${rx.updates} of ${2 * N * apps}`);
     const offered = Number(args.rate);
     const changesPerSec = offered / apps;

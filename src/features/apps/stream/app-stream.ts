@@ -5,7 +5,7 @@ import type { AppRecord } from '../repository.js';
 import type { GrantedAudience } from '../webhooks/presence-source.js';
 import type { LoggedUpdate, WebhookStore } from '../webhooks/store.js';
 import { encodeCursor, judgeCursor } from './cursor.js';
-import { frame, updateView, type StreamFormat, type StreamLine } from './lines.js';
+import { frame, liveFrame, updateView, type StreamFormat, type StreamLine } from './lines.js';
 
 /** Reasons an app reads in the `end` line (docs/apps.md). */
 export const END_REASONS = {
@@ -41,8 +41,8 @@ export interface StreamDeps {
   readonly apps: { get(id: string): Promise<AppRecord | undefined> };
   readonly log: Logger;
   readonly opts: StreamOptions;
-  /** Counts lines written, by type. */
-  readonly countLine: (type: StreamLine['type']) => void;
+  /** Counts lines written, by type (`n` of them). */
+  readonly countLine: (type: StreamLine['type'], n: number) => void;
   readonly countLagCut: () => void;
   readonly now?: () => number;
 }
@@ -217,29 +217,42 @@ class AppStream {
     if (this.#pendingBytes > this.deps.opts.maxLagBytes) this.#cutForLag();
   }
 
+  /**
+   * The updates of one log write go out as one write to the socket: a write per line was a syscall
+   * (and a chunk header) per line, per stream.
+   */
   #sendLive(logged: readonly LoggedUpdate[]): void {
+    if (this.#phase !== 'live') return;
+    let out = '';
+    let n = 0;
     for (const u of logged) {
-      if (this.#phase !== 'live') return;
       // Already covered by the snapshot or replay.
       if (u.id <= this.#lastId) continue;
       this.#lastId = u.id;
-      this.#sendUpdate(u, false);
+      const grant = this.deps.audience.grantOf(this.appId, u.uid);
+      if (grant === undefined) continue;
+      out += liveFrame(this.format, u, grant);
+      n++;
     }
+    if (n > 0) this.#writeFramed(out, 'presence', n);
   }
 
   #sendUpdate(u: LoggedUpdate, snapshot: boolean): void {
     const grant = this.deps.audience.grantOf(this.appId, u.uid);
     if (grant === undefined) return;
-    const view = updateView(u, grant);
-    // A row is dated when it was written; every later row was written after it.
-    this.#write(snapshot ? { type: 'presence', snapshot: true, ...view } : { type: 'presence', ...view, cursor: encodeCursor(u.id, u.createdAt) });
+    if (!snapshot) return this.#writeFramed(liveFrame(this.format, u, grant), 'presence', 1);
+    this.#write({ type: 'presence', snapshot: true, ...updateView(u, grant) });
   }
 
   #write(line: StreamLine): void {
+    this.#writeFramed(frame(this.format, line), line.type, 1);
+  }
+
+  #writeFramed(text: string, type: StreamLine['type'], lines: number): void {
     if (this.#phase === 'ended' || this.res.destroyed) return;
-    this.res.write(frame(this.format, line));
+    this.res.write(text);
     this.#wrote = true;
-    this.deps.countLine(line.type);
+    this.deps.countLine(type, lines);
     if (this.buffered > this.deps.opts.maxLagBytes) this.#cutForLag();
   }
 
@@ -294,7 +307,7 @@ class AppStream {
     // Written past the lag check: it is the last line, and the buffer stays bounded by one line.
     if (!this.res.destroyed) {
       this.res.write(frame(this.format, { type: 'end', reason }));
-      this.deps.countLine('end');
+      this.deps.countLine('end', 1);
     }
     this.res.end();
     const t = setTimeout(() => this.res.destroy(), END_GRACE_MS);

@@ -30,7 +30,7 @@ export function startStreams(ctx: FeatureContext, deps: StreamDepsOfFeature): St
     apps: deps.service.repo,
     log: ctx.log.child({ part: 'streams' }),
     opts: { retentionMs: c.stream_retention_ms, keepaliveMs: c.stream_keepalive_ms, maxLagBytes: c.stream_max_lag_bytes },
-    countLine: (type) => lines.inc({ type }),
+    countLine: (type, n) => lines.inc({ type }, n),
     countLagCut: () => lagCuts.inc(),
   });
   new Gauge({
