@@ -123,8 +123,12 @@ export interface WebhookStore {
   delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void>;
   /** The request carrying `sentIds` failed: they stay pending (a retry of exactly them keeps the batch id), the attempt is logged, the lease released. */
   failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void>;
-  /** These rows of the claim are not sent (revoked grant, no webhook URL): superseded, the endpoint's state untouched. */
-  discard(appId: string, claim: Claim, rowIds: readonly number[], now: number): Promise<void>;
+  /**
+   * These rows of the claim are not sent (revoked grant, no webhook URL): superseded (so a replay leaves
+   * them out), the endpoint's state untouched. `mark: false` only passes over them (an app without a
+   * webhook URL, whose updates go by stream: no write per row).
+   */
+  discard(appId: string, claim: Claim, rowIds: readonly number[], now: number, opts?: { readonly mark?: boolean }): Promise<void>;
   release(appId: string, worker: string): Promise<void>;
   logAttempt(a: AttemptRecord): Promise<void>;
   endpoint(appId: string): Promise<EndpointState>;
@@ -458,10 +462,10 @@ export class SqliteWebhookStore implements WebhookStore {
     });
   }
 
-  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number): Promise<void> {
+  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number, opts: { readonly mark?: boolean } = {}): Promise<void> {
     if (rowIds.length === 0) return;
     await this.db.transaction().execute(async (trx) => {
-      await this.#supersede(trx, appId, rowIds);
+      if (opts.mark !== false) await this.#supersede(trx, appId, rowIds);
       if (rowIds.length >= claim.rows.length) {
         // Nothing of the claim is sent: it is done as if delivered, the endpoint's state untouched.
         await this.#pass(trx, appId, claim);

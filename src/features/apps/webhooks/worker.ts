@@ -159,7 +159,7 @@ export class WebhookWorker {
       if (app === undefined || app.webhookUrl === null) {
         // Nothing to send them to (a deleted app's rows also go with the next purge; an app without a
         // webhook URL gets its updates by stream): passed over, never sent.
-        await this.store.discard(appId, claim, claim.rows.map((r) => r.id), this.#now());
+        await this.store.discard(appId, claim, claim.rows.map((r) => r.id), this.#now(), { mark: app === undefined });
         return;
       }
       const isGranted = (r: OutboxRow): boolean => this.opts.audience.grantOf(appId, r.uid) !== undefined;
