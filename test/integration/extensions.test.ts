@@ -1,0 +1,194 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, before, describe, test } from 'node:test';
+import { ConfigError, loadConfig } from '../../src/config.js';
+import { main } from '../../src/cli.js';
+import { extensionsOf, type ExtensionView } from '../../src/features/extensions/extensions-feature.js';
+import { pushOf } from '../../src/features/push/push-feature.js';
+import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
+import { eventually, Receiver } from '../helpers/webhook-receiver.js';
+import { befriend, TestClient } from '../helpers/ws-client.js';
+
+const EXAMPLES = fileURLToPath(new URL('../../examples/extensions/', import.meta.url));
+const AUDIT = join(EXAMPLES, 'audit-log.mjs');
+const FOLLOWER_PUSH = join(EXAMPLES, 'offline-follower-push.mjs');
+const SECRET = `whsec_${randomBytes(24).toString('base64')}`;
+
+type AuditLine = { at: number; jid: string; event: string; resource?: string; reason?: string; online?: boolean; show?: string };
+
+function auditLines(path: string): AuditLine[] {
+  if (!existsSync(path)) return [];
+  return readFileSync(path, 'utf8')
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as AuditLine);
+}
+
+function viewOf(t: TestServer, name: string): ExtensionView {
+  const v = extensionsOf(t.server.engine)?.list().find((e) => e.name === name);
+  assert.ok(v, `extension ${name} is listed`);
+  return v;
+}
+
+/** Runs `presenced <args>` in this process (the CLI reaches the in-process server through its control socket). */
+async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [];
+  const err: string[] = [];
+  const log = console.log;
+  const error = console.error;
+  console.log = (...a: unknown[]) => void out.push(a.join(' '));
+  console.error = (...a: unknown[]) => void err.push(a.join(' '));
+  try {
+    const code = await main(args);
+    return { code, out: out.join('\n'), err: err.join('\n') };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+function configFile(dir: string, t: TestServer): string {
+  const file = join(dir, 'cli-config.json');
+  writeFileSync(file, JSON.stringify({ data_dir: t.dataDir, admin_token: ADMIN_TOKEN }));
+  return file;
+}
+
+describe('extension examples loaded from the configuration', () => {
+  const rx = new Receiver();
+  const work = mkdtempSync(join(tmpdir(), 'presenced-ext-'));
+  const auditPath = join(work, 'audit.jsonl');
+  let t: TestServer;
+  const pushesTo = (device: string) => rx.requests.filter((r) => (r.payload as { device?: string } | null)?.device === device);
+
+  before(async () => {
+    rx.secret = SECRET;
+    await rx.listen();
+    t = await startTestServer({
+      webhooks_allow_private: true,
+      push_providers: { gw: { type: 'webhook', url: rx.url, secret: SECRET } },
+      push_backoff_base_ms: 10,
+      extensions_list: {
+        audit: { module: AUDIT, settings: { path: auditPath } },
+        'follower-push': { module: FOLLOWER_PUSH, settings: { title: '{contact} is here' } },
+      },
+    });
+    for (const u of ['alice', 'bob', 'carol', 'dave', 'erin']) await t.createAccount(`${u}@localhost`);
+  });
+  after(async () => {
+    await t.destroy();
+    await rx.close();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('both are running and listed, by the REST API and by `presenced extensions list`', async () => {
+    const res = await t.admin('GET', '/extensions');
+    assert.equal(res.status, 200);
+    const names = (res.body.extensions as ExtensionView[]).map((e) => [e.name, e.state, e.source]);
+    assert.deepEqual(names, [
+      ['audit', 'running', 'config'],
+      ['follower-push', 'running', 'config'],
+    ]);
+    const anon = await fetch(`${t.url}/api/v1/extensions`);
+    assert.equal(anon.status, 401);
+    assert.equal(((await anon.json()) as { error: { code: string } }).error.code, 'auth-failed');
+    const r = await cli(['extensions', 'list', '--config', configFile(work, t)]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^NAME\s+STATE\s+HANDLED/m);
+    assert.match(r.out, /^audit\s+running\s+\d+/m);
+    assert.match(r.out, /^follower-push\s+running\s+\d+/m);
+  });
+
+  test('the push example pushes an offline follower when a contact comes online, and not an online one', async () => {
+    const { client: alice } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'laptop' });
+    const { client: bob } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: 'phone' });
+    await befriend(alice, 'alice@localhost', bob, 'bob@localhost');
+    await bob.request('push.register', { provider: 'gw', token: 'bob-phone' });
+    // carol follows alice too, and is online from her desktop while her phone (registered) sleeps:
+    // the server's push policy would wake the phone, but the extension's condition (follower offline) does not hold.
+    const { client: carol } = await TestClient.login(t.wsUrl, 'carol@localhost', 'secret-pw', { resource: 'phone' });
+    await befriend(alice, 'alice@localhost', carol, 'carol@localhost');
+    await carol.request('push.register', { provider: 'gw', token: 'carol-phone' });
+    await carol.request('bye');
+    await carol.closed;
+    const { client: carolDesk } = await TestClient.login(t.wsUrl, 'carol@localhost', 'secret-pw', { resource: 'desktop' });
+    await carolDesk.request('presence', { show: 'available' });
+    await bob.request('bye');
+    await bob.closed;
+    await alice.request('bye');
+    await alice.closed;
+
+    const { client: alice2 } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'laptop' });
+    await alice2.request('presence', { show: 'available' });
+    await rx.until(() => pushesTo('bob-phone').length >= 1, 'the push to bob');
+    const p = pushesTo('bob-phone')[0]!.payload as Record<string, any>;
+    assert.equal(p.title, 'alice@localhost is here');
+    assert.equal(p.data.contact, 'alice@localhost');
+
+    // A later positive case is the barrier: the extension handles events in order and queues pushes
+    // durably before it returns, so once dave's push arrives, a push to carol would have been queued.
+    const { client: dave } = await TestClient.login(t.wsUrl, 'dave@localhost', 'secret-pw', { resource: 'phone' });
+    const { client: erin } = await TestClient.login(t.wsUrl, 'erin@localhost', 'secret-pw', { resource: 'laptop' });
+    await befriend(dave, 'dave@localhost', erin, 'erin@localhost');
+    await dave.request('push.register', { provider: 'gw', token: 'dave-phone' });
+    await dave.request('bye');
+    await erin.request('bye');
+    await erin.closed;
+    const { client: erin2 } = await TestClient.login(t.wsUrl, 'erin@localhost', 'secret-pw', { resource: 'laptop' });
+    await erin2.request('presence', { show: 'available' });
+    await rx.until(() => pushesTo('dave-phone').length >= 1, 'the push to dave');
+    await eventually(async () => assert.equal(await pushOf(t.server.engine)!.registrations.pendingCount(), 0));
+    assert.equal(pushesTo('carol-phone').length, 0, 'carol was online: no push');
+    assert.equal(pushesTo('bob-phone').length, 1);
+    assert.deepEqual(rx.bad, []);
+    for (const c of [alice2, carolDesk, erin2]) await c.close();
+  });
+
+  test('the audit example logs each transition in order, with the disconnect reasons: timeout, replaced, shutdown', async () => {
+    const jid = 'dave@localhost';
+    const mine = () => auditLines(auditPath).filter((l) => l.jid === jid && (l.event === 'connect' || l.event === 'disconnect'));
+    const start = mine().length;
+    const next = async (what: string, pred: (l: AuditLine) => boolean) => {
+      await eventually(async () => assert.ok(mine().slice(start).some(pred), `audit line: ${what}`), 10_000);
+    };
+    const { client: a } = await TestClient.login(t.wsUrl, jid, 'secret-pw', { resource: 'tab' });
+    await a.request('presence', { show: 'away' });
+    a.destroy();
+    await next('timeout', (l) => l.event === 'disconnect' && l.reason === 'timeout');
+    const { client: b } = await TestClient.login(t.wsUrl, jid, 'secret-pw', { resource: 'tab' });
+    await b.request('presence', { show: 'available' });
+    const { client: c } = await TestClient.login(t.wsUrl, jid, 'secret-pw', { resource: 'tab' });
+    await c.request('presence', { show: 'dnd' });
+    await next('replaced', (l) => l.event === 'disconnect' && l.reason === 'replaced');
+    await t.stop();
+    const got = mine().slice(start);
+    assert.deepEqual(
+      got.map((l) => (l.event === 'connect' ? `connect ${l.resource}` : `disconnect ${l.resource} ${l.reason}`)),
+      ['connect tab', 'disconnect tab timeout', 'connect tab', 'disconnect tab replaced', 'connect tab', 'disconnect tab shutdown'],
+    );
+    // Lines are in the order things happened, and presence lines sit between them in order too.
+    const all = auditLines(auditPath).filter((l) => l.jid === jid);
+    for (let i = 1; i < all.length; i++) assert.ok(all[i]!.at >= all[i - 1]!.at, `line ${i} is not older than the one before`);
+    const fromTab = all.slice(all.findIndex((l) => l.event === 'connect' && l.resource === 'tab'));
+    assert.deepEqual(
+      fromTab.map((l) => `${l.event} ${l.event === 'presence' ? l.show : l.event === 'disconnect' ? l.reason : l.resource}`),
+      [
+        'connect tab',
+        'presence available',
+        'presence away',
+        'disconnect timeout',
+        'presence offline',
+        'connect tab',
+        'presence available',
+        'disconnect replaced',
+        'connect tab',
+        'presence dnd',
+        'disconnect shutdown',
+        'presence offline',
+      ],
+    );
+  });
+});
