@@ -192,3 +192,76 @@ describe('extension examples loaded from the configuration', () => {
     );
   });
 });
+
+describe('extension examples loaded from data_dir/extensions/', () => {
+  const work = mkdtempSync(join(tmpdir(), 'presenced-ext-folder-'));
+  const auditPath = join(work, 'audit.jsonl');
+  let t: TestServer;
+
+  before(async () => {
+    const dataDir = join(work, 'data');
+    mkdirSync(join(dataDir, 'extensions'), { recursive: true });
+    copyFileSync(AUDIT, join(dataDir, 'extensions', 'audit-log.mjs'));
+    // A folder with a package.json, as an extension installed with its own files would be.
+    mkdirSync(join(dataDir, 'extensions', 'follower-push', 'lib'), { recursive: true });
+    copyFileSync(FOLLOWER_PUSH, join(dataDir, 'extensions', 'follower-push', 'lib', 'main.mjs'));
+    writeFileSync(join(dataDir, 'extensions', 'follower-push', 'package.json'), JSON.stringify({ name: 'follower-push', type: 'module', exports: { '.': { import: './lib/main.mjs' } } }));
+    // The folder's modules take their settings from an entry of their name without a module.
+    t = await startTestServer({ extensions_list: { 'audit-log': { settings: { path: auditPath } } } }, dataDir);
+    for (const u of ['alice', 'bob']) await t.createAccount(`${u}@localhost`);
+  });
+  after(async () => {
+    await t.destroy();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('both start from the folder, named after their file, with their settings from the configuration', async () => {
+    assert.deepEqual(
+      extensionsOf(t.server.engine)!.list().map((e) => [e.name, e.state, e.source]),
+      [
+        ['audit-log', 'running', 'folder'],
+        ['follower-push', 'running', 'folder'],
+      ],
+    );
+    const { client } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'web' });
+    await client.request('presence', { show: 'chat' });
+    await client.request('bye');
+    await eventually(async () =>
+      assert.deepEqual(
+        auditLines(auditPath).map((l) => `${l.jid} ${l.event} ${l.event === 'presence' ? l.show : l.event === 'disconnect' ? l.reason : l.resource}`),
+        ['alice@localhost connect web', 'alice@localhost presence available', 'alice@localhost presence chat', 'alice@localhost disconnect graceful', 'alice@localhost presence offline'],
+      ),
+    );
+  });
+
+  test('reload picks up a module added to the folder; its key-value store is durable across reloads', async () => {
+    // A module added to the folder while the server runs is picked up by reload (the CLI's, here).
+    writeFileSync(
+      join(t.dataDir, 'extensions', 'counter.mjs'),
+      `export default { name: 'counter', async onUserPresence(user, change, ctx) {
+        if (change.type !== 'connect') return;
+        const n = (await ctx.kv.get('connects:' + user.jid)) ?? 0;
+        await ctx.kv.set('connects:' + user.jid, n + 1);
+        await ctx.kv.set('last', { jid: user.jid, sessions: user.sessions.map((s) => s.resource) });
+      } };\n`,
+    );
+    const r = await cli(['extensions', 'reload', '--config', configFile(work, t)]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^counter\s+running/m);
+    for (let i = 0; i < 2; i++) {
+      const { client } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: `r${i}` });
+      await client.request('bye');
+      await client.closed;
+    }
+    const db = t.server.engine.store.featureStorage().db;
+    const value = async (key: string) =>
+      (await db.selectFrom('extension_kv').select('value').where('extension', '=', 'counter').where('key', '=', key).executeTakeFirst())?.value as string | undefined;
+    await eventually(async () => assert.equal(await value('connects:bob@localhost'), '2'));
+    assert.deepEqual(JSON.parse((await value('last'))!), { jid: 'bob@localhost', sessions: ['r1'] });
+    const res = await t.admin('POST', '/extensions/reload');
+    assert.equal(res.status, 200);
+    const { client } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: 'r2' });
+    await eventually(async () => assert.equal(await value('connects:bob@localhost'), '3'));
+    await client.close();
+  });
+});
