@@ -265,3 +265,94 @@ describe('extension examples loaded from data_dir/extensions/', () => {
     await client.close();
   });
 });
+
+describe('misbehaving extensions: presence goes on, they are restarted, then disabled', () => {
+  const work = mkdtempSync(join(tmpdir(), 'presenced-ext-bad-'));
+  const mod = (name: string, body: string): string => {
+    const file = join(work, `${name}.mjs`);
+    writeFileSync(file, `export default { name: '${name}', ${body} };\n`);
+    return file;
+  };
+  let t: TestServer;
+
+  before(async () => {
+    t = await startTestServer({
+      // Long enough for the hog to reach its heap limit (a few hundred ms) before its budget runs out.
+      extension_budget_ms: 1_000,
+      extension_max_failures: 3,
+      // The watcher's steps come as fast as the server answers.
+      ws_rate_limit: 10_000,
+      ws_rate_burst: 10_000,
+      extension_backoff_base_ms: 20,
+      extension_memory_mb: 32,
+      extensions_list: {
+        thrower: { module: mod('thrower', `onUserPresence() { throw new TypeError('bad luck'); }`) },
+        looper: { module: mod('looper', `onUserPresence() { for (;;) {} }`) },
+        hog: { module: mod('hog', `onUserPresence() { const keep = []; for (;;) keep.push(new Array(100000).fill(Math.random())); }`) },
+        sulker: { module: mod('sulker', `onUserPresence() { return new Promise(() => {}); }`) },
+        good: { module: mod('good', `async onUserPresence(user, change, ctx) { if (change.type === 'presence') await ctx.kv.set('last', user.show); }`) },
+      },
+    });
+    for (const u of ['alice', 'bob']) await t.createAccount(`${u}@localhost`);
+  });
+  after(async () => {
+    await t.destroy();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('a watcher keeps receiving every change while they fail; each ends disabled and the list says why', async () => {
+    const { client: alice } = await TestClient.login(t.wsUrl, 'alice@localhost', 'secret-pw', { resource: 'a' });
+    const { client: bob } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: 'b' });
+    await befriend(alice, 'alice@localhost', bob, 'bob@localhost');
+    const bad = ['thrower', 'looper', 'hog', 'sulker'];
+    const shows = ['away', 'dnd', 'xa', 'chat'];
+    const deadline = Date.now() + 60_000;
+    let i = 0;
+    let slowest = 0;
+    while (bad.some((n) => viewOf(t, n).state !== 'disabled')) {
+      assert.ok(Date.now() < deadline, `still not all disabled: ${JSON.stringify(extensionsOf(t.server.engine)!.list().map((e) => [e.name, e.state, e.restarts]))}`);
+      const show = shows[i++ % shows.length]!;
+      const started = Date.now();
+      await alice.request('presence', { show, status: `step ${i}` });
+      await bob.presenceOf('alice@localhost', (p) => p.status === `step ${i}`);
+      slowest = Math.max(slowest, Date.now() - started);
+      // Paced by the watcher's own round trips, not by a sleep: each step waits for the change to arrive.
+      await bob.barrier();
+    }
+    // Presence never waited for an extension: a blocked or hung one costs the watcher nothing near its budget.
+    assert.ok(slowest < 250, `a presence change took ${slowest} ms to reach the watcher`);
+    const kinds: Record<string, string> = { thrower: 'threw', looper: 'timeout', hog: 'out-of-memory', sulker: 'timeout' };
+    for (const n of bad) {
+      const v = viewOf(t, n);
+      assert.equal(v.state, 'disabled', n);
+      assert.equal(v.restarts, 2, `${n} was restarted before it was disabled`);
+      assert.equal(v.lastError?.kind, kinds[n], `${n}: ${JSON.stringify(v.lastError)}`);
+      assert.match(v.reason!, /^disabled after 3 failures in a row; last: /);
+      assert.equal(v.failed, 3);
+    }
+    assert.match(viewOf(t, 'thrower').reason!, /TypeError: bad luck/);
+    assert.match(viewOf(t, 'looper').reason!, /onUserPresence did not finish within 1000 ms/);
+    assert.match(viewOf(t, 'hog').reason!, /ran out of memory/);
+    // The well-behaved one saw everything, in order, meanwhile.
+    const good = viewOf(t, 'good');
+    assert.equal(good.state, 'running');
+    assert.equal(good.failed, 0);
+    assert.equal(good.dropped, 0);
+    // Events after they were disabled are counted as missed.
+    const before = viewOf(t, 'thrower').dropped;
+    await alice.request('presence', { show: 'available', status: 'after' });
+    await bob.presenceOf('alice@localhost', (p) => p.status === 'after');
+    assert.ok(viewOf(t, 'thrower').dropped > before);
+    const r = await cli(['extensions', 'list', '--config', configFile(work, t)]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.out, /^hog\s+disabled\s+0\s+3\s+\d+\s+2\s+0\s+config/m);
+    assert.match(r.out, /why: disabled after 3 failures in a row; last: out-of-memory: it ran out of memory/);
+    const metrics = await (await fetch(`${t.url}/metrics`)).text();
+    assert.match(metrics, /presenced_extension_restarts_total\{extension="looper"\} 2/);
+    assert.match(metrics, /presenced_extension_up\{extension="good"\} 1/);
+    assert.match(metrics, /presenced_extension_up\{extension="sulker"\} 0/);
+    assert.match(metrics, /presenced_extension_events_total\{extension="good",outcome="handled"\} [1-9]/);
+    await alice.close();
+    await bob.close();
+  });
+});
