@@ -356,3 +356,110 @@ describe('misbehaving extensions: presence goes on, they are restarted, then dis
     await bob.close();
   });
 });
+
+describe('bad extensions and bad configuration: clear messages naming the extension', () => {
+  const work = mkdtempSync(join(tmpdir(), 'presenced-ext-input-'));
+  const file = (name: string, text: string): string => {
+    const f = join(work, name);
+    writeFileSync(f, text);
+    return f;
+  };
+  after(() => rmSync(work, { recursive: true, force: true }));
+
+  const cases: Record<string, { module: string; reason: RegExp }> = {
+    ghost: { module: join(work, 'nowhere.mjs'), reason: /^cannot find its module .*nowhere\.mjs$/ },
+    bare: { module: 'no-such-presenced-extension-package', reason: /^cannot find the package "no-such-presenced-extension-package"/ },
+    'no-default': {
+      module: file('no-default.mjs', `export const name = 'x';\nexport function onUserPresence() {}\n`),
+      reason: /has no default export \(it exports name, onUserPresence\); export default definePresenceExtension/,
+    },
+    'a-function': { module: file('a-function.mjs', `export default function onUserPresence() {}\n`), reason: /default export of .*a-function\.mjs must be an object with a name and hooks \(got function\)/ },
+    'bad-name': { module: file('bad-name.mjs', `export default { name: 'Not A Name!' };\n`), reason: /must have a "name": lower-case letters, digits, - and _, up to 64 \(got "Not A Name!"\)/ },
+    typo: { module: file('typo.mjs', `export default { name: 'typo', onUserPresense() {} };\n`), reason: /has an unknown member "onUserPresense" \(hooks are onStart, onStop, onUserPresence/ },
+    'not-fn': { module: file('not-fn.mjs', `export default { name: 'not-fn', onStart: 42 };\n`), reason: /onStart must be a function \(got number\)/ },
+    syntax: { module: file('syntax.mjs', `export default { name: 'syntax', onStart( };\n`), reason: /^cannot load its module .*syntax\.mjs: SyntaxError/ },
+    'start-throws': { module: file('start-throws.mjs', `export default { name: 'start-throws', onStart() { throw new Error('no database at db.internal'); } };\n`), reason: /^onStart failed: no database at db\.internal$/ },
+  };
+
+  test('each bad module is reported by name, and the server still starts and serves the good one', async () => {
+    const good = file('fine.mjs', `export default { name: 'fine' };\n`);
+    const list = Object.fromEntries(Object.entries(cases).map(([n, c]) => [n, { module: c.module }]));
+    const t = await startTestServer({ extensions_list: { ...list, fine: { module: good }, missing: { settings: { a: 1 } } } });
+    try {
+      const res = await t.admin('GET', '/extensions');
+      assert.equal(res.status, 200);
+      const byName = new Map((res.body.extensions as ExtensionView[]).map((e) => [e.name, e]));
+      for (const [name, c] of Object.entries(cases)) {
+        const v = byName.get(name);
+        assert.ok(v, name);
+        assert.equal(v.state, 'failed', name);
+        assert.match(v.reason ?? '', c.reason, name);
+        assert.equal(v.lastError?.kind, 'load');
+      }
+      assert.equal(byName.get('fine')?.state, 'running');
+      assert.match(byName.get('missing')?.reason ?? '', /extensions_list\.missing has no "module" and .*extensions holds no module of that name/);
+      await t.createAccount('alice@localhost');
+      const { client } = await TestClient.login(t.wsUrl, 'alice@localhost');
+      await client.request('presence', { show: 'away' });
+      await client.close();
+    } finally {
+      await t.destroy();
+    }
+  });
+
+  test('with extensions_required the server refuses to start, naming each extension and why', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'presenced-ext-required-'));
+    try {
+      await assert.rejects(
+        startTestServer({ extensions_required: true, extensions_list: { ghost: { module: cases.ghost!.module }, 'start-throws': { module: cases['start-throws']!.module } } }, dir),
+        (e: Error) => {
+          assert.match(e.message, /extensions_required is on and 2 extensions could not start/);
+          assert.match(e.message, /extension "ghost": cannot find its module/);
+          assert.match(e.message, /extension "start-throws": onStart failed: no database at db\.internal/);
+          return true;
+        },
+      );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('configuration values of the wrong type are refused with the key and what it takes', () => {
+    const problems = (env: Record<string, string>, overrides = {}): string => {
+      try {
+        loadConfig({ env, overrides });
+      } catch (e) {
+        assert.ok(e instanceof ConfigError);
+        return e.message;
+      }
+      assert.fail('the configuration was accepted');
+    };
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '[1, 2]' }), /extensions_list must be a JSON object/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": ' }), /extensions_list must be a JSON object \(PRESENCED_EXTENSIONS_LIST is not valid JSON/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": "./audit.mjs"}' }), /extensions_list\.audit must be an object such as \{"module": "\.\/ext\.mjs", "settings": \{\}\}/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": {"module": 3}}' }), /extensions_list\.audit\.module must be a non-empty string/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": {"module": "./a.mjs", "setings": {}}}' }), /extensions_list\.audit: unknown field "setings" \(an entry takes module, settings, enabled\)/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": {"settings": [1]}}' }), /extensions_list\.audit\.settings must be an object/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"audit": {"enabled": "yes"}}' }), /extensions_list\.audit\.enabled must be true or false/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_LIST: '{"Audit Log": {}}' }), /extensions_list: "Audit Log" is not a valid extension name/);
+    assert.match(problems({ PRESENCED_EXTENSION_BUDGET_MS: 'fast' }), /extension_budget_ms must be an integer \(got "fast" from PRESENCED_EXTENSION_BUDGET_MS\)/);
+    assert.match(problems({ PRESENCED_EXTENSION_MEMORY_MB: '1' }), /extension_memory_mb must be between 8 and 16384/);
+    assert.match(problems({ PRESENCED_EXTENSIONS_REQUIRED: 'maybe' }), /extensions_required must be true or false/);
+  });
+
+  test('`presenced extensions` without a running server, or with a wrong command, says so', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'presenced-ext-cli-'));
+    try {
+      const cfg = join(dir, 'c.json');
+      writeFileSync(cfg, JSON.stringify({ data_dir: dir }));
+      const none = await cli(['extensions', 'list', '--config', cfg]);
+      assert.equal(none.code, 1);
+      assert.match(none.err, /no server is running with data directory .*; extensions run inside a running server/);
+      const wrong = await cli(['extensions', 'restart', '--config', cfg]);
+      assert.equal(wrong.code, 2);
+      assert.match(wrong.err, /unknown extensions command "restart"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
