@@ -160,7 +160,8 @@ function adminRoutes(engine: PresenceEngine, manager: ExtensionManager, adminTok
         throw new PresenceError('auth-failed', 'missing or wrong admin bearer token');
       }
     });
-    app.get('/', { schema: { headers: authHeaders } }, async () => ({ extensions: manager.list() }));
+    // '' (not '/'): the route is the prefix itself, without a second one ending in a slash.
+    app.get('', { schema: { headers: authHeaders } }, async () => ({ extensions: manager.list() }));
     app.post('/reload', { schema: { headers: authHeaders } }, async () => ({ extensions: await manager.reload() }));
   };
 }
