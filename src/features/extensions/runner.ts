@@ -52,6 +52,8 @@ export class ExtensionLoadError extends Error {}
 
 const LOAD_BOUND_FLOOR_MS = 5_000;
 const BACKOFF_CAP_MS = 30_000;
+const MAX_CONTEXT_CALLS_IN_FLIGHT = 64;
+const LOG_LINES_PER_SECOND = 100;
 
 interface InFlight {
   readonly id: number;
@@ -80,6 +82,12 @@ export class ExtensionRunner {
   #draining = false;
   #restartTimer: NodeJS.Timeout | null = null;
   #stopping = false;
+  /** Whether `hooks` is known (the module loaded once): events for hooks it lacks are not queued. */
+  #loaded = false;
+  #ctxInFlight = 0;
+  #logWindow = 0;
+  #logLines = 0;
+  #logsDropped = 0;
 
   constructor(
     readonly spec: ExtensionSpec,
@@ -108,11 +116,13 @@ export class ExtensionRunner {
 
   /** Queues an event. Never waits; a full queue or a disabled extension drops it (counted). */
   enqueue(call: QueuedCall): void {
-    if (this.#stopping || this.state === 'disabled' || this.state === 'failed' || this.state === 'stopped') {
+    // One that never started misses nothing it could have handled: not counted.
+    if (this.state === 'failed') return;
+    if (this.#stopping || this.state === 'disabled' || this.state === 'stopped') {
       this.#drop();
       return;
     }
-    if (this.hooks.length > 0 && !this.hooks.includes(call.hook)) return;
+    if (this.#loaded && !this.hooks.includes(call.hook)) return;
     if (this.queue.length >= this.opts.queueMax) {
       this.#drop();
       return;
@@ -176,6 +186,7 @@ export class ExtensionRunner {
       throw e;
     });
     this.hooks = ready.hooks;
+    this.#loaded = true;
     if (ready.name !== this.spec.name) this.opts.log.debug({ extension: this.spec.name, declared: ready.name }, 'extension declares another name; the configured one is used');
     w.removeAllListeners('error');
     w.removeAllListeners('exit');
@@ -200,6 +211,18 @@ export class ExtensionRunner {
       return;
     }
     if (m.t === 'log') {
+      // A logging loop must not flood the server's log: a budget of lines per second, the rest counted.
+      const second = Math.floor(Date.now() / 1000);
+      if (second !== this.#logWindow) {
+        if (this.#logsDropped > 0) this.opts.log.warn({ extension: this.spec.name, dropped: this.#logsDropped }, `extension ${this.spec.name}: log lines dropped (more than ${LOG_LINES_PER_SECOND} a second)`);
+        this.#logWindow = second;
+        this.#logLines = 0;
+        this.#logsDropped = 0;
+      }
+      if (++this.#logLines > LOG_LINES_PER_SECOND) {
+        this.#logsDropped++;
+        return;
+      }
       const level = m.level === 'debug' || m.level === 'warn' || m.level === 'error' ? m.level : 'info';
       const fields = typeof m.fields === 'object' && m.fields !== null ? m.fields : {};
       this.opts.log[level]({ extension: this.spec.name, fields }, `extension ${this.spec.name}: ${String(m.msg)}`);
@@ -207,11 +230,19 @@ export class ExtensionRunner {
     }
     if (m.t === 'ctx') {
       const id = m.id;
+      // Calls not awaited in a loop would queue unbounded work (database writes, pushes) on the server.
+      if (this.#ctxInFlight >= MAX_CONTEXT_CALLS_IN_FLIGHT) {
+        w.postMessage({ t: 'ctx-err', id, message: `too many context calls at once (more than ${MAX_CONTEXT_CALLS_IN_FLIGHT}); await them` });
+        return;
+      }
+      this.#ctxInFlight++;
       this.opts.context(this.spec.name, String(m.op), m.args).then(
         (value) => {
+          this.#ctxInFlight--;
           if (w === this.#worker) w.postMessage({ t: 'ctx-ok', id, value });
         },
         (e: unknown) => {
+          this.#ctxInFlight--;
           if (w === this.#worker) w.postMessage({ t: 'ctx-err', id, message: (e as Error).message ?? String(e) });
         },
       );
