@@ -12,6 +12,7 @@ import { pushOf } from '../../src/features/push/push-feature.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 import { befriend, TestClient } from '../helpers/ws-client.js';
+import { buildDist, killAllServerProcesses, processAdmin, startServerProcess } from '../helpers/server-process.js';
 
 const EXAMPLES = fileURLToPath(new URL('../../examples/extensions/', import.meta.url));
 const AUDIT = join(EXAMPLES, 'audit-log.mjs');
@@ -461,5 +462,40 @@ describe('bad extensions and bad configuration: clear messages naming the extens
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('the server as a process (the compiled build)', () => {
+  const work = mkdtempSync(join(tmpdir(), 'presenced-ext-proc-'));
+  before(async () => {
+    await buildDist();
+  });
+  after(() => {
+    killAllServerProcesses();
+    rmSync(work, { recursive: true, force: true });
+  });
+
+  test('SIGHUP reloads the extensions: a module added to the folder starts, a changed one runs its new code', async () => {
+    const dataDir = join(work, 'data');
+    mkdirSync(join(dataDir, 'extensions'), { recursive: true });
+    const auditPath = join(work, 'audit.jsonl');
+    copyFileSync(AUDIT, join(dataDir, 'extensions', 'audit-log.mjs'));
+    writeFileSync(join(dataDir, 'extensions', 'marker.mjs'), `export default { name: 'marker', onStart(ctx) { return ctx.kv.set('version', 1); } };\n`);
+    const p = await startServerProcess(dataDir, { PRESENCED_EXTENSIONS_LIST: JSON.stringify({ 'audit-log': { settings: { path: auditPath } } }) });
+    const names = async () => ((await processAdmin(p.url, 'GET', '/extensions')).body.extensions as ExtensionView[]).map((e) => `${e.name} ${e.state}`);
+    assert.deepEqual(await names(), ['audit-log running', 'marker running']);
+    writeFileSync(join(dataDir, 'extensions', 'late.mjs'), `export default { name: 'late' };\n`);
+    writeFileSync(join(dataDir, 'extensions', 'marker.mjs'), `export default { name: 'marker', onStart(ctx) { ctx.log.info('marker version 2'); } };\n`);
+    p.child.kill('SIGHUP');
+    await eventually(async () => assert.deepEqual(await names(), ['audit-log running', 'late running', 'marker running']));
+    await eventually(async () => assert.ok(p.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('extension marker: marker version 2')), 'the new code ran'));
+    assert.ok(p.logs.some((l) => l.msg === 'SIGHUP: reloading extensions'));
+    // The server goes on serving, and the reloaded audit extension records.
+    assert.equal((await processAdmin(p.url, 'POST', '/accounts', { jid: 'alice@localhost', password: 'secret-pw' })).status, 201);
+    const { client } = await TestClient.login(p.url.replace(/^http/, 'ws') + '/ws', 'alice@localhost', 'secret-pw', { resource: 'x' });
+    await client.request('bye');
+    await eventually(async () => assert.ok(auditLines(auditPath).some((l) => l.jid === 'alice@localhost' && l.event === 'disconnect' && l.reason === 'graceful')));
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
   });
 });
