@@ -320,8 +320,9 @@ describe('misbehaving extensions: presence goes on, they are restarted, then dis
       // Paced by the watcher's own round trips, not by a sleep: each step waits for the change to arrive.
       await bob.barrier();
     }
-    // Presence never waited for an extension: a blocked or hung one costs the watcher nothing near its budget.
-    assert.ok(slowest < 250, `a presence change took ${slowest} ms to reach the watcher`);
+    // Presence never waited for an extension: had it waited, a step would have taken the 1 s budget.
+    // (Half of it leaves room for a loaded test machine.)
+    assert.ok(slowest < 500, `a presence change took ${slowest} ms to reach the watcher`);
     const kinds: Record<string, string> = { thrower: 'threw', looper: 'timeout', hog: 'out-of-memory', sulker: 'timeout' };
     for (const n of bad) {
       const v = viewOf(t, n);
