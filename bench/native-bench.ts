@@ -12,7 +12,7 @@
  * minutes hashing passwords.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -38,6 +38,8 @@ const { values: args } = parseArgs({
     'server-node-args': { type: 'string', default: '' },
     'idle-seconds': { type: 'string', default: '30' },
     'memory-only': { type: 'boolean', default: false },
+    // An extension loaded in the server (docs/extensions.md): none, fast (returns at once) or slow (sleeps 100 ms per event).
+    extension: { type: 'string', default: 'none' },
   },
 });
 // The generator is the measuring instrument: pinned to one core, its own parallel-scavenge pauses would
@@ -74,7 +76,19 @@ async function prepareData(dir: string, accounts: number, contacts: number): Pro
   await store.close();
 }
 
+const EXTENSIONS: Record<string, string | null> = {
+  none: null,
+  fast: `export default { name: 'bench', onUserPresence() {}, onSessionClosed() {} };\n`,
+  slow: `export default { name: 'bench', onUserPresence() { return new Promise((r) => setTimeout(r, 100)); }, onSessionClosed() {} };\n`,
+};
+if (!Object.hasOwn(EXTENSIONS, args.extension as string)) throw new Error('--extension must be none, fast or slow');
+
 async function startServer(dir: string): Promise<{ proc: ChildProcess; port: number }> {
+  const ext = EXTENSIONS[args.extension as string];
+  if (ext) {
+    mkdirSync(join(dir, 'extensions'), { recursive: true });
+    writeFileSync(join(dir, 'extensions', 'bench.mjs'), ext);
+  }
   const nodeArgs = (args['server-node-args'] as string).split(' ').filter(Boolean);
   const proc = spawn('taskset', ['-c', args['server-cpu'] as string, process.execPath, ...nodeArgs, 'bin/presenced.js', 'start'], {
     env: {

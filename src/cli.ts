@@ -9,6 +9,8 @@ import { tuneRuntime } from './runtime-tuning.js';
 import { controlRequest, DataDirInUseError } from './control-channel.js';
 import { createLogger, openStore, startServer, VERSION } from './server.js';
 import { APP_USAGE, appCommand, AppUsageError } from './features/apps/cli.js';
+import { EXTENSIONS_USAGE, extensionsCommand, ExtensionsUsageError } from './features/extensions/cli.js';
+import { extensionsOf } from './features/extensions/extensions-feature.js';
 
 const USAGE = `presenced ${VERSION}: a presence server
 
@@ -19,6 +21,7 @@ Usage:
   presenced account passwd <jid> [--password P]        change a password
   presenced account list [--domain D]                  list accounts
 ${APP_USAGE}
+${EXTENSIONS_USAGE}
   presenced config                                     list configuration keys
   presenced --version | --help
 
@@ -134,6 +137,7 @@ export async function main(argv: string[]): Promise<number> {
         await store.close();
       }
     }
+    if (cmd === 'extensions') return await extensionsCommand(config, sub, positionals.slice(2), (line) => console.log(line));
     if (cmd !== 'account') throw new UsageError(`unknown command "${cmd}"`);
     if (extra.length) throw new UsageError(`unexpected argument "${extra[0]}"`);
     switch (sub) {
@@ -184,7 +188,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(sub ? `unknown account command "${sub}"` : 'account needs a command: add, remove, passwd, list');
     }
   } catch (e) {
-    if (e instanceof UsageError || e instanceof AppUsageError) {
+    if (e instanceof UsageError || e instanceof AppUsageError || e instanceof ExtensionsUsageError) {
       console.error(`presenced: ${e.message}\n\nRun "presenced --help" for usage.`);
       return 2;
     }
@@ -213,6 +217,7 @@ async function runServer(config: Config): Promise<number> {
   return new Promise<number>((resolve) => {
     const onSignal = (signal: string): void => {
       stopCollector();
+      process.off('SIGHUP', onHup);
       const timer = setTimeout(() => {
         log.error({ timeoutMs: config.shutdown_timeout_ms }, 'graceful shutdown timed out; exiting');
         resolve(1);
@@ -227,6 +232,14 @@ async function runServer(config: Config): Promise<number> {
         },
       );
     };
+    // SIGHUP reloads the extensions (new code, fresh workers), as daemons reload on a hang-up.
+    const onHup = (): void => {
+      const m = extensionsOf(server.engine);
+      if (!m) return void log.info('SIGHUP: no extensions to reload (extensions: false)');
+      log.info('SIGHUP: reloading extensions');
+      m.reload().catch((err: unknown) => log.error({ err }, 'extension reload failed'));
+    };
+    process.on('SIGHUP', onHup);
     process.once('SIGTERM', () => onSignal('SIGTERM'));
     process.once('SIGINT', () => onSignal('SIGINT'));
   });

@@ -100,6 +100,14 @@ export const CONFIG_KEYS = {
   push_xmpp_sm: { kind: 'bool', def: true, doc: 'A message for a device whose stream-management session is held for resumption (its connection lost) pushes that device; also what it had not acknowledged when the connection was lost.' },
   push_xmpp_inactive: { kind: 'bool', def: true, doc: 'A message delivered to a session that said it is inactive (XEP-0352) pushes that session\'s device: an app in the background may not be reading its connection.' },
   push_xmpp_clear: { kind: 'bool', def: true, doc: 'Once offline messages were fetched, the account\'s other enabled devices get a push with message-count 0 (reason clear) so they clear their badge.' },
+  extensions: { kind: 'bool', def: true, doc: 'Server-side presence extensions (docs/extensions.md): the modules listed in extensions_list and those in data_dir/extensions/, each in a worker thread of its own. Nothing is loaded unless one is configured or dropped there. false loads none, even if listed.' },
+  extensions_list: { kind: 'json', def: {}, doc: 'Extensions by name, a JSON object: {"<name>": {"module": "/path/to/ext.mjs" | "npm-package", "settings": {...}, "enabled": true}}. An entry without "module" gives settings to (or, with "enabled": false, turns off) the module of that name in data_dir/extensions/. In the environment, PRESENCED_EXTENSIONS_LIST holds the same object as JSON text.' },
+  extensions_required: { kind: 'bool', def: false, doc: 'Refuse to start when an extension cannot be loaded (missing module, bad export, failing onStart). false: the server starts without it and logs why; `presenced extensions list` shows it as failed.' },
+  extension_budget_ms: { kind: 'int', def: 1_000, min: 10, max: 600_000, doc: 'Longest one extension hook call may take; an extension that runs past it (a blocked thread included) is stopped and restarted.' },
+  extension_queue_max: { kind: 'int', def: 10_000, min: 1, max: 1_000_000, doc: 'Events waiting for one extension; beyond this new events for it are dropped and counted (presence itself never waits for an extension).' },
+  extension_memory_mb: { kind: 'int', def: 64, min: 8, max: 16_384, doc: "Heap limit of each extension's worker thread; an extension that exceeds it is stopped and restarted." },
+  extension_max_failures: { kind: 'int', def: 5, min: 1, max: 1_000, doc: 'Failures in a row (throw, budget exceeded, out of memory, crash, failed restart) after which an extension is disabled until `presenced extensions reload` or a restart.' },
+  extension_backoff_base_ms: { kind: 'int', def: 1_000, min: 1, max: 600_000, doc: 'Wait before restarting a failed extension; it doubles per failure in a row, up to 30 s.' },
 } as const satisfies Record<string, KeySpec>;
 
 export type ConfigKey = keyof typeof CONFIG_KEYS;
@@ -187,6 +195,14 @@ export interface Config {
   push_xmpp_sm: boolean;
   push_xmpp_inactive: boolean;
   push_xmpp_clear: boolean;
+  extensions: boolean;
+  extensions_list: Record<string, Record<string, unknown>>;
+  extensions_required: boolean;
+  extension_budget_ms: number;
+  extension_queue_max: number;
+  extension_memory_mb: number;
+  extension_max_failures: number;
+  extension_backoff_base_ms: number;
 }
 
 export class ConfigError extends Error {
@@ -367,6 +383,20 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     // Each entry's own fields are checked by its provider when the push feature starts; the shape is checked here.
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/.test(name)) problems.push(`push_providers: "${name.slice(0, 80)}" is not a valid provider name (letters, digits, . _ -, at most 64)`);
     if (typeof p !== 'object' || p === null || Array.isArray(p)) problems.push(`push_providers.${name.slice(0, 80)} must be an object with a "type"`);
+  }
+  c.extensions_list = { ...c.extensions_list };
+  for (const [name, e] of Object.entries(c.extensions_list)) {
+    // Shape only: whether the module loads is found out (and reported, naming it) when the server starts it.
+    const at = `extensions_list.${name.slice(0, 64)}`;
+    if (!/^[a-z0-9][a-z0-9_-]{0,63}$/.test(name)) problems.push(`extensions_list: "${name.slice(0, 80)}" is not a valid extension name (lower-case letters, digits, - and _, at most 64)`);
+    if (typeof e !== 'object' || e === null || Array.isArray(e)) {
+      problems.push(`${at} must be an object such as {"module": "./ext.mjs", "settings": {}}`);
+      continue;
+    }
+    for (const k of Object.keys(e)) if (k !== 'module' && k !== 'settings' && k !== 'enabled') problems.push(`${at}: unknown field "${k.slice(0, 40)}" (an entry takes module, settings, enabled)`);
+    if (e.module !== undefined && (typeof e.module !== 'string' || e.module === '')) problems.push(`${at}.module must be a non-empty string (a path or a package name)`);
+    if (e.settings !== undefined && (typeof e.settings !== 'object' || e.settings === null || Array.isArray(e.settings))) problems.push(`${at}.settings must be an object`);
+    if (e.enabled !== undefined && typeof e.enabled !== 'boolean') problems.push(`${at}.enabled must be true or false`);
   }
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
   if (c.public_url !== '') {

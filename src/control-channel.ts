@@ -26,9 +26,23 @@ const MAX_PATH = 107;
 export type ControlRequest =
   | { readonly op: 'account.add'; readonly jid: string; readonly password: string }
   | { readonly op: 'account.passwd'; readonly jid: string; readonly password: string }
-  | { readonly op: 'account.remove'; readonly jid: string };
+  | { readonly op: 'account.remove'; readonly jid: string }
+  /** An operation a feature registered with `handleControl` (e.g. `extensions.list`). */
+  | { readonly op: 'feature'; readonly name: string; readonly args?: unknown };
 
 export type ControlResponse = { readonly ok: true; readonly jid: string; readonly removed?: boolean } | { readonly ok: false; readonly code: string; readonly message: string };
+export type FeatureControlResponse = { readonly ok: true; readonly result: unknown } | { readonly ok: false; readonly code: string; readonly message: string };
+
+/**
+ * Operations features add to the control channel, by engine (one server per engine), so that the
+ * channel, started before the features, names none of them.
+ */
+const featureOps = new WeakMap<PresenceEngine, Map<string, (args: unknown) => Promise<unknown>>>();
+export function handleControl(engine: PresenceEngine, name: string, fn: (args: unknown) => Promise<unknown>): void {
+  let ops = featureOps.get(engine);
+  if (!ops) featureOps.set(engine, (ops = new Map()));
+  ops.set(name, fn);
+}
 
 export function controlSocketPath(dataDir: string): string {
   return join(dataDir, CONTROL_SOCKET);
@@ -36,8 +50,13 @@ export function controlSocketPath(dataDir: string): string {
 
 export class DataDirInUseError extends Error {}
 
-async function answer(engine: PresenceEngine, req: ControlRequest): Promise<ControlResponse> {
+async function answer(engine: PresenceEngine, req: ControlRequest): Promise<ControlResponse | FeatureControlResponse> {
   switch (req.op) {
+    case 'feature': {
+      const fn = featureOps.get(engine)?.get(req.name);
+      if (!fn) throw new PresenceError('not-found', `this server has no control operation "${req.name.slice(0, 64)}" (is its feature turned on?)`);
+      return { ok: true, result: await fn(req.args) };
+    }
     case 'account.add':
       return { ok: true, jid: await engine.createAccount(req.jid, req.password) };
     case 'account.passwd':
@@ -56,6 +75,7 @@ function parseRequest(text: string): ControlRequest {
     throw new PresenceError('bad-request', 'control request is not JSON');
   }
   const r = v as Record<string, unknown>;
+  if (typeof r === 'object' && r !== null && r.op === 'feature' && typeof r.name === 'string') return { op: 'feature', name: r.name, args: r.args };
   if (typeof r !== 'object' || r === null || typeof r.jid !== 'string') throw new PresenceError('bad-request', 'control request needs "op" and "jid"');
   if (r.op === 'account.remove') return { op: r.op, jid: r.jid };
   if ((r.op === 'account.add' || r.op === 'account.passwd') && typeof r.password === 'string') return { op: r.op, jid: r.jid, password: r.password };
@@ -73,7 +93,7 @@ function serve(engine: PresenceEngine, log: Logger, socket: Socket): void {
     const nl = buf.indexOf('\n');
     if (nl < 0 && buf.length <= MAX_REQUEST_BYTES) return;
     done = true;
-    const reply = (r: ControlResponse): void => {
+    const reply = (r: ControlResponse | FeatureControlResponse): void => {
       socket.end(`${JSON.stringify(r)}\n`);
     };
     if (nl < 0) {
@@ -89,11 +109,11 @@ function serve(engine: PresenceEngine, log: Logger, socket: Socket): void {
     }
     answer(engine, req).then(
       (r) => {
-        log.info({ op: req.op, jid: r.ok ? r.jid : req.jid }, 'control request');
+        log.info({ op: req.op === 'feature' ? req.name : req.op, ...('jid' in req ? { jid: req.jid } : {}) }, 'control request');
         reply(r);
       },
       (e: unknown) => {
-        if (!isPresenceError(e)) log.error({ err: e, op: req.op }, 'control request failed');
+        if (!isPresenceError(e)) log.error({ err: e, op: req.op === 'feature' ? req.name : req.op }, 'control request failed');
         reply(isPresenceError(e) ? { ok: false, code: e.code, message: e.message } : { ok: false, code: 'internal', message: 'internal error' });
       },
     );
@@ -153,7 +173,16 @@ export async function startControlChannel(engine: PresenceEngine, dataDir: strin
  * Sends one request to the server running on `dataDir`. Resolves null when no server is running
  * there (no socket, or a stale one), so the caller can work on the database directly.
  */
-export function controlRequest(dataDir: string, req: ControlRequest): Promise<ControlResponse | null> {
+export function controlRequest(dataDir: string, req: Exclude<ControlRequest, { op: 'feature' }>): Promise<ControlResponse | null> {
+  return send(dataDir, req) as Promise<ControlResponse | null>;
+}
+
+/** Asks the server running on `dataDir` to run a feature's control operation; null when none runs there. */
+export function featureControlRequest(dataDir: string, name: string, args?: unknown): Promise<FeatureControlResponse | null> {
+  return send(dataDir, { op: 'feature', name, args }) as Promise<FeatureControlResponse | null>;
+}
+
+function send(dataDir: string, req: ControlRequest): Promise<unknown> {
   const path = controlSocketPath(dataDir);
   if (Buffer.byteLength(path) > MAX_PATH) return Promise.resolve(null);
   return new Promise((resolve, reject) => {
@@ -175,7 +204,7 @@ export function controlRequest(dataDir: string, req: ControlRequest): Promise<Co
     s.once('close', () => {
       if (!connected) return;
       try {
-        resolve(JSON.parse(buf) as ControlResponse);
+        resolve(JSON.parse(buf) as unknown);
       } catch {
         reject(new Error(`the running server closed the control socket without an answer`));
       }

@@ -21,6 +21,12 @@ export interface PresenceEvents {
   'session.opened': { jid: string; session: SessionPresence; protocol: string };
   'session.changed': { jid: string; session: SessionPresence; previous: SessionPresence };
   'session.closed': { jid: string; session: SessionPresence; reason: LeaveReason };
+  /**
+   * A login took over a resource whose connection was still up: that connection ended (reason
+   * `replaced`) while the session itself goes on, so watchers see nothing and no `session.closed`
+   * is emitted. `session` is the session as it was; `protocol` is the new connection's.
+   */
+  'session.replaced': { jid: string; session: SessionPresence; protocol: string };
   'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence };
   'subscription.changed': { owner: string; contact: string; state: SubState | null };
   'block.changed': { owner: string; contact: string; blocked: boolean };

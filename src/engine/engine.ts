@@ -430,6 +430,7 @@ export class PresenceEngine {
         existing.sink = sink;
         existing.protocol = protocol;
         old?.close('replaced');
+        if (old && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: existing.presence, protocol });
         if (input) await this.applyPresence(state, existing, sessionFrom(res, input, now));
         return existing;
       }

@@ -52,7 +52,11 @@ export class RawXmpp {
           resolve(m[0]);
         }
       };
-      const timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}; got: ${this.text.slice(-500)}`)), timeoutMs);
+      const timer = setTimeout(() => {
+        // A waiter left behind would rescan the whole transcript at every later chunk.
+        this.waiters = this.waiters.filter((w) => w !== check);
+        reject(new Error(`timed out waiting for ${what}; got: ${this.text.slice(-500)}`));
+      }, timeoutMs);
       this.waiters.push(check);
       check();
     });

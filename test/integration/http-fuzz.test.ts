@@ -26,6 +26,8 @@ const ROUTES: ReadonlyArray<readonly [string, string]> = [
   ['POST', '/api/v1/accounts/:jid/tokens'],
   ['POST', '/api/v1/accounts/:jid/notify'],
   ['GET', '/api/v1/push/providers'],
+  ['GET', '/api/v1/extensions'],
+  ['POST', '/api/v1/extensions/reload'],
   ['POST', '/api/v1/presence/query'],
   ['GET', '/demo/:file'],
   ['GET', '/demo/sdk/:file'],

@@ -207,6 +207,8 @@ const ROUTES = [
   'POST /api/v1/accounts/:jid/tokens',
   'POST /api/v1/accounts/:jid/notify',
   'GET /api/v1/push/providers',
+  'GET /api/v1/extensions',
+  'POST /api/v1/extensions/reload',
   'GET /api/v1/presence',
   'OPTIONS /api/v1/presence',
   'POST /api/v1/presence/query',
