@@ -103,7 +103,8 @@ export interface PushRepository {
   accounts(): Promise<string[]>;
 
   /**
-   * Writes pushes in one transaction. Coalescing: a push waiting (not being sent) for the same
+   * Writes pushes in one transaction (which may also hold other callers' pushes written at the same
+   * moment); resolves once they are committed. Coalescing: a push waiting (not being sent) for the same
    * registration and collapse key is replaced by the newer one, keeping its place and push id.
    */
   enqueue(pushes: readonly NewPush[], now: number): Promise<void>;

@@ -152,22 +152,44 @@ export class SqlitePushRepository implements PushRepository {
     return rows.map((r) => r.account);
   }
 
-  async enqueue(pushes: readonly NewPush[], now: number): Promise<void> {
-    if (pushes.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
-      for (const p of pushes) {
-        const body = JSON.stringify(p.message);
-        // Only a push nobody is sending can be replaced: one under way has already left.
-        const res = await sql`
-          UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
-          WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
-                        AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
-        if (res.numAffectedRows === 1n) continue;
-        await sql`
-          INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
-          VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
-      }
+  enqueue(pushes: readonly NewPush[], now: number): Promise<void> {
+    if (pushes.length === 0) return Promise.resolve();
+    // Group commit: the writes of one turn of the event loop (concurrent triggers) share a transaction.
+    // Each caller still resolves only once its rows are committed; the commit, not the rows, is what
+    // costs (the WAL's page writes), so a burst of notifications pays it once.
+    return new Promise<void>((resolve, reject) => {
+      this.#enqueues.push({ pushes, now, resolve, reject });
+      if (this.#enqueues.length === 1) setImmediate(() => void this.#writeEnqueued());
     });
+  }
+
+  readonly #enqueues: Array<{ readonly pushes: readonly NewPush[]; readonly now: number; readonly resolve: () => void; readonly reject: (e: unknown) => void }> = [];
+
+  async #writeEnqueued(): Promise<void> {
+    const calls = this.#enqueues.splice(0);
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        // In the callers' order, as if each had its own transaction: a later push coalesces into an earlier one.
+        for (const { pushes, now } of calls) for (const p of pushes) await this.#enqueueOne(trx, p, now);
+      });
+    } catch (e) {
+      for (const c of calls) c.reject(e);
+      return;
+    }
+    for (const c of calls) c.resolve();
+  }
+
+  async #enqueueOne(trx: Kysely<any>, p: NewPush, now: number): Promise<void> {
+    const body = JSON.stringify(p.message);
+    // Only a push nobody is sending can be replaced: one under way has already left.
+    const res = await sql`
+      UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
+      WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
+                    AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
+    if (res.numAffectedRows === 1n) return;
+    await sql`
+      INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
+      VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
   }
 
   async claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]> {
