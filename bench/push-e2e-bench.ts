@@ -31,7 +31,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import http from 'node:http';
 import { availableParallelism, cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -48,6 +48,8 @@ import { cpuTicks } from './proc-stats.js';
 const { values: args } = parseArgs({
   options: {
     accounts: { type: 'string', default: '20000' },
+    /** Registered devices per account (APNs and FCM in turn): one notify call queues this many pushes. */
+    devices: { type: 'string', default: '1' },
     rate: { type: 'string', default: '1000' },
     seconds: { type: 'string', default: '10' },
     warmup: { type: 'string', default: '3' },
@@ -65,6 +67,7 @@ const { values: args } = parseArgs({
 if (availableParallelism() === 1) setFlagsFromString('--no-parallel-scavenge');
 
 const N = Number(args.accounts);
+const D = Number(args.devices);
 const SECRET = 'push-e2e-bench-secret-push-e2e-bench-secret';
 const ADMIN = 'push-e2e-bench-admin-token';
 const DOMAIN = 'localhost';
@@ -78,7 +81,10 @@ const TOPIC = 'im.presenced.bench';
 /** Per notify call (by sequence number): when it was sent and when its 202 came back (performance.now()). */
 const sentAt: number[] = [];
 const answeredAt: number[] = [];
+/** Per notify call: when its last push reached a fake, and how many have. */
 const arrivedAt: number[] = [];
+const arrivedCount: number[] = [];
+const pushTimes: number[][] = [];
 let arrivals = 0;
 let duplicates = 0;
 let strays = 0;
@@ -89,8 +95,12 @@ function arrived(seq: unknown): void {
     strays++;
     return;
   }
-  if (arrivedAt[s] !== undefined) duplicates++;
-  else arrivedAt[s] = performance.now();
+  const n = (arrivedCount[s] ?? 0) + 1;
+  arrivedCount[s] = n;
+  if (n > D) duplicates++;
+  // Each of the call's pushes is timed.
+  (pushTimes[s] ??= []).push(performance.now());
+  if (n === D) arrivedAt[s] = performance.now();
   arrivals++;
 }
 
@@ -114,6 +124,10 @@ function startServer(dir: string, env: Record<string, string>, pinned: boolean):
   const nodeArgs = pinned ? (args['server-node-args'] as string).split(' ').filter(Boolean) : [];
   const cmd = [...(pinned ? ['taskset', '-c', args['server-cpu'] as string] : []), process.execPath, ...nodeArgs];
   const extra = Object.fromEntries((args['server-env'] as string).split(',').filter(Boolean).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  // The log goes to a file, not a pipe into this process: reading two lines per push here would take
+  // the core the fakes and the client need.
+  const logFile = join(dir, `server-${Date.now()}.log`);
+  const out = openSync(logFile, 'w');
   const proc = spawn(cmd[0]!, [...cmd.slice(1), 'bin/presenced.js', 'start'], {
     env: {
       ...process.env,
@@ -127,25 +141,22 @@ function startServer(dir: string, env: Record<string, string>, pinned: boolean):
       ...env,
       ...extra,
     },
-    stdio: ['ignore', 'pipe', 'inherit'],
+    stdio: ['ignore', out, 'inherit'],
   });
-  const port = new Promise<number>((resolve, reject) => {
-    let buf = '';
-    proc.stdout!.on('data', (d: Buffer) => {
-      if (buf === null) return;
-      buf += d.toString();
-      for (const line of buf.split('\n')) {
-        if (line.includes('listening on')) {
-          resolve(JSON.parse(line).port as number);
-          buf = null as unknown as string; // the log is read (and dropped) from here on
-          return;
-        }
-      }
-      if (buf.length > 100_000) buf = buf.slice(-1000);
-    });
-    proc.once('exit', (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  return port.then((p) => ({ proc, port: p }));
+  closeSync(out);
+  let exited = false;
+  proc.once('exit', () => (exited = true));
+  return (async () => {
+    const deadline = Date.now() + 120_000;
+    for (;;) {
+      const text = readFileSync(logFile, 'utf8');
+      const line = text.split('\n').find((l) => l.includes('listening on'));
+      if (line !== undefined) return { proc, port: JSON.parse(line).port as number };
+      if (exited) throw new Error(`server exited with ${proc.exitCode}: ${text.slice(-2000)}`);
+      if (Date.now() > deadline) throw new Error('server did not start within 120 s');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
 }
 
 async function stopServer(proc: ChildProcess): Promise<void> {
@@ -168,12 +179,14 @@ async function prepare(dir: string, providers: string): Promise<void> {
   const db = new Database(join(dir, 'presenced.sqlite'));
   const insert = db.prepare(`
     INSERT INTO push_registrations (id, account, provider, token, resource, source, node, away, created_at, updated_at, failures)
-    VALUES (?, ?, ?, ?, 'phone', 'native', ?, 0, ?, ?, 0)`);
+    VALUES (?, ?, ?, ?, ?, 'native', ?, 0, ?, ?, 0)`);
   db.transaction(() => {
     for (let i = 0; i < N; i++) {
-      const ios = i % 2 === 0;
-      const token = ios ? randomBytes(32).toString('hex') : `fcm-${randomBytes(60).toString('base64url')}`;
-      insert.run(`pr_${randomBytes(12).toString('base64url')}`, jidOf(i), ios ? 'ios' : 'android', token, randomBytes(12).toString('base64url'), now, now);
+      for (let d = 0; d < D; d++) {
+        const ios = (i + d) % 2 === 0;
+        const token = ios ? randomBytes(32).toString('hex') : `fcm-${randomBytes(60).toString('base64url')}`;
+        insert.run(`pr_${randomBytes(12).toString('base64url')}`, jidOf(i), ios ? 'ios' : 'android', token, `device${d}`, randomBytes(12).toString('base64url'), now, now);
+      }
     }
   })();
   db.close();
@@ -199,7 +212,7 @@ function notify(port: number): Promise<void> {
         res.on('data', (c: Buffer) => (text += c.toString()));
         res.on('end', () => {
           answeredAt[seq] = performance.now();
-          if (res.statusCode !== 202 || !text.includes('"pushed":1')) {
+          if (res.statusCode !== 202 || !text.includes(`"pushed":${D}`)) {
             notifyErrors++;
             if (notifyErrors <= 5) process.stderr.write(`notify ${seq}: ${res.statusCode} ${text}\n`);
           }
@@ -317,16 +330,13 @@ async function measure(run: number, scenario: string, proc: ChildProcess, port: 
   const rtt: number[] = [];
   let lost = 0;
   for (let s = first; s < last; s++) {
-    const a = arrivedAt[s];
-    if (a === undefined) {
-      lost++;
-      continue;
+    const times = pushTimes[s] ?? [];
+    lost += D - Math.min(D, times.length);
+    for (const a of times) {
+      fromCall.push(a - sentAt[s]!);
+      if (answeredAt[s] !== undefined) from202.push(a - answeredAt[s]!);
     }
-    fromCall.push(a - sentAt[s]!);
-    if (answeredAt[s] !== undefined) {
-      from202.push(a - answeredAt[s]!);
-      rtt.push(answeredAt[s]! - sentAt[s]!);
-    }
+    if (answeredAt[s] !== undefined) rtt.push(answeredAt[s]! - sentAt[s]!);
   }
   for (const l of [fromCall, from202, rtt]) l.sort((a, b) => a - b);
   const tri = (l: number[]): [number, number, number] => [pct(l, 50), pct(l, 99), l.at(-1) ?? NaN];
@@ -341,7 +351,7 @@ async function measure(run: number, scenario: string, proc: ChildProcess, port: 
     from202: tri(from202),
     rtt: [pct(rtt, 50), pct(rtt, 99)],
     serverCpu: cpuTicksUsed / totalSecs,
-    cpuMsPerPush: (cpuTicksUsed * 10) / Math.max(1, calls - lost),
+    cpuMsPerPush: (cpuTicksUsed * 10) / Math.max(1, calls * D - lost),
     others: busy / totalSecs - cpuTicksUsed / totalSecs - ((gen.user + gen.system) / 1e6 / totalSecs) * 100,
     pendingAtStop,
     drainSeconds,
@@ -402,7 +412,7 @@ for (let run = 1; run <= Number(args.repeat); run++) {
     all.push(r);
   }
 }
-console.log(`\n${N} offline accounts, one device each (half APNs, half FCM); ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
+console.log(`\n${N} offline accounts, ${D} device(s) each (half APNs, half FCM); ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
 console.log('| run | scenario | calls/s | pushes/s at the fakes | call → push p50 / p99 / max | 202 → push p50 / p99 / max | call → 202 p50 / p99 | server CPU | CPU per push | other processes | pending at stop | drained in | lost |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of all) {
