@@ -112,9 +112,9 @@ export interface PushRepository {
    * Leases up to `limit` due pushes, each the oldest waiting push of its registration (so a device's
    * pushes go one at a time and in order, and none overtakes one backing off), none of `exclude`'s
    * registrations. A leased push is not due again before its lease ends: after a crash it comes back
-   * then, and not sooner.
+   * then, and not sooner. `sent`, first and in the same transaction: pushes sent, as `sent()`.
    */
-  claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]>;
+  claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[], sent?: readonly QueuedPush[]): Promise<QueuedPush[]>;
   /** The earliest due time after `now` of a waiting push, or null: when the worker must look again at the latest. */
   nextDue(now: number): Promise<number | null>;
   /** The registrations with these ids that exist. */

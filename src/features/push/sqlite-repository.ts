@@ -192,7 +192,15 @@ export class SqlitePushRepository implements PushRepository {
       VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
   }
 
-  async claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]> {
+  async claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[], sent: readonly QueuedPush[] = []): Promise<QueuedPush[]> {
+    if (sent.length === 0) return this.#claim(this.db, worker, now, leaseMs, limit, exclude);
+    return this.db.transaction().execute(async (trx) => {
+      await this.#sent(trx, sent, now);
+      return this.#claim(trx, worker, now, leaseMs, limit, exclude);
+    });
+  }
+
+  async #claim(db: Kysely<any>, worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]> {
     if (limit <= 0) return [];
     const until = now + leaseMs;
     // One statement, in the due-time index's order. due_at moves to the lease's end, so rows being sent
@@ -205,7 +213,7 @@ export class SqlitePushRepository implements PushRepository {
           AND o.registration_id NOT IN (SELECT value FROM json_each(${JSON.stringify(exclude)}))
           AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
         ORDER BY o.due_at, o.id LIMIT ${limit})
-      RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(this.db);
+      RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
     return rows
       .sort((a, b) => a.id - b.id)
       .map((row) => ({
@@ -232,12 +240,14 @@ export class SqlitePushRepository implements PushRepository {
 
   async sent(pushes: readonly QueuedPush[], now: number): Promise<void> {
     if (pushes.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
-      await sql`DELETE FROM push_outbox WHERE id IN (SELECT value FROM json_each(${JSON.stringify(pushes.map((p) => p.rowId))}))`.execute(trx);
-      await sql`
-        UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
-        WHERE id IN (SELECT value FROM json_each(${JSON.stringify([...new Set(pushes.map((p) => p.registrationId))])}))`.execute(trx);
-    });
+    await this.db.transaction().execute((trx) => this.#sent(trx, pushes, now));
+  }
+
+  async #sent(trx: Kysely<any>, pushes: readonly QueuedPush[], now: number): Promise<void> {
+    await sql`DELETE FROM push_outbox WHERE id IN (SELECT value FROM json_each(${JSON.stringify(pushes.map((p) => p.rowId))}))`.execute(trx);
+    await sql`
+      UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
+      WHERE id IN (SELECT value FROM json_each(${JSON.stringify([...new Set(pushes.map((p) => p.registrationId))])}))`.execute(trx);
   }
 
   async retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void> {

@@ -27,8 +27,8 @@ const MINUTE = 60_000;
  * at most push_concurrency in all, at most push_rate_per_device_per_minute per device. Each push is
  * leased while it is being sent, so after a crash it is sent again only once its lease ran out.
  *
- * A pass leases every due push it has room for in one statement; pushes that were sent leave the
- * queue together, one transaction per turn of the event loop. Wake-ups within one turn share a pass.
+ * A pass leases every due push it has room for in one statement, in the transaction that also takes
+ * the pushes sent since the last pass out of the queue. Wake-ups within one turn share a pass.
  */
 export class PushWorker {
   readonly id = `pw_${randomBytes(6).toString('base64url')}`;
@@ -47,6 +47,7 @@ export class PushWorker {
   #again = false;
   #stopped = false;
   #sentBatch: Array<{ readonly push: QueuedPush; readonly done: (err?: unknown) => void }> = [];
+  #flushing = false;
 
   constructor(
     private readonly repo: PushRepository,
@@ -133,20 +134,33 @@ export class PushWorker {
         next = Math.min(next, at);
       }
     }
-    const room = this.opts.concurrency - this.#inFlight.size;
+    // Pushes sent since the last pass leave the queue in the same transaction that leases the next ones
+    // (one commit per pass), and their registrations' next pushes may be leased at once.
+    const sent = this.#sentBatch.splice(0);
+    // Once stopping, nothing new is leased: it would only wait out its lease after the restart.
+    const room = this.#stopped ? 0 : this.opts.concurrency - this.#inFlight.size + sent.length;
     // No room: a finishing push wakes the worker again.
-    if (room > 0) {
-      const pushes = await this.repo.claimDue(this.id, now, this.leaseMs, room, limited);
+    if (room > 0 || sent.length > 0) {
+      let pushes: QueuedPush[];
+      try {
+        pushes = await this.repo.claimDue(this.id, now, this.leaseMs, room, limited, sent.map((b) => b.push));
+      } catch (e) {
+        for (const b of sent) b.done(e);
+        throw e;
+      }
+      for (const b of sent) b.done();
       if (pushes.length > 0) {
         const regs = new Map((await this.repo.getMany([...new Set(pushes.map((p) => p.registrationId))])).map((r) => [r.id, r]));
         for (const push of pushes) {
-          const p = this.#send(push, regs.get(push.registrationId))
-            .catch((err: unknown) => this.opts.log.error({ err, registration: push.registrationId }, 'push failed unexpectedly'))
+          const id = push.registrationId;
+          const p: Promise<void> = this.#send(push, regs.get(id))
+            .catch((err: unknown) => this.opts.log.error({ err, registration: id }, 'push failed unexpectedly'))
             .finally(() => {
-              this.#inFlight.delete(push.registrationId);
+              // The registration's next push may already be under way (leased as this one was marked sent).
+              if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
               this.wake();
             });
-          this.#inFlight.set(push.registrationId, p);
+          this.#inFlight.set(id, p);
         }
       }
       if (pushes.length < room) {
@@ -175,19 +189,27 @@ export class PushWorker {
     await this.#settle(push, reg, provider, result, log);
   }
 
-  /** Marks the push sent together with the others sent in this turn of the event loop. */
+  /** Marks the push sent: by the next pass, with the others sent meanwhile; resolves once committed. */
   #markSent(push: QueuedPush): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#sentBatch.push({ push, done: (err) => (err === undefined ? resolve() : reject(err)) });
-      if (this.#sentBatch.length > 1) return;
-      setImmediate(() => {
-        const batch = this.#sentBatch;
-        this.#sentBatch = [];
-        this.repo.sent(batch.map((b) => b.push), this.#now()).then(
-          () => batch.forEach((b) => b.done()),
-          (err: unknown) => batch.forEach((b) => b.done(err ?? new Error('marking pushes sent failed'))),
-        );
-      });
+      if (this.#stopped) this.#flushSent();
+      else this.wake();
+    });
+  }
+
+  /** After stop() no pass runs: pushes still being answered are marked sent on their own. */
+  #flushSent(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => {
+      this.#flushing = false;
+      const batch = this.#sentBatch.splice(0);
+      if (batch.length === 0) return;
+      this.repo.sent(batch.map((b) => b.push), this.#now()).then(
+        () => batch.forEach((b) => b.done()),
+        (err: unknown) => batch.forEach((b) => b.done(err ?? new Error('marking pushes sent failed'))),
+      );
     });
   }
 
@@ -244,6 +266,7 @@ export class PushWorker {
   async stop(boundMs: number): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#flushSent();
     const all = Promise.allSettled([...this.#inFlight.values()]);
     let t: NodeJS.Timeout | undefined;
     const late = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), boundMs)))]);
