@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { nextAttemptDelay } from '../apps/webhooks/backoff.js';
 import type { PushProvider, PushTarget, SendResult } from './providers/provider.js';
@@ -55,6 +56,8 @@ export class PushWorker {
     private readonly opts: PushWorkerOptions,
   ) {
     this.#now = opts.now ?? Date.now;
+    // Every request in flight listens for shutdown on this one signal: that many listeners are expected.
+    setMaxListeners(Math.max(10, opts.concurrency * 2 + 10), this.#abort.signal);
   }
 
   get leaseMs(): number {
