@@ -5,18 +5,21 @@
  * server's CPU per push. By hand, never in CI:
  *
  *   npm run build
- *   taskset -c 1 npx tsx bench/push-e2e-bench.ts [--accounts 20000] [--rate 1000] [--seconds 10] [--in-flight 64] [--repeat 3]
+ *   taskset -c 1 npx tsx bench/push-e2e-bench.ts [--accounts 20000] [--devices 1] [--rate 1000] [--seconds 10] [--in-flight 64] [--repeat 3]
  *
  * The server runs as its own process pinned to core 0 (`taskset -c 0`); this process (the notify
  * client and both fakes) belongs on core 1. Set-up, per run, in a fresh data directory:
  *  1. N accounts are written straight into the database (as the other benches do);
  *  2. the server starts once, unpinned, so that the push feature creates its tables, and stops;
- *  3. one push registration per account is inserted into `push_registrations` (half APNs, half FCM,
- *     resource `phone`, source native), as `push.register` would store it: registering 20,000 devices
- *     through the native protocol is not what is measured, and the server reads registrations from
- *     the table at each push exactly as it reads its own;
- *  4. the server starts again, pinned, with `push_providers` pointing at the fakes. No client is
- *     connected: every account is offline, so every notify queues one push.
+ *  3. `--devices` push registrations per account (1 by default; APNs and FCM in turn, resources
+ *     `device0`, `device1`, ..., source native) are inserted into `push_registrations` while the server
+ *     is stopped, as `push.register` would store them: registering 20,000 devices through the native
+ *     protocol is not what is measured, and the server reads registrations from the table at each
+ *     push exactly as it reads its own;
+ *  4. the server starts again, pinned, with `push_providers` pointing at the fakes, everything else
+ *     at its defaults (push_concurrency 256, 30 pushes per device per minute, info logs, here to a
+ *     file). No client is connected: every account is offline, so every notify queues a push for
+ *     each of the account's devices.
  * Then:
  *  - warm-up: `--warmup` seconds at `--rate` (JIT, connections, the provider tokens), not counted;
  *  - paced: `--rate` notify calls per second for `--seconds`, spread evenly over the accounts (each
@@ -58,6 +61,8 @@ const { values: args } = parseArgs({
     /** Which scenarios: paced, max or both. */
     only: { type: 'string', default: 'paced,max' },
     'server-cpu': { type: 'string', default: '0' },
+    /** Where the server under test is built (bin/presenced.js and dist/): another checkout, to compare versions. */
+    'server-dir': { type: 'string', default: '.' },
     /** Extra node flags for the server under test (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof). */
     'server-node-args': { type: 'string', default: '' },
     /** Extra environment for the server, as KEY=VALUE,KEY=VALUE (e.g. PRESENCED_PUSH_CONCURRENCY=512). */
@@ -128,7 +133,7 @@ function startServer(dir: string, env: Record<string, string>, pinned: boolean):
   // the core the fakes and the client need.
   const logFile = join(dir, `server-${Date.now()}.log`);
   const out = openSync(logFile, 'w');
-  const proc = spawn(cmd[0]!, [...cmd.slice(1), 'bin/presenced.js', 'start'], {
+  const proc = spawn(cmd[0]!, [...cmd.slice(1), join(args['server-dir'] as string, 'bin/presenced.js'), 'start'], {
     env: {
       ...process.env,
       PRESENCED_DATA_DIR: dir,
@@ -275,6 +280,17 @@ async function pendingOf(port: number): Promise<number> {
   return m ? Number(m[1]) : NaN;
 }
 
+/** The server's own account of its provider requests: total seconds waited for answers and requests, per provider. */
+async function providerLatency(port: number): Promise<Record<string, { sum: number; count: number }>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, { sum: number; count: number }> = {};
+  for (const m of text.matchAll(/^presenced_push_latency_seconds_(sum|count)\{provider="([^"]+)"\} (\S+)$/gm)) {
+    const e = (out[m[2]!] ??= { sum: 0, count: 0 });
+    e[m[1] as 'sum' | 'count'] = Number(m[3]);
+  }
+  return out;
+}
+
 function machineTicks(): number {
   const f = (readFileSync('/proc/stat', 'utf8').split('\n')[0] as string).trim().split(/\s+/).slice(1, 9).map(Number);
   return f.reduce((a, b) => a + b, 0) - (f[3] ?? 0) - (f[4] ?? 0);
@@ -294,6 +310,8 @@ interface Row {
   from202: [number, number, number];
   /** The notify call's round trip: p50, p99. */
   rtt: [number, number];
+  /** Mean time the server waited for the provider's answer (its own histogram), APNs / FCM, ms. */
+  providerMs: [number, number];
   serverCpu: number;
   cpuMsPerPush: number;
   others: number;
@@ -308,6 +326,7 @@ async function measure(run: number, scenario: string, proc: ChildProcess, port: 
   const gen0 = process.cpuUsage();
   const busy0 = machineTicks();
   const arrivals0 = arrivals;
+  const lat0 = await providerLatency(port);
   const t0 = performance.now();
   const [first, last] = await drive();
   const t1 = performance.now();
@@ -320,6 +339,12 @@ async function measure(run: number, scenario: string, proc: ChildProcess, port: 
     return true;
   }, 120_000);
   const drainSeconds = drained ? (performance.now() - drainStart) / 1000 : NaN;
+  const lat1 = await providerLatency(port);
+  const meanMs = (name: string): number => {
+    const a = lat1[name] ?? { sum: 0, count: 0 };
+    const b = lat0[name] ?? { sum: 0, count: 0 };
+    return ((a.sum - b.sum) / Math.max(1, a.count - b.count)) * 1000;
+  };
   const totalSecs = (performance.now() - t0) / 1000;
   // CPU over the whole scenario including the drain, per push sent in it: the steady figure.
   const cpuTicksUsed = cpuTicks(proc.pid!) - cpu0;
@@ -350,6 +375,7 @@ async function measure(run: number, scenario: string, proc: ChildProcess, port: 
     fromCall: tri(fromCall),
     from202: tri(from202),
     rtt: [pct(rtt, 50), pct(rtt, 99)],
+    providerMs: [meanMs('ios'), meanMs('android')],
     serverCpu: cpuTicksUsed / totalSecs,
     cpuMsPerPush: (cpuTicksUsed * 10) / Math.max(1, calls * D - lost),
     others: busy / totalSecs - cpuTicksUsed / totalSecs - ((gen.user + gen.system) / 1e6 / totalSecs) * 100,
@@ -413,11 +439,11 @@ for (let run = 1; run <= Number(args.repeat); run++) {
   }
 }
 console.log(`\n${N} offline accounts, ${D} device(s) each (half APNs, half FCM); ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
-console.log('| run | scenario | calls/s | pushes/s at the fakes | call → push p50 / p99 / max | 202 → push p50 / p99 / max | call → 202 p50 / p99 | server CPU | CPU per push | other processes | pending at stop | drained in | lost |');
-console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|');
+console.log('| run | scenario | calls/s | pushes/s at the fakes | call → push p50 / p99 / max | 202 → push p50 / p99 / max | call → 202 p50 / p99 | provider answer mean (APNs / FCM) | server CPU | CPU per push | other processes | pending at stop | drained in | lost |');
+console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of all) {
   console.log(
-    `| ${r.run} | ${r.scenario} | ${Math.round(r.callsPerSec)} | ${Math.round(r.pushesPerSec)} | ${r.fromCall.map(ms).join(' / ')} ms | ${r.from202.map(ms).join(' / ')} ms | ${r.rtt.map(ms).join(' / ')} ms | ${r.serverCpu.toFixed(0)} % | ${r.cpuMsPerPush.toFixed(3)} ms | ${r.others.toFixed(0)} % | ${r.pendingAtStop} | ${r.drainSeconds.toFixed(1)} s | ${r.lost} |`,
+    `| ${r.run} | ${r.scenario} | ${Math.round(r.callsPerSec)} | ${Math.round(r.pushesPerSec)} | ${r.fromCall.map(ms).join(' / ')} ms | ${r.from202.map(ms).join(' / ')} ms | ${r.rtt.map(ms).join(' / ')} ms | ${r.providerMs.map(ms).join(' / ')} ms | ${r.serverCpu.toFixed(0)} % | ${r.cpuMsPerPush.toFixed(3)} ms | ${r.others.toFixed(0)} % | ${r.pendingAtStop} | ${r.drainSeconds.toFixed(1)} s | ${r.lost} |`,
   );
 }
 process.exit(0);
