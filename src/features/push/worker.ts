@@ -22,6 +22,8 @@ export interface PushWorkerOptions {
 /** A safety net: look at the queue at least this often even if nothing woke the worker. */
 const IDLE_LOOK_MS = 30_000;
 const MINUTE = 60_000;
+/** How long an answered push may wait to be marked sent (its device waits as long for its next push). */
+const SENT_FLUSH_MS = 5;
 
 /**
  * Drains the push queue: one push in flight per registration (a device gets its pushes in order),
@@ -192,12 +194,14 @@ export class PushWorker {
     await this.#settle(push, reg, provider, result, log);
   }
 
-  /** Marks the push sent: by the next pass, with the others sent meanwhile; resolves once committed. */
+  /** Marks the push sent: by the next pass, within SENT_FLUSH_MS, with the others sent meanwhile; resolves once committed. */
   #markSent(push: QueuedPush): Promise<void> {
     return new Promise<void>((resolve, reject) => {
       this.#sentBatch.push({ push, done: (err) => (err === undefined ? resolve() : reject(err)) });
       if (this.#stopped) this.#flushSent();
-      else this.wake();
+      // Not at once: the next pass (woken by the next push queued, or this timer) takes it along, so a
+      // steady trickle of pushes costs one worker commit each rather than two.
+      else this.#schedule(this.#now() + SENT_FLUSH_MS);
     });
   }
 
