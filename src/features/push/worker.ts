@@ -51,6 +51,7 @@ export class PushWorker {
   #stopped = false;
   #sentBatch: Array<{ readonly push: QueuedPush; readonly done: (err?: unknown) => void }> = [];
   #flushing = false;
+  readonly #markedSent = new WeakSet<QueuedPush>();
 
   constructor(
     private readonly repo: PushRepository,
@@ -163,7 +164,8 @@ export class PushWorker {
             .finally(() => {
               // The registration's next push may already be under way (leased as this one was marked sent).
               if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
-              this.wake();
+              // A push marked sent freed its room in the pass that marked it, which used it already.
+              if (!this.#markedSent.has(push)) this.wake();
             });
           this.#inFlight.set(id, p);
         }
@@ -197,6 +199,7 @@ export class PushWorker {
   /** Marks the push sent: by the next pass, within SENT_FLUSH_MS, with the others sent meanwhile; resolves once committed. */
   #markSent(push: QueuedPush): Promise<void> {
     return new Promise<void>((resolve, reject) => {
+      this.#markedSent.add(push);
       this.#sentBatch.push({ push, done: (err) => (err === undefined ? resolve() : reject(err)) });
       if (this.#stopped) this.#flushSent();
       // Not at once: the next pass (woken by the next push queued, or this timer) takes it along, so a
