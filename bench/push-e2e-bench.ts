@@ -63,7 +63,7 @@ const { values: args } = parseArgs({
     'server-cpu': { type: 'string', default: '0' },
     /** Where the server under test is built (bin/presenced.js and dist/): another checkout, to compare versions. */
     'server-dir': { type: 'string', default: '.' },
-    /** Extra node flags for the server under test (e.g. --cpu-prof --cpu-prof-dir=/tmp/prof). */
+    /** Extra node flags for the server under test, given with `=`: `--server-node-args='--cpu-prof --cpu-prof-dir=/tmp/prof'`. */
     'server-node-args': { type: 'string', default: '' },
     /** Extra environment for the server, as KEY=VALUE,KEY=VALUE (e.g. PRESENCED_PUSH_CONCURRENCY=512). */
     'server-env': { type: 'string', default: '' },
