@@ -84,6 +84,45 @@ describe('push queue', () => {
     assert.match(metrics, /presenced_push_latency_seconds_count\{provider="gw"\} [2-9]/);
   });
 
+  test('per-device order: one push at a time per device, in the order queued, none overtaking one that backs off; another device is not held up', async () => {
+    const { client } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: 'phone' });
+    const phone = (await client.request('push.register', { provider: 'gw', token: 'bob-phone' })).id as string;
+    await client.close();
+    const { client: c2 } = await TestClient.login(t.wsUrl, 'bob@localhost', 'secret-pw', { resource: 'tablet' });
+    const tablet = (await c2.request('push.register', { provider: 'gw', token: 'bob-tablet' })).id as string;
+    await c2.close();
+    let first = true;
+    rx.answer = () => {
+      if (!first) return { status: 204 };
+      first = false;
+      return { status: 429, headers: { 'retry-after': '1' } };
+    };
+    const push = pushOf(t.server.engine)!;
+    const count = (r: { payload: unknown }) => (r.payload as { count: number }).count;
+    try {
+      await push.enqueue('bob@localhost', { count: 1, collapseKey: 'k1' }, { reason: 'message', onlyDevices: [phone] });
+      await rx.until(() => of('bob-phone').length >= 1, 'the first push, refused with 429');
+      // Queued while the first backs off: they wait behind it, whatever their due time.
+      await push.enqueue('bob@localhost', { count: 2, collapseKey: 'k2' }, { reason: 'message', onlyDevices: [phone] });
+      await push.enqueue('bob@localhost', { count: 3, collapseKey: 'k3' }, { reason: 'message', onlyDevices: [phone] });
+      await push.enqueue('bob@localhost', { count: 7, collapseKey: 'k7' }, { reason: 'message', onlyDevices: [tablet] });
+      await rx.until(() => of('bob-phone').length >= 4, 'the retry and the two later pushes', 20_000);
+    } finally {
+      rx.answer = () => ({ status: 204 });
+    }
+    const phoneReqs = of('bob-phone');
+    assert.deepEqual(phoneReqs.map(count), [1, 1, 2, 3]);
+    assert.deepEqual(phoneReqs.map((r) => r.answered), [429, 204, 204, 204]);
+    // One at a time: each request only after the previous one was answered.
+    for (let i = 1; i < phoneReqs.length; i++) assert.ok(phoneReqs[i]!.at >= phoneReqs[i - 1]!.answeredAt, `request ${i} overlapped the one before`);
+    assert.ok(phoneReqs[1]!.at - phoneReqs[0]!.answeredAt >= 990, 'the retry came before Retry-After');
+    // The tablet's push did not wait for the phone's backoff.
+    const tabletReqs = of('bob-tablet');
+    assert.deepEqual(tabletReqs.map(count), [7]);
+    assert.ok(tabletReqs[0]!.at < phoneReqs[1]!.at, 'the other device waited for the backoff');
+    await eventually(async () => assert.equal(await push.registrations.pendingCount(), 0));
+  });
+
   test('privacy: a message push carries neither sender nor text by default; with both settings on, text only when not encrypted', async () => {
     await registerOffline('bob@localhost', 'bob-token');
     const push = pushOf(t.server.engine)!;

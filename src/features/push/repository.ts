@@ -80,13 +80,6 @@ export interface NewPush {
   readonly pushId: string;
 }
 
-/** A registration with pushes waiting: its oldest push's due time and lease. */
-export interface PushBacklog {
-  readonly registrationId: string;
-  readonly dueAt: number;
-  readonly claimedUntil: number | null;
-}
-
 export class TooManyRegistrations extends Error {}
 
 /** The push feature's storage port: registrations and the durable queue, one implementation per dialect. */
@@ -110,16 +103,24 @@ export interface PushRepository {
   accounts(): Promise<string[]>;
 
   /**
-   * Writes pushes in one transaction. Coalescing: a push waiting (not being sent) for the same
+   * Writes pushes in one transaction (which may also hold other callers' pushes written at the same
+   * moment); resolves once they are committed. Coalescing: a push waiting (not being sent) for the same
    * registration and collapse key is replaced by the newer one, keeping its place and push id.
    */
   enqueue(pushes: readonly NewPush[], now: number): Promise<void>;
-  /** Registrations with waiting pushes (the oldest push of each). */
-  backlog(): Promise<PushBacklog[]>;
-  /** Leases the registration's oldest push if it is due and nobody holds it. */
-  claim(registrationId: string, worker: string, now: number, leaseMs: number): Promise<QueuedPush | null>;
-  /** Sent: the push leaves the queue, the registration's failures reset. */
-  sent(p: QueuedPush, now: number): Promise<void>;
+  /**
+   * Leases up to `limit` due pushes, each the oldest waiting push of its registration (so a device's
+   * pushes go one at a time and in order, and none overtakes one backing off), none of `exclude`'s
+   * registrations. A leased push is not due again before its lease ends: after a crash it comes back
+   * then, and not sooner. `sent`, first and in the same transaction: pushes sent, as `sent()`.
+   */
+  claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[], sent?: readonly QueuedPush[]): Promise<QueuedPush[]>;
+  /** The earliest due time after `now` of a waiting push, or null: when the worker must look again at the latest. */
+  nextDue(now: number): Promise<number | null>;
+  /** The registrations with these ids that exist. */
+  getMany(ids: readonly string[]): Promise<Registration[]>;
+  /** Sent: the pushes leave the queue, their registrations' failures reset; one transaction for all. */
+  sent(pushes: readonly QueuedPush[], now: number): Promise<void>;
   /** Another attempt later (the lease is given back); `counted` false for an attempt cut by shutdown. */
   retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void>;
   /**

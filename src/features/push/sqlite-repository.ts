@@ -5,7 +5,6 @@ import {
   TooManyRegistrations,
   type NewPush,
   type NewRegistration,
-  type PushBacklog,
   type PushRepository,
   type QueuedPush,
   type Registration,
@@ -153,57 +152,102 @@ export class SqlitePushRepository implements PushRepository {
     return rows.map((r) => r.account);
   }
 
-  async enqueue(pushes: readonly NewPush[], now: number): Promise<void> {
-    if (pushes.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
-      for (const p of pushes) {
-        const body = JSON.stringify(p.message);
-        // Only a push nobody is sending can be replaced: one under way has already left.
-        const res = await sql`
-          UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
-          WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
-                        AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
-        if (res.numAffectedRows === 1n) continue;
-        await sql`
-          INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
-          VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
-      }
+  enqueue(pushes: readonly NewPush[], now: number): Promise<void> {
+    if (pushes.length === 0) return Promise.resolve();
+    // Group commit: the writes of one turn of the event loop (concurrent triggers) share a transaction.
+    // Each caller still resolves only once its rows are committed; the commit, not the rows, is what
+    // costs (the WAL's page writes), so a burst of notifications pays it once.
+    return new Promise<void>((resolve, reject) => {
+      this.#enqueues.push({ pushes, now, resolve, reject });
+      if (this.#enqueues.length === 1) setImmediate(() => void this.#writeEnqueued());
     });
   }
 
-  async backlog(): Promise<PushBacklog[]> {
-    const { rows } = await sql<{ registration_id: string; due_at: number; claimed_until: number | null }>`
-      SELECT registration_id, due_at, claimed_until FROM push_outbox WHERE id IN (SELECT min(id) FROM push_outbox GROUP BY registration_id)`.execute(this.db);
-    return rows.map((r) => ({ registrationId: r.registration_id, dueAt: r.due_at, claimedUntil: r.claimed_until }));
+  readonly #enqueues: Array<{ readonly pushes: readonly NewPush[]; readonly now: number; readonly resolve: () => void; readonly reject: (e: unknown) => void }> = [];
+
+  async #writeEnqueued(): Promise<void> {
+    const calls = this.#enqueues.splice(0);
+    try {
+      await this.db.transaction().execute(async (trx) => {
+        // In the callers' order, as if each had its own transaction: a later push coalesces into an earlier one.
+        for (const { pushes, now } of calls) for (const p of pushes) await this.#enqueueOne(trx, p, now);
+      });
+    } catch (e) {
+      for (const c of calls) c.reject(e);
+      return;
+    }
+    for (const c of calls) c.resolve();
   }
 
-  async claim(registrationId: string, worker: string, now: number, leaseMs: number): Promise<QueuedPush | null> {
+  async #enqueueOne(trx: Kysely<any>, p: NewPush, now: number): Promise<void> {
+    const body = JSON.stringify(p.message);
+    // Only a push nobody is sending can be replaced: one under way has already left.
+    const res = await sql`
+      UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
+      WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
+                    AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
+    if (res.numAffectedRows === 1n) return;
+    await sql`
+      INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
+      VALUES (${p.registrationId}, ${p.account}, ${p.trigger}, ${p.message.collapseKey}, ${body}, ${p.pushId}, 0, ${now}, ${now}, ${now})`.execute(trx);
+  }
+
+  async claimDue(worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[], sent: readonly QueuedPush[] = []): Promise<QueuedPush[]> {
+    if (sent.length === 0) return this.#claim(this.db, worker, now, leaseMs, limit, exclude);
     return this.db.transaction().execute(async (trx) => {
-      // Strictly the oldest: a device gets its pushes in order, a later one never overtakes one backing off.
-      const row = (
-        await sql<{ id: number; push_id: string; account: string; trigger: string; message_json: string; attempts: number; due_at: number; claimed_until: number | null }>`
-          SELECT id, push_id, account, trigger, message_json, attempts, due_at, claimed_until FROM push_outbox
-          WHERE registration_id = ${registrationId} ORDER BY id LIMIT 1`.execute(trx)
-      ).rows[0];
-      if (row === undefined || row.due_at > now || (row.claimed_until !== null && row.claimed_until > now)) return null;
-      await sql`UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${now + leaseMs} WHERE id = ${row.id}`.execute(trx);
-      return {
+      await this.#sent(trx, sent, now);
+      return this.#claim(trx, worker, now, leaseMs, limit, exclude);
+    });
+  }
+
+  async #claim(db: Kysely<any>, worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]> {
+    if (limit <= 0) return [];
+    const until = now + leaseMs;
+    // One statement, in the due-time index's order. due_at moves to the lease's end, so rows being sent
+    // are not scanned again at each pass; claimed_until still marks the lease for coalescing (enqueue).
+    const { rows } = await sql<{ id: number; push_id: string; registration_id: string; account: string; trigger: string; message_json: string; attempts: number }>`
+      UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${until}, due_at = ${until}
+      WHERE id IN (
+        SELECT o.id FROM push_outbox o
+        WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
+          AND o.registration_id NOT IN (SELECT value FROM json_each(${JSON.stringify(exclude)}))
+          AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
+        ORDER BY o.due_at, o.id LIMIT ${limit})
+      RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
+    return rows
+      .sort((a, b) => a.id - b.id)
+      .map((row) => ({
         rowId: row.id,
         pushId: row.push_id,
-        registrationId,
+        registrationId: row.registration_id,
         account: row.account,
         trigger: row.trigger,
         message: JSON.parse(row.message_json) as PushMessage,
         attempts: row.attempts,
-      };
-    });
+      }));
   }
 
-  async sent(p: QueuedPush, now: number): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
-      await sql`DELETE FROM push_outbox WHERE id = ${p.rowId}`.execute(trx);
-      await sql`UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now} WHERE id = ${p.registrationId}`.execute(trx);
-    });
+  async nextDue(now: number): Promise<number | null> {
+    const { rows } = await sql<{ d: number | null }>`SELECT min(due_at) AS d FROM push_outbox WHERE due_at > ${now}`.execute(this.db);
+    return rows[0]?.d ?? null;
+  }
+
+  async getMany(ids: readonly string[]): Promise<Registration[]> {
+    if (ids.length === 0) return [];
+    const { rows } = await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`.execute(this.db);
+    return rows.map(toRegistration);
+  }
+
+  async sent(pushes: readonly QueuedPush[], now: number): Promise<void> {
+    if (pushes.length === 0) return;
+    await this.db.transaction().execute((trx) => this.#sent(trx, pushes, now));
+  }
+
+  async #sent(trx: Kysely<any>, pushes: readonly QueuedPush[], now: number): Promise<void> {
+    await sql`DELETE FROM push_outbox WHERE id IN (SELECT value FROM json_each(${JSON.stringify(pushes.map((p) => p.rowId))}))`.execute(trx);
+    await sql`
+      UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
+      WHERE id IN (SELECT value FROM json_each(${JSON.stringify([...new Set(pushes.map((p) => p.registrationId))])}))`.execute(trx);
   }
 
   async retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void> {

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import { nextAttemptDelay } from '../apps/webhooks/backoff.js';
 import type { PushProvider, PushTarget, SendResult } from './providers/provider.js';
@@ -21,23 +22,36 @@ export interface PushWorkerOptions {
 /** A safety net: look at the queue at least this often even if nothing woke the worker. */
 const IDLE_LOOK_MS = 30_000;
 const MINUTE = 60_000;
+/** How long an answered push may wait to be marked sent (its device waits as long for its next push). */
+const SENT_FLUSH_MS = 5;
 
 /**
  * Drains the push queue: one push in flight per registration (a device gets its pushes in order),
  * at most push_concurrency in all, at most push_rate_per_device_per_minute per device. Each push is
  * leased while it is being sent, so after a crash it is sent again only once its lease ran out.
+ *
+ * A pass leases every due push it has room for in one statement, in the transaction that also takes
+ * the pushes sent since the last pass out of the queue. Wake-ups within one turn share a pass.
  */
 export class PushWorker {
   readonly id = `pw_${randomBytes(6).toString('base64url')}`;
   readonly #inFlight = new Map<string, Promise<void>>();
+  /** Per registration, when its last pushes (at most push_rate_per_device_per_minute) were sent. */
   readonly #sentAt = new Map<string, number[]>();
+  /** Registrations at their per-minute limit, and when they may have the next push. */
+  readonly #limited = new Map<string, number>();
+  #sweptAt = 0;
   readonly #abort = new AbortController();
   readonly #now: () => number;
   #timer: NodeJS.Timeout | null = null;
   #timerAt = Infinity;
+  #scheduled = false;
   #passing = false;
   #again = false;
   #stopped = false;
+  #sentBatch: Array<{ readonly push: QueuedPush; readonly done: (err?: unknown) => void }> = [];
+  #flushing = false;
+  readonly #markedSent = new WeakSet<QueuedPush>();
 
   constructor(
     private readonly repo: PushRepository,
@@ -45,6 +59,8 @@ export class PushWorker {
     private readonly opts: PushWorkerOptions,
   ) {
     this.#now = opts.now ?? Date.now;
+    // Every request in flight listens for shutdown on this one signal: that many listeners are expected.
+    setMaxListeners(Math.max(10, opts.concurrency * 2 + 10), this.#abort.signal);
   }
 
   get leaseMs(): number {
@@ -55,13 +71,23 @@ export class PushWorker {
     return this.#inFlight.size;
   }
 
-  /** Look at the queue now (pushes were written, a push finished). */
+  /** Look at the queue soon (pushes were written, a push finished): once for every wake-up of this turn. */
   wake(): void {
     if (this.#stopped) return;
     if (this.#passing) {
       this.#again = true;
       return;
     }
+    if (this.#scheduled) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#run();
+    });
+  }
+
+  #run(): void {
+    if (this.#stopped) return;
     this.#passing = true;
     void this.#pass()
       .catch((err: unknown) => {
@@ -88,45 +114,72 @@ export class PushWorker {
     }, Math.max(0, at - this.#now()));
   }
 
-  /** When the device may get its next push under the per-minute limit (now or later). */
-  #rateReadyAt(registrationId: string, now: number): number {
-    const times = this.#sentAt.get(registrationId);
-    if (times === undefined) return now;
-    while (times.length > 0 && times[0]! <= now - MINUTE) times.shift();
-    if (times.length === 0) {
-      this.#sentAt.delete(registrationId);
-      return now;
-    }
-    return times.length < this.opts.ratePerMinute ? now : times[times.length - this.opts.ratePerMinute]! + MINUTE;
+  /** Counts a push to the device against its per-minute limit. */
+  #count(registrationId: string, now: number): void {
+    let times = this.#sentAt.get(registrationId);
+    if (times === undefined) this.#sentAt.set(registrationId, (times = []));
+    times.push(now);
+    const rate = this.opts.ratePerMinute;
+    if (times.length > rate) times.splice(0, times.length - rate);
+    // The device may have its next push once the oldest of its last `rate` pushes is a minute old.
+    if (times.length >= rate && times[0]! + MINUTE > now) this.#limited.set(registrationId, times[0]! + MINUTE);
   }
 
   async #pass(): Promise<void> {
     const now = this.#now();
     let next = now + IDLE_LOOK_MS;
-    for (const b of await this.repo.backlog()) {
-      if (this.#inFlight.has(b.registrationId)) continue;
-      if (this.#inFlight.size >= this.opts.concurrency) break; // a finishing push wakes the worker again
-      const readyAt = Math.max(b.dueAt, b.claimedUntil ?? 0, this.#rateReadyAt(b.registrationId, now));
-      if (readyAt > now) {
-        next = Math.min(next, readyAt);
-        continue;
+    if (now - this.#sweptAt >= MINUTE) {
+      this.#sweptAt = now;
+      for (const [id, times] of this.#sentAt) if (times[times.length - 1]! <= now - MINUTE) this.#sentAt.delete(id);
+    }
+    const limited: string[] = [];
+    for (const [id, at] of this.#limited) {
+      if (at <= now) this.#limited.delete(id);
+      else {
+        limited.push(id);
+        next = Math.min(next, at);
       }
-      const p = this.#sendNext(b.registrationId)
-        .catch((err: unknown) => this.opts.log.error({ err, registration: b.registrationId }, 'push failed unexpectedly'))
-        .finally(() => {
-          this.#inFlight.delete(b.registrationId);
-          this.wake();
-        });
-      this.#inFlight.set(b.registrationId, p);
+    }
+    // Pushes sent since the last pass leave the queue in the same transaction that leases the next ones
+    // (one commit per pass), and their registrations' next pushes may be leased at once.
+    const sent = this.#sentBatch.splice(0);
+    // Once stopping, nothing new is leased: it would only wait out its lease after the restart.
+    const room = this.#stopped ? 0 : this.opts.concurrency - this.#inFlight.size + sent.length;
+    // No room: a finishing push wakes the worker again.
+    if (room > 0 || sent.length > 0) {
+      let pushes: QueuedPush[];
+      try {
+        pushes = await this.repo.claimDue(this.id, now, this.leaseMs, room, limited, sent.map((b) => b.push));
+      } catch (e) {
+        for (const b of sent) b.done(e);
+        throw e;
+      }
+      for (const b of sent) b.done();
+      if (pushes.length > 0) {
+        const regs = new Map((await this.repo.getMany([...new Set(pushes.map((p) => p.registrationId))])).map((r) => [r.id, r]));
+        for (const push of pushes) {
+          const id = push.registrationId;
+          const p: Promise<void> = this.#send(push, regs.get(id))
+            .catch((err: unknown) => this.opts.log.error({ err, registration: id }, 'push failed unexpectedly'))
+            .finally(() => {
+              // The registration's next push may already be under way (leased as this one was marked sent).
+              if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
+              // A push marked sent freed its room in the pass that marked it, which used it already.
+              if (!this.#markedSent.has(push)) this.wake();
+            });
+          this.#inFlight.set(id, p);
+        }
+      }
+      if (pushes.length < room) {
+        const due = await this.repo.nextDue(now);
+        if (due !== null) next = Math.min(next, due);
+      }
     }
     this.#schedule(next);
   }
 
-  async #sendNext(registrationId: string): Promise<void> {
-    const push = await this.repo.claim(registrationId, this.id, this.#now(), this.leaseMs);
-    if (push === null) return;
-    const reg = await this.repo.get(registrationId);
-    const log = { registration: registrationId, account: push.account, trigger: push.trigger, reason: push.message.reason, push: push.pushId };
+  async #send(push: QueuedPush, reg: Registration | undefined): Promise<void> {
+    const log = { registration: push.registrationId, account: push.account, trigger: push.trigger, reason: push.message.reason, push: push.pushId };
     if (reg === undefined || reg.disabledAt !== null) {
       await this.repo.drop(push.rowId);
       return;
@@ -138,11 +191,36 @@ export class PushWorker {
       await this.repo.drop(push.rowId);
       return;
     }
-    let times = this.#sentAt.get(registrationId);
-    if (times === undefined) this.#sentAt.set(registrationId, (times = []));
-    times.push(this.#now());
+    this.#count(reg.id, this.#now());
     const result = await provider.send(targetOf(reg), push.message, this.#abort.signal);
     await this.#settle(push, reg, provider, result, log);
+  }
+
+  /** Marks the push sent: by the next pass, within SENT_FLUSH_MS, with the others sent meanwhile; resolves once committed. */
+  #markSent(push: QueuedPush): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#markedSent.add(push);
+      this.#sentBatch.push({ push, done: (err) => (err === undefined ? resolve() : reject(err)) });
+      if (this.#stopped) this.#flushSent();
+      // Not at once: the next pass (woken by the next push queued, or this timer) takes it along, so a
+      // steady trickle of pushes costs one worker commit each rather than two.
+      else this.#schedule(this.#now() + SENT_FLUSH_MS);
+    });
+  }
+
+  /** After stop() no pass runs: pushes still being answered are marked sent on their own. */
+  #flushSent(): void {
+    if (this.#flushing) return;
+    this.#flushing = true;
+    setImmediate(() => {
+      this.#flushing = false;
+      const batch = this.#sentBatch.splice(0);
+      if (batch.length === 0) return;
+      this.repo.sent(batch.map((b) => b.push), this.#now()).then(
+        () => batch.forEach((b) => b.done()),
+        (err: unknown) => batch.forEach((b) => b.done(err ?? new Error('marking pushes sent failed'))),
+      );
+    });
   }
 
   async #settle(push: QueuedPush, reg: Registration, provider: PushProvider, r: SendResult, log: Record<string, unknown>): Promise<void> {
@@ -151,7 +229,7 @@ export class PushWorker {
     switch (r.outcome) {
       case 'sent':
         this.opts.observe(provider.name, r);
-        await this.repo.sent(push, now);
+        await this.#markSent(push);
         this.opts.log.info(at, 'push sent');
         return;
       case 'dead': {
@@ -198,6 +276,7 @@ export class PushWorker {
   async stop(boundMs: number): Promise<void> {
     this.#stopped = true;
     if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#flushSent();
     const all = Promise.allSettled([...this.#inFlight.values()]);
     let t: NodeJS.Timeout | undefined;
     const late = await Promise.race([all.then(() => false), new Promise<boolean>((r) => (t = setTimeout(() => r(true), boundMs)))]);
