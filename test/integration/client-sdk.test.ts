@@ -52,8 +52,14 @@ function serverSockets(t: TestServer) {
   };
 }
 
+/** Every client a test made: closed at the end of the file, so a failed test's reconnecting clients cannot keep the process alive. */
+const made = new Set<PresencedClient>();
+after(async () => {
+  for (const c of made) if (c.state !== 'closed') await c.close().catch(() => {});
+});
+
 function client(t: TestServer, jid: string, extra: Partial<ClientOptions> = {}): PresencedClient {
-  return new PresencedClient({
+  const c = new PresencedClient({
     url: t.wsUrl,
     jid,
     password: PASSWORD,
@@ -62,6 +68,8 @@ function client(t: TestServer, jid: string, extra: Partial<ClientOptions> = {}):
     heartbeat: false,
     ...extra,
   });
+  made.add(c);
+  return c;
 }
 
 /** Resolves with the first `type` event matching `pred`. */
