@@ -1,10 +1,9 @@
-import { timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { adminOnlyHook } from '../../protocols/http/admin-only.js';
+import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram } from 'prom-client';
 import type { Config } from '../../config.js';
 import { handleControl } from '../../control-channel.js';
-import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { authHeaders } from '../../protocols/http/schemas.js';
 import { configSwitch, defineFeature } from '../feature.js';
@@ -149,17 +148,8 @@ export function extensionsOf(engine: PresenceEngine): ExtensionManager | undefin
 }
 
 function adminRoutes(engine: PresenceEngine, manager: ExtensionManager, adminToken: string) {
-  const expected = Buffer.from(`Bearer ${adminToken}`);
   return async function register(app: FastifyInstance): Promise<void> {
-    app.addHook('onRequest', async (req: FastifyRequest) => {
-      if (adminToken === '') throw new PresenceError('not-allowed', 'the admin API is disabled: set PRESENCED_ADMIN_TOKEN (admin_token) to enable it');
-      engine.loginThrottle.check('http', null, req.ip);
-      const given = Buffer.from(req.headers.authorization ?? '');
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        engine.loginThrottle.failed(null, req.ip);
-        throw new PresenceError('auth-failed', 'missing or wrong admin bearer token');
-      }
-    });
+    app.addHook('onRequest', adminOnlyHook(engine, adminToken));
     // '' (not '/'): the route is the prefix itself, without a second one ending in a slash.
     app.get('', { schema: { headers: authHeaders } }, async () => ({ extensions: manager.list() }));
     app.post('/reload', { schema: { headers: authHeaders } }, async () => ({ extensions: await manager.reload() }));

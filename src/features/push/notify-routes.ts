@@ -1,5 +1,5 @@
-import { timingSafeEqual } from 'node:crypto';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { adminOnlyHook } from '../../protocols/http/admin-only.js';
+import type { FastifyInstance } from 'fastify';
 import { PresenceError } from '../../core/errors.js';
 import { isXmlSafeText } from '../../core/text.js';
 import type { PresenceEngine } from '../../engine/engine.js';
@@ -32,17 +32,8 @@ const notifyBody = {
  * connected sessions and by push to its devices the policy picks. 202: accepted, pushes queued durably.
  */
 export function notifyRoutes(engine: PresenceEngine, service: PushService, adminToken: string) {
-  const expected = Buffer.from(`Bearer ${adminToken}`);
   return async function register(app: FastifyInstance): Promise<void> {
-    app.addHook('onRequest', async (req: FastifyRequest) => {
-      if (adminToken === '') throw new PresenceError('not-allowed', 'the admin API is disabled: set PRESENCED_ADMIN_TOKEN (admin_token) to enable it');
-      engine.loginThrottle.check('http', null, req.ip);
-      const given = Buffer.from(req.headers.authorization ?? '');
-      if (given.length !== expected.length || !timingSafeEqual(given, expected)) {
-        engine.loginThrottle.failed(null, req.ip);
-        throw new PresenceError('auth-failed', 'missing or wrong admin bearer token');
-      }
-    });
+    app.addHook('onRequest', adminOnlyHook(engine, adminToken));
     app.post('/:jid/notify', { bodyLimit: NOTIFY_LIMITS.bytes, schema: { headers: authHeaders, params: jidParams, body: notifyBody } }, async (req, reply) => {
       const jid = engine.localJid((req.params as { jid: string }).jid);
       if (!(await engine.accountExists(jid))) throw new PresenceError('not-found', 'no such account');
