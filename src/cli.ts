@@ -126,7 +126,7 @@ export async function main(argv: string[]): Promise<number> {
     const config = loadConfig({ file: values.config });
     if (cmd === 'start') {
       if (sub !== undefined) throw new UsageError(`unexpected argument "${sub}"`);
-      return await runServer(config);
+      return await runServer(config, () => loadConfig({ file: values.config }));
     }
     if (cmd === 'app') {
       const store = openStore(config);
@@ -208,11 +208,11 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-async function runServer(config: Config): Promise<number> {
+async function runServer(config: Config, rereadConfig: () => Config): Promise<number> {
   const log = createLogger(config.log_level);
   const tuned = tuneRuntime({ semiSpaceCapMb: config.semi_space_mb });
   if (tuned.length) log.info({ v8Flags: tuned }, 'runtime tuned for this machine');
-  const server = await startServer(config, log);
+  const server = await startServer(config, log, { rereadConfig });
   const stopCollector = startIdleCollector({ intervalMs: config.idle_gc_interval_ms }, log);
   return new Promise<number>((resolve) => {
     const onSignal = (signal: string): void => {

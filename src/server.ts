@@ -79,6 +79,11 @@ export interface RunningServer {
 export interface StartOptions {
   /** The features to offer (each still switched on or off by the configuration); default the built-in ones. */
   readonly features?: readonly FeatureDefinition[];
+  /**
+   * Reads the configuration again from its source (the CLI passes its file and the environment), for
+   * what reloads without a restart (the extensions). Without it a reload reuses `config`.
+   */
+  readonly rereadConfig?: () => Config;
 }
 
 /** The composition root: builds adapters, the engine, the features and every front door from the configuration. */
@@ -201,6 +206,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   try {
     features = await startFeatures(opts.features ?? BUILT_IN_FEATURES, {
       config,
+      ...(opts.rereadConfig ? { rereadConfig: opts.rereadConfig } : {}),
       engine,
       log,
       metrics,

@@ -20,6 +20,12 @@ export type FeatureHttpPlugin = (app: FastifyInstance) => Promise<void>;
 
 export interface FeatureContext {
   readonly config: Config;
+  /**
+   * The configuration read again from where it came from (file, environment), for a feature that
+   * reloads part of itself (the extensions on SIGHUP). Throws ConfigError, with every problem listed,
+   * when the source no longer validates. Without a source (embedded, tests), the configuration above.
+   */
+  rereadConfig(): Config;
   readonly engine: PresenceEngine;
   /** A child of the server's logger, tagged `feature: <name>`. */
   readonly log: Logger;

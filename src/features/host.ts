@@ -28,6 +28,8 @@ export function persistentSecret(dir: string, file: string): Buffer {
 
 export interface FeatureHostDeps {
   readonly config: Config;
+  /** Reads the configuration again from its source (see FeatureContext.rereadConfig). */
+  readonly rereadConfig?: () => Config;
   readonly engine: PresenceEngine;
   readonly log: Logger;
   readonly metrics: Metrics;
@@ -74,6 +76,7 @@ export async function startFeatures(all: readonly FeatureDefinition[], deps: Fea
       await runFeatureMigrations(deps.storage.db, f.name, f.migrations);
       const ctx: FeatureContext = {
         config: deps.config,
+        rereadConfig: deps.rereadConfig ?? (() => deps.config),
         engine: deps.engine,
         log: deps.log.child({ feature: f.name }),
         metrics: deps.metrics,

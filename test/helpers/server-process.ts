@@ -34,9 +34,10 @@ export function killAllServerProcesses(): void {
 
 /**
  * Spawns `presenced start` on `dataDir` (HTTP on a free port, no XMPP listeners, info logs as JSON)
- * with `env` as extra PRESENCED_* settings, and resolves once its "listening on" line has been read.
+ * with `env` as extra PRESENCED_* settings (and `args` after `start`, e.g. `--config FILE`), and
+ * resolves once its "listening on" line has been read.
  */
-export async function startServerProcess(dataDir: string, extraEnv: Record<string, string> = {}): Promise<ServerProcess> {
+export async function startServerProcess(dataDir: string, extraEnv: Record<string, string> = {}, args: readonly string[] = []): Promise<ServerProcess> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('PRESENCED_')) env[k] = v;
   Object.assign(env, {
@@ -48,7 +49,7 @@ export async function startServerProcess(dataDir: string, extraEnv: Record<strin
     PRESENCED_LOG_LEVEL: 'info',
     ...extraEnv,
   });
-  const child = spawn(process.execPath, [BIN, 'start'], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BIN, 'start', ...args], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   children.add(child);
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (d: string) => (stderr += d));

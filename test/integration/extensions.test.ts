@@ -499,4 +499,46 @@ describe('the server as a process (the compiled build)', () => {
     p.child.kill('SIGTERM');
     assert.equal((await p.exited).code, 0);
   });
+
+  test('a reload reads the configuration file again; one that no longer validates is refused and changes nothing', async () => {
+    const dataDir = join(work, 'data-config');
+    mkdirSync(dataDir, { recursive: true });
+    const auditA = join(work, 'audit-a.jsonl');
+    const auditB = join(work, 'audit-b.jsonl');
+    const lateModule = join(work, 'late-from-config.mjs');
+    writeFileSync(lateModule, `export default { name: 'late', onStart(ctx) { ctx.log.info('late says ' + ctx.settings.word); } };\n`);
+    const configPath = join(work, 'presenced.json');
+    const writeConfig = (list: unknown) => writeFileSync(configPath, JSON.stringify({ extensions_list: list }));
+    writeConfig({ 'audit-log': { module: AUDIT, settings: { path: auditA } } });
+    const p = await startServerProcess(dataDir, {}, ['--config', configPath]);
+    const names = async () => ((await processAdmin(p.url, 'GET', '/extensions')).body.extensions as ExtensionView[]).map((e) => `${e.name} ${e.state}`);
+    assert.deepEqual(await names(), ['audit-log running']);
+    assert.equal((await processAdmin(p.url, 'POST', '/accounts', { jid: 'alice@localhost', password: 'secret-pw' })).status, 201);
+    const session = async () => {
+      const { client } = await TestClient.login(p.url.replace(/^http/, 'ws') + '/ws', 'alice@localhost', 'secret-pw', { resource: 'x' });
+      await client.request('bye');
+    };
+
+    // New settings for one extension, and a new one, both only in the file: SIGHUP picks them up.
+    writeConfig({ 'audit-log': { module: AUDIT, settings: { path: auditB } }, late: { module: lateModule, settings: { word: 'hello' } } });
+    p.child.kill('SIGHUP');
+    await eventually(async () => assert.deepEqual(await names(), ['audit-log running', 'late running']));
+    await eventually(async () => assert.ok(p.logs.some((l) => typeof l.msg === 'string' && l.msg.includes('extension late: late says hello'))));
+    await session();
+    await eventually(async () => assert.ok(auditLines(auditB).some((l) => l.jid === 'alice@localhost' && l.event === 'disconnect'), 'the audit log moved to its new path'));
+
+    // A file that no longer validates: the REST reload says why (400), SIGHUP logs it, the extensions run on unchanged.
+    writeConfig({ 'audit-log': { module: AUDIT, setings: {} } });
+    const refused = await processAdmin(p.url, 'POST', '/extensions/reload');
+    assert.equal(refused.status, 400);
+    assert.match(String((refused.body.error as { message: string }).message), /extensions not reloaded: the configuration does not validate: .*extensions_list\.audit-log: unknown field "setings"/);
+    p.child.kill('SIGHUP');
+    await eventually(async () => assert.ok(p.logs.some((l) => l.msg === 'extension reload refused: the configuration does not validate')));
+    assert.deepEqual(await names(), ['audit-log running', 'late running']);
+    const before = auditLines(auditB).length;
+    await session();
+    await eventually(async () => assert.ok(auditLines(auditB).length > before, 'the running audit extension still records'));
+    p.child.kill('SIGTERM');
+    assert.equal((await p.exited).code, 0);
+  });
 });

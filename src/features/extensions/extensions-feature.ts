@@ -2,7 +2,8 @@ import { adminOnlyHook } from '../../protocols/http/admin-only.js';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { Counter, Gauge, Histogram } from 'prom-client';
-import type { Config } from '../../config.js';
+import { ConfigError, type Config } from '../../config.js';
+import { PresenceError } from '../../core/errors.js';
 import { handleControl } from '../../control-channel.js';
 import type { PresenceEngine } from '../../engine/engine.js';
 import { authHeaders } from '../../protocols/http/schemas.js';
@@ -39,16 +40,26 @@ export interface ExtensionView {
 /** How long stopping waits for an extension's queue to drain (shutdown events included) before dropping the rest. */
 const DRAIN_BOUND_MS = 3_000;
 
+/** What the manager needs of the configuration and the server, read again at each reload. */
+export interface ManagerOptions {
+  /** The configuration at start; `reread` gives the one a reload uses. */
+  readonly config: Config;
+  readonly reread: () => Config;
+  readonly runnerOptions: (config: Config) => Omit<RunnerOptions, 'log'>;
+}
+
 export class ExtensionManager {
   #runners: ExtensionRunner[] = [];
   #broken: ExtensionView[] = [];
   #reloading: Promise<ExtensionView[]> | null = null;
+  #config: Config;
 
   constructor(
-    private readonly config: Config,
     private readonly log: Logger,
-    private readonly runnerOptions: Omit<RunnerOptions, 'log'>,
-  ) {}
+    private readonly opts: ManagerOptions,
+  ) {
+    this.#config = opts.config;
+  }
 
   /** Whether any extension may take events (the listeners do nothing otherwise). */
   get active(): boolean {
@@ -64,7 +75,8 @@ export class ExtensionManager {
 
   /** Discovers and starts every extension. Throws only with extensions_required, listing what failed. */
   async start(): Promise<void> {
-    const { specs, problems } = discoverExtensions(this.config);
+    const config = this.#config;
+    const { specs, problems } = config.extensions ? discoverExtensions(config) : { specs: [], problems: [] };
     this.#broken = problems.map((p) => ({
       name: p.name,
       module: p.where,
@@ -80,14 +92,15 @@ export class ExtensionManager {
       lastError: { kind: 'load' as const, message: p.message, hook: null, at: Date.now() },
     }));
     const messages = problems.map((p) => `extension "${p.name}": ${p.message}`);
-    const runners = specs.map((s) => new ExtensionRunner(s, { ...this.runnerOptions, log: this.log }));
+    const runnerOptions = this.opts.runnerOptions(config);
+    const runners = specs.map((s) => new ExtensionRunner(s, { ...runnerOptions, log: this.log }));
     this.#runners = runners;
     const results = await Promise.allSettled(runners.map((r) => r.start()));
     for (const r of results) if (r.status === 'rejected') messages.push((r.reason as Error).message);
     for (const m of messages) this.log.error(m);
     const running = runners.filter((r) => r.state === 'running');
     if (running.length > 0) this.log.info({ extensions: running.map((r) => r.spec.name) }, 'extensions running');
-    if (messages.length > 0 && this.config.extensions_required) {
+    if (messages.length > 0 && config.extensions_required) {
       await this.stop();
       throw new Error(`extensions_required is on and ${messages.length === 1 ? 'an extension' : `${messages.length} extensions`} could not start:\n  ${messages.join('\n  ')}`);
     }
@@ -101,10 +114,22 @@ export class ExtensionManager {
     await Promise.all(runners.map((r) => r.stop()));
   }
 
-  /** Stops them all and starts them again from the folder and the configuration: new code, fresh workers and counters. */
+  /**
+   * Stops them all and starts them again from the folder and the configuration, read again from its
+   * source: new code, new settings, fresh workers and counters. A configuration that no longer
+   * validates refuses the reload (PresenceError 'bad-request' listing the problems) and leaves the
+   * running extensions as they are.
+   */
   reload(): Promise<ExtensionView[]> {
     this.#reloading ??= (async () => {
       try {
+        try {
+          this.#config = this.opts.reread();
+        } catch (e) {
+          const why = e instanceof ConfigError ? e.problems.join('; ') : (e as Error).message;
+          this.log.error({ problems: why }, 'extension reload refused: the configuration does not validate');
+          throw new PresenceError('bad-request', `extensions not reloaded: the configuration does not validate: ${why}`);
+        }
         const old = this.#runners;
         this.#runners = [];
         await Promise.all(old.map((r) => r.stop()));
@@ -198,18 +223,22 @@ export const extensionsFeature = defineFeature({
         for (const v of manager?.list() ?? []) this.set({ extension: v.name }, v.state === 'running' ? 1 : 0);
       },
     });
-    const m = new ExtensionManager(c, ctx.log, {
-      budgetMs: c.extension_budget_ms,
-      queueMax: c.extension_queue_max,
-      memoryMb: c.extension_memory_mb,
-      maxFailures: c.extension_max_failures,
-      backoffBaseMs: c.extension_backoff_base_ms,
-      context: (name, op, args) => contextCall({ engine, db: ctx.storage.db }, name, op, args),
-      observe: (name, what, seconds) => {
-        if (what === 'restart') restarts.inc({ extension: name });
-        else events.inc({ extension: name, outcome: what });
-        if (what === 'handled' && seconds !== undefined) duration.observe({ extension: name }, seconds);
-      },
+    const m = new ExtensionManager(ctx.log, {
+      config: c,
+      reread: () => ctx.rereadConfig(),
+      runnerOptions: (cfg) => ({
+        budgetMs: cfg.extension_budget_ms,
+        queueMax: cfg.extension_queue_max,
+        memoryMb: cfg.extension_memory_mb,
+        maxFailures: cfg.extension_max_failures,
+        backoffBaseMs: cfg.extension_backoff_base_ms,
+        context: (name, op, args) => contextCall({ engine, db: ctx.storage.db }, name, op, args),
+        observe: (name, what, seconds) => {
+          if (what === 'restart') restarts.inc({ extension: name });
+          else events.inc({ extension: name, outcome: what });
+          if (what === 'handled' && seconds !== undefined) duration.observe({ extension: name }, seconds);
+        },
+      }),
     });
     manager = m;
 
