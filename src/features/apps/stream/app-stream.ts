@@ -5,7 +5,7 @@ import type { AppRecord } from '../repository.js';
 import type { GrantedAudience } from '../webhooks/presence-source.js';
 import type { LoggedUpdate, WebhookStore } from '../webhooks/store.js';
 import { encodeCursor, judgeCursor } from './cursor.js';
-import { frame, liveFrame, updateView, type StreamFormat, type StreamLine } from './lines.js';
+import { frame, liveBatch, liveFrame, updateView, type StreamFormat, type StreamLine } from './lines.js';
 
 /** Reasons an app reads in the `end` line (docs/apps.md). */
 export const END_REASONS = {
@@ -222,7 +222,14 @@ class AppStream {
    * (and a chunk header) per line, per stream.
    */
   #sendLive(logged: readonly LoggedUpdate[]): void {
-    if (this.#phase !== 'live') return;
+    if (this.#phase !== 'live' || logged.length === 0) return;
+    if (logged[0]!.id > this.#lastId) {
+      // The usual case: nothing of this write was sent yet, so the bytes are those of every stream of the app.
+      this.#lastId = logged[logged.length - 1]!.id;
+      const batch = liveBatch(this.format, logged, (uid) => this.deps.audience.grantOf(this.appId, uid));
+      if (batch.lines > 0) this.#writeFramed(batch.bytes, 'presence', batch.lines);
+      return;
+    }
     let out = '';
     let n = 0;
     for (const u of logged) {
@@ -248,7 +255,7 @@ class AppStream {
     this.#writeFramed(frame(this.format, line), line.type, 1);
   }
 
-  #writeFramed(text: string, type: StreamLine['type'], lines: number): void {
+  #writeFramed(text: string | Buffer, type: StreamLine['type'], lines: number): void {
     if (this.#phase === 'ended' || this.res.destroyed) return;
     this.res.write(text);
     this.#wrote = true;

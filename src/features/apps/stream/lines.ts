@@ -66,3 +66,35 @@ export function liveFrame(format: StreamFormat, u: LoggedUpdate, grant: GrantedA
   // A row is dated when it was written; every later row was written after it (so its cursor is safe to resume from).
   return (cache[slot] ??= frame(format, { type: 'presence', ...updateView(u, grant), cursor: encodeCursor(u.id, u.createdAt) }));
 }
+
+/**
+ * The bytes of one log write for every live stream of an app in one format: the hub hands the same
+ * array to each stream of the app, grants are per user (not per stream), so every stream that is past
+ * the batch's first id sends exactly these bytes. Built by the first stream that sends the batch and
+ * reused by the others: one grant check, one concatenation and one UTF-8 encoding per batch instead of
+ * one per stream. Held by the array itself, so it goes when the batch does.
+ */
+const batches = new WeakMap<readonly LoggedUpdate[], Array<{ readonly bytes: Buffer; readonly lines: number } | undefined>>();
+
+export function liveBatch(
+  format: StreamFormat,
+  logged: readonly LoggedUpdate[],
+  grantOf: (uid: string) => GrantedApp | undefined,
+): { readonly bytes: Buffer; readonly lines: number } {
+  const slot = format === 'sse' ? 1 : 0;
+  let cache = batches.get(logged);
+  if (cache === undefined) batches.set(logged, (cache = []));
+  let made = cache[slot];
+  if (made === undefined) {
+    let out = '';
+    let lines = 0;
+    for (const u of logged) {
+      const grant = grantOf(u.uid);
+      if (grant === undefined) continue;
+      out += liveFrame(format, u, grant);
+      lines++;
+    }
+    made = cache[slot] = { bytes: Buffer.from(out, 'utf8'), lines };
+  }
+  return made;
+}
