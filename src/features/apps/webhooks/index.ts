@@ -51,7 +51,7 @@ export function startWebhooks(ctx: FeatureContext, deps: WebhookDeps): Webhooks 
   let worker: WebhookWorker | null = null;
   const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, writeRetryMs: c.webhook_backoff_base_ms, log, onWritten: (logged) => {
     hub.publish(logged);
-    worker?.wake();
+    worker?.noteWritten(logged);
   } });
   const marked = new Map<string, number>();
   worker = new WebhookWorker(store, apps, {

@@ -72,6 +72,12 @@ export class WebhookWorker {
   #again = false;
   #stopped = false;
   #lastPurge = 0;
+  /**
+   * Pending rows per app as far as this worker knows without asking the store: counted by its last
+   * look at the backlog, plus what was written since. A write only needs a look at once when it fills
+   * an app's batch; otherwise the rows wait for webhook_batch_ms anyway, and a look then is enough.
+   */
+  readonly #pendingKnown = new Map<string, number>();
 
   constructor(
     private readonly store: WebhookStore,
@@ -90,7 +96,25 @@ export class WebhookWorker {
     this.wake();
   }
 
-  /** Look at the outbox now (new rows were written, a request finished). */
+  /**
+   * Rows were written to the log. A look at the backlog costs a query whatever it finds, and a write
+   * comes every few ms on a busy server: look now only when an app's batch is full (it goes at once),
+   * else when the new rows are due (webhook_batch_ms from now). Apps without a webhook URL (served by
+   * streams) are then passed over once per batch window instead of once per write.
+   */
+  noteWritten(logged: readonly { readonly appId: string }[]): void {
+    if (this.#stopped || logged.length === 0) return;
+    let full = this.opts.batchMs === 0;
+    for (const u of logged) {
+      const n = (this.#pendingKnown.get(u.appId) ?? 0) + 1;
+      this.#pendingKnown.set(u.appId, n);
+      if (n >= this.opts.batchMax) full = true;
+    }
+    if (full) this.wake();
+    else this.#schedule(this.#now() + this.opts.batchMs);
+  }
+
+  /** Look at the outbox now (a request finished, an owner replayed or re-enabled, the timer). */
   wake(): void {
     if (this.#stopped) return;
     if (this.#passing) {
@@ -131,7 +155,10 @@ export class WebhookWorker {
       if (purged > 0) this.opts.log.debug({ purged }, 'old webhook updates purged');
     }
     let next = now + IDLE_LOOK_MS;
+    // What is written from here on is counted anew on top of what this look finds.
+    this.#pendingKnown.clear();
     for (const b of await this.store.backlog(now, now - this.opts.batchMs)) {
+      if (b.count !== null) this.#pendingKnown.set(b.appId, (this.#pendingKnown.get(b.appId) ?? 0) + b.count);
       if (b.disabled || this.#inFlight.has(b.appId)) continue;
       const readyAt = Math.max(b.endpointNext ?? 0, b.count !== null && b.count >= this.opts.batchMax ? 0 : b.oldestDue + this.opts.batchMs, b.claimedUntil ?? 0);
       if (readyAt > now) {
