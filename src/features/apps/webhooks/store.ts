@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
 
@@ -178,6 +178,62 @@ interface LeasedEndpoint extends EndpointRow {
 
 type LogRow = { id: number; uid: string; seq: number; at: number; body_json: string };
 const toOutboxRow = (r: LogRow): OutboxRow => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json });
+/**
+ * Log rows (and the checkpoint's webhook_seq rows) go in as multi-row VALUES statements of a few fixed
+ * sizes, each text prepared once and kept in the store's statement cache, as already compiled queries:
+ * building the statement through Kysely's template for every write, and passing the rows as one JSON
+ * text for json_each to take apart column by column, cost more than the insert itself.
+ */
+const CHUNKS = [256, 64, 16, 4, 1] as const;
+
+function chunkedTexts(head: string, columns: number, tail = ''): Map<number, string> {
+  const one = `(${Array.from({ length: columns }, () => '?').join(', ')})`;
+  return new Map(CHUNKS.map((n) => [n, `${head} VALUES ${Array.from({ length: n }, () => one).join(', ')}${tail}`]));
+}
+
+/** Runs the statement of `texts` over `items` in fixed-size chunks; `put` writes one item's columns at `params[o..]`. */
+async function insertChunked<T>(trx: Kysely<any>, texts: Map<number, string>, columns: number, items: readonly T[], put: (params: unknown[], o: number, item: T, index: number) => void): Promise<void> {
+  let i = 0;
+  for (const size of CHUNKS) {
+    while (items.length - i >= size) {
+      const params: unknown[] = new Array(size * columns);
+      for (let k = 0; k < size; k++, i++) put(params, k * columns, items[i]!, i);
+      await trx.executeQuery(CompiledQuery.raw(texts.get(size)!, params));
+    }
+  }
+}
+
+const LOG_INSERT = chunkedTexts('INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)', 8);
+const SEQ_UPSERT = chunkedTexts(
+  'INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)',
+  6,
+  ' ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body',
+);
+
+function insertLogRows(trx: Kysely<any>, out: readonly LoggedUpdate[], rows: readonly NewOutboxRow[], now: number): Promise<void> {
+  return insertChunked(trx, LOG_INSERT, 8, out, (p, o, u, i) => {
+    p[o] = u.appId;
+    p[o + 1] = u.id;
+    p[o + 2] = u.uid;
+    p[o + 3] = u.seq;
+    p[o + 4] = u.at;
+    p[o + 5] = u.body;
+    p[o + 6] = rows[i]!.dueAt;
+    p[o + 7] = now;
+  });
+}
+
+function upsertSeqRows(trx: Kysely<any>, changed: readonly LoggedUpdate[]): Promise<void> {
+  return insertChunked(trx, SEQ_UPSERT, 6, changed, (p, o, u) => {
+    p[o] = u.appId;
+    p[o + 1] = u.uid;
+    p[o + 2] = u.seq;
+    p[o + 3] = u.id;
+    p[o + 4] = u.at;
+    p[o + 5] = u.body;
+  });
+}
+
 /** webhook_seq is brought up to date this often, or once this many users changed since (whichever first). */
 const SEQ_CHECKPOINT_MS = 1000;
 const SEQ_CHECKPOINT_KEYS = 20_000;
@@ -233,10 +289,7 @@ export class SqliteWebhookStore implements WebhookStore {
           seqOf.set(k, seq);
           return { id: ++id, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now };
         });
-        await sql`
-          INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)
-          SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5, j.value ->> 6, ${now}
-          FROM json_each(${JSON.stringify(out.map((u, i) => [u.appId, u.id, u.uid, u.seq, u.at, u.body, rows[i]!.dueAt]))}) j`.execute(trx);
+        await insertLogRows(trx, out, rows, now);
         await sql`UPDATE webhook_log_head SET last_id = ${id} WHERE one = 1`.execute(trx);
         const headOf = new Map<string, number>();
         for (const u of out) headOf.set(u.appId, u.id);
@@ -280,13 +333,7 @@ export class SqliteWebhookStore implements WebhookStore {
 
   /** webhook_seq brought up to date with the log through `through`: one row write per user changed since the last checkpoint. */
   async #checkpoint(trx: Kysely<any>, recent: Map<string, LoggedUpdate>, through: number, now: number): Promise<void> {
-    if (recent.size > 0) {
-      await sql`
-        INSERT INTO webhook_seq (app_id, uid, seq, last_id, last_at, last_body)
-        SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4, j.value ->> 5
-        FROM json_each(${JSON.stringify([...recent.values()].map((u) => [u.appId, u.uid, u.seq, u.id, u.at, u.body]))}) j WHERE true
-        ON CONFLICT (app_id, uid) DO UPDATE SET seq = excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body`.execute(trx);
-    }
+    if (recent.size > 0) await upsertSeqRows(trx, [...recent.values()]);
     await sql`UPDATE webhook_log_head SET seq_through = ${through} WHERE one = 1`.execute(trx);
     recent.clear();
     this.#checkpointAt = now;
