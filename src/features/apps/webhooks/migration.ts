@@ -140,11 +140,12 @@ export const WEBHOOK_LOG_MIGRATION: Migration = {
       await sql`CREATE SEQUENCE webhook_log_id_seq`.execute(db);
       await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id BIGINT NOT NULL, due_at BIGINT NOT NULL, PRIMARY KEY (app_id, id))`.execute(db);
     } else {
+      // The text as released (SQLite keeps it in sqlite_master), indentation included.
       await sql`
-        CREATE TABLE webhook_log (
-          app_id TEXT NOT NULL, id INTEGER NOT NULL, uid TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
-          body_json TEXT NOT NULL, due_at INTEGER NOT NULL, created_at INTEGER NOT NULL, superseded INTEGER,
-          PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
+      CREATE TABLE webhook_log (
+        app_id TEXT NOT NULL, id INTEGER NOT NULL, uid TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
+        body_json TEXT NOT NULL, due_at INTEGER NOT NULL, created_at INTEGER NOT NULL, superseded INTEGER,
+        PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
       await sql`CREATE TABLE webhook_log_head (one INTEGER PRIMARY KEY CHECK (one = 1), last_id INTEGER NOT NULL, seq_through INTEGER NOT NULL)`.execute(db);
       await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id INTEGER NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
     }
