@@ -41,8 +41,20 @@ export async function sqliteFeatureDb(): Promise<FeatureDb> {
 
 let dbCount = 0;
 
-export async function postgresFeatureDb(pg: PrivatePostgres): Promise<FeatureDb> {
-  const url = pg.createDatabase(`feat_${process.pid}_${++dbCount}_${randomBytes(3).toString('hex')}`);
+export interface PostgresDbOptions {
+  /** An ICU locale for the database's default collation (text order), e.g. 'en-US'; byte order (C) otherwise. */
+  readonly icuLocale?: string;
+}
+
+export async function postgresFeatureDb(pg: PrivatePostgres, opts: PostgresDbOptions = {}): Promise<FeatureDb> {
+  const name = `feat_${process.pid}_${++dbCount}_${randomBytes(3).toString('hex')}`;
+  let url: string;
+  if (opts.icuLocale === undefined) url = pg.createDatabase(name);
+  else {
+    if (!/^[A-Za-z-]+$/.test(opts.icuLocale)) throw new Error(`not a plain ICU locale: ${opts.icuLocale}`);
+    pg.psql('postgres', `CREATE DATABASE ${name} TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE '${opts.icuLocale}' LOCALE 'C'`);
+    url = pg.urlOf(name);
+  }
   const pools: Array<{ db: FeatureStorage['db'] }> = [];
   const open = (): FeatureStorage => {
     const { db } = openPostgres(url, { poolSize: 5, applicationName: `presenced-test-${pools.length}` });
@@ -68,8 +80,8 @@ export function sharedPostgres(): Promise<PrivatePostgres> {
 }
 
 /** Opens a database of `dialect` with the features' migrations applied (PostgreSQL: a new database on sharedPostgres()). */
-export async function featureDb(dialect: Dialect, migrations: ReadonlyArray<readonly [string, readonly Migration[]]>): Promise<FeatureDb> {
-  const d = dialect === 'sqlite' ? await sqliteFeatureDb() : await postgresFeatureDb(await sharedPostgres());
+export async function featureDb(dialect: Dialect, migrations: ReadonlyArray<readonly [string, readonly Migration[]]>, pgOpts: PostgresDbOptions = {}): Promise<FeatureDb> {
+  const d = dialect === 'sqlite' ? await sqliteFeatureDb() : await postgresFeatureDb(await sharedPostgres(), pgOpts);
   for (const [feature, list] of migrations) await runFeatureMigrations(d.storage.db, feature, list);
   return d;
 }
