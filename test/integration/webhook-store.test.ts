@@ -6,13 +6,16 @@ import { after, before, describe, test } from 'node:test';
 import { sql, type Kysely } from 'kysely';
 import { SqliteStore } from '../../src/adapters/sqlite/sqlite-store.js';
 import { APP_MIGRATIONS } from '../../src/features/apps/migrations.js';
-import { SqliteWebhookStore, type AttemptRecord, type Claim, type NewOutboxRow } from '../../src/features/apps/webhooks/store.js';
+import { SqliteWebhookStore, webhookStore, type AttemptRecord, type Claim, type NewOutboxRow, type WebhookStore } from '../../src/features/apps/webhooks/store.js';
 import { runFeatureMigrations } from '../../src/features/migrations.js';
+import { featureDb, type Dialect, type FeatureDb } from '../helpers/feature-db.js';
+import { stopAllPrivateServices } from '../helpers/private-services.js';
 
 /**
- * The webhook outbox's storage on a real SQLite file (APP_MIGRATIONS 7: a log written once, delivery
- * as a position per app): the paths the webhook integration tests reach only by timing, driven here
- * call by call, and the migration of an outbox written by the previous schema.
+ * The webhook outbox's storage on a real database (APP_MIGRATIONS 7: a log written once, delivery as a
+ * position per app): the paths the webhook integration tests reach only by timing, driven here call by
+ * call, on SQLite and on PostgreSQL; then what only SQLite has (webhook_seq's checkpoint, the migration
+ * of an outbox written by the previous schema).
  */
 
 const LEASE = 60_000;
@@ -43,145 +46,146 @@ const attempt = (c: Claim, status: number): AttemptRecord => ({ appId: 'a', batc
 const sent = (c: Claim | null): Array<[string, number, string]> => (c?.rows ?? []).map((r) => [r.uid, r.seq, (JSON.parse(r.body) as { status: string }).status]);
 const ids = (c: Claim): number[] => c.rows.map((r) => r.id);
 
-describe('webhook store: a position per app instead of a state per row', () => {
-  let d: Db;
-  let store: SqliteWebhookStore;
-  before(async () => {
-    d = await openDb();
-    await addApp(d.db, 'a');
-    await addApp(d.db, 'b');
-    store = new SqliteWebhookStore(d.db);
-  });
-  after(async () => {
-    await d.main.close();
-    rmSync(d.dir, { recursive: true, force: true });
-  });
+after(() => stopAllPrivateServices());
 
-  test('delivered rows stop being pending but stay in the log; other apps are untouched', async () => {
-    const logged = await store.append([row('a', 'u1', 'online', 1), row('b', 'u1', 'online', 1), row('a', 'u2', 'away', 2), row('a', 'u1', 'away', 3)], 10);
-    assert.deepEqual(logged.map((l) => [l.appId, l.uid, l.seq]), [['a', 'u1', 1], ['b', 'u1', 1], ['a', 'u2', 1], ['a', 'u1', 2]]);
-    assert.ok(logged.every((l, i) => i === 0 || l.id > logged[i - 1]!.id));
-    assert.equal(await store.pendingCount('a'), 3);
-    assert.equal(await store.pendingCount(null), 4);
-    const c = (await store.claim('a', 'w', 100, LEASE, 2))!;
-    assert.deepEqual(sent(c), [['u1', 1, 'online'], ['u2', 1, 'away']]);
-    // Held by w: nobody else gets it.
-    assert.equal(await store.claim('a', 'w2', 100, LEASE, 2), null);
-    await store.delivered('a', c, ids(c), 110, attempt(c, 200));
-    assert.equal(await store.pendingCount('a'), 1);
-    assert.deepEqual((await store.since('a', 0, 100)).map((l) => [l.uid, l.seq]), [['u1', 1], ['u2', 1], ['u1', 2]]);
-    const c2 = (await store.claim('a', 'w2', 120, LEASE, 10))!;
-    assert.deepEqual(sent(c2), [['u1', 2, 'away']]);
-    assert.notEqual(c2.batchId, c.batchId);
-    await store.delivered('a', c2, ids(c2), 130, attempt(c2, 200));
-    assert.equal(await store.pendingCount('a'), 0);
-    assert.equal(await store.claim('a', 'w', 140, LEASE, 10), null);
-    assert.equal(await store.pendingCount('b'), 1);
-    assert.equal((await store.attempts('a', 0, 10)).length, 2);
-  });
+for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect[]) {
+  describe(`webhook store (${dialect}): a position per app instead of a state per row`, () => {
+    let d: FeatureDb;
+    let store: WebhookStore;
+    before(async () => {
+      d = await featureDb(dialect, [['apps', APP_MIGRATIONS]]);
+      await addApp(d.storage.db, 'a');
+      await addApp(d.storage.db, 'b');
+      store = webhookStore(d.storage);
+    });
+    after(() => d.close());
 
-  test('a retry keeps its webhook-id only for exactly the same rows; collapsing while failing changes the set', async () => {
-    await store.append([row('a', 'c1', 'online', 200), row('a', 'c2', 'online', 200)], 200);
-    const first = (await store.claim('a', 'w', 200, LEASE, 10))!;
-    await store.failed('a', first, ids(first), 201, FAIL, attempt(first, 503));
-    assert.equal((await store.endpoint('a')).failures, 1);
-    // Nothing new: the same rows, the same id (collapsing changes nothing, one row per user).
-    const again = (await store.claim('a', 'w', 202, LEASE, 10))!;
-    assert.deepEqual(ids(again), ids(first));
-    assert.equal(again.batchId, first.batchId);
-    await store.failed('a', again, ids(again), 203, FAIL, attempt(again, 503));
-    // A newer update of c1 while failing: c1's older row collapses into it, so the batch differs, and so does its id.
-    await store.append([row('a', 'c1', 'away', 204)], 204);
-    const collapsed = (await store.claim('a', 'w', 205, LEASE, 10))!;
-    assert.deepEqual(sent(collapsed), [['c2', 1, 'online'], ['c1', 2, 'away']]);
-    assert.notEqual(collapsed.batchId, first.batchId);
-    assert.equal(await store.pendingCount('a'), 2, 'the collapsed row is no longer pending');
-    await store.failed('a', collapsed, ids(collapsed), 206, FAIL, attempt(collapsed, 503));
-    const retry = (await store.claim('a', 'w', 207, LEASE, 10))!;
-    assert.equal(retry.batchId, collapsed.batchId);
-    await store.delivered('a', retry, ids(retry), 208, attempt(retry, 200));
-    assert.equal((await store.endpoint('a')).failingSince, null);
-    assert.equal(await store.pendingCount('a'), 0);
-    // The collapsed row is still in the log (streams read it), as superseded: a replay leaves it out.
-    assert.deepEqual((await store.since('a', retry.rows[0]!.id - 10, 100)).filter((l) => l.uid === 'c1').map((l) => l.seq), [1, 2]);
-    assert.equal(await store.replay('a', 200, 204, 209), 2);
-    const replayed = (await store.claim('a', 'w', 210, LEASE, 10))!;
-    assert.deepEqual(sent(replayed), [['c2', 1, 'online'], ['c1', 2, 'away']]);
-    // Replayed rows were delivered once: the replay is a new request, with a new id.
-    assert.notEqual(replayed.batchId, retry.batchId);
-    await store.delivered('a', replayed, ids(replayed), 211, attempt(replayed, 200));
-    assert.equal(await store.pendingCount('a'), 0);
-  });
+    test('delivered rows stop being pending but stay in the log; other apps are untouched', async () => {
+      const logged = await store.append([row('a', 'u1', 'online', 1), row('b', 'u1', 'online', 1), row('a', 'u2', 'away', 2), row('a', 'u1', 'away', 3)], 10);
+      assert.deepEqual(logged.map((l) => [l.appId, l.uid, l.seq]), [['a', 'u1', 1], ['b', 'u1', 1], ['a', 'u2', 1], ['a', 'u1', 2]]);
+      assert.ok(logged.every((l, i) => i === 0 || l.id > logged[i - 1]!.id));
+      assert.equal(await store.pendingCount('a'), 3);
+      assert.equal(await store.pendingCount(null), 4);
+      const c = (await store.claim('a', 'w', 100, LEASE, 2))!;
+      assert.deepEqual(sent(c), [['u1', 1, 'online'], ['u2', 1, 'away']]);
+      // Held by w: nobody else gets it.
+      assert.equal(await store.claim('a', 'w2', 100, LEASE, 2), null);
+      await store.delivered('a', c, ids(c), 110, attempt(c, 200));
+      assert.equal(await store.pendingCount('a'), 1);
+      assert.deepEqual((await store.since('a', 0, 100)).map((l) => [l.uid, l.seq]), [['u1', 1], ['u2', 1], ['u1', 2]]);
+      const c2 = (await store.claim('a', 'w2', 120, LEASE, 10))!;
+      assert.deepEqual(sent(c2), [['u1', 2, 'away']]);
+      assert.notEqual(c2.batchId, c.batchId);
+      await store.delivered('a', c2, ids(c2), 130, attempt(c2, 200));
+      assert.equal(await store.pendingCount('a'), 0);
+      assert.equal(await store.claim('a', 'w', 140, LEASE, 10), null);
+      assert.equal(await store.pendingCount('b'), 1);
+      assert.equal((await store.attempts('a', 0, 10)).length, 2);
+    });
 
-  test('replay after the position moved on: replayed rows first with their seq, then the live ones; purge keeps them until sent', async () => {
-    await store.append([row('a', 'r1', 'online', 1000), row('a', 'r1', 'away', 1001)], 1000);
-    let c = (await store.claim('a', 'w', 1002, LEASE, 10))!;
-    await store.delivered('a', c, ids(c), 1003, attempt(c, 200));
-    await store.append([row('a', 'r1', 'dnd', 2000)], 2000);
-    c = (await store.claim('a', 'w', 2001, LEASE, 10))!;
-    await store.delivered('a', c, ids(c), 2002, attempt(c, 200));
-    // Live, pending: r1's fourth update. Replayed: the first two (the range of their times).
-    await store.append([row('a', 'r1', 'offline', 3000)], 3000);
-    assert.equal(await store.replay('a', 1000, 1001, 3001), 2);
-    assert.equal(await store.replay('a', 1000, 1001, 3001), 0, 'already waiting to be replayed');
-    assert.equal(await store.pendingCount('a'), 3);
-    // Old enough to purge, but still to be replayed (and the live row is pending): nothing of theirs goes.
-    await store.purge(10_000);
-    assert.equal(await store.pendingCount('a'), 3);
-    const b = await store.backlog(3002, 0);
-    assert.deepEqual(b.filter((x) => x.appId === 'a').map((x) => [x.oldestDue, x.count]), [[3000, 3]]);
-    c = (await store.claim('a', 'w', 3002, LEASE, 2))!;
-    assert.deepEqual(sent(c), [['r1', 1, 'online'], ['r1', 2, 'away']]);
-    assert.deepEqual(c.replayed, ids(c));
-    await store.delivered('a', c, ids(c), 3003, attempt(c, 200));
-    c = (await store.claim('a', 'w', 3004, LEASE, 2))!;
-    assert.deepEqual(sent(c), [['r1', 4, 'offline']]);
-    await store.delivered('a', c, ids(c), 3005, attempt(c, 200));
-    assert.equal(await store.pendingCount('a'), 0);
-    assert.equal((await store.backlog(3006, 0)).filter((x) => x.appId === 'a').length, 0);
-  });
+    test('a retry keeps its webhook-id only for exactly the same rows; collapsing while failing changes the set', async () => {
+      await store.append([row('a', 'c1', 'online', 200), row('a', 'c2', 'online', 200)], 200);
+      const first = (await store.claim('a', 'w', 200, LEASE, 10))!;
+      await store.failed('a', first, ids(first), 201, FAIL, attempt(first, 503));
+      assert.equal((await store.endpoint('a')).failures, 1);
+      // Nothing new: the same rows, the same id (collapsing changes nothing, one row per user).
+      const again = (await store.claim('a', 'w', 202, LEASE, 10))!;
+      assert.deepEqual(ids(again), ids(first));
+      assert.equal(again.batchId, first.batchId);
+      await store.failed('a', again, ids(again), 203, FAIL, attempt(again, 503));
+      // A newer update of c1 while failing: c1's older row collapses into it, so the batch differs, and so does its id.
+      await store.append([row('a', 'c1', 'away', 204)], 204);
+      const collapsed = (await store.claim('a', 'w', 205, LEASE, 10))!;
+      assert.deepEqual(sent(collapsed), [['c2', 1, 'online'], ['c1', 2, 'away']]);
+      assert.notEqual(collapsed.batchId, first.batchId);
+      assert.equal(await store.pendingCount('a'), 2, 'the collapsed row is no longer pending');
+      await store.failed('a', collapsed, ids(collapsed), 206, FAIL, attempt(collapsed, 503));
+      const retry = (await store.claim('a', 'w', 207, LEASE, 10))!;
+      assert.equal(retry.batchId, collapsed.batchId);
+      await store.delivered('a', retry, ids(retry), 208, attempt(retry, 200));
+      assert.equal((await store.endpoint('a')).failingSince, null);
+      assert.equal(await store.pendingCount('a'), 0);
+      // The collapsed row is still in the log (streams read it), as superseded: a replay leaves it out.
+      assert.deepEqual((await store.since('a', retry.rows[0]!.id - 10, 100)).filter((l) => l.uid === 'c1').map((l) => l.seq), [1, 2]);
+      assert.equal(await store.replay('a', 200, 204, 209), 2);
+      const replayed = (await store.claim('a', 'w', 210, LEASE, 10))!;
+      assert.deepEqual(sent(replayed), [['c2', 1, 'online'], ['c1', 2, 'away']]);
+      // Replayed rows were delivered once: the replay is a new request, with a new id.
+      assert.notEqual(replayed.batchId, retry.batchId);
+      await store.delivered('a', replayed, ids(replayed), 211, attempt(replayed, 200));
+      assert.equal(await store.pendingCount('a'), 0);
+    });
 
-  test('rows of a revoked user are dropped: discarded, or left out of a delivered request; neither is replayed', async () => {
-    await store.append([row('a', 'k1', 'online', 5000), row('a', 'gone', 'online', 5000), row('a', 'late', 'online', 5000)], 5000);
-    const c = (await store.claim('a', 'w', 5001, LEASE, 10))!;
-    const [k1, gone, late] = ids(c);
-    await store.discard('a', c, [gone!], 5002);
-    assert.equal(await store.pendingCount('a'), 2);
-    // `late` was revoked as the request went: only k1 was sent.
-    await store.delivered('a', c, [k1!], 5003, attempt(c, 200));
-    assert.equal(await store.pendingCount('a'), 0);
-    assert.equal(await store.replay('a', 5000, 5000, 5004), 1);
-    const r = (await store.claim('a', 'w', 5005, LEASE, 10))!;
-    assert.deepEqual(ids(r), [k1]);
-    assert.ok(late !== undefined);
-    await store.discard('a', r, ids(r), 5006);
-    // A discard leaves the lease to the worker's release.
-    assert.equal(await store.claim('a', 'w2', 5007, LEASE, 10), null);
-    await store.release('a', 'w');
-    assert.equal(await store.pendingCount('a'), 0);
-  });
+    test('replay after the position moved on: replayed rows first with their seq, then the live ones; purge keeps them until sent', async () => {
+      await store.append([row('a', 'r1', 'online', 1000), row('a', 'r1', 'away', 1001)], 1000);
+      let c = (await store.claim('a', 'w', 1002, LEASE, 10))!;
+      await store.delivered('a', c, ids(c), 1003, attempt(c, 200));
+      await store.append([row('a', 'r1', 'dnd', 2000)], 2000);
+      c = (await store.claim('a', 'w', 2001, LEASE, 10))!;
+      await store.delivered('a', c, ids(c), 2002, attempt(c, 200));
+      // Live, pending: r1's fourth update. Replayed: the first two (the range of their times).
+      await store.append([row('a', 'r1', 'offline', 3000)], 3000);
+      assert.equal(await store.replay('a', 1000, 1001, 3001), 2);
+      assert.equal(await store.replay('a', 1000, 1001, 3001), 0, 'already waiting to be replayed');
+      assert.equal(await store.pendingCount('a'), 3);
+      // Old enough to purge, but still to be replayed (and the live row is pending): nothing of theirs goes.
+      await store.purge(10_000);
+      assert.equal(await store.pendingCount('a'), 3);
+      const b = await store.backlog(3002, 0);
+      assert.deepEqual(b.filter((x) => x.appId === 'a').map((x) => [x.oldestDue, x.count]), [[3000, 3]]);
+      c = (await store.claim('a', 'w', 3002, LEASE, 2))!;
+      assert.deepEqual(sent(c), [['r1', 1, 'online'], ['r1', 2, 'away']]);
+      assert.deepEqual(c.replayed, ids(c));
+      await store.delivered('a', c, ids(c), 3003, attempt(c, 200));
+      c = (await store.claim('a', 'w', 3004, LEASE, 2))!;
+      assert.deepEqual(sent(c), [['r1', 4, 'offline']]);
+      await store.delivered('a', c, ids(c), 3005, attempt(c, 200));
+      assert.equal(await store.pendingCount('a'), 0);
+      assert.equal((await store.backlog(3006, 0)).filter((x) => x.appId === 'a').length, 0);
+    });
 
-  test('purge removes done rows older than the retention only, and everything of deleted apps; ids are never reused', async () => {
-    const before = await store.maxId();
-    await store.append([row('a', 'y', 'online', 8500)], 8500);
-    const young = (await store.claim('a', 'w', 8501, LEASE, 10))!;
-    await store.delivered('a', young, ids(young), 8502, attempt(young, 200));
-    await store.append([row('b', 'p1', 'online', 9000)], 9000);
-    const pendingB = await store.pendingCount('b');
-    await store.purge(8000);
-    // Every done row of app a older than 8000 is gone, the younger one stays; pending rows of b stay, however old.
-    assert.deepEqual((await store.since('a', 0, 1000)).map((l) => [l.uid, l.createdAt]), [['y', 8500]]);
-    assert.equal(await store.pendingCount('b'), pendingB);
-    assert.equal((await store.since('b', 0, 10)).length, 2);
-    await sql`DELETE FROM apps WHERE id = 'b'`.execute(d.db);
-    await store.purge(0);
-    assert.deepEqual(await store.since('b', 0, 10), []);
-    assert.equal(await store.pendingCount(null), 0);
-    const [next] = await store.append([row('a', 'p2', 'online', 9100)], 9100);
-    assert.equal(next!.id, before + 3, 'ids go on after the purged ones');
-    assert.equal(await store.maxId(), before + 3);
+    test('rows of a revoked user are dropped: discarded, or left out of a delivered request; neither is replayed', async () => {
+      await store.append([row('a', 'k1', 'online', 5000), row('a', 'gone', 'online', 5000), row('a', 'late', 'online', 5000)], 5000);
+      const c = (await store.claim('a', 'w', 5001, LEASE, 10))!;
+      const [k1, gone, late] = ids(c);
+      await store.discard('a', c, [gone!], 5002);
+      assert.equal(await store.pendingCount('a'), 2);
+      // `late` was revoked as the request went: only k1 was sent.
+      await store.delivered('a', c, [k1!], 5003, attempt(c, 200));
+      assert.equal(await store.pendingCount('a'), 0);
+      assert.equal(await store.replay('a', 5000, 5000, 5004), 1);
+      const r = (await store.claim('a', 'w', 5005, LEASE, 10))!;
+      assert.deepEqual(ids(r), [k1]);
+      assert.ok(late !== undefined);
+      await store.discard('a', r, ids(r), 5006);
+      // A discard leaves the lease to the worker's release.
+      assert.equal(await store.claim('a', 'w2', 5007, LEASE, 10), null);
+      await store.release('a', 'w');
+      assert.equal(await store.pendingCount('a'), 0);
+    });
+
+    test('purge removes done rows older than the retention only, and everything of deleted apps; ids are never reused', async () => {
+      const before = await store.maxId();
+      await store.append([row('a', 'y', 'online', 8500)], 8500);
+      const young = (await store.claim('a', 'w', 8501, LEASE, 10))!;
+      await store.delivered('a', young, ids(young), 8502, attempt(young, 200));
+      await store.append([row('b', 'p1', 'online', 9000)], 9000);
+      const pendingB = await store.pendingCount('b');
+      await store.purge(8000);
+      // Every done row of app a older than 8000 is gone, the younger one stays; pending rows of b stay, however old.
+      assert.deepEqual((await store.since('a', 0, 1000)).map((l) => [l.uid, l.createdAt]), [['y', 8500]]);
+      assert.equal(await store.pendingCount('b'), pendingB);
+      assert.equal((await store.since('b', 0, 10)).length, 2);
+      await sql`DELETE FROM apps WHERE id = 'b'`.execute(d.storage.db);
+      await store.purge(0);
+      assert.deepEqual(await store.since('b', 0, 10), []);
+      assert.equal(await store.pendingCount(null), 0);
+      const [next] = await store.append([row('a', 'p2', 'online', 9100)], 9100);
+      assert.equal(next!.id, before + 3, 'ids go on after the purged ones');
+      assert.equal(await store.maxId(), before + 3);
+    });
   });
-});
+}
 
 describe('webhook store: sequence numbers and newest updates between checkpoints', () => {
   let d: Db;

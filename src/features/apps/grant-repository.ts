@@ -1,5 +1,5 @@
 import type { FeatureStorage } from '../../ports/store.js';
-import { SqliteGrantRepository } from './sqlite-grant-repository.js';
+import { SqlGrantRepository } from './sql-grant-repository.js';
 
 /** What a user allowed an app: the scopes, since when; a revoked grant keeps its row with revokedAt. */
 export interface GrantRecord {
@@ -75,9 +75,10 @@ export interface GrantRepository {
 
 export function grantRepository(storage: FeatureStorage): GrantRepository {
   switch (storage.dialect) {
+    // Plain queries through kysely: the same on both. The one-winner updates (useCode, useToken) are a
+    // conditional UPDATE of one row, which PostgreSQL re-checks after waiting for a concurrent writer.
     case 'sqlite':
-      return new SqliteGrantRepository(storage.db);
-    default:
-      throw new Error(`the apps feature has no grant repository for ${storage.dialect} yet`);
+    case 'postgres':
+      return new SqlGrantRepository(storage.db);
   }
 }

@@ -1,4 +1,5 @@
 import type { Migration } from '../../adapters/sqlite/migrations.js';
+import { int64 } from '../sql-dialect.js';
 import { APP_LOG_MIGRATION, WEBHOOK_DUE_MIGRATION, WEBHOOK_LOG_MIGRATION, WEBHOOKS_MIGRATION } from './webhooks/migration.js';
 
 /** The apps feature's tables. Append only, as for the core's migrations. */
@@ -7,6 +8,7 @@ export const APP_MIGRATIONS: readonly Migration[] = [
     version: 1,
     name: 'apps',
     async up(db) {
+      const ms = int64(db);
       await db.schema
         .createTable('apps')
         .addColumn('id', 'text', (c) => c.primaryKey().notNull())
@@ -23,9 +25,9 @@ export const APP_MIGRATIONS: readonly Migration[] = [
         .addColumn('webhook_secret', 'text', (c) => c.notNull())
         .addColumn('domain_key', 'text', (c) => c.notNull())
         .addColumn('verified_domain', 'text')
-        .addColumn('verified_at', 'integer')
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .addColumn('updated_at', 'integer', (c) => c.notNull())
+        .addColumn('verified_at', ms)
+        .addColumn('created_at', ms, (c) => c.notNull())
+        .addColumn('updated_at', ms, (c) => c.notNull())
         .execute();
       await db.schema.createIndex('apps_owner').on('apps').columns(['owner', 'created_at']).execute();
     },
@@ -34,6 +36,7 @@ export const APP_MIGRATIONS: readonly Migration[] = [
     version: 2,
     name: 'grants and oauth tokens',
     async up(db) {
+      const ms = int64(db);
       // Rows of a deleted app go with it (the Store turns SQLite's foreign keys on), also when the CLI deletes it.
       await db.schema
         .createTable('grants')
@@ -41,9 +44,9 @@ export const APP_MIGRATIONS: readonly Migration[] = [
         .addColumn('account', 'text', (c) => c.notNull())
         // Space-separated, as in OAuth.
         .addColumn('scopes', 'text', (c) => c.notNull())
-        .addColumn('granted_at', 'integer', (c) => c.notNull())
-        .addColumn('last_delivery_at', 'integer')
-        .addColumn('revoked_at', 'integer')
+        .addColumn('granted_at', ms, (c) => c.notNull())
+        .addColumn('last_delivery_at', ms)
+        .addColumn('revoked_at', ms)
         .addPrimaryKeyConstraint('grants_pk', ['app_id', 'account'])
         .execute();
       await db.schema.createIndex('grants_account').on('grants').columns(['account']).execute();
@@ -57,8 +60,8 @@ export const APP_MIGRATIONS: readonly Migration[] = [
         .addColumn('redirect_uri', 'text', (c) => c.notNull())
         .addColumn('code_challenge', 'text', (c) => c.notNull())
         .addColumn('code_challenge_method', 'text', (c) => c.notNull())
-        .addColumn('expires_at', 'integer', (c) => c.notNull())
-        .addColumn('used_at', 'integer')
+        .addColumn('expires_at', ms, (c) => c.notNull())
+        .addColumn('used_at', ms)
         .execute();
       await db.schema
         .createTable('oauth_tokens')
@@ -70,8 +73,8 @@ export const APP_MIGRATIONS: readonly Migration[] = [
         // The authorization code every token descends from (through refreshes): a replayed code or
         // refresh token revokes the whole family.
         .addColumn('family', 'text', (c) => c.notNull())
-        .addColumn('expires_at', 'integer', (c) => c.notNull())
-        .addColumn('used_at', 'integer')
+        .addColumn('expires_at', ms, (c) => c.notNull())
+        .addColumn('used_at', ms)
         .execute();
       await db.schema.createIndex('oauth_tokens_family').on('oauth_tokens').columns(['family']).execute();
       await db.schema.createIndex('oauth_tokens_grant').on('oauth_tokens').columns(['app_id', 'account']).execute();

@@ -1,6 +1,6 @@
 import type { FeatureStorage } from '../../ports/store.js';
 import type { AppFields } from './app-input.js';
-import { SqliteAppRepository } from './sqlite-repository.js';
+import { SqlAppRepository } from './sql-repository.js';
 
 /** An app as stored. `owner` is an account's bare JID, or `admin` for apps the operator registered. */
 export interface AppRecord extends AppFields {
@@ -36,9 +36,9 @@ export interface AppRepository {
 
 export function appRepository(storage: FeatureStorage): AppRepository {
   switch (storage.dialect) {
+    // Plain queries through kysely: the same on both (times are bigint columns on PostgreSQL, read as numbers).
     case 'sqlite':
-      return new SqliteAppRepository(storage.db);
-    default:
-      throw new Error(`the apps feature has no repository for ${storage.dialect} yet`);
+    case 'postgres':
+      return new SqlAppRepository(storage.db);
   }
 }

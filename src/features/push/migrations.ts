@@ -1,4 +1,5 @@
 import type { Migration } from '../../adapters/sqlite/migrations.js';
+import { int64, withSerialId } from '../sql-dialect.js';
 
 /** The push feature's tables. Append only, as for the core's migrations. */
 export const PUSH_MIGRATIONS: readonly Migration[] = [
@@ -6,6 +7,7 @@ export const PUSH_MIGRATIONS: readonly Migration[] = [
     version: 1,
     name: 'push registrations and queue',
     async up(db) {
+      const ms = int64(db);
       await db.schema
         .createTable('push_registrations')
         .addColumn('id', 'text', (c) => c.primaryKey().notNull())
@@ -27,21 +29,19 @@ export const PUSH_MIGRATIONS: readonly Migration[] = [
         .addColumn('xmpp_jid', 'text')
         .addColumn('away', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('options_json', 'text')
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .addColumn('updated_at', 'integer', (c) => c.notNull())
+        .addColumn('created_at', ms, (c) => c.notNull())
+        .addColumn('updated_at', ms, (c) => c.notNull())
         .addColumn('failures', 'integer', (c) => c.notNull().defaultTo(0))
         .addColumn('last_error', 'text')
-        .addColumn('last_success_at', 'integer')
-        .addColumn('disabled_at', 'integer')
+        .addColumn('last_success_at', ms)
+        .addColumn('disabled_at', ms)
         .addColumn('disabled_reason', 'text')
         .execute();
       // One registration per device token: registering it again (for any account) replaces it.
       await db.schema.createIndex('push_registrations_token').unique().on('push_registrations').columns(['provider', 'token']).execute();
       await db.schema.createIndex('push_registrations_node').unique().on('push_registrations').columns(['node']).execute();
       await db.schema.createIndex('push_registrations_account').on('push_registrations').columns(['account', 'created_at']).execute();
-      await db.schema
-        .createTable('push_outbox')
-        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      await withSerialId(db, db.schema.createTable('push_outbox'))
         .addColumn('registration_id', 'text', (c) => c.notNull())
         .addColumn('account', 'text', (c) => c.notNull())
         // What triggered it (message, clear, notify, or a caller's finer word such as offline-message), for the log.
@@ -52,13 +52,13 @@ export const PUSH_MIGRATIONS: readonly Migration[] = [
         // Stable across retries and coalescing, so receivers can deduplicate.
         .addColumn('push_id', 'text', (c) => c.notNull())
         .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
-        .addColumn('due_at', 'integer', (c) => c.notNull())
+        .addColumn('due_at', ms, (c) => c.notNull())
         // A lease, so that a row is sent by one worker at a time and a crashed worker's rows come back.
         .addColumn('claimed_by', 'text')
-        .addColumn('claimed_until', 'integer')
+        .addColumn('claimed_until', ms)
         .addColumn('last_error', 'text')
-        .addColumn('created_at', 'integer', (c) => c.notNull())
-        .addColumn('updated_at', 'integer', (c) => c.notNull())
+        .addColumn('created_at', ms, (c) => c.notNull())
+        .addColumn('updated_at', ms, (c) => c.notNull())
         .execute();
       await db.schema.createIndex('push_outbox_registration').on('push_outbox').columns(['registration_id', 'collapse_key']).execute();
       await db.schema.createIndex('push_outbox_due').on('push_outbox').columns(['due_at']).execute();

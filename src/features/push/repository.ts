@@ -1,6 +1,6 @@
 import type { FeatureStorage } from '../../ports/store.js';
 import type { PushMessage } from './providers/provider.js';
-import { SqlitePushRepository } from './sqlite-repository.js';
+import { SqlPushRepository } from './sql-repository.js';
 
 /** Where a registration came from: the native protocol's push.register, or XMPP (XEP-0357 enable, a push component's register-device). */
 export type RegistrationSource = 'native' | 'xmpp';
@@ -138,8 +138,7 @@ export interface PushRepository {
 export function pushRepository(storage: FeatureStorage): PushRepository {
   switch (storage.dialect) {
     case 'sqlite':
-      return new SqlitePushRepository(storage.db);
-    default:
-      throw new Error(`the push feature has no repository for ${storage.dialect} yet`);
+    case 'postgres':
+      return new SqlPushRepository(storage.db, storage.dialect);
   }
 }

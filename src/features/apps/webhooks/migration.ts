@@ -1,32 +1,32 @@
 import { sql } from 'kysely';
 import { createHash } from 'node:crypto';
 import type { Migration } from '../../../adapters/sqlite/migrations.js';
+import { dialectOf, int64, withSerialId } from '../../sql-dialect.js';
 
 /** APP_MIGRATIONS version 3: the webhook outbox, its per-user sequence numbers, the delivery log and the endpoints' state. */
 export const WEBHOOKS_MIGRATION: Migration = {
   version: 3,
   name: 'webhook outbox',
   async up(db) {
-    await db.schema
-      .createTable('webhook_outbox')
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    const ms = int64(db);
+    await withSerialId(db, db.schema.createTable('webhook_outbox'))
       .addColumn('app_id', 'text', (c) => c.notNull())
       .addColumn('uid', 'text', (c) => c.notNull())
       .addColumn('seq', 'integer', (c) => c.notNull())
-      .addColumn('at', 'integer', (c) => c.notNull())
+      .addColumn('at', ms, (c) => c.notNull())
       .addColumn('body_json', 'text', (c) => c.notNull())
       // pending | delivered | superseded (collapsed into a newer update of the same user)
       .addColumn('state', 'text', (c) => c.notNull())
       .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
       // When it became eligible (enqueued, or replayed); it goes webhook_batch_ms later at the latest.
-      .addColumn('next_attempt_at', 'integer', (c) => c.notNull())
+      .addColumn('next_attempt_at', ms, (c) => c.notNull())
       // The request it was last sent in (webhook-id), kept across retries.
       .addColumn('batch_id', 'text')
       // A lease, so that with several workers (PostgreSQL: FOR UPDATE SKIP LOCKED) one row is sent by one.
       .addColumn('claimed_by', 'text')
-      .addColumn('claimed_until', 'integer')
-      .addColumn('created_at', 'integer', (c) => c.notNull())
-      .addColumn('delivered_at', 'integer')
+      .addColumn('claimed_until', ms)
+      .addColumn('created_at', ms, (c) => c.notNull())
+      .addColumn('delivered_at', ms)
       .execute();
     await db.schema.createIndex('webhook_outbox_pending').on('webhook_outbox').columns(['state', 'app_id', 'id']).execute();
     await db.schema.createIndex('webhook_outbox_app_at').on('webhook_outbox').columns(['app_id', 'at']).execute();
@@ -38,12 +38,10 @@ export const WEBHOOKS_MIGRATION: Migration = {
       .addColumn('seq', 'integer', (c) => c.notNull())
       .addPrimaryKeyConstraint('webhook_seq_pk', ['app_id', 'uid'])
       .execute();
-    await db.schema
-      .createTable('webhook_attempts')
-      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+    await withSerialId(db, db.schema.createTable('webhook_attempts'))
       .addColumn('app_id', 'text', (c) => c.notNull())
       .addColumn('batch_id', 'text', (c) => c.notNull())
-      .addColumn('at', 'integer', (c) => c.notNull())
+      .addColumn('at', ms, (c) => c.notNull())
       .addColumn('updates', 'integer', (c) => c.notNull())
       .addColumn('status', 'integer')
       .addColumn('latency_ms', 'integer', (c) => c.notNull())
@@ -54,16 +52,16 @@ export const WEBHOOKS_MIGRATION: Migration = {
     await db.schema
       .createTable('webhook_endpoints')
       .addColumn('app_id', 'text', (c) => c.primaryKey().notNull())
-      .addColumn('failing_since', 'integer')
+      .addColumn('failing_since', ms)
       .addColumn('failures', 'integer', (c) => c.notNull().defaultTo(0))
-      .addColumn('next_attempt_at', 'integer')
+      .addColumn('next_attempt_at', ms)
       .addColumn('last_error', 'text')
-      .addColumn('last_success_at', 'integer')
-      .addColumn('disabled_at', 'integer')
+      .addColumn('last_success_at', ms)
+      .addColumn('disabled_at', ms)
       .addColumn('disabled_reason', 'text')
       // One request in flight per app (so per-user order holds): the lease is on the endpoint.
       .addColumn('claimed_by', 'text')
-      .addColumn('claimed_until', 'integer')
+      .addColumn('claimed_until', ms)
       .execute();
   },
 };
@@ -76,8 +74,8 @@ export const APP_LOG_MIGRATION: Migration = {
   version: 4,
   name: 'newest update per app user',
   async up(db) {
-    await db.schema.alterTable('webhook_seq').addColumn('last_id', 'integer').execute();
-    await db.schema.alterTable('webhook_seq').addColumn('last_at', 'integer').execute();
+    await db.schema.alterTable('webhook_seq').addColumn('last_id', int64(db)).execute();
+    await db.schema.alterTable('webhook_seq').addColumn('last_at', int64(db)).execute();
     await db.schema.alterTable('webhook_seq').addColumn('last_body', 'text').execute();
     // Streams read an app's log after a cursor.
     await db.schema.createIndex('webhook_outbox_app_id').on('webhook_outbox').columns(['app_id', 'id']).execute();
@@ -128,27 +126,50 @@ export const WEBHOOK_LOG_MIGRATION: Migration = {
   version: 7,
   name: 'webhook log with a delivery position per app',
   async up(db) {
-    await sql`
+    const pg = dialectOf(db) === 'postgres';
+    if (pg) {
+      // PostgreSQL: the table is clustered by its primary key's index anyway; ids come from a sequence,
+      // never reused, and are taken under a lock per app (PostgresWebhookStore.append) so that each
+      // app's ids become visible in increasing order; webhook_seq is written with each append (several
+      // nodes append), so there is no checkpoint and no webhook_log_head.
+      await sql`
+        CREATE TABLE webhook_log (
+          app_id TEXT NOT NULL, id BIGINT NOT NULL, uid TEXT NOT NULL, seq INTEGER NOT NULL, at BIGINT NOT NULL,
+          body_json TEXT NOT NULL, due_at BIGINT NOT NULL, created_at BIGINT NOT NULL, superseded INTEGER,
+          PRIMARY KEY (app_id, id))`.execute(db);
+      await sql`CREATE SEQUENCE webhook_log_id_seq`.execute(db);
+      await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id BIGINT NOT NULL, due_at BIGINT NOT NULL, PRIMARY KEY (app_id, id))`.execute(db);
+    } else {
+      // The text as released (SQLite keeps it in sqlite_master), indentation included.
+      await sql`
       CREATE TABLE webhook_log (
         app_id TEXT NOT NULL, id INTEGER NOT NULL, uid TEXT NOT NULL, seq INTEGER NOT NULL, at INTEGER NOT NULL,
         body_json TEXT NOT NULL, due_at INTEGER NOT NULL, created_at INTEGER NOT NULL, superseded INTEGER,
         PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
-    await sql`CREATE TABLE webhook_log_head (one INTEGER PRIMARY KEY CHECK (one = 1), last_id INTEGER NOT NULL, seq_through INTEGER NOT NULL)`.execute(db);
-    await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id INTEGER NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
-    await sql`ALTER TABLE webhook_endpoints ADD COLUMN head INTEGER NOT NULL DEFAULT 0`.execute(db);
-    await sql`ALTER TABLE webhook_endpoints ADD COLUMN delivered_through INTEGER NOT NULL DEFAULT 0`.execute(db);
+      await sql`CREATE TABLE webhook_log_head (one INTEGER PRIMARY KEY CHECK (one = 1), last_id INTEGER NOT NULL, seq_through INTEGER NOT NULL)`.execute(db);
+      await sql`CREATE TABLE webhook_replay (app_id TEXT NOT NULL, id INTEGER NOT NULL, due_at INTEGER NOT NULL, PRIMARY KEY (app_id, id)) WITHOUT ROWID`.execute(db);
+    }
+    const id = sql.raw(pg ? 'BIGINT' : 'INTEGER');
+    await sql`ALTER TABLE webhook_endpoints ADD COLUMN head ${id} NOT NULL DEFAULT 0`.execute(db);
+    await sql`ALTER TABLE webhook_endpoints ADD COLUMN delivered_through ${id} NOT NULL DEFAULT 0`.execute(db);
     await sql`ALTER TABLE webhook_endpoints ADD COLUMN replaying INTEGER NOT NULL DEFAULT 0`.execute(db);
     await sql`ALTER TABLE webhook_endpoints ADD COLUMN batch_id TEXT`.execute(db);
     await sql`ALTER TABLE webhook_endpoints ADD COLUMN batch_key TEXT`.execute(db);
     await sql`
       INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at, superseded)
       SELECT app_id, id, uid, seq, at, body_json, next_attempt_at, created_at, CASE state WHEN 'superseded' THEN 1 END FROM webhook_outbox`.execute(db);
-    // Ids continue after every id ever given, also purged ones (AUTOINCREMENT's record), as stream cursors may hold them.
-    const { rows: seqRow } = await sql<{ seq: number }>`SELECT seq FROM sqlite_sequence WHERE name = 'webhook_outbox'`.execute(db);
+    // Ids continue after every id ever given, also purged ones (AUTOINCREMENT's record, or the serial's sequence), as stream cursors may hold them.
+    const { rows: seqRow } = pg
+      ? await sql<{ seq: number }>`SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS seq FROM webhook_outbox_id_seq`.execute(db)
+      : await sql<{ seq: number }>`SELECT seq FROM sqlite_sequence WHERE name = 'webhook_outbox'`.execute(db);
     const { rows: maxRow } = await sql<{ m: number | null }>`SELECT max(id) AS m FROM webhook_outbox`.execute(db);
     const lastId = Math.max(seqRow[0]?.seq ?? 0, maxRow[0]?.m ?? 0);
-    // webhook_seq is current: it covers the whole log.
-    await sql`INSERT INTO webhook_log_head (one, last_id, seq_through) VALUES (1, ${lastId}, ${lastId})`.execute(db);
+    if (pg) {
+      if (lastId > 0) await sql`SELECT setval('webhook_log_id_seq', ${lastId}::bigint)`.execute(db);
+    } else {
+      // webhook_seq is current: it covers the whole log.
+      await sql`INSERT INTO webhook_log_head (one, last_id, seq_through) VALUES (1, ${lastId}, ${lastId})`.execute(db);
+    }
     await sql`INSERT INTO webhook_endpoints (app_id, failures) SELECT DISTINCT app_id, 0 FROM webhook_outbox WHERE true ON CONFLICT (app_id) DO NOTHING`.execute(db);
     await sql`
       UPDATE webhook_endpoints SET

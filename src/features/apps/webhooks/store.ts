@@ -2,17 +2,15 @@ import { randomBytes } from 'node:crypto';
 import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
+import { PostgresWebhookStore } from './postgres-store.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
- * The webhook outbox's storage port. SQLite now; for PostgreSQL the same design holds with:
- * - the lease: the endpoint row taken FOR UPDATE SKIP LOCKED, then the same columns;
- * - ids: the delivery position (every row of the app with id <= delivered_through is done) and the
- *   streams' cursors need ids to become visible in increasing order; here appends are serialized by
- *   BEGIN IMMEDIATE, there taking the id range from the webhook_log_head row (UPDATE ... RETURNING)
- *   serializes them the same way (a sequence alone would not: ids commit out of order);
- * - webhook_seq's checkpoint and the memory of users changed since: valid because one process appends;
- *   with several servers appending, upsert webhook_seq in each write (as before APP_MIGRATIONS 7) or
- *   keep the memory per process behind the same head-row lock.
+ * The webhook outbox's storage port, one implementation per database: SqliteWebhookStore below (one
+ * process appends: ids from the webhook_log_head row under BEGIN IMMEDIATE, webhook_seq checkpointed
+ * from memory) and PostgresWebhookStore (several nodes append: a lock per app orders its ids,
+ * webhook_seq is upserted in each write). Both keep what streams and the worker rely on: an app's
+ * ids become visible in increasing order, each (app, user)'s seq is gapless and follows its ids.
  */
 
 export interface NewOutboxRow {
@@ -45,8 +43,7 @@ export interface LoggedUpdate {
   readonly createdAt: number;
 }
 
-/** The most `AppBacklog.count` says: the largest webhook_batch_max, all the worker compares it with. */
-export const BACKLOG_COUNT_CAP = 10_000;
+export { BACKLOG_COUNT_CAP } from './store-common.js';
 
 export interface AppBacklog {
   readonly appId: string;
@@ -147,37 +144,14 @@ export interface WebhookStoreOptions {
 }
 
 export function webhookStore(storage: FeatureStorage, opts: WebhookStoreOptions = {}): WebhookStore {
-  if (storage.dialect === 'sqlite') return new SqliteWebhookStore(storage.db, opts);
-  throw new Error(`webhooks have no outbox for ${storage.dialect} yet`);
+  switch (storage.dialect) {
+    case 'sqlite':
+      return new SqliteWebhookStore(storage.db, opts);
+    case 'postgres':
+      return new PostgresWebhookStore(storage.db, opts);
+  }
 }
 
-const EMPTY_ENDPOINT: EndpointState = { failingSince: null, failures: 0, nextAttemptAt: null, lastError: null, lastSuccessAt: null, disabledAt: null, disabledReason: null };
-
-interface EndpointRow {
-  failing_since: number | null;
-  failures: number;
-  next_attempt_at: number | null;
-  last_error: string | null;
-  last_success_at: number | null;
-  disabled_at: number | null;
-  disabled_reason: string | null;
-}
-
-const toEndpoint = (r: EndpointRow | undefined): EndpointState =>
-  r === undefined
-    ? EMPTY_ENDPOINT
-    : { failingSince: r.failing_since, failures: r.failures, nextAttemptAt: r.next_attempt_at, lastError: r.last_error, lastSuccessAt: r.last_success_at, disabledAt: r.disabled_at, disabledReason: r.disabled_reason };
-
-interface LeasedEndpoint extends EndpointRow {
-  delivered_through: number;
-  head: number;
-  replaying: number;
-  batch_id: string | null;
-  batch_key: string | null;
-}
-
-type LogRow = { id: number; uid: string; seq: number; at: number; body_json: string };
-const toOutboxRow = (r: LogRow): OutboxRow => ({ id: r.id, uid: r.uid, seq: r.seq, at: r.at, body: r.body_json });
 /**
  * Log rows (and the checkpoint's webhook_seq rows) go in as multi-row VALUES statements of a few fixed
  * sizes, each text prepared once and kept in the store's statement cache, as already compiled queries:
@@ -265,7 +239,7 @@ export class SqliteWebhookStore implements WebhookStore {
     private readonly db: Kysely<any>,
     opts: WebhookStoreOptions = {},
   ) {
-    this.#countCap = Math.min(opts.backlogCountCap ?? BACKLOG_COUNT_CAP, BACKLOG_COUNT_CAP);
+    this.#countCap = countCapOf(opts);
   }
 
   async append(rows: readonly NewOutboxRow[], now: number): Promise<LoggedUpdate[]> {
@@ -616,32 +590,13 @@ export class SqliteWebhookStore implements WebhookStore {
     });
     // Done rows older than `before`: at or before the app's position, before any row still to replay,
     // and covered by webhook_seq's checkpoint (later ones are read back at start).
-    const { rows: eps } = await sql<{ app_id: string; upto: number; first: number | null; first_at: number | null }>`
+    const { rows: eps } = await sql<PurgeBounds>`
       SELECT e.app_id, min(e.delivered_through, (SELECT seq_through FROM webhook_log_head WHERE one = 1),
           coalesce((SELECT min(r.id) - 1 FROM webhook_replay r WHERE r.app_id = e.app_id), e.delivered_through)) AS upto,
         (SELECT min(l.id) FROM webhook_log l WHERE l.app_id = e.app_id) AS first,
         (SELECT l.created_at FROM webhook_log l WHERE l.app_id = e.app_id ORDER BY l.id LIMIT 1) AS first_at
       FROM webhook_endpoints e`.execute(this.db);
-    for (const e of eps) {
-      // Most apps have nothing old enough: their oldest row says so.
-      if (e.first === null || e.first > e.upto || e.first_at === null || e.first_at >= before) continue;
-      // Ids grow with time: a binary search finds where the rows younger than `before` start, in a few
-      // probes, instead of a scan of everything retained. Rows before it younger than `before` (a clock
-      // set back) are still kept by the DELETE's own test.
-      let lo = e.first;
-      let hi = e.upto + 1;
-      while (lo < hi) {
-        const mid = Math.floor((lo + hi) / 2);
-        const { rows: r } = await sql<{ id: number; created_at: number }>`
-          SELECT id, created_at FROM webhook_log WHERE app_id = ${e.app_id} AND id >= ${mid} AND id <= ${e.upto} ORDER BY id LIMIT 1`.execute(this.db);
-        const row = r[0];
-        if (row !== undefined && row.created_at < before) lo = row.id + 1;
-        else hi = mid;
-      }
-      if (lo <= e.first) continue;
-      const res = await sql`DELETE FROM webhook_log WHERE app_id = ${e.app_id} AND id < ${lo} AND created_at < ${before}`.execute(this.db);
-      purged += Number(res.numAffectedRows ?? 0n);
-    }
+    for (const e of eps) purged += await purgeDone(this.db, e, before);
     return purged;
   }
 }

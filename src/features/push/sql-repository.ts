@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { sql, type Kysely } from 'kysely';
+import { sql, type Kysely, type RawBuilder } from 'kysely';
+import type { SqlDialect } from '../sql-dialect.js';
 import type { PushMessage } from './providers/provider.js';
 import {
   TooManyRegistrations,
@@ -57,11 +58,95 @@ const toRegistration = (r: RegistrationRow): Registration => ({
 
 const randomId = (prefix: string): string => `${prefix}${randomBytes(12).toString('base64url')}`;
 
-export class SqlitePushRepository implements PushRepository {
-  constructor(private readonly db: Kysely<any>) {}
+type ClaimedRow = { id: number; push_id: string; registration_id: string; account: string; trigger: string; message_json: string; attempts: number };
+
+/**
+ * What differs between the databases, kept here so that the repository's queries are written once.
+ * SQLite has one writer at a time (a write transaction holds the database), so claiming and coalescing
+ * need no row locks there; on PostgreSQL several nodes write at once.
+ */
+interface PushSql {
+  /** A subquery listing `values`, for `x IN <list>`. */
+  list(values: readonly (string | number)[], type: 'text' | 'bigint'): RawBuilder<unknown>;
+  /** Leases up to `limit` due pushes, each the oldest waiting push of its registration. */
+  claim(db: Kysely<any>, worker: string, now: number, until: number, limit: number, exclude: readonly string[]): Promise<ClaimedRow[]>;
+  /** Added to coalescing's UPDATE: the row must still be free when it is written. */
+  stillFree(now: number): RawBuilder<unknown>;
+  /** Serialises registrations of the same account or device token (the per-account count, the token's row). */
+  lockRegistration(trx: Kysely<any>, account: string, provider: string, token: string): Promise<void>;
+}
+
+const SQLITE: PushSql = {
+  list: (values) => sql`(SELECT value FROM json_each(${JSON.stringify(values)}))`,
+  async claim(db, worker, now, until, limit, exclude) {
+    // One statement, in the due-time index's order. due_at moves to the lease's end, so rows being sent
+    // are not scanned again at each pass; claimed_until still marks the lease for coalescing (enqueue).
+    const { rows } = await sql<ClaimedRow>`
+      UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${until}, due_at = ${until}
+      WHERE id IN (
+        SELECT o.id FROM push_outbox o
+        WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
+          AND o.registration_id NOT IN ${SQLITE.list(exclude, 'text')}
+          AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
+        ORDER BY o.due_at, o.id LIMIT ${limit})
+      RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
+    return rows;
+  },
+  // The write transaction excludes every other writer: what the UPDATE's subquery saw still holds.
+  stillFree: () => sql``,
+  lockRegistration: async () => undefined,
+};
+
+/** Advisory lock class of push registrations (two-key form: a space of its own). */
+const PG_REGISTRATION_LOCK = 0x70757368; // "push"
+
+const POSTGRES: PushSql = {
+  list: (values, type) => sql`(SELECT unnest(${values}::${sql.raw(type)}[]))`,
+  async claim(db, worker, now, until, limit, exclude) {
+    // Several workers (nodes) claim at once: rows another worker is claiming are skipped, not waited
+    // for, and a row whose lease another worker committed since this statement's snapshot is re-checked
+    // when locked (READ COMMITTED), so fails `claimed_until <= now` and is left out. The CTE is run once.
+    // A registration's newer push stays out while its older one exists, locked or not: one at a time per device.
+    const { rows } = await sql<ClaimedRow>`
+      WITH c AS (
+        SELECT o.id FROM push_outbox o
+        WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
+          AND o.registration_id NOT IN ${POSTGRES.list(exclude, 'text')}
+          AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
+        ORDER BY o.due_at, o.id LIMIT ${limit}
+        FOR UPDATE OF o SKIP LOCKED)
+      UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${until}, due_at = ${until}
+      FROM c WHERE push_outbox.id = c.id
+      RETURNING push_outbox.id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
+    return rows;
+  },
+  // The row chosen may be leased by another node between the subquery's snapshot and the write; the
+  // UPDATE re-checks its own WHERE on the row's newest version, so a row under way is not replaced.
+  stillFree: (now) => sql` AND (claimed_until IS NULL OR claimed_until <= ${now})`,
+  async lockRegistration(trx, account, provider, token) {
+    // Both keys, in a fixed order (no deadlock between two registrations taking them).
+    const keys = [`a:${account}`, `t:${JSON.stringify([provider, token])}`].sort();
+    for (const k of keys) await sql`SELECT pg_advisory_xact_lock(${PG_REGISTRATION_LOCK}, hashtext(${k}))`.execute(trx);
+  },
+};
+
+/**
+ * Registrations and the durable queue through kysely, on SQLite and PostgreSQL; the few differences are
+ * in PushSql above.
+ */
+export class SqlPushRepository implements PushRepository {
+  readonly #sql: PushSql;
+
+  constructor(
+    private readonly db: Kysely<any>,
+    dialect: SqlDialect = 'sqlite',
+  ) {
+    this.#sql = dialect === 'postgres' ? POSTGRES : SQLITE;
+  }
 
   async register(r: NewRegistration, max: number, now: number): Promise<{ registration: Registration; replaced: boolean }> {
     return this.db.transaction().execute(async (trx) => {
+      await this.#sql.lockRegistration(trx, r.account, r.provider, r.token);
       const one = async (q: ReturnType<typeof sql<RegistrationRow>>) => (await q.execute(trx)).rows[0];
       const byToken = await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE provider = ${r.provider} AND token = ${r.token}`);
       // The same device's older token (tokens rotate): a native registration from the same resource and provider.
@@ -185,7 +270,7 @@ export class SqlitePushRepository implements PushRepository {
     const res = await sql`
       UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
       WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
-                    AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)`.execute(trx);
+                    AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)${this.#sql.stillFree(now)}`.execute(trx);
     if (res.numAffectedRows === 1n) return;
     await sql`
       INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
@@ -202,18 +287,7 @@ export class SqlitePushRepository implements PushRepository {
 
   async #claim(db: Kysely<any>, worker: string, now: number, leaseMs: number, limit: number, exclude: readonly string[]): Promise<QueuedPush[]> {
     if (limit <= 0) return [];
-    const until = now + leaseMs;
-    // One statement, in the due-time index's order. due_at moves to the lease's end, so rows being sent
-    // are not scanned again at each pass; claimed_until still marks the lease for coalescing (enqueue).
-    const { rows } = await sql<{ id: number; push_id: string; registration_id: string; account: string; trigger: string; message_json: string; attempts: number }>`
-      UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${until}, due_at = ${until}
-      WHERE id IN (
-        SELECT o.id FROM push_outbox o
-        WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
-          AND o.registration_id NOT IN (SELECT value FROM json_each(${JSON.stringify(exclude)}))
-          AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
-        ORDER BY o.due_at, o.id LIMIT ${limit})
-      RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
+    const rows = await this.#sql.claim(db, worker, now, now + leaseMs, limit, exclude);
     return rows
       .sort((a, b) => a.id - b.id)
       .map((row) => ({
@@ -234,7 +308,7 @@ export class SqlitePushRepository implements PushRepository {
 
   async getMany(ids: readonly string[]): Promise<Registration[]> {
     if (ids.length === 0) return [];
-    const { rows } = await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id IN (SELECT value FROM json_each(${JSON.stringify(ids)}))`.execute(this.db);
+    const { rows } = await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id IN ${this.#sql.list(ids, 'text')}`.execute(this.db);
     return rows.map(toRegistration);
   }
 
@@ -244,10 +318,10 @@ export class SqlitePushRepository implements PushRepository {
   }
 
   async #sent(trx: Kysely<any>, pushes: readonly QueuedPush[], now: number): Promise<void> {
-    await sql`DELETE FROM push_outbox WHERE id IN (SELECT value FROM json_each(${JSON.stringify(pushes.map((p) => p.rowId))}))`.execute(trx);
+    await sql`DELETE FROM push_outbox WHERE id IN ${this.#sql.list(pushes.map((p) => p.rowId), 'bigint')}`.execute(trx);
     await sql`
       UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
-      WHERE id IN (SELECT value FROM json_each(${JSON.stringify([...new Set(pushes.map((p) => p.registrationId))])}))`.execute(trx);
+      WHERE id IN ${this.#sql.list([...new Set(pushes.map((p) => p.registrationId))], 'text')}`.execute(trx);
   }
 
   async retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void> {

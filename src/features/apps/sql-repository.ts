@@ -64,7 +64,7 @@ const COLUMNS: { [K in keyof AppUpdate]-?: keyof AppsTable } = {
   verifiedAt: 'verified_at',
 };
 
-export class SqliteAppRepository implements AppRepository {
+export class SqlAppRepository implements AppRepository {
   readonly #db: Kysely<Tables>;
 
   constructor(db: Kysely<any>) {

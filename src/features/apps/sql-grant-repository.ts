@@ -50,7 +50,7 @@ const toGrant = (r: GrantsTable): GrantRecord => ({
   revokedAt: r.revoked_at,
 });
 
-export class SqliteGrantRepository implements GrantRepository {
+export class SqlGrantRepository implements GrantRepository {
   readonly #db: Kysely<Tables>;
 
   constructor(db: Kysely<any>) {

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { PUSH_MIGRATIONS } from '../../src/features/push/migrations.js';
+import type { PushMessage } from '../../src/features/push/providers/provider.js';
+import { pushRepository, TooManyRegistrations, type NewPush, type PushRepository } from '../../src/features/push/repository.js';
+import { featureDb, type Dialect, type FeatureDb } from '../helpers/feature-db.js';
+import { stopAllPrivateServices } from '../helpers/private-services.js';
+
+/**
+ * The push feature's storage port, call by call, on SQLite and on PostgreSQL: registrations (replacing
+ * a token, a device's rotated token, the per-account limit) and the durable queue (coalescing, one push
+ * at a time per device, leases, retries, failures that disable).
+ */
+
+const LEASE = 60_000;
+const msg = (body: string, collapseKey = 'messages'): PushMessage => ({ reason: 'message', count: 1, body, collapseKey, urgency: 'high', ttlSeconds: 60 });
+const push = (registrationId: string, account: string, body: string, collapseKey?: string): NewPush => ({
+  registrationId,
+  account,
+  trigger: 'test',
+  message: msg(body, collapseKey),
+  pushId: `p_${body}`,
+});
+
+after(() => stopAllPrivateServices());
+
+for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect[]) {
+  describe(`push repository (${dialect})`, () => {
+    let d: FeatureDb;
+    let repo: PushRepository;
+    before(async () => {
+      d = await featureDb(dialect, [['push', PUSH_MIGRATIONS]]);
+      repo = pushRepository(d.storage);
+    });
+    after(() => d.close());
+
+    test('registrations: the same token replaces its row (also for another account), a device\'s new token replaces its old one, the limit holds', async () => {
+      const a = await repo.register({ account: 'ann@x', provider: 'fcm', token: 't1', source: 'native', resource: 'phone' }, 3, 1_700_000_000_000);
+      assert.equal(a.replaced, false);
+      assert.equal(a.registration.createdAt, 1_700_000_000_000, 'a millisecond time survives the round trip');
+      // The same device, a rotated token: the row is kept, with the new token.
+      const rotated = await repo.register({ account: 'ann@x', provider: 'fcm', token: 't2', source: 'native', resource: 'phone' }, 3, 1_700_000_000_001);
+      assert.equal(rotated.replaced, true);
+      assert.equal(rotated.registration.id, a.registration.id);
+      assert.equal(rotated.registration.token, 't2');
+      // The token changes hands: bob's now, its waiting pushes dropped.
+      await repo.enqueue([push(a.registration.id, 'ann@x', 'for-ann')], 1);
+      const moved = await repo.register({ account: 'bob@x', provider: 'fcm', token: 't2', source: 'xmpp', xmppJid: 'push.x', away: true, options: { secret: 's' } }, 3, 2);
+      assert.equal(moved.replaced, true);
+      assert.equal(moved.registration.account, 'bob@x');
+      assert.deepEqual([moved.registration.away, moved.registration.options, moved.registration.xmppJid], [true, { secret: 's' }, 'push.x']);
+      assert.equal(await repo.pendingCount(), 0);
+      assert.deepEqual(await repo.list('ann@x'), []);
+      assert.equal((await repo.byNode(moved.registration.node))?.id, moved.registration.id);
+      for (const t of ['b2', 'b3']) await repo.register({ account: 'bob@x', provider: 'fcm', token: t, source: 'native' }, 3, 3);
+      await assert.rejects(repo.register({ account: 'bob@x', provider: 'fcm', token: 'b4', source: 'native' }, 3, 4), TooManyRegistrations);
+      const updated = await repo.updateXmpp(moved.registration.id, { away: false, options: null }, 5);
+      assert.deepEqual([updated?.away, updated?.options, updated?.updatedAt], [false, null, 5]);
+      assert.equal((await repo.getMany([moved.registration.id, 'pr_nothing'])).length, 1);
+      assert.deepEqual((await repo.accounts()).sort(), ['bob@x']);
+      assert.equal(await repo.unregister('bob@x', { token: 'b3' }), 1);
+      assert.equal(await repo.unregister('ann@x', { token: 'b2' }), 0, 'only the account\'s own registrations');
+      assert.equal(await repo.removeAccount('bob@x'), 2);
+      assert.deepEqual(await repo.list('bob@x'), []);
+    });
+
+    test('queue: coalescing into the waiting push, one push at a time per device in order, leases, retry and failures', async () => {
+      const r1 = (await repo.register({ account: 'cat@x', provider: 'fcm', token: 'c1', source: 'native' }, 5, 10)).registration;
+      const r2 = (await repo.register({ account: 'cat@x', provider: 'fcm', token: 'c2', source: 'native' }, 5, 10)).registration;
+      await repo.enqueue([push(r1.id, 'cat@x', 'one'), push(r1.id, 'cat@x', 'two', 'other'), push(r2.id, 'cat@x', 'x')], 100);
+      // A newer push with the same collapse key replaces the waiting one, keeping its place and push id.
+      await repo.enqueue([push(r1.id, 'cat@x', 'one-newer')], 101);
+      assert.equal(await repo.pendingCount(), 3);
+      const first = await repo.claimDue('w', 200, LEASE, 10, []);
+      assert.deepEqual(first.map((p) => [p.registrationId, p.message.body, p.pushId]), [[r1.id, 'one-newer', 'p_one'], [r2.id, 'x', 'p_x']]);
+      // Leased: not due again, and a push with the same key does not replace one under way.
+      assert.deepEqual(await repo.claimDue('w2', 201, LEASE, 10, []), []);
+      await repo.enqueue([push(r1.id, 'cat@x', 'one-after')], 202);
+      assert.equal(await repo.pendingCount(), 4);
+      assert.equal(await repo.nextDue(300), 200 + LEASE, 'the earliest due time is a lease\'s end');
+      // Sent in the same transaction as the next claim: r1's next pushes come one at a time, in order.
+      const next = await repo.claimDue('w', 400, LEASE, 10, [], first);
+      assert.deepEqual(next.map((p) => p.message.body), ['two']);
+      await repo.retryLater(next[0]!, 500, 'HTTP 503', true);
+      assert.deepEqual(await repo.claimDue('w', 499, LEASE, 10, []), [], 'not before its retry time');
+      assert.deepEqual(await repo.claimDue('w', 500, LEASE, 10, [r1.id]), [], 'excluded (rate-limited) registrations are left');
+      const retried = await repo.claimDue('w', 500, LEASE, 10, []);
+      assert.deepEqual(retried.map((p) => [p.message.body, p.attempts]), [['two', 1]]);
+      const state = await repo.failed(retried[0]!, 'HTTP 400', 2, 600);
+      assert.deepEqual(state, { failures: 1, disabled: false });
+      const last = await repo.claimDue('w', 700, LEASE, 10, []);
+      assert.deepEqual(last.map((p) => p.message.body), ['one-after']);
+      const disabled = await repo.failed(last[0]!, 'HTTP 400', 2, 800);
+      assert.deepEqual(disabled, { failures: 2, disabled: true });
+      const reg = await repo.get(r1.id);
+      assert.equal(reg?.disabledAt, 800);
+      assert.match(reg?.disabledReason ?? '', /2 pushes in a row failed/);
+      assert.equal(await repo.pendingCount(), 0);
+      await repo.sent([], 900);
+      await repo.enqueue([push(r2.id, 'cat@x', 'y')], 1000);
+      const [y] = await repo.claimDue('w', 1000, LEASE, 10, []);
+      await repo.drop(y!.rowId);
+      await repo.enqueue([push(r2.id, 'cat@x', 'z')], 1001);
+      assert.equal((await repo.prune(r2.id))?.token, 'c2');
+      assert.equal(await repo.pendingCount(), 0);
+      assert.equal(await repo.get(r2.id), undefined);
+    });
+  });
+}
