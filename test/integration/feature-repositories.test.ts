@@ -97,7 +97,17 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       await grants.saveTokens([token('at1', 'access', 'g', 'ann@x', 'c1', T0 + 3_600_000), token('rt1', 'refresh', 'g', 'ann@x', 'c1', T0 + 86_400_000)]);
       assert.equal(await grants.useToken('rt1', T0 + 20), true);
       assert.equal(await grants.useToken('rt1', T0 + 21), false, 'a refresh token rotates once');
-      assert.equal(await grants.revokeFamily('c1'), 2);
+      assert.equal(await grants.revokeFamily('c1', T0 + 22), 2);
+      assert.equal(await grants.saveTokens([token('at9', 'access', 'g', 'ann@x', 'c1', T0 + 3_600_000)]), false, 'a revoked family issues nothing more');
+      assert.equal(await grants.getToken('at9'), undefined);
+      // A save racing a revocation of its family (the request that won a replay race): whichever runs
+      // first, no token of the family is left once both are done.
+      for (let i = 0; i < 20; i++) {
+        const fam = `race${i}`;
+        await Promise.all([grants.saveTokens([token(`rat${i}`, 'access', 'g', 'ann@x', fam, T0 + 3_600_000), token(`rrt${i}`, 'refresh', 'g', 'ann@x', fam, T0 + 86_400_000)]), grants.revokeFamily(fam, T0 + 23)]);
+        assert.equal(await grants.getToken(`rat${i}`), undefined, `family ${fam}: access token left after the revocation`);
+        assert.equal(await grants.getToken(`rrt${i}`), undefined, `family ${fam}: refresh token left after the revocation`);
+      }
       await grants.saveTokens([token('at2', 'access', 'g', 'ann@x', 'c2', T0 + 5), token('at3', 'access', 'g', 'bob@x', 'c3', T0 + 3_600_000)]);
       await grants.purgeExpired(T0 + 6);
       assert.equal(await grants.getToken('at2'), undefined);

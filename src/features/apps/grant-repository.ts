@@ -63,12 +63,17 @@ export interface GrantRepository {
   /** Marks a code used; false when it was already used (or is gone). */
   useCode(codeHash: string, now: number): Promise<boolean>;
 
-  saveTokens(tokens: readonly TokenRecord[]): Promise<void>;
+  /**
+   * Stores the tokens of one grant exchange or refresh; false (nothing stored) when their family was
+   * revoked meanwhile: a replay detected by a concurrent request must also end the tokens that the
+   * request which won the race is about to issue.
+   */
+  saveTokens(tokens: readonly TokenRecord[]): Promise<boolean>;
   getToken(tokenHash: string): Promise<TokenRecord | undefined>;
   /** Marks a refresh token used (rotated); false when it was already used. */
   useToken(tokenHash: string, now: number): Promise<boolean>;
-  /** Deletes every token of a family; how many. */
-  revokeFamily(family: string): Promise<number>;
+  /** Deletes every token of a family and remembers that it is revoked (saveTokens refuses it from then on); how many. */
+  revokeFamily(family: string, now: number): Promise<number>;
   /** Forgets codes and tokens expired before `before`. */
   purgeExpired(before: number): Promise<void>;
 }
@@ -79,6 +84,6 @@ export function grantRepository(storage: FeatureStorage): GrantRepository {
     // conditional UPDATE of one row, which PostgreSQL re-checks after waiting for a concurrent writer.
     case 'sqlite':
     case 'postgres':
-      return new SqlGrantRepository(storage.db);
+      return new SqlGrantRepository(storage.db, storage.dialect);
   }
 }

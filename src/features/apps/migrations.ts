@@ -92,4 +92,17 @@ export const APP_MIGRATIONS: readonly Migration[] = [
   },
   WEBHOOK_DUE_MIGRATION,
   WEBHOOK_LOG_MIGRATION,
+  {
+    version: 8,
+    name: 'revoked token families',
+    async up(db) {
+      // A replayed code or refresh token revokes its family; this row makes the revocation also refuse
+      // the tokens a concurrent request (the one that won the race) is about to save.
+      await db.schema
+        .createTable('oauth_revoked_families')
+        .addColumn('family', 'text', (c) => c.primaryKey().notNull())
+        .addColumn('revoked_at', int64(db), (c) => c.notNull())
+        .execute();
+    },
+  },
 ];

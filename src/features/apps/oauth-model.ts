@@ -81,7 +81,7 @@ export function oauthModel(apps: AppService, repo: GrantRepository, now: () => n
       const code = await repo.getCode(hash);
       if (code === undefined) return false;
       if (code.usedAt !== null) {
-        await repo.revokeFamily(hash);
+        await repo.revokeFamily(hash, now());
         return false;
       }
       const app = await apps.repo.get(code.appId);
@@ -101,7 +101,7 @@ export function oauthModel(apps: AppService, repo: GrantRepository, now: () => n
       const hash = tokenHash(code.authorizationCode);
       if (await repo.useCode(hash, now())) return true;
       // Lost a race with another use of the same code: a replay, whichever came first.
-      await repo.revokeFamily(hash);
+      await repo.revokeFamily(hash, now());
       return false;
     },
 
@@ -117,7 +117,8 @@ export function oauthModel(apps: AppService, repo: GrantRepository, now: () => n
       if (token.refreshToken !== undefined) {
         rows.push({ tokenHash: tokenHash(token.refreshToken), kind: 'refresh', appId: c.id, account: u.jid, scopes, family, expiresAt: (token.refreshTokenExpiresAt ?? new Date(0)).getTime(), usedAt: null });
       }
-      await repo.saveTokens(rows);
+      // False when a replay of this family was detected meanwhile (by a request that lost the race to this one).
+      if (!(await repo.saveTokens(rows))) return false;
       return { ...token, client: c, user: { jid: u.jid, family }, presence_uid: apps.pairwiseId(c.id, u.jid) };
     },
 
@@ -134,7 +135,7 @@ export function oauthModel(apps: AppService, repo: GrantRepository, now: () => n
       if (t === undefined || t.kind !== 'refresh') return false;
       if (t.usedAt !== null) {
         // A rotated refresh token presented again: someone holds a copy; end the whole family.
-        await repo.revokeFamily(t.family);
+        await repo.revokeFamily(t.family, now());
         return false;
       }
       if (!(await granted(t.appId, t.account, t.scopes))) return false;
@@ -147,7 +148,7 @@ export function oauthModel(apps: AppService, repo: GrantRepository, now: () => n
       const hash = tokenHash(token.refreshToken);
       if (await repo.useToken(hash, now())) return true;
       const t = await repo.getToken(hash);
-      if (t !== undefined) await repo.revokeFamily(t.family);
+      if (t !== undefined) await repo.revokeFamily(t.family, now());
       return false;
     },
 

@@ -278,7 +278,7 @@ export function oauthRoutes(deps: OAuthDeps) {
       if (token === undefined || token === '') return reply.code(400).send({ error: 'invalid_request', error_description: 'send the token to revoke in `token`' });
       const t = await repo.getToken(tokenHash(token));
       // A refresh token takes its access tokens with it (§2.1); so does an access token here: both end the family.
-      if (t !== undefined && t.appId === client.id) await repo.revokeFamily(t.family);
+      if (t !== undefined && t.appId === client.id) await repo.revokeFamily(t.family, Date.now());
       return reply.code(200).send();
     });
 

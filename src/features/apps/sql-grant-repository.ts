@@ -1,4 +1,5 @@
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
+import type { SqlDialect } from '../sql-dialect.js';
 import type { CodeRecord, GrantRecord, GrantRepository, TokenKind, TokenRecord } from './grant-repository.js';
 
 interface GrantsTable {
@@ -33,11 +34,20 @@ interface TokensTable {
   used_at: number | null;
 }
 
+interface RevokedFamiliesTable {
+  family: string;
+  revoked_at: number;
+}
+
 interface Tables {
   grants: GrantsTable;
   oauth_codes: CodesTable;
   oauth_tokens: TokensTable;
+  oauth_revoked_families: RevokedFamiliesTable;
 }
+
+/** Advisory lock class of token families on PostgreSQL (with hashtext(family) as the key). */
+const PG_FAMILY_LOCK = 0x6f617574;
 
 const split = (s: string): string[] => s.split(' ').filter((x) => x !== '');
 
@@ -53,7 +63,10 @@ const toGrant = (r: GrantsTable): GrantRecord => ({
 export class SqlGrantRepository implements GrantRepository {
   readonly #db: Kysely<Tables>;
 
-  constructor(db: Kysely<any>) {
+  constructor(
+    db: Kysely<any>,
+    private readonly dialect: SqlDialect = 'sqlite',
+  ) {
     this.#db = db as Kysely<Tables>;
   }
 
@@ -153,9 +166,30 @@ export class SqlGrantRepository implements GrantRepository {
     return res.numUpdatedRows > 0n;
   }
 
-  async saveTokens(tokens: readonly TokenRecord[]): Promise<void> {
-    if (tokens.length === 0) return;
-    await this.#db
+  /**
+   * Saving and revoking a family take turns (SQLite: one writer; PostgreSQL: an advisory lock on the
+   * family), so either the revocation sees the new tokens and deletes them, or the save sees the
+   * revocation and stores nothing.
+   */
+  async #lockFamilies(trx: Kysely<Tables>, families: readonly string[]): Promise<void> {
+    if (this.dialect !== 'postgres') return;
+    for (const f of [...new Set(families)].sort()) await sql`SELECT pg_advisory_xact_lock(${PG_FAMILY_LOCK}, hashtext(${f}))`.execute(trx);
+  }
+
+  async saveTokens(tokens: readonly TokenRecord[]): Promise<boolean> {
+    if (tokens.length === 0) return true;
+    const families = tokens.map((t) => t.family);
+    return this.#db.transaction().execute(async (trx) => {
+      await this.#lockFamilies(trx, families);
+      const revoked = await trx.selectFrom('oauth_revoked_families').select('family').where('family', 'in', families).executeTakeFirst();
+      if (revoked !== undefined) return false;
+      await this.#saveTokens(trx, tokens);
+      return true;
+    });
+  }
+
+  async #saveTokens(trx: Kysely<Tables>, tokens: readonly TokenRecord[]): Promise<void> {
+    await trx
       .insertInto('oauth_tokens')
       .values(
         tokens.map((t) => ({
@@ -192,13 +226,20 @@ export class SqlGrantRepository implements GrantRepository {
     return res.numUpdatedRows > 0n;
   }
 
-  async revokeFamily(family: string): Promise<number> {
-    const res = await this.#db.deleteFrom('oauth_tokens').where('family', '=', family).executeTakeFirst();
-    return Number(res.numDeletedRows);
+  async revokeFamily(family: string, now: number): Promise<number> {
+    return this.#db.transaction().execute(async (trx) => {
+      await this.#lockFamilies(trx, [family]);
+      await trx.insertInto('oauth_revoked_families').values({ family, revoked_at: now }).onConflict((oc) => oc.column('family').doNothing()).execute();
+      const res = await trx.deleteFrom('oauth_tokens').where('family', '=', family).executeTakeFirst();
+      return Number(res.numDeletedRows);
+    });
   }
 
   async purgeExpired(before: number): Promise<void> {
     await this.#db.deleteFrom('oauth_tokens').where('expires_at', '<', before).execute();
     await this.#db.deleteFrom('oauth_codes').where('expires_at', '<', before).execute();
+    // A revocation only has to outlive the requests that read the family before it (they finish in
+    // moments); kept as long as used codes and tokens are remembered.
+    await this.#db.deleteFrom('oauth_revoked_families').where('revoked_at', '<', before).execute();
   }
 }
