@@ -128,7 +128,10 @@ describe('the server on PostgreSQL', () => {
     }
   });
 
-  test('another server process on the same database (a second node) sees the same accounts and rosters', async () => {
+  test('after pg.restart(), another server process on the same database (a second node) sees the same accounts and rosters', async () => {
+    await pg.restart();
+    // The running node replaces the connections the restart cut by itself.
+    await eventually(async () => assert.equal((await t.admin('GET', '/accounts')).status, 200));
     const other = await startTestServer({ store: url, node_id: 'node-b', ...CORE_ONLY });
     dirs.push(other.dataDir);
     try {

@@ -244,6 +244,27 @@ describe('PostgreSQL store: the server going away', () => {
     assert.equal(await s!.countAccounts(), 2);
   });
 
+  test('a connection cut while checked out (a transaction between two statements) fails that transaction, not the process', async () => {
+    const [s] = await nodes(1);
+    const db = s!.featureStorage().db;
+    let entered!: () => void;
+    let resume!: () => void;
+    const inside = new Promise<void>((r) => (entered = r));
+    const held = new Promise<void>((r) => (resume = r));
+    const trx = db.transaction().execute(async (t) => {
+      await sql`select 1`.execute(t);
+      entered();
+      await held;
+      await sql`select 2`.execute(t);
+    });
+    await inside;
+    // The server ends the connection while no query runs on it: pg emits 'error' on the checked-out client.
+    await pg.restart();
+    resume();
+    await assert.rejects(trx, isUnavailable);
+    await eventually(() => s!.countAccounts());
+  });
+
   test('a restart under a pool of idle connections: the pool replaces them by itself', async () => {
     const [s] = await nodes(1);
     // Fill the pool with idle connections that the restart will cut.

@@ -97,6 +97,11 @@ export function openPostgres(url: string, opts: PostgresOptions = {}): { readonl
   // An idle client's connection dropping (PostgreSQL restarted) is reported here; without a listener
   // the pool's 'error' event would take the process down. The pool has already dropped that client.
   pool.on('error', (err) => opts.onIdleError?.(err));
+  // pg-pool listens for errors only while a client is idle. A connection cut while checked out (a
+  // transaction between two statements when PostgreSQL restarts) emits 'error' with no listener, an
+  // uncaught exception that ends the process. Absorbed here: the query running or next sent on that
+  // client fails (as unavailable), and pg-pool drops the dead client when it is released.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return { db: new Kysely<any>({ dialect: new TranslatingPostgresDialect({ pool }) }), pool };
 }
 

@@ -29,6 +29,7 @@ const POSTGRES_OPS: DialectOps = {
   },
   // right() takes the last n characters; SQLite's negative substr start has no PostgreSQL equivalent.
   jidEndsWith: (suffix) => sql<boolean>`right(jid, length(cast(${suffix} as text))) = ${suffix}`,
+  upsertOncePerKey: true,
 };
 
 export interface PostgresStoreOptions {

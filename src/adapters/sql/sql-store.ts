@@ -98,6 +98,12 @@ export interface DialectOps {
   transaction<T>(db: Kysely<Tables>, fn: (trx: Transaction<Tables>) => Promise<T>): Promise<T>;
   /** `jid` ends with `suffix`, exactly (no LIKE wildcards, no case folding). */
   jidEndsWith(suffix: string): RawBuilder<boolean>;
+  /**
+   * A multi-row upsert may name each key once only (PostgreSQL: "ON CONFLICT DO UPDATE command cannot
+   * affect row a second time"), so batches are reduced to the last entry per key first. SQLite
+   * applies the rows in order, the later winning, at no cost.
+   */
+  readonly upsertOncePerKey: boolean;
 }
 
 /**
@@ -144,11 +150,7 @@ function parseSettings(data: string | undefined): Record<string, unknown> {
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};
 }
 
-/**
- * The last entry for each key. A multi-row upsert naming one key twice is refused by PostgreSQL ("ON
- * CONFLICT DO UPDATE command cannot affect row a second time"); SQLite applied them in order, so the
- * later entry won, which this keeps.
- */
+/** The last entry for each key, as applying the rows in order would leave (see DialectOps.upsertOncePerKey). */
 function lastPerKey<T>(rows: readonly T[], key: (r: T) => string): T[] {
   const by = new Map<string, T>();
   for (const r of rows) by.set(key(r), r);
@@ -477,7 +479,7 @@ export class SqlStore implements Store {
 
   async setLastSeenMany(entries: ReadonlyArray<{ jid: string; lastSeen: LastSeen }>): Promise<void> {
     if (entries.length === 0) return;
-    const unique = lastPerKey(entries, (e) => e.jid);
+    const unique = this.#ops.upsertOncePerKey ? lastPerKey(entries, (e) => e.jid) : entries;
     // One transaction, multi-row statements: one commit for the whole batch and a few statements
     // instead of one per account.
     await this.#tx(async (trx) => {
@@ -507,7 +509,7 @@ export class SqlStore implements Store {
   async writePresenceCheckpoints(rows: readonly PresenceCheckpoint[], remove: readonly string[]): Promise<void> {
     if (rows.length === 0 && remove.length === 0) return;
     const node = this.node;
-    const unique = lastPerKey(rows, (r) => r.jid);
+    const unique = this.#ops.upsertOncePerKey ? lastPerKey(rows, (r) => r.jid) : rows;
     // One commit per checkpoint, however many accounts changed.
     await this.#tx(async (trx) => {
       for (let i = 0; i < unique.length; i += CHECKPOINT_ROWS) {

@@ -109,6 +109,7 @@ const SQLITE_OPS: DialectOps = {
   transaction: (db, fn) => db.transaction().execute(fn),
   // substr with a negative start counts from the end.
   jidEndsWith: (suffix) => sql<boolean>`substr(jid, -length(${suffix})) = ${suffix}`,
+  upsertOncePerKey: false,
 };
 
 export class SqliteStore extends SqlStore {
