@@ -8,6 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { PresenceError } from '../../src/core/errors.js';
 import { freePort, startPostgres, stopAllPrivateServices, type PrivatePostgres } from '../helpers/private-services.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
+import { HEADER, RawXmpp } from '../helpers/raw-xmpp.js';
 import { befriend, RequestFailed, TestClient } from '../helpers/ws-client.js';
 
 /**
@@ -41,7 +42,7 @@ describe('the server on PostgreSQL', () => {
   before(async () => {
     pg = await startPostgres();
     url = pg.createDatabase('server_store');
-    t = await startTestServer({ store: url, node_id: 'node-a', ...CORE_ONLY });
+    t = await startTestServer({ store: url, node_id: 'node-a', xmpp_port: 0, xmpp_require_tls: false, ...CORE_ONLY });
     dirs.push(t.dataDir);
     for (const u of ['alice', 'bob', 'erin', 'frank']) await t.createAccount(`${u}@localhost`);
   });
@@ -104,6 +105,18 @@ describe('the server on PostgreSQL', () => {
           return true;
         });
         await assert.rejects(frank.request('block', { jid: 'mallory@localhost' }), (e: unknown) => e instanceof RequestFailed && e.error.code === 'unavailable');
+        // XMPP logins: a temporary failure (try again later), not a wrong password.
+        for (const [mechanism, initial] of [['PLAIN', '\0frank\0secret-pw'], ['SCRAM-SHA-1', 'n,,n=frank,r=clientnonce']] as const) {
+          const x = await RawXmpp.open(t.server.xmppPort!);
+          try {
+            x.write(HEADER);
+            await x.waitFor(/<\/stream:features>/);
+            x.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='${mechanism}'>${Buffer.from(initial).toString('base64')}</auth>`);
+            await x.waitFor(/<failure xmlns='urn:ietf:params:xml:ns:xmpp-sasl'><temporary-auth-failure\/>/, `${mechanism}: temporary-auth-failure`);
+          } finally {
+            x.socket.destroy();
+          }
+        }
         // An account going offline (its session ended by the grace timer, its last seen not writable)
         // is shown offline all the same, and nothing fails unhandled.
         erin.ws.terminate();
