@@ -1,4 +1,6 @@
+import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { parseJid } from './core/jid.js';
 
@@ -22,6 +24,9 @@ export const CONFIG_KEYS = {
   http_port: { kind: 'int', def: 5280, min: 0, max: 65535, doc: 'HTTP port (REST, /ws, /metrics). 0 picks a free port, which is logged.' },
   domains: { kind: 'list', def: ['localhost'], doc: 'Domains this server hosts accounts for (comma-separated in the environment).' },
   data_dir: { kind: 'string', def: './data', doc: 'Directory for the SQLite database and generated secrets.' },
+  store: { kind: 'string', def: '', doc: 'Where durable state lives. Empty: SQLite in data_dir (one node). A PostgreSQL URL, postgres://user:password@host:5432/database (TLS and other options as libpq URL parameters, e.g. ?sslmode=require): every node of a cluster shares it (docs/cluster.md). Migrated at start; a database that cannot be reached at start stops the server with an error naming it.' },
+  store_pool_size: { kind: 'int', def: 10, min: 1, max: 1_000, doc: 'PostgreSQL connections each node keeps at most (store a postgres:// URL). All nodes together must stay under the server\'s max_connections.' },
+  node_id: { kind: 'string', def: '', doc: 'This node\'s name in a cluster: it tags the presence checkpoint rows the node writes in a shared database (after a crash a node recovers only its own) and its sessions on the bus. Letters, digits and . _ : - (at most 128). Empty: <hostname>:<http_port>, stable across restarts on one machine; with http_port 0, <hostname>:<pid>:<random>, new for every process. Set it explicitly where hostnames change (containers). Unused by the embedded SQLite deployment.' },
   admin_token: { kind: 'string', def: '', doc: 'Bearer token for the admin REST API. Empty disables the admin API.' },
   log_level: { kind: 'level', def: 'info', doc: 'One of fatal, error, warn, info, debug, trace, silent.' },
   grace_period_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How long a session whose connection was lost (closed without a goodbye, or found silent by the idle sweep) stays online awaiting a reconnect of the same resource. See docs/liveness.md.' },
@@ -117,6 +122,9 @@ export interface Config {
   http_port: number;
   domains: string[];
   data_dir: string;
+  store: string;
+  store_pool_size: number;
+  node_id: string;
   admin_token: string;
   log_level: string;
   grace_period_ms: number;
@@ -259,6 +267,33 @@ function publicOrigin(raw: string): string | null {
   return u.origin;
 }
 
+/** Why `raw` is not a usable `store` value, or null. The password never appears in the message. */
+function storeProblem(raw: string): string | null {
+  const shown = JSON.stringify(raw.replace(/:\/\/([^:/@]*):[^@/]*@/, '://$1:***@').slice(0, 200));
+  const expected = 'store must be empty (SQLite in data_dir) or a PostgreSQL URL such as postgres://user:password@host:5432/presenced';
+  if (!/^postgres(ql)?:\/\//i.test(raw)) return `${expected} (got ${shown})`;
+  let u: URL;
+  try {
+    u = new URL(raw);
+  } catch {
+    return `${expected} (got ${shown}, which is not a valid URL: percent-encode special characters of the password)`;
+  }
+  if (u.hash !== '') return `${expected} (got ${shown}, with a #fragment)`;
+  return null;
+}
+
+const NODE_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/;
+
+/**
+ * This process's node id: `node_id`, or derived (see its doc). Derived ids with http_port 0 are new on
+ * every call, so the composition root calls this once and hands the id to everything that needs it.
+ */
+export function resolveNodeId(config: Pick<Config, 'node_id' | 'http_port'>): string {
+  if (config.node_id !== '') return config.node_id;
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 80) || 'node';
+  return config.http_port !== 0 ? `${host}:${config.http_port}` : `${host}:${process.pid}:${randomBytes(4).toString('hex')}`;
+}
+
 /** Converts one raw value (from JSON or from an environment string) to the key's type, or explains why not. */
 function coerce(key: ConfigKey, raw: unknown, fromEnv: boolean, where: string): { value?: unknown; problem?: string } {
   const spec: KeySpec = CONFIG_KEYS[key];
@@ -399,6 +434,11 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     if (e.enabled !== undefined && typeof e.enabled !== 'boolean') problems.push(`${at}.enabled must be true or false`);
   }
   if ((c.tls_cert === '') !== (c.tls_key === '')) problems.push('tls_cert and tls_key must be set together');
+  if (c.store !== '') {
+    const why = storeProblem(c.store);
+    if (why !== null) problems.push(why);
+  }
+  if (c.node_id !== '' && !NODE_ID.test(c.node_id)) problems.push(`node_id must be 1 to 128 letters, digits and . _ : - starting with a letter or digit (got ${JSON.stringify(c.node_id.slice(0, 140))})`);
   if (c.public_url !== '') {
     const origin = publicOrigin(c.public_url);
     if (origin === null) problems.push(`public_url must be an http(s) origin such as https://presence.example, without path, query or credentials (got ${JSON.stringify(c.public_url)})`);

@@ -5,8 +5,9 @@ import { createServer as createHttpServer, STATUS_CODES } from 'node:http';
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply } from 'fastify';
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
+import { PostgresStore } from './adapters/postgres/postgres-store.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
-import type { Config } from './config.js';
+import { resolveNodeId, type Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
 import { LoginThrottled } from './engine/login-throttle.js';
@@ -42,6 +43,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   conflict: 409,
   'rate-limited': 429,
   unsupported: 501,
+  unavailable: 503,
   internal: 500,
 };
 
@@ -49,8 +51,28 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'presenced' } });
 }
 
-export function openStore(config: Config): Store {
+export interface OpenStoreOptions {
+  /** This node's id (resolveNodeId), for the presence checkpoint rows; derived from the configuration if absent. */
+  readonly node?: string;
+  readonly log?: Logger;
+}
+
+/**
+ * The Store the configuration names: PostgreSQL for a `store` URL, else SQLite in data_dir. Nothing is
+ * contacted yet: migrate() is the first query, and its failure says what could not be reached.
+ */
+export function openStore(config: Config, opts: OpenStoreOptions = {}): Store {
+  // Also with PostgreSQL: data_dir still holds the token secret, TLS files and the control socket.
   mkdirSync(config.data_dir, { recursive: true });
+  if (config.store !== '') {
+    const log = opts.log;
+    return PostgresStore.open({
+      url: config.store,
+      node: opts.node ?? resolveNodeId(config),
+      poolSize: config.store_pool_size,
+      ...(log ? { onIdleError: (err: Error) => log.warn({ err: err.message }, 'a PostgreSQL connection was lost; the next query opens a new one') } : {}),
+    });
+  }
   return SqliteStore.open({ path: join(config.data_dir, 'presenced.sqlite') });
 }
 
@@ -88,8 +110,15 @@ export interface StartOptions {
 
 /** The composition root: builds adapters, the engine, the features and every front door from the configuration. */
 export async function startServer(config: Config, log: Logger = createLogger(config.log_level), opts: StartOptions = {}): Promise<RunningServer> {
-  const store = openStore(config);
-  await store.migrate();
+  // Once per process: derived ids may be random, and every part that names this node must agree.
+  const nodeId = resolveNodeId(config);
+  const store = openStore(config, { node: nodeId, log });
+  try {
+    await store.migrate();
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   const bus = new MemoryBus();
   const engine = new PresenceEngine(store, bus, {
     domains: config.domains,
@@ -107,6 +136,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   engine.events.on('session.closed', (e) => log.info({ jid: e.jid, resource: e.session.resource, reason: e.reason }, 'session ended'));
   engine.onCheckpointError = (err) => log.error({ err }, 'presence checkpoint failed');
   engine.onCheckpoint = (written, deleted) => log.debug({ written, deleted }, 'presence checkpoint written');
+  engine.onLastSeenError = (err, jid) => log.error({ err, jid }, 'last seen not written');
   try {
     await engine.loadPublicity();
     for (const r of await engine.start()) log.info({ jid: r.jid, reason: r.reason, lastSeen: new Date(r.lastSeen.at).toISOString() }, 'session ended');

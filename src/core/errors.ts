@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'conflict'
   | 'rate-limited'
   | 'unsupported'
+  /** A service the request needs (the database) cannot be reached right now; the same request may succeed later. */
+  | 'unavailable'
   | 'internal';
 
 export class PresenceError extends Error {

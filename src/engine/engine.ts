@@ -558,7 +558,9 @@ export class PresenceEngine {
       state.onlineSince = null;
       state.heardWhileOnline = 0;
       presence = aggregatePresence(state.jid, sessions, lastSeen);
-      persisted = this.store.setLastSeen(state.jid, lastSeen);
+      // A failed write (database unavailable) must not fail the presence change, which has happened,
+      // nor go unhandled from a session closed by a timer: it is reported, and memory keeps the value.
+      persisted = this.store.setLastSeen(state.jid, lastSeen).catch((err: unknown) => this.onLastSeenError(err, state.jid));
       reason = leaving?.reason ?? null;
     } else if (!previous.online && next.online) {
       state.onlineSince = this.now();
@@ -980,6 +982,8 @@ export class PresenceEngine {
   /** Called after each checkpoint written (upserted and deleted row counts); the server logs or counts it. */
   onCheckpoint: (written: number, deleted: number) => void = () => {};
   onCheckpointError: (err: unknown) => void = () => {};
+  /** Called when writing an account's last seen failed (the server logs it). */
+  onLastSeenError: (err: unknown, jid: string) => void = () => {};
 
   private async writeCheckpoint(): Promise<void> {
     const upserts: PresenceCheckpoint[] = [];

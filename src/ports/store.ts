@@ -37,7 +37,8 @@ export interface OfflineMessage {
 
 /**
  * One online account as the crash checkpoint last wrote it down: enough to give it a truthful last
- * seen if the process dies without a clean shutdown.
+ * seen if the process dies without a clean shutdown. Rows belong to the node that wrote them (the
+ * Store is opened with its node id), so in a cluster a node recovers only the sessions it held.
  */
 export interface PresenceCheckpoint {
   readonly jid: string;
@@ -55,15 +56,21 @@ export interface AccountPage {
   readonly next: string | null;
 }
 
+/** The SQL databases a Store runs on. */
+export type StorageDialect = 'sqlite' | 'postgres';
+
 export interface FeatureStorage {
-  readonly dialect: 'sqlite' | 'postgres';
+  readonly dialect: StorageDialect;
   readonly db: Kysely<any>;
 }
 
 /**
- * Durable state. Implementations: SQLite (embedded default), PostgreSQL (cluster, later).
+ * Durable state. Implementations: SQLite (embedded default), PostgreSQL (cluster), one kysely
+ * implementation (src/adapters/sql/sql-store.ts) with the dialect differences isolated.
  * All JIDs passed in are already normalised bare JIDs. Methods reject with PresenceError('conflict')
- * or return undefined/false as documented; any other rejection is an infrastructure failure.
+ * or return undefined/false as documented; PresenceError('unavailable') when the database cannot be
+ * reached (PostgreSQL down or restarting: the same call succeeds again once it is back); any other
+ * rejection is an infrastructure failure. Safe with several Stores (nodes) writing one database at once.
  */
 export interface Store {
   /** Creates or upgrades the schema to the latest version. Safe to call on every start. */
@@ -71,8 +78,9 @@ export interface Store {
   close(): Promise<void>;
   /**
    * The database handle features build their own repositories on (src/features/feature.ts), with the
-   * dialect so a feature picks its implementation per database. Shared with the Store: one connection,
-   * one file, and a feature's transaction is serialised with the core's writes.
+   * dialect so a feature picks its implementation per database. Shared with the Store: on SQLite one
+   * connection and one file, so a feature's transaction is serialised with the core's writes; on
+   * PostgreSQL the same pool, where transactions run concurrently (other nodes write too).
    */
   featureStorage(): FeatureStorage;
 
@@ -121,15 +129,24 @@ export interface Store {
   setLastSeen(jid: string, lastSeen: LastSeen): Promise<void>;
   setLastSeenMany(entries: ReadonlyArray<{ jid: string; lastSeen: LastSeen }>): Promise<void>;
 
-  /** Every row of the presence checkpoint (left over only after an unclean stop). */
-  getPresenceCheckpoints(): Promise<PresenceCheckpoint[]>;
-  /** Upserts `rows` and deletes the rows of `remove`, in one transaction. */
+  /**
+   * Every row of the presence checkpoint written by this Store's node (left over only after an unclean
+   * stop), sorted by JID; or by node `node`, for a node that takes over a dead one's recovery.
+   */
+  getPresenceCheckpoints(node?: string): Promise<PresenceCheckpoint[]>;
+  /** Upserts this node's `rows` and deletes its rows of `remove`, in one transaction. */
   writePresenceCheckpoints(rows: readonly PresenceCheckpoint[], remove: readonly string[]): Promise<void>;
-  /** Deletes every row (clean shutdown, or after recovery). */
-  clearPresenceCheckpoints(): Promise<void>;
+  /** Deletes every row of this node, or of node `node` (clean shutdown, or after recovery). */
+  clearPresenceCheckpoints(node?: string): Promise<void>;
 
   /** Stores one message durably; resolves with its id once committed. */
   addOfflineMessage(message: Omit<OfflineMessage, 'id'>): Promise<number>;
+  /**
+   * Stores one message unless its recipient already has `max` waiting: resolves with its id once
+   * committed, or null when full. The count and the insert are atomic, also between nodes, so the
+   * limit holds however many senders race.
+   */
+  addOfflineMessageIfRoom(message: Omit<OfflineMessage, 'id'>, max: number): Promise<number | null>;
   /** Oldest first. */
   getOfflineMessages(to: string, limit: number): Promise<OfflineMessage[]>;
   countOfflineMessages(to: string): Promise<number>;

@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CONFIG_KEYS, ConfigError, envName, loadConfig } from '../../src/config.js';
+import { hostname } from 'node:os';
+import { CONFIG_KEYS, ConfigError, envName, loadConfig, resolveNodeId } from '../../src/config.js';
 
 let dir: string;
 before(() => {
@@ -288,5 +289,39 @@ describe('loadConfig errors', () => {
     for (const bad of ['presence.example', 'https://presence.example/presence', 'https://presence.example/?a=1', 'https://presence.example/#x', 'https://u:p@presence.example', 'ftp://presence.example']) {
       assert.ok(hasProblem(problemsOf({ env: { PRESENCED_PUBLIC_URL: bad } }), 'public_url must be an http(s) origin', JSON.stringify(bad)), bad);
     }
+  });
+
+  test('store: empty (SQLite) or a PostgreSQL URL; anything else is refused without echoing a password', () => {
+    assert.equal(loadConfig({ env: {} }).store, '');
+    for (const good of ['postgres://u:p@db.example:5432/presenced', 'postgresql://db/presenced?sslmode=require', 'POSTGRES://localhost/x', 'postgres:///presenced?host=/var/run/postgresql']) {
+      assert.equal(loadConfig({ env: { PRESENCED_STORE: good } }).store, good);
+    }
+    for (const bad of ['sqlite', './data/x.sqlite', 'mysql://u:hunter2@db/x', 'postgres://u:hunter2@db:99999/x', 'postgres://u:hunter2@[bad/x', 'postgres://db/x#frag']) {
+      const problems = problemsOf({ env: { PRESENCED_STORE: bad } });
+      assert.ok(hasProblem(problems, 'store must be empty (SQLite in data_dir) or a PostgreSQL URL such as postgres://'), bad);
+      assert.ok(!problems.some((p) => p.includes('hunter2')), `${bad}: the password must not be shown`);
+    }
+  });
+
+  test('store_pool_size is a positive integer', () => {
+    assert.equal(loadConfig({ env: { PRESENCED_STORE_POOL_SIZE: '25' } }).store_pool_size, 25);
+    assert.ok(hasProblem(problemsOf({ env: { PRESENCED_STORE_POOL_SIZE: '0' } }), 'store_pool_size must be between 1 and 1000'));
+  });
+
+  test('node_id: empty derives one, a set one is checked and kept as is', () => {
+    assert.equal(loadConfig({ env: { PRESENCED_NODE_ID: 'eu-1.node:7' } }).node_id, 'eu-1.node:7');
+    for (const bad of ['-lead', 'has space', 'a{tag}', 'x'.repeat(129)]) {
+      assert.ok(hasProblem(problemsOf({ env: { PRESENCED_NODE_ID: bad } }), 'node_id must be 1 to 128 letters'), bad);
+    }
+    assert.equal(resolveNodeId({ node_id: 'given', http_port: 5280 }), 'given');
+    // Derived from a fixed port: the same id after a restart on this machine.
+    const fixed = resolveNodeId({ node_id: '', http_port: 5280 });
+    assert.equal(fixed, resolveNodeId({ node_id: '', http_port: 5280 }));
+    assert.ok(fixed.endsWith(':5280') && fixed.startsWith(hostname().slice(0, 3)), fixed);
+    // With a port picked at start, several processes on one machine must not share an id.
+    const a = resolveNodeId({ node_id: '', http_port: 0 });
+    assert.notEqual(a, resolveNodeId({ node_id: '', http_port: 0 }));
+    assert.match(a, /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/);
+    assert.match(fixed, /^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$/);
   });
 });

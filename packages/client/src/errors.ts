@@ -11,6 +11,7 @@ export type ServerErrorCode =
   | 'conflict'
   | 'rate-limited'
   | 'unsupported'
+  | 'unavailable'
   | 'internal';
 
 /**
@@ -33,6 +34,7 @@ const SERVER_CODES: ReadonlySet<string> = new Set<ServerErrorCode>([
   'conflict',
   'rate-limited',
   'unsupported',
+  'unavailable',
   'internal',
 ]);
 

@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { isPresenceError } from '../../core/errors.js';
 import type { AccountPresence } from '../../core/presence.js';
 import { CACHE_CONTROL, etagOf, first, notModified, preflight, sendError, VARY } from './http-common.js';
 import { presenceJson, presenceText, presenceXml } from './presence-formats.js';
@@ -301,11 +302,14 @@ export function statusFastPath(opts: StatusEndpointOptions, onAnswer: (status: n
     }
     onAnswer(status);
   };
-  const failed = (res: ServerResponse): void => {
-    const body = JSON.stringify({ error: { code: 'internal', message: 'internal error' } });
-    res.writeHead(500, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'access-control-allow-origin': '*' });
+  const failed = (res: ServerResponse, err: unknown): void => {
+    // As the full route's error handler answers: a database that cannot be reached is a 503.
+    const unavailable = isPresenceError(err) && err.code === 'unavailable';
+    const status = unavailable ? 503 : 500;
+    const body = JSON.stringify({ error: unavailable ? { code: err.code, message: err.message } : { code: 'internal', message: 'internal error' } });
+    res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body), 'access-control-allow-origin': '*' });
     res.end(body);
-    onAnswer(500);
+    onAnswer(status);
   };
   return (req, res) => {
     const url = req.url;
@@ -316,7 +320,7 @@ export function statusFastPath(opts: StatusEndpointOptions, onAnswer: (status: n
     const type = q.type as OutputType;
     // As on the full route: the JID is resolved whatever it is, so unknown and hidden walk one path.
     const p = lookup.presence(ANONYMOUS, lookup.target(q.jid));
-    if (p instanceof Promise) p.then((v) => write(req, res, type, v), () => failed(res));
+    if (p instanceof Promise) p.then((v) => write(req, res, type, v), (err: unknown) => failed(res, err));
     else write(req, res, type, p);
     return true;
   };

@@ -115,7 +115,9 @@ async function storeOffline(conn: XmppConnection, to: string, stanza: XmlElement
   const store = conn.ctx.engine.store;
   // Only messages with content are worth keeping (not chat states alone).
   if (!stanza.child('body') && !stanza.child('subject')) return;
-  if ((await store.countOfflineMessages(to)) >= conn.ctx.opts.maxOfflineMessages) {
+  // Counted and stored in one step: senders on other nodes may store for the same account meanwhile.
+  const id = await store.addOfflineMessageIfRoom({ to, from: stanza.attr('from') ?? '', xml: stanza.toString(), at: Date.now() }, conn.ctx.opts.maxOfflineMessages);
+  if (id === null) {
     // "Storage full" proves the account exists, so only a sender who may see the recipient's presence
     // (who knows it exists anyway) is told; anyone else's message is dropped as silently as one to
     // nobody. Nothing is stored beyond the limit either way.
@@ -124,7 +126,6 @@ async function storeOffline(conn: XmppConnection, to: string, stanza: XmlElement
     conn.ctx.log.warn({ to }, 'offline storage full: message dropped');
     return;
   }
-  await store.addOfflineMessage({ to, from: stanza.attr('from') ?? '', xml: stanza.toString(), at: Date.now() });
   emitHook(conn, 'message.stored', { to, from: stanza.attr('from') ?? '', stanza });
 }
 

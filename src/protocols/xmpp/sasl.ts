@@ -1,4 +1,5 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isPresenceError } from '../../core/errors.js';
 import type { ScramKeys } from '../../ports/store.js';
 
 /** RFC 6120 §6.5 SASL failure conditions. */
@@ -40,6 +41,14 @@ export interface SaslMechanism {
   step(data: Buffer): Promise<SaslStep>;
 }
 
+/**
+ * RFC 6120 §6.5.9: a database that cannot be reached is a temporary failure ("try again later"), not
+ * a wrong password; it must not count against the login throttle either.
+ */
+function unavailable(e: unknown): SaslFailure | null {
+  return isPresenceError(e) && e.code === 'unavailable' ? new SaslFailure('temporary-auth-failure', e.message) : null;
+}
+
 function b64(s: string | Buffer): string {
   return Buffer.isBuffer(s) ? s.toString('base64') : Buffer.from(s, 'utf8').toString('base64');
 }
@@ -62,8 +71,8 @@ export class PlainMechanism implements SaslMechanism {
     let jid: string;
     try {
       jid = await this.backend.checkPassword(accountOf(authcid, this.backend.domain), password);
-    } catch {
-      throw new SaslFailure('not-authorized');
+    } catch (e) {
+      throw unavailable(e) ?? new SaslFailure('not-authorized');
     }
     if (authzid !== '' && authzid.toLowerCase() !== jid) throw new SaslFailure('invalid-authzid');
     return { done: true, jid, additional: null };
@@ -126,7 +135,11 @@ export class ScramMechanism implements SaslMechanism {
     this.jid = accountOf(saslName(user), this.backend.domain).toLowerCase();
     const authzid = m[2]?.slice(2);
     if (authzid && saslName(authzid).toLowerCase() !== this.jid) throw new SaslFailure('invalid-authzid');
-    this.keys = await this.backend.scramKeys(this.jid, this.algo);
+    try {
+      this.keys = await this.backend.scramKeys(this.jid, this.algo);
+    } catch (e) {
+      throw unavailable(e) ?? e;
+    }
     const salt = this.keys?.salt ?? this.backend.fakeSalt(this.jid);
     const iterations = this.keys?.iterations ?? 4096;
     this.nonce = cnonce + randomBytes(18).toString('base64');

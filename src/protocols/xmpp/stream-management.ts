@@ -214,12 +214,9 @@ export class StreamManagement {
     for (const u of pending) {
       const m = this.storable(u.text);
       if (!m) continue;
-      // Counted before each message: routing may store messages for the same account meanwhile.
-      if ((await store.countOfflineMessages(s.jid)) >= this.limits.maxOfflineMessages) {
-        await this.bounce(m, s.jid);
-        continue;
-      }
-      await store.addOfflineMessage({ to: s.jid, from: m.attr('from') ?? '', xml: u.text, at: Date.now() });
+      // Counted with each message, atomically: routing (here or on another node) may store for the same account meanwhile.
+      const id = await store.addOfflineMessageIfRoom({ to: s.jid, from: m.attr('from') ?? '', xml: u.text, at: Date.now() }, this.limits.maxOfflineMessages);
+      if (id === null) await this.bounce(m, s.jid);
     }
   }
 
