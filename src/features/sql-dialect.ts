@@ -1,22 +1,17 @@
-import { PostgresAdapter, type CreateTableBuilder, type Kysely } from 'kysely';
+import type { CreateTableBuilder, Kysely } from 'kysely';
+import { dialectOf, timeColumn } from '../adapters/sql/dialect.js';
+import type { StorageDialect } from '../ports/store.js';
 
 /**
- * What the features' migrations and repositories need to know about the database they run on. A
- * migration gets only the Kysely (src/features/migrations.ts), so the dialect is read from its adapter.
+ * The features' view of src/adapters/sql/dialect.ts (the rules every migration follows to run on
+ * both databases): a migration or repository that has only the Kysely reads the dialect from it.
  */
-export type SqlDialect = 'sqlite' | 'postgres';
+export type SqlDialect = StorageDialect;
+export { dialectOf };
 
-export function dialectOf(db: Kysely<any>): SqlDialect {
-  return db.getExecutor().adapter instanceof PostgresAdapter ? 'postgres' : 'sqlite';
-}
-
-/**
- * The column type of epoch-ms times and ids. SQLite's INTEGER is already 64-bit, and must stay exactly
- * INTEGER where it is a primary key (the rowid alias), so SQLite databases get what they always got;
- * PostgreSQL's integer is 32-bit and Date.now() overflows it.
- */
+/** timeColumn for a Kysely: epoch ms and ids, bigint on PostgreSQL, integer (the rowid alias where it is the key) on SQLite. */
 export function int64(db: Kysely<any>): 'integer' | 'bigint' {
-  return dialectOf(db) === 'postgres' ? 'bigint' : 'integer';
+  return timeColumn(dialectOf(db));
 }
 
 /**

@@ -1,4 +1,5 @@
-import { sql, type Kysely } from 'kysely';
+import type { Kysely } from 'kysely';
+import { lockKey } from '../../adapters/sql/dialect.js';
 import type { SqlDialect } from '../sql-dialect.js';
 import type { CodeRecord, GrantRecord, GrantRepository, TokenKind, TokenRecord } from './grant-repository.js';
 
@@ -46,8 +47,6 @@ interface Tables {
   oauth_revoked_families: RevokedFamiliesTable;
 }
 
-/** Advisory lock class of token families on PostgreSQL (with hashtext(family) as the key). */
-const PG_FAMILY_LOCK = 0x6f617574;
 
 const split = (s: string): string[] => s.split(' ').filter((x) => x !== '');
 
@@ -173,7 +172,7 @@ export class SqlGrantRepository implements GrantRepository {
    */
   async #lockFamilies(trx: Kysely<Tables>, families: readonly string[]): Promise<void> {
     if (this.dialect !== 'postgres') return;
-    for (const f of [...new Set(families)].sort()) await sql`SELECT pg_advisory_xact_lock(${PG_FAMILY_LOCK}, hashtext(${f}))`.execute(trx);
+    for (const f of [...new Set(families)].sort()) await lockKey(trx, `oauth-family:${f}`);
   }
 
   async saveTokens(tokens: readonly TokenRecord[]): Promise<boolean> {
