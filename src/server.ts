@@ -6,6 +6,9 @@ import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type
 import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
+import { RedisBus } from './adapters/redis/redis-bus.js';
+import { nodeIdOf } from './node-id.js';
+import type { PresenceBus } from './ports/bus.js';
 import type { Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
@@ -42,6 +45,7 @@ const HTTP_STATUS: Record<ErrorCode, number> = {
   conflict: 409,
   'rate-limited': 429,
   unsupported: 501,
+  unavailable: 503,
   internal: 500,
 };
 
@@ -52,6 +56,12 @@ export function createLogger(level: string): Logger {
 export function openStore(config: Config): Store {
   mkdirSync(config.data_dir, { recursive: true });
   return SqliteStore.open({ path: join(config.data_dir, 'presenced.sqlite') });
+}
+
+/** The in-process bus, or the cluster's bus on Redis (joining the cluster: rejects when Redis stays unreachable). */
+async function openBus(config: Config, log: Logger): Promise<PresenceBus> {
+  if (config.bus === '') return new MemoryBus();
+  return RedisBus.start({ url: config.bus, node: nodeIdOf(config), leaseMs: config.node_lease_ms, log: log.child({ component: 'bus' }) });
 }
 
 /** The token secret survives restarts (issued tokens stay valid) and never leaves the data directory. */
@@ -85,7 +95,13 @@ export interface StartOptions {
 export async function startServer(config: Config, log: Logger = createLogger(config.log_level), opts: StartOptions = {}): Promise<RunningServer> {
   const store = openStore(config);
   await store.migrate();
-  const bus = new MemoryBus();
+  let bus: PresenceBus;
+  try {
+    bus = await openBus(config, log);
+  } catch (e) {
+    await store.close();
+    throw e;
+  }
   const engine = new PresenceEngine(store, bus, {
     domains: config.domains,
     gracePeriodMs: config.grace_period_ms,
@@ -106,6 +122,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     await engine.loadPublicity();
     for (const r of await engine.start()) log.info({ jid: r.jid, reason: r.reason, lastSeen: new Date(r.lastSeen.at).toISOString() }, 'session ended');
   } catch (e) {
+    await bus.close();
     await store.close();
     throw e;
   }
@@ -113,6 +130,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   try {
     control = await startControlChannel(engine, config.data_dir, log);
   } catch (e) {
+    await bus.close();
     await store.close();
     throw e;
   }
@@ -210,6 +228,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     });
   } catch (e) {
     await control.close();
+    await bus.close();
     await store.close();
     throw e;
   }

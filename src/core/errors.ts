@@ -15,6 +15,8 @@ export type ErrorCode =
   | 'conflict'
   | 'rate-limited'
   | 'unsupported'
+  /** A service the request needs is unreachable for now (the cluster's Redis); trying again later may work. */
+  | 'unavailable'
   | 'internal';
 
 export class PresenceError extends Error {

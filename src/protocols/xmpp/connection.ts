@@ -307,7 +307,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
           continue;
         }
         if (isPresenceError(e)) {
-          const cond = e.code === 'bad-jid' ? 'jid-malformed' : e.code === 'not-allowed' ? 'not-allowed' : e.code === 'not-found' ? 'item-not-found' : 'bad-request';
+          const cond =
+            e.code === 'bad-jid' ? 'jid-malformed' : e.code === 'not-allowed' ? 'not-allowed' : e.code === 'not-found' ? 'item-not-found' : e.code === 'unavailable' ? 'resource-constraint' : 'bad-request';
           if (s.attr('type') !== 'error' && s.attr('type') !== 'result') this.sendStanza(stanzaErrorReply(s, cond, e.message));
           continue;
         }
