@@ -167,7 +167,7 @@ export class RedisBus implements PresenceBus {
       await bus.sub.subscribe(bus.keys.feed, (m) => bus.onFeed(m));
       const t = (await bus.cmd.sendCommand(['TIME'])) as [string, string];
       bus.inboxLastId = `${t[0]}${t[1].padStart(6, '0').slice(0, 3)}-0`;
-      await bus.join(deadline);
+      await bus.join(Math.min(deadline, Date.now() + 2 * opts.leaseMs + 1_000));
       await bus.resyncMirror();
     } catch (e) {
       await bus.disconnect();
