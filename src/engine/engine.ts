@@ -692,7 +692,7 @@ export class PresenceEngine {
         this.dropEveryLocalSession();
         return;
       case 'resynced':
-        return this.afterResync(e.refresh, e.allLocal);
+        return this.afterResync(e.refresh, e.allLocal, e.reloadCaches);
       case 'note':
         return this.applyNote(e.note);
     }
@@ -794,9 +794,15 @@ export class PresenceEngine {
    * deliveries were lost) are announced again from the registry's truth; other cached states follow
    * the registry, or are dropped to be read again when next needed.
    */
-  private async afterResync(refresh: readonly string[], allLocal: boolean): Promise<void> {
+  private async afterResync(refresh: readonly string[], allLocal: boolean, reloadCaches: boolean): Promise<void> {
     this.versions.clear();
     const announce = new Set(refresh);
+    if (reloadCaches) {
+      if (this.publicity !== null) await this.loadPublicity();
+      for (const [jid, state] of [...this.states]) {
+        if (state.local.size > 0) await this.applyNote({ kind: 'invalidate', jid, parts: ['roster', 'blocks', 'settings'] });
+      }
+    }
     for (const [jid, state] of [...this.states]) {
       if (allLocal && state.local.size > 0) announce.add(jid);
       if (announce.has(jid)) continue;

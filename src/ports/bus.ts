@@ -100,7 +100,13 @@ export type ClusterEvent =
    * unreachable): cached presence must be recomputed, and the accounts in `refresh` (changed here
    * while the bus could not tell the others; every local account when deliveries were lost) announced again.
    */
-  | { readonly kind: 'resynced'; readonly refresh: readonly string[]; readonly allLocal: boolean }
+  | {
+      readonly kind: 'resynced';
+      readonly refresh: readonly string[];
+      readonly allLocal: boolean;
+      /** Cache notes of other nodes may have been lost: cached rosters, blocks and settings must be read again. */
+      readonly reloadCaches: boolean;
+    }
   | { readonly kind: 'note'; readonly note: ClusterNote };
 
 export type ClusterHandler = (event: ClusterEvent) => void | Promise<void>;

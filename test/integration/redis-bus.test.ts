@@ -20,9 +20,9 @@ interface Node {
 }
 
 let redis: PrivateRedis;
-const admins: Array<ReturnType<typeof createClient>> = [];
+const admins: Array<{ destroy(): void }> = [];
 
-async function adminClient(): Promise<ReturnType<typeof createClient>> {
+async function adminClient() {
   const c = createClient({ url: redis.url });
   c.on('error', () => {});
   await c.connect();

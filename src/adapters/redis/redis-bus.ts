@@ -52,6 +52,8 @@ const REAP_CONCURRENCY = 32;
 /** How long a registry change waits to come back through the feed (see waitEcho) before going on without it. */
 const ECHO_TIMEOUT_MS = 1_000;
 const DEAD_REMEMBERED = 1_000;
+/** Cache notes kept while Redis is unreachable; beyond this every node's engine re-reads its cached rosters. */
+const NOTES_KEPT = 10_000;
 
 /**
  * The PresenceBus of a cluster, on Redis (docs/cluster.md). In short:
@@ -110,6 +112,8 @@ export class RedisBus implements PresenceBus {
   private backlog: OutgoingBatch[] = [];
   private backlogItems = 0;
   private lostDeliveries = false;
+  private notesWaiting: ClusterNote[] = [];
+  private lostNotes = false;
   private flushScheduled = false;
   private readonly echoWaiters = new Map<string, Array<{ v: number; done: () => void }>>();
   /** Feed messages received while a snapshot is read (null otherwise). */
@@ -234,6 +238,8 @@ export class RedisBus implements PresenceBus {
   removeSession(jid: string, resource: string): Promise<AccountSessions> {
     return this.serial(jid, async () => {
       this.ownDelete(jid, resource);
+      // Fenced: the declaring node already removed it; nothing of this incarnation is written any more.
+      if (this.state === 'fenced') return { sessions: [...(this.mirror.get(jid) ?? [])], version: 0 };
       if (this.state !== 'ready') return this.removeLocally(jid, resource);
       try {
         const k = this.keys;
@@ -302,9 +308,27 @@ export class RedisBus implements PresenceBus {
   }
 
   publishNote(note: ClusterNote): void {
-    if (this.state !== 'ready') return;
+    if (this.state !== 'ready' || this.notesWaiting.length > 0) {
+      this.keepNote(note);
+      return;
+    }
     const msg = JSON.stringify({ t: 'n', o: this.node, e: this.epoch, n: note });
-    this.cmd.publish(this.keys.feed, msg).catch((e: unknown) => this.log?.debug({ err: e }, 'cluster note lost'));
+    this.cmd.publish(this.keys.feed, msg).catch(() => this.keepNote(note));
+  }
+
+  /** Notes are about durable changes (a roster in the store): kept while Redis is unreachable, sent when it is back. */
+  private keepNote(note: ClusterNote): void {
+    if (this.notesWaiting.length >= NOTES_KEPT) {
+      this.notesWaiting.shift();
+      this.lostNotes = true;
+    }
+    this.notesWaiting.push(note);
+  }
+
+  private async flushNotes(): Promise<void> {
+    const notes = this.notesWaiting;
+    this.notesWaiting = [];
+    for (const n of notes) await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'n', o: this.node, e: this.epoch, n }));
   }
 
   onCluster(handler: ClusterHandler): void {
@@ -800,7 +824,9 @@ export class RedisBus implements PresenceBus {
         this.stats.connected = 1;
         this.sweepAfter = Date.now() + this.leaseMs;
         this.log?.info({ node: this.node, epoch: this.epoch }, 'joined the cluster again');
-        this.emit({ kind: 'resynced', refresh: [], allLocal: false });
+        // Whatever this node missed while it was cut off: every cached state was dropped with the sessions.
+        await this.flushNotes().catch(() => {});
+        this.emit({ kind: 'resynced', refresh: [], allLocal: false, reloadCaches: false });
         return;
       } catch (err) {
         this.log?.warn({ err }, 'joining the cluster again failed; retrying');
@@ -828,11 +854,11 @@ export class RedisBus implements PresenceBus {
       if (this.reaping.has(inc)) continue;
       let claimed: unknown;
       try {
-        claimed = await this.cmd.sendCommand(['SET', k.claim(inc), this.node, 'NX', 'PX', String(CLAIM_TTL_MS)]);
+        claimed = await this.run(SCRIPTS.claim, [k.dead, k.claim(inc)], [inc, this.node, String(CLAIM_TTL_MS)]);
       } catch {
         return;
       }
-      if (claimed !== 'OK') continue;
+      if (claimed !== 1) continue;
       this.reaping.add(inc);
       void this.reap(inc, heardAt).finally(() => this.reaping.delete(inc));
     }
@@ -955,10 +981,13 @@ export class RedisBus implements PresenceBus {
       this.loggedDown = false;
       this.sweepAfter = Date.now() + this.leaseMs;
       await this.flushBacklog();
+      await this.flushNotes();
       const allLocal = this.lostDeliveries;
+      const reloadCaches = this.lostNotes;
       this.lostDeliveries = false;
-      this.log?.info({ reregistered: toSync.size, refreshed: refresh.size, lostDeliveries: allLocal }, 'Redis reachable again: live state rebuilt');
-      this.emit({ kind: 'resynced', refresh: [...refresh], allLocal });
+      this.lostNotes = false;
+      this.log?.info({ reregistered: toSync.size, refreshed: refresh.size, lostDeliveries: allLocal, lostNotes: reloadCaches }, 'Redis reachable again: live state rebuilt');
+      this.emit({ kind: 'resynced', refresh: [...refresh], allLocal, reloadCaches });
     } catch (err) {
       if (err instanceof FencedError) {
         await this.onFenced();

@@ -200,6 +200,16 @@ for i = 1, #ARGV do
 end
 return redis.call('HGETALL', KEYS[2])`;
 
+/**
+ * KEYS: dead, claim. ARGV: incarnation, claimer, ttl ms. The claim to declare an incarnation's sessions
+ * offline, taken only while it is still listed dead (a node that read the dead table before another
+ * node finished with it must not start over).
+ */
+export const CLAIM = `
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
+return 0`;
+
 /** KEYS: dead, index, claim. ARGV: incarnation, claimer. The reaper is done with the incarnation. */
 export const REAPED = `
 redis.call('HDEL', KEYS[1], ARGV[1])
@@ -242,6 +252,7 @@ export const SCRIPTS = {
   join: script(JOIN),
   renew: script(RENEW),
   sweep: script(SWEEP),
+  claim: script(CLAIM),
   reaped: script(REAPED),
   leave: script(LEAVE),
 } as const;
