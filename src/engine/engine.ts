@@ -574,6 +574,12 @@ export class PresenceEngine {
   /**
    * Derives the account presence from its sessions and, if watchers could tell the difference, fans it
    * out (with `force`, even if they could not: re-announcing after the cluster lost deliveries).
+   *
+   * In a cluster, two nodes may change one account at once, and this node's cache may already have
+   * followed a later change of another node when this result comes back. What watchers were shown
+   * just before this change is then `at.before` (exact, from the registry), not the cache; the change
+   * is fanned out with its version whenever it changed what watchers see, and receivers keep the latest
+   * version (DeliveryVersions), so they end on the newest presence whatever the order of arrival.
    */
   private recompute(
     state: AccountState,
@@ -584,16 +590,10 @@ export class PresenceEngine {
     force = false,
   ): Promise<void> {
     const version = at.version;
-    if (version !== 0 && version < state.version) {
-      // Another node changed this account after us and fanned out the later presence: only the news
-      // about our resource is still ours to tell (per-resource watchers, XMPP).
-      if (resourceChanged && cause !== null) this.fanOut(state, presenceDelivery(state.jid, state.presence, cause, true, null, version));
-      return Promise.resolve();
-    }
-    if (version !== 0) state.version = version;
-    const sessions = at.sessions;
-    const previous = state.presence;
-    const next = aggregatePresence(state.jid, sessions, state.lastSeen);
+    // Whether this result is the newest this node knows of the account (always, with the in-process bus).
+    const newest = version === 0 || version >= state.version;
+    const previous = at.before === undefined ? state.presence : aggregatePresence(state.jid, at.before, state.lastSeen);
+    const next = aggregatePresence(state.jid, at.sessions, state.lastSeen);
     let persisted: Promise<void> = Promise.resolve();
     let presence = next;
     let reason: LeaveReason | null = null;
@@ -602,26 +602,32 @@ export class PresenceEngine {
       const heardAt = Math.max(state.heardWhileOnline, leaving?.heardAt ?? this.now());
       const lastSeen = lastSeenOnGoingOffline(previous, heardAt, leaving?.unavailable ?? null);
       state.lastSeen = lastSeen;
-      state.onlineSince = null;
-      state.heardWhileOnline = 0;
-      presence = aggregatePresence(state.jid, sessions, lastSeen);
+      if (newest) {
+        state.onlineSince = null;
+        state.heardWhileOnline = 0;
+      }
+      presence = aggregatePresence(state.jid, at.sessions, lastSeen);
       persisted = this.store.setLastSeen(state.jid, lastSeen);
       reason = leaving?.reason ?? null;
       // Other nodes saw the sessions go; the last seen is only known here.
       this.tellOthers({ kind: 'last-seen', jid: state.jid, lastSeen });
     } else if (!previous.online && next.online) {
-      state.onlineSince = this.now();
-      state.heardWhileOnline = 0;
+      if (newest) {
+        state.onlineSince = this.now();
+        state.heardWhileOnline = 0;
+      }
     } else if (next.online && leaving !== null) {
       state.heardWhileOnline = Math.max(state.heardWhileOnline, leaving.heardAt);
     }
-    if (samePresence(previous, presence)) {
+    if (newest) {
       state.presence = presence;
+      if (version !== 0) state.version = version;
+    }
+    if (samePresence(previous, presence)) {
       if (force) this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, null, version));
       else if (resourceChanged && cause !== null) this.fanOut(state, presenceDelivery(state.jid, presence, cause, true, null, version));
       return persisted;
     }
-    state.presence = presence;
     this.stats.presenceChanges++;
     if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
     this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version));
@@ -732,22 +738,15 @@ export class PresenceEngine {
     await this.sessionLock.run(e.jid, async () => {
       const state = await this.state(e.jid);
       for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down' });
-      if (e.version < state.version) {
-        for (const s of e.removed) {
-          if (s.available) this.fanOut(state, presenceDelivery(e.jid, state.presence, { ...presenceOnly(s), available: false }, true, null, e.version));
-        }
-        return;
-      }
       // What watchers were last told included the dead node's sessions, whatever this cache learnt since.
-      let current: readonly LiveSession[] = [...e.remaining, ...e.removed];
-      const before = aggregatePresence(e.jid, current, state.lastSeen);
-      if (before.online && !state.presence.online) state.onlineSince = this.now();
-      state.presence = before;
+      let before: readonly LiveSession[] = [...e.remaining, ...e.removed];
       for (const s of e.removed) {
-        current = current.filter((x) => x !== s);
+        const after = before.filter((x) => x !== s);
         const gone = s.available ? { ...presenceOnly(s), available: false } : null;
         const heardAt = Math.max(e.heardAt, s.lastActive);
-        await this.recompute(state, { sessions: current, version: e.version }, gone, gone !== null, gone ? { heardAt, unavailable: null, reason: 'node_down' } : null);
+        const leaving: Leaving | null = gone ? { heardAt, unavailable: null, reason: 'node_down' } : null;
+        await this.recompute(state, { sessions: after, version: e.version, before }, gone, gone !== null, leaving);
+        before = after;
       }
       this.evict();
     });

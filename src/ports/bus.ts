@@ -19,6 +19,12 @@ export interface LiveSession extends SessionPresence {
 export interface AccountSessions {
   readonly sessions: readonly LiveSession[];
   readonly version: number;
+  /**
+   * The account's sessions just before this change (clustered bus, for changes it numbered): with them
+   * the node that made change v knows exactly what watchers were shown at v-1, whatever its own cache
+   * learnt since from other nodes' later changes. Absent: the engine's cached presence is the "before".
+   */
+  readonly before?: readonly LiveSession[];
 }
 
 /**

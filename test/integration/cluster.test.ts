@@ -26,10 +26,12 @@ async function login(node: TestServer, jid: string, extra: Record<string, unknow
 
 before(async () => {
   redis = await startRedis();
-  a = await startClusterNode(dirs, redis.url, 'node-a');
-  b = await startClusterNode(dirs, redis.url, 'node-b');
-  c = await startClusterNode(dirs, redis.url, 'node-c');
-  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2']) await a.createAccount(`${u}@localhost`);
+  // Bursts of presence changes race two nodes against each other: no rate limit in the way.
+  const limits = { ws_rate_limit: 10_000, ws_rate_burst: 10_000 };
+  a = await startClusterNode(dirs, redis.url, 'node-a', limits);
+  b = await startClusterNode(dirs, redis.url, 'node-b', limits);
+  c = await startClusterNode(dirs, redis.url, 'node-c', limits);
+  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf']) await a.createAccount(`${u}@localhost`);
 });
 
 after(async () => {
@@ -86,6 +88,38 @@ describe('presence across nodes', () => {
     await low.close();
     const off = await w.presenceOf('ub@localhost', (p) => p.online === false);
     assert.equal(off.reason, 'graceful');
+  });
+
+  test('one account changing on two nodes at once: every watcher ends on the truth', async () => {
+    const { client: w, auth } = await login(c, 'wf@localhost');
+    const { client: x1 } = await login(a, 'uf@localhost', { resource: 'one' });
+    await befriend(x1, 'uf@localhost', w, 'wf@localhost');
+    const { client: x2 } = await login(b, 'uf@localhost', { resource: 'two' });
+    const { client: w2 } = await login(a, 'wf@localhost', { resource: 'second' });
+    for (let round = 0; round < 5; round++) {
+      // Both sessions change as fast as they can, in parallel; each ends on a known presence.
+      const shows = ['away', 'xa', 'dnd', 'chat', 'available'];
+      const burst = (cl: TestClient, tag: string, last: Record<string, unknown>): Promise<unknown> =>
+        Promise.all([
+          ...Array.from({ length: 20 }, (_, i) => cl.request('presence', { show: shows[i % 5], status: `${tag}${i}`, priority: i % 3 })),
+          cl.request('presence', last),
+        ]);
+      await Promise.all([burst(x1, 'a', { show: 'xa', status: 'one final', priority: 1 }), burst(x2, 'b', { show: 'chat', status: 'two final', priority: 2 })]);
+      for (const [cl, au] of [[w, auth], [w2, null]] as const) {
+        await until('the watcher ends on the top session', () => {
+          const v = viewOf(cl, au, 'uf@localhost');
+          return v?.online === true && v.show === 'chat' && v.status === 'two final';
+        });
+      }
+    }
+    // Both go at once: nobody is left believing the account online.
+    x1.destroy();
+    x2.destroy();
+    for (const [cl, au] of [[w, auth], [w2, null]] as const) {
+      await until('the watcher ends on offline', () => viewOf(cl, au, 'uf@localhost')?.online === false);
+    }
+    await w.barrier();
+    assert.equal(viewOf(w, auth, 'uf@localhost')?.online, false);
   });
 
   test('the same resource logging in on another node takes the session over; the old connection is told', async () => {

@@ -209,7 +209,7 @@ export class RedisBus implements PresenceBus {
           SCRIPTS.put,
           [k.sessions(jid), k.meta(jid)],
           [this.node, this.epoch, session.resource, entry, jid, k.feed, META_TTL_MS, isNew ? 'open' : 'update'],
-        )) as [number, string[]?, number?];
+        )) as [number, string[]?, number?, string[]?];
         if (r[0] === -1) {
           this.refused();
           throw unavailable();
@@ -221,7 +221,7 @@ export class RedisBus implements PresenceBus {
         }
         this.ownSet(jid, session);
         await this.waitEcho(jid, r[0]);
-        return { sessions: toSessions(r[1] ?? []).map(liveOf), version: r[0] };
+        return { sessions: toSessions(r[1] ?? []).map(liveOf), version: r[0], before: toSessions(r[3] ?? []).map(liveOf) };
       } catch (e) {
         if (e instanceof PresenceError) throw e;
         this.commandFailed(e);
@@ -247,6 +247,7 @@ export class RedisBus implements PresenceBus {
           number,
           string[]?,
           number?,
+          string[]?,
         ];
         if (r[0] === -1) {
           this.refused();
@@ -257,7 +258,7 @@ export class RedisBus implements PresenceBus {
           this.indexed.delete(jid);
         }
         if (r[2] === 1) await this.waitEcho(jid, r[0]);
-        return { sessions: toSessions(r[1] ?? []).map(liveOf), version: r[0] };
+        return { sessions: toSessions(r[1] ?? []).map(liveOf), version: r[0], before: toSessions(r[3] ?? []).map(liveOf) };
       } catch (e) {
         this.commandFailed(e);
         return this.removeLocally(jid, resource);

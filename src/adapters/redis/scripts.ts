@@ -38,9 +38,11 @@ end`;
  * KEYS: sessions, meta. ARGV: node, epoch, resource, entry, jid, channel, meta ttl, mode.
  * mode "open" takes the resource over from whoever holds it; "update" refuses (-2) when another node
  * or incarnation holds it now. -1: this node's epoch is fenced off for this account.
+ * Returns version, entries after, 1 (changed), entries before.
  */
 export const PUT = `${ACCOUNT}
 if fenced(KEYS[2], ARGV[1], ARGV[2]) then return {-1} end
+local before = redis.call('HVALS', KEYS[1])
 if ARGV[8] == 'update' then
   local cur = redis.call('HGET', KEYS[1], ARGV[3])
   if cur then
@@ -52,23 +54,28 @@ redis.call('HSET', KEYS[1], ARGV[3], ARGV[4])
 local v = bump(KEYS[2], ARGV[7])
 local all = redis.call('HVALS', KEYS[1])
 feed(ARGV[6], ARGV[1], ARGV[5], v, all)
-return {v, all, 1}`;
+return {v, all, 1, before}`;
 
-/** KEYS: sessions, meta. ARGV: node, epoch, resource, jid, channel, meta ttl. Removes only this incarnation's entry. */
+/**
+ * KEYS: sessions, meta. ARGV: node, epoch, resource, jid, channel, meta ttl. Removes only this
+ * incarnation's entry. Returns version, entries after, 1 if removed (else 0), entries before.
+ */
 export const REMOVE = `${ACCOUNT}
 if fenced(KEYS[2], ARGV[1], ARGV[2]) then return {-1} end
 local cur = redis.call('HGET', KEYS[1], ARGV[3])
 if cur then
   local e = cjson.decode(cur)
   if e.node == ARGV[1] and e.epoch == tonumber(ARGV[2]) then
+    local before = redis.call('HVALS', KEYS[1])
     redis.call('HDEL', KEYS[1], ARGV[3])
     local v = bump(KEYS[2], ARGV[6])
     local all = redis.call('HVALS', KEYS[1])
     feed(ARGV[5], ARGV[1], ARGV[4], v, all)
-    return {v, all, 1}
+    return {v, all, 1, before}
   end
 end
-return {version(KEYS[2]), redis.call('HVALS', KEYS[1]), 0}`;
+local all = redis.call('HVALS', KEYS[1])
+return {version(KEYS[2]), all, 0, all}`;
 
 /**
  * KEYS: sessions, meta. ARGV: node, epoch, jid, channel, meta ttl, then resource/entry pairs.
