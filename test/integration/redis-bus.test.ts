@@ -260,4 +260,31 @@ describe('Redis outages', () => {
     assert.equal([...a.events, ...b.events].filter((e) => e.kind === 'node-down' || e.kind === 'fenced').length, 0);
     await a.bus.putSession('new@d', live('a', 'r'));
   });
+
+  test('a node that dies while Redis is down and comes back empty: its sessions are still declared offline, once', async () => {
+    const p = `t${prefixN++}`;
+    const a = await node('a', p, 1_500);
+    const b = await node('b', p, 1_500);
+    const c = await node('c', p, 1_500);
+    await c.bus.putSession('lost1@d', live('c', 'r'));
+    await c.bus.putSession('lost2@d', live('c', 'r'));
+    await a.bus.putSession('lost2@d', live('a', 'kept'));
+    await until('A and B see C', async () => (await a.bus.counts()).sessions === 3 && (await b.bus.counts()).sessions === 3);
+    await redis.stop();
+    // C dies during the outage (no goodbye reaches Redis), and Redis comes back without any data.
+    await c.bus.close();
+    await redis.start();
+    // Done when the incarnation is recorded as reaped (then no node adopts it again).
+    const admin = await adminClient();
+    await until('reaped', async () => (await admin.zCard(`${p}:{${p}:ctl}:reaped`)) === 1, 15_000);
+    const downs = [...a.events, ...b.events].filter((e): e is Extract<ClusterEvent, { kind: 'node-down' }> => e.kind === 'node-down');
+    assert.deepEqual(downs.map((e) => e.jid).sort(), ['lost1@d', 'lost2@d'], 'each account once');
+    assert.ok(downs.every((e) => e.removed.length === 1 && e.removed[0]!.node === 'c'));
+    assert.deepEqual(downs.find((e) => e.jid === 'lost2@d')!.remaining.map((s) => s.resource), ['kept']);
+    assert.ok(
+      a.events.filter((e) => e.kind === 'node-down').length === 0 || b.events.filter((e) => e.kind === 'node-down').length === 0,
+      'one node declared',
+    );
+    assert.deepEqual(await b.bus.sessionsOf('lost1@d'), []);
+  });
 });

@@ -32,6 +32,10 @@ export class BusKeys {
   get dead(): string {
     return `${this.ctl}:dead`;
   }
+  /** Sorted set "<node>|<epoch>" → when reaped: incarnations already declared offline (a day's worth). */
+  get reaped(): string {
+    return `${this.ctl}:reaped`;
+  }
   /** A random id written once per Redis dataset: a node that finds another one knows Redis lost its data. */
   get run(): string {
     return `${this.ctl}:run`;

@@ -86,15 +86,12 @@ export class RegistryMirror {
     return changed;
   }
 
-  counts(): { sessions: number; accounts: number } {
-    return { sessions: this.sessionCount, accounts: this.held.size };
+  forEach(fn: (jid: string, sessions: readonly LiveSession[]) => void): void {
+    for (const [jid, h] of this.held) fn(jid, h.sessions);
   }
 
-  /** Accounts with at least one session on `node`. */
-  accountsOn(node: string): string[] {
-    const out: string[] = [];
-    for (const [jid, h] of this.held) if (h.sessions.some((s) => s.node === node)) out.push(jid);
-    return out;
+  counts(): { sessions: number; accounts: number } {
+    return { sessions: this.sessionCount, accounts: this.held.size };
   }
 }
 

@@ -122,6 +122,13 @@ export class RedisBus implements PresenceBus {
   /** Incarnations declared dead: their batches still in flight are dropped. */
   private readonly deadIncarnations = new Set<string>();
   private readonly reaping = new Set<string>();
+  /** The epoch each node's entries last carried: what a node's sessions are fenced under if Redis forgot them. */
+  private readonly nodeEpochs = new Map<string, string>();
+  /**
+   * Sessions of other nodes that a rebuild of the mirror found gone without a word (Redis lost its
+   * data): if their node does not come back within a lease, they are declared offline like a dead node's.
+   */
+  private readonly vanished = new Map<string, { epoch: string; at: number; accounts: Map<string, LiveSession[]> }>();
   private readonly chains = new Map<string, Promise<unknown>>();
   private recovering: Promise<void> | null = null;
   private recoverAgain = false;
@@ -499,6 +506,7 @@ export class RedisBus implements PresenceBus {
   private applyFeed(m: FeedMessage): void {
     switch (m.t) {
       case 's': {
+        for (const e of m.s) if (e.node !== this.node) this.nodeEpochs.set(e.node, String(e.epoch));
         const sessions = m.s.map(liveOf);
         if (this.mirror.apply(m.j, m.v, sessions)) {
           this.checkTakenOver(m.j, m.s);
@@ -559,10 +567,16 @@ export class RedisBus implements PresenceBus {
         const chunk = list.slice(i, i + 500);
         const reads = await Promise.all(chunk.map((jid) => this.run(SCRIPTS.read, [k.sessions(jid), k.meta(jid)], []) as Promise<[number, string[]]>));
         chunk.forEach((jid, n) => {
-          const [v, entries] = reads[n] as [number, string[]];
-          snapshot.set(jid, { v, sessions: toSessions(entries).map(liveOf) });
+          const [v, raw] = reads[n] as [number, string[]];
+          const entries = toSessions(raw);
+          for (const e of entries) if (e.node !== this.node) this.nodeEpochs.set(e.node, String(e.epoch));
+          snapshot.set(jid, { v, sessions: entries.map(liveOf) });
         });
       }
+      const others: Array<[string, LiveSession]> = [];
+      this.mirror.forEach((jid, sessions) => {
+        for (const s of sessions) if (s.node !== this.node) others.push([jid, s]);
+      });
       const changed = this.mirror.replaceAll(snapshot);
       const buffered = this.feedBuffer;
       this.feedBuffer = null;
@@ -570,6 +584,7 @@ export class RedisBus implements PresenceBus {
         if (m.t === 's' && m.v > (snapshot.get(m.j)?.v ?? 0)) changed.add(m.j);
         this.applyFeed(m);
       }
+      this.noteVanished(others);
       for (const [jid, mine] of [...this.own]) {
         const entries = this.mirror.get(jid) ?? [];
         for (const e of entries) {
@@ -584,6 +599,45 @@ export class RedisBus implements PresenceBus {
       return changed;
     } finally {
       this.feedBuffer = null;
+    }
+  }
+
+  /** Sessions the mirror held before a rebuild that the registry no longer has (see `vanished`). */
+  private noteVanished(before: ReadonlyArray<[string, LiveSession]>): void {
+    const now = Date.now();
+    for (const [jid, s] of before) {
+      if ((this.mirror.get(jid) ?? []).some((x) => x.node === s.node && x.resource === s.resource)) continue;
+      const epoch = this.nodeEpochs.get(s.node);
+      if (epoch === undefined) continue;
+      let v = this.vanished.get(s.node);
+      if (v === undefined || v.epoch !== epoch) {
+        v = { epoch, at: now, accounts: new Map() };
+        this.vanished.set(s.node, v);
+      }
+      v.at = now;
+      const list = v.accounts.get(jid);
+      if (list === undefined) v.accounts.set(jid, [s]);
+      else if (!list.some((x) => x.resource === s.resource)) list.push(s);
+    }
+  }
+
+  /**
+   * Past a lease after the rebuild, a node whose sessions vanished and that did not come back (under
+   * the same epoch) is listed dead, to be reaped like any other; otherwise the memory goes.
+   */
+  private async adoptVanished(nodes: Record<string, string>, dead: ReadonlySet<string>): Promise<void> {
+    const k = this.keys;
+    for (const [node, v] of [...this.vanished]) {
+      if (Date.now() < v.at + this.leaseMs) continue;
+      const inc = incarnation(node, v.epoch);
+      if (dead.has(inc)) continue;
+      if ((nodes[node] ?? '').split(':')[0] === v.epoch) {
+        this.vanished.delete(node);
+        continue;
+      }
+      const adopted = await this.run(SCRIPTS.adopt, [k.nodes, k.dead, k.reaped], [node, v.epoch, String(v.at)]);
+      if (adopted !== 1) this.vanished.delete(node);
+      else this.log?.warn({ deadNode: node, epoch: v.epoch, accounts: v.accounts.size }, 'sessions of a node vanished with Redis data and the node did not come back: declaring it dead');
     }
   }
 
@@ -743,7 +797,7 @@ export class RedisBus implements PresenceBus {
     try {
       r = (await this.run(
         SCRIPTS.renew,
-        [k.lease(this.node), k.nodes, k.run, k.epoch, k.dead],
+        [k.lease(this.node), k.nodes, k.run, k.epoch, k.dead, k.reaped],
         [this.node, this.epoch, String(this.leaseMs), this.runId, freshRun()],
       )) as string[];
     } catch (err) {
@@ -843,8 +897,14 @@ export class RedisBus implements PresenceBus {
     const k = this.keys;
     let dead: string[];
     try {
-      const nodes = Object.keys(await this.cmd.hGetAll(k.nodes));
+      const table = await this.cmd.hGetAll(k.nodes);
+      const nodes = Object.keys(table);
       dead = (await this.run(SCRIPTS.sweep, [k.nodes, k.dead, ...nodes.map((n) => k.lease(n))], nodes)) as string[];
+      if (this.vanished.size > 0) {
+        const listed = new Set(dead.filter((_, i) => i % 2 === 0));
+        await this.adoptVanished(table, listed);
+        dead = Object.entries(await this.cmd.hGetAll(k.dead)).flat();
+      }
     } catch (err) {
       this.commandFailed(err);
       return;
@@ -876,13 +936,17 @@ export class RedisBus implements PresenceBus {
     this.log?.warn({ deadNode: node, epoch, lastHeard: new Date(heardAt).toISOString() }, 'node lease lapsed: declaring its sessions offline');
     try {
       await this.cmd.publish(k.feed, JSON.stringify({ t: 'd', o: this.node, n: node, e: epoch }));
-      const accounts = await this.cmd.sMembers(k.index(inc));
+      const remembered = this.vanished.get(node)?.epoch === epoch ? this.vanished.get(node)!.accounts : new Map<string, LiveSession[]>();
+      const accounts = [...new Set([...(await this.cmd.sMembers(k.index(inc))), ...remembered.keys()])];
       let declared = 0;
       for (let i = 0; i < accounts.length; i += REAP_CONCURRENCY) {
-        await Promise.all(accounts.slice(i, i + REAP_CONCURRENCY).map(async (jid) => (declared += await this.reapAccount(jid, node, epoch, heardAt, inc))));
+        await Promise.all(
+          accounts.slice(i, i + REAP_CONCURRENCY).map(async (jid) => (declared += await this.reapAccount(jid, node, epoch, heardAt, inc, remembered.get(jid) ?? []))),
+        );
         await this.cmd.pExpire(k.claim(inc), CLAIM_TTL_MS);
       }
-      await this.run(SCRIPTS.reaped, [k.dead, k.index(inc), k.claim(inc)], [inc, this.node]);
+      await this.run(SCRIPTS.reaped, [k.dead, k.index(inc), k.claim(inc), k.reaped], [inc, this.node]);
+      if (this.vanished.get(node)?.epoch === epoch) this.vanished.delete(node);
       this.log?.info({ deadNode: node, epoch, accounts: accounts.length, sessions: declared }, 'dead node handled');
     } catch (err) {
       // The claim lapses and a node (this one or another) takes the work up where it stopped.
@@ -891,10 +955,16 @@ export class RedisBus implements PresenceBus {
     }
   }
 
-  private async reapAccount(jid: string, node: string, epoch: string, heardAt: number, inc: string): Promise<number> {
+  /**
+   * One account of a dead incarnation: its entries removed (and the incarnation fenced off the account),
+   * then the engine told. `remembered`: sessions of it this node's mirror held before Redis lost them
+   * (the registry has nothing left to remove, but watchers were shown them).
+   */
+  private async reapAccount(jid: string, node: string, epoch: string, heardAt: number, inc: string, remembered: readonly LiveSession[]): Promise<number> {
     const k = this.keys;
     const r = (await this.run(SCRIPTS.clean, [k.sessions(jid), k.meta(jid)], [node, epoch, jid, k.feed, META_TTL_MS, this.node])) as [number, string[], string[]];
-    const removed = toSessions(r[1]).map(liveOf);
+    let removed = toSessions(r[1]).map(liveOf);
+    if (removed.length === 0) removed = remembered.filter((s) => !(this.mirror.get(jid) ?? []).some((x) => x.node === s.node && x.resource === s.resource));
     if (removed.length > 0) {
       await this.waitEcho(jid, r[0]);
       this.stats.sessionsDeclaredOffline += removed.length;

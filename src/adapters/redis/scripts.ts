@@ -157,7 +157,7 @@ if not run then run = ARGV[3]; redis.call('SET', KEYS[5], run) end
 return {'ok', tostring(e), run}`;
 
 /**
- * KEYS: lease, nodes, run, epoch counter, dead. ARGV: node, epoch, lease ms, our run id, a fresh run id.
+ * KEYS: lease, nodes, run, epoch counter, dead, reaped. ARGV: node, epoch, lease ms, our run id, a fresh run id.
  * - ok: the lease was ours and is extended;
  * - resumed: it had lapsed but nobody declared us dead yet (nothing was shown offline): it is ours again;
  * - restored: Redis lost its data (another run id, we are unknown): lease and node entry are re-created
@@ -183,6 +183,7 @@ end
 local run = redis.call('GET', KEYS[3])
 if run == ARGV[4] then return {'fenced'} end
 if redis.call('HEXISTS', KEYS[5], ARGV[1] .. '|' .. ARGV[2]) == 1 then return {'fenced'} end
+if redis.call('ZSCORE', KEYS[6], ARGV[1] .. '|' .. ARGV[2]) then return {'fenced'} end
 if not run then run = ARGV[5]; redis.call('SET', KEYS[3], run) end
 if tonumber(redis.call('GET', KEYS[4]) or '0') < tonumber(ARGV[2]) then redis.call('SET', KEYS[4], ARGV[2]) end
 redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
@@ -217,11 +218,30 @@ if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
 if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 1 end
 return 0`;
 
-/** KEYS: dead, index, claim. ARGV: incarnation, claimer. The reaper is done with the incarnation. */
-export const REAPED = `
+/**
+ * KEYS: dead, index, claim, reaped. ARGV: incarnation, claimer. The reaper is done with the
+ * incarnation; it is remembered for a day as reaped (it must not come back, nor be reaped again).
+ */
+export const REAPED = `${NOW_MS}
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('DEL', KEYS[2])
 if redis.call('GET', KEYS[3]) == ARGV[2] then redis.call('DEL', KEYS[3]) end
+local now = tonumber(now_ms())
+redis.call('ZADD', KEYS[4], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - 86400000)
+return 1`;
+
+/**
+ * KEYS: nodes, dead, reaped. ARGV: node, epoch, last heard. An incarnation this node saw holding
+ * sessions that Redis no longer knows of at all (Redis lost its data while that node was down too):
+ * listed dead so that it is reaped like any other, unless it is live, listed or reaped already.
+ */
+export const ADOPT = `
+local rec = redis.call('HGET', KEYS[1], ARGV[1])
+if rec then return 0 end
+local inc = ARGV[1] .. '|' .. ARGV[2]
+if redis.call('HEXISTS', KEYS[2], inc) == 1 or redis.call('ZSCORE', KEYS[3], inc) then return 0 end
+redis.call('HSET', KEYS[2], inc, ARGV[3])
 return 1`;
 
 /**
@@ -261,5 +281,6 @@ export const SCRIPTS = {
   sweep: script(SWEEP),
   claim: script(CLAIM),
   reaped: script(REAPED),
+  adopt: script(ADOPT),
   leave: script(LEAVE),
 } as const;
