@@ -122,6 +122,8 @@ export class RedisBus implements PresenceBus {
   /** Incarnations declared dead: their batches still in flight are dropped. */
   private readonly deadIncarnations = new Set<string>();
   private readonly reaping = new Set<string>();
+  /** The feed subscription was interrupted since the mirror was last rebuilt (its messages may be lost). */
+  private feedLost = false;
   /** The epoch each node's entries last carried: what a node's sessions are fenced under if Redis forgot them. */
   private readonly nodeEpochs = new Map<string, string>();
   /**
@@ -166,7 +168,10 @@ export class RedisBus implements PresenceBus {
     this.cmd.on('ready', () => this.connectionBack());
     this.sub.on('ready', () => this.connectionBack());
     this.cmd.on('reconnecting', () => this.connectionLost());
-    this.sub.on('reconnecting', () => this.connectionLost());
+    this.sub.on('reconnecting', () => {
+      this.feedLost = true;
+      this.connectionLost();
+    });
   }
 
   /** Connects, joins the cluster under a fresh epoch and reads the registry. Rejects if Redis stays unreachable. */
@@ -179,15 +184,17 @@ export class RedisBus implements PresenceBus {
       const t = (await bus.cmd.sendCommand(['TIME'])) as [string, string];
       bus.inboxLastId = `${t[0]}${t[1].padStart(6, '0').slice(0, 3)}-0`;
       await bus.join(Math.min(deadline, Date.now() + 2 * opts.leaseMs + 1_000));
+      // The lease is held from now on, however long reading the registry takes.
+      bus.startTimers();
       await bus.resyncMirror();
     } catch (e) {
+      bus.stopTimers();
       await bus.disconnect();
       throw e;
     }
     bus.state = 'ready';
     bus.stats.connected = 1;
     bus.sweepAfter = Date.now();
-    bus.startTimers();
     bus.readerDone = bus.readInbox();
     bus.log?.info({ node: bus.node, epoch: bus.epoch }, 'joined the cluster');
     return bus;
@@ -665,14 +672,16 @@ export class RedisBus implements PresenceBus {
     if (this.outbox.size === 0) return;
     const batches = this.outbox.take();
     if (this.state === 'fenced') return;
-    // Nothing leaves while the lease may have lapsed (a node resumed after a pause checks first) or
-    // while older batches wait: per-recipient order holds across an outage.
-    if (this.state !== 'ready' || this.backlog.length > 0 || Date.now() > this.leaseValidUntil) {
-      this.keep(batches);
-      if (this.state === 'ready' && Date.now() > this.leaseValidUntil) void this.renewNow();
+    // Behind whatever waits already, so per-recipient order holds across an outage.
+    this.keep(batches);
+    if (this.state !== 'ready') return;
+    // Nothing leaves while the lease may have lapsed (a node running again after a pause checks first;
+    // a successful renewal sends what waits).
+    if (Date.now() > this.leaseValidUntil) {
+      void this.renewNow();
       return;
     }
-    await this.send(batches);
+    await this.flushBacklog();
   }
 
   private async send(batches: OutgoingBatch[]): Promise<void> {
@@ -833,7 +842,7 @@ export class RedisBus implements PresenceBus {
   }
 
   private async periodicRenew(): Promise<void> {
-    if (this.state !== 'ready' && this.state !== 'degraded') return;
+    if (this.state !== 'ready' && this.state !== 'degraded' && this.state !== 'starting') return;
     const outcome = await this.renewNow();
     if (outcome === 'fenced') await this.onFenced();
     else if (outcome === 'restored') this.scheduleRecover(true);
@@ -1046,7 +1055,11 @@ export class RedisBus implements PresenceBus {
           this.dirty.delete(jid);
         });
       }
-      await this.resyncMirror();
+      // A command that only timed out leaves the feed intact: the mirror is rebuilt only if it may have missed something.
+      if (this.feedLost || restored) {
+        this.feedLost = false;
+        await this.resyncMirror();
+      }
       this.state = 'ready';
       this.stats.connected = 1;
       this.loggedDown = false;
