@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
+import { XmppTestClient, befriend as befriendXmpp, xml } from '../helpers/xmpp-client.js';
 import { SharedStoreDirs, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
 import { startRedis, stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
 import type { TestServer } from '../helpers/server.js';
@@ -17,6 +18,7 @@ let a: TestServer;
 let b: TestServer;
 let c: TestServer;
 const clients: TestClient[] = [];
+const xmppClients: XmppTestClient[] = [];
 
 async function login(node: TestServer, jid: string, extra: Record<string, unknown> = {}): Promise<{ client: TestClient; auth: any }> {
   const r = await TestClient.login(node.wsUrl, jid, 'secret-pw', extra);
@@ -31,11 +33,12 @@ before(async () => {
   a = await startClusterNode(dirs, redis.url, 'node-a', limits);
   b = await startClusterNode(dirs, redis.url, 'node-b', limits);
   c = await startClusterNode(dirs, redis.url, 'node-c', limits);
-  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf']) await a.createAccount(`${u}@localhost`);
+  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg']) await a.createAccount(`${u}@localhost`);
 });
 
 after(async () => {
   for (const cl of clients) cl.destroy();
+  for (const x of xmppClients) await x.stop().catch(() => {});
   for (const n of [a, b, c]) await n?.destroy();
   await stopAllPrivateServices();
   dirs.remove();
@@ -70,6 +73,15 @@ describe('presence across nodes', () => {
     await w.presenceOf('ua@localhost', (p) => p.online === true);
     await u2.close();
     await w.presenceOf('ua@localhost', (p) => p.online === false);
+    // The bus's own metrics: what went from node to node.
+    const metric = async (n: TestServer, name: string): Promise<number> => {
+      const text = await (await fetch(`${n.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return Number(line?.split(' ')[1] ?? NaN);
+    };
+    assert.ok((await metric(a, 'presenced_bus_remote_deliveries_total')) > 0);
+    assert.ok((await metric(b, 'presenced_bus_deliveries_received_total')) > 0);
+    assert.equal(await metric(c, 'presenced_bus_connected'), 1);
   });
 
   test('one account on two nodes: the account shows its best session; watchers end on the truth', async () => {
@@ -120,6 +132,27 @@ describe('presence across nodes', () => {
     }
     await w.barrier();
     assert.equal(viewOf(w, auth, 'uf@localhost')?.online, false);
+  });
+
+  test('an XMPP watcher sees each resource of a contact connected to two other nodes come and go', async () => {
+    const xmppService = (n: TestServer): string => `${n.url.replace(/^http/, 'ws')}/xmpp-websocket`;
+    const w = await XmppTestClient.login(xmppService(c), 'wg', 'secret-pw', 'watch');
+    const u1 = await XmppTestClient.login(xmppService(a), 'ug', 'secret-pw', 'one');
+    xmppClients.push(w, u1);
+    await w.send(xml('presence', {}));
+    await u1.send(xml('presence', {}));
+    await befriendXmpp(u1, 'ug@localhost', w, 'wg@localhost');
+    await u1.send(xml('presence', {}, xml('show', {}, 'away')));
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/one' && s.getChildText('show') === 'away', 'resource one away');
+    const u2 = await XmppTestClient.login(xmppService(b), 'ug', 'secret-pw', 'two');
+    xmppClients.push(u2);
+    await u2.send(xml('presence', {}, xml('show', {}, 'dnd')));
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/two' && s.getChildText('show') === 'dnd', 'resource two dnd');
+    // The first resource goes while the second stays: XMPP watchers hear of that one resource.
+    await u1.stop();
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/one' && s.attrs.type === 'unavailable', 'resource one unavailable');
+    await u2.stop();
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/two' && s.attrs.type === 'unavailable', 'resource two unavailable');
   });
 
   test('the same resource logging in on another node takes the session over; the old connection is told', async () => {
