@@ -32,6 +32,8 @@ export const CONFIG_KEYS = {
   grace_period_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How long a session whose connection was lost (closed without a goodbye, or found silent by the idle sweep) stays online awaiting a reconnect of the same resource. See docs/liveness.md.' },
   heartbeat_interval_ms: { kind: 'int', def: 10_000, min: 50, max: 600_000, doc: 'A connection silent for this long is pinged (WebSocket ping, XEP-0199 on XMPP); also the TCP keep-alive delay of XMPP sockets.' },
   idle_timeout_ms: { kind: 'int', def: 15_000, min: 100, max: 3_600_000, doc: 'A connection silent (no frame, no pong) for this long is dead. A silent client is shown offline within idle_timeout_ms + grace_period_ms + one sweep tick (at most 1 s): about 20 s by default.' },
+  bus: { kind: 'string', def: '', doc: 'Where live presence (the session registry and fan-out across nodes) lives. Empty: in this process (one node). redis://[user:password@]host:port[/db] or rediss://...: Redis 7, shared by every node of a cluster (docs/cluster.md).' },
+  node_lease_ms: { kind: 'int', def: 5_000, min: 300, max: 600_000, doc: 'Cluster (bus on Redis): a node that has not renewed its lease for this long is declared dead by the others, which declare its sessions offline (reason node_down). Death to every watcher seeing it: at most this plus one sweep (lease/5, at most 1 s) plus the fan-out, about 6.5 s by default. Too short, and a long GC pause or a Redis failover gets a live node fenced (its clients reconnect).' },
   presence_checkpoint_ms: { kind: 'int', def: 5_000, min: 0, max: 600_000, doc: 'How often the online accounts\' "online since / last heard / last status" are written down (one transaction, only accounts that changed), so that after a crash (kill -9) their last seen is their last activity, at most this much early. 0 turns it off.' },
   auth_timeout_ms: { kind: 'int', def: 10_000, min: 100, max: 600_000, doc: 'A connection must authenticate within this time.' },
   ws_max_frame_bytes: { kind: 'int', def: 65_536, min: 1024, max: 16_777_216, doc: 'Largest WebSocket frame accepted; bigger ones close the connection with 1009.' },
@@ -131,6 +133,8 @@ export interface Config {
   heartbeat_interval_ms: number;
   idle_timeout_ms: number;
   presence_checkpoint_ms: number;
+  bus: string;
+  node_lease_ms: number;
   auth_timeout_ms: number;
   ws_max_frame_bytes: number;
   ws_rate_limit: number;
@@ -438,6 +442,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     const why = storeProblem(c.store);
     if (why !== null) problems.push(why);
   }
+  if (c.bus !== '' && !/^rediss?:\/\/[^\s]+$/.test(c.bus)) problems.push('bus must be empty (in-process) or a redis:// or rediss:// URL');
   if (c.node_id !== '' && !NODE_ID.test(c.node_id)) problems.push(`node_id must be 1 to 128 letters, digits and . _ : - starting with a letter or digit (got ${JSON.stringify(c.node_id.slice(0, 140))})`);
   if (c.public_url !== '') {
     const origin = publicOrigin(c.public_url);

@@ -41,7 +41,7 @@ export class Metrics {
     });
     new Gauge({
       name: 'presenced_accounts_online',
-      help: 'Accounts with at least one session.',
+      help: 'Accounts with at least one session (cluster-wide with the Redis bus).',
       registers: reg,
       async collect() {
         this.set((await engine.bus.counts()).accounts);
@@ -84,6 +84,37 @@ export class Metrics {
         this.inc(engine.stats.accountLoads);
       },
     });
+    const bus = engine.bus.stats;
+    if (bus !== undefined) {
+      const counter = (name: string, help: string, read: () => number): void => {
+        new Counter({
+          name,
+          help,
+          registers: reg,
+          collect() {
+            this.reset();
+            this.inc(read());
+          },
+        });
+      };
+      counter('presenced_bus_batches_sent_total', 'Delivery batches written to other nodes (one per destination node per event-loop tick, or more for large fan-outs).', () => bus.batchesSent);
+      counter('presenced_bus_remote_deliveries_total', 'Deliveries (recipient x update) sent to sessions on other nodes.', () => bus.remoteDeliveries);
+      counter('presenced_bus_deliveries_received_total', 'Deliveries received from other nodes for sessions on this one.', () => bus.deliveriesReceived);
+      counter('presenced_bus_lease_renew_failures_total', 'Lease renewals of this node that failed (Redis unreachable or too slow, or the lease was lost).', () => bus.leaseRenewFailures);
+      counter('presenced_bus_fenced_total', 'Times this node found itself declared dead (paused or cut off past its lease) and dropped every connection.', () => bus.fenced);
+      counter('presenced_bus_writes_refused_total', 'Registry writes of this node refused because its epoch was fenced off.', () => bus.writesRefused);
+      counter('presenced_bus_nodes_declared_down_total', 'Dead nodes whose sessions this node declared offline.', () => bus.nodesDeclaredDown);
+      counter('presenced_bus_sessions_declared_offline_total', 'Sessions of dead nodes this node declared offline (reason node_down).', () => bus.sessionsDeclaredOffline);
+      counter('presenced_bus_resyncs_total', "Rebuilds of this node's replica of the session registry (start, Redis reconnects).", () => bus.resyncs);
+      new Gauge({
+        name: 'presenced_bus_connected',
+        help: 'Whether this node reaches Redis and holds its lease (1) or not (0).',
+        registers: reg,
+        collect() {
+          this.set(bus.connected);
+        },
+      });
+    }
     this.errors = new Counter({ name: 'presenced_errors_total', help: 'Errors answered to clients, by code.', labelNames: ['code'], registers: reg });
     this.authFailures = new Counter({ name: 'presenced_auth_failures_total', help: 'Failed logins.', registers: reg });
     this.httpRequests = new Counter({ name: 'presenced_http_requests_total', help: 'HTTP requests by status code.', labelNames: ['status'], registers: reg });

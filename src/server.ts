@@ -7,6 +7,8 @@ import { pino, type Logger } from 'pino';
 import { SqliteStore } from './adapters/sqlite/sqlite-store.js';
 import { PostgresStore } from './adapters/postgres/postgres-store.js';
 import { MemoryBus } from './adapters/memory/memory-bus.js';
+import { RedisBus } from './adapters/redis/redis-bus.js';
+import type { PresenceBus } from './ports/bus.js';
 import { resolveNodeId, type Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
@@ -76,6 +78,12 @@ export function openStore(config: Config, opts: OpenStoreOptions = {}): Store {
   return SqliteStore.open({ path: join(config.data_dir, 'presenced.sqlite') });
 }
 
+/** The in-process bus, or the cluster's bus on Redis (joining the cluster: rejects when Redis stays unreachable). */
+async function openBus(config: Config, nodeId: string, log: Logger): Promise<PresenceBus> {
+  if (config.bus === '') return new MemoryBus();
+  return RedisBus.start({ url: config.bus, node: nodeId, leaseMs: config.node_lease_ms, log: log.child({ component: 'bus' }) });
+}
+
 /** The token secret survives restarts (issued tokens stay valid) and never leaves the data directory. */
 function tokenSecret(config: Config): Buffer {
   if (config.token_secret !== '') return Buffer.from(config.token_secret);
@@ -113,13 +121,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   // Once per process: derived ids may be random, and every part that names this node must agree.
   const nodeId = resolveNodeId(config);
   const store = openStore(config, { node: nodeId, log });
+  let bus: PresenceBus;
   try {
     await store.migrate();
+    bus = await openBus(config, nodeId, log);
   } catch (e) {
     await store.close();
     throw e;
   }
-  const bus = new MemoryBus();
   const engine = new PresenceEngine(store, bus, {
     domains: config.domains,
     gracePeriodMs: config.grace_period_ms,
@@ -141,6 +150,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     await engine.loadPublicity();
     for (const r of await engine.start()) log.info({ jid: r.jid, reason: r.reason, lastSeen: new Date(r.lastSeen.at).toISOString() }, 'session ended');
   } catch (e) {
+    await bus.close();
     await store.close();
     throw e;
   }
@@ -148,6 +158,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   try {
     control = await startControlChannel(engine, config.data_dir, log);
   } catch (e) {
+    await bus.close();
     await store.close();
     throw e;
   }
@@ -246,6 +257,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     });
   } catch (e) {
     await control.close();
+    await bus.close();
     await store.close();
     throw e;
   }

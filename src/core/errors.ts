@@ -15,7 +15,7 @@ export type ErrorCode =
   | 'conflict'
   | 'rate-limited'
   | 'unsupported'
-  /** A service the request needs (the database) cannot be reached right now; the same request may succeed later. */
+  /** A service the request needs (the database, the cluster's Redis) cannot be reached right now; the same request may succeed later. */
   | 'unavailable'
   | 'internal';
 

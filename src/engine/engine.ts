@@ -18,7 +18,7 @@ import type { RosterItem } from '../core/roster.js';
 import { exchange, type SubType } from '../core/subscription.js';
 import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
-import type { Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
+import type { AccountSessions, ClusterEvent, ClusterNote, Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, PresenceCheckpoint, ScramKeys, Store } from '../ports/store.js';
 import { checkPasswordShape, deriveCredentials, hashPassword, scramKeys, verifyPassword, verifyPasswordWithScram } from './credentials.js';
 import { internJid } from './compact.js';
@@ -28,6 +28,7 @@ import { KeyedLock } from './keyed-lock.js';
 import { accountGeneration, issueToken, verifyToken } from './tokens.js';
 import { LoginThrottle, type LoginThrottleOptions } from './login-throttle.js';
 import { isXmlSafeText } from '../core/text.js';
+import { DeliveryVersions } from './delivery-versions.js';
 
 /** How a protocol front door receives what the engine sends to one of its sessions. */
 export interface SessionSink {
@@ -71,7 +72,8 @@ export class Session {
 
 interface AccountState {
   readonly jid: string;
-  readonly roster: RosterCache;
+  /** Replaced when another node changed the roster (a cluster note). */
+  roster: RosterCache;
   /** Shared empty set until the account blocks someone: most never do, and a Set per account adds up. */
   blocks: ReadonlySet<string>;
   settings: AccountSettings;
@@ -90,6 +92,11 @@ interface AccountState {
    * asking about it again costs what asking about a real account costs (no probing by timing).
    */
   exists: boolean;
+  /**
+   * The registry version `presence` was derived from (clustered bus; always 0 with the in-process bus).
+   * A result older than this comes from a change that another node's later change already superseded.
+   */
+  version: number;
 }
 
 export interface EngineOptions {
@@ -175,6 +182,8 @@ export class PresenceEngine {
    * cost the same, cold or warm.
    */
   private publicity: Map<string, boolean> | null = null;
+  /** The latest presence version delivered here per account (clustered bus): see DeliveryVersions. */
+  private readonly versions = new DeliveryVersions();
 
   constructor(
     readonly store: Store,
@@ -192,6 +201,7 @@ export class PresenceEngine {
       }
     });
     bus.onDelivery((to, d, resource) => this.dispatchLocal(to, d, resource));
+    bus.onCluster((e) => this.onClusterEvent(e));
   }
 
   // ---------------------------------------------------------------- accounts
@@ -218,6 +228,7 @@ export class PresenceEngine {
     await this.store.createAccount({ jid, ...creds, createdAt: this.now() });
     const cached = this.states.get(jid);
     if (cached) cached.exists = true;
+    this.tellOthers({ kind: 'invalidate', jid, parts: ['account'] });
     this.events.emit('account.created', { jid });
     return jid;
   }
@@ -250,9 +261,11 @@ export class PresenceEngine {
     const existed = await this.store.deleteAccount(jid);
     this.states.delete(jid);
     this.publicity?.delete(jid);
+    this.tellOthers({ kind: 'invalidate', jid, parts: ['account'] });
     for (const item of pointing) {
       const s = this.states.get(item.owner);
       s?.roster.delete(jid);
+      this.tellOthers({ kind: 'invalidate', jid: item.owner, parts: ['roster'] });
       this.bus.deliver(item.owner, { kind: 'roster', item: null, contact: jid });
       if (item.state.to) this.bus.deliver(item.owner, { kind: 'presence', from: jid, presence: OFFLINE_MASK(jid), session: null });
     }
@@ -371,7 +384,7 @@ export class PresenceEngine {
       this.store.getLastSeen(jid),
       this.store.getAccount(jid),
     ]);
-    const sessions = await this.bus.sessionsOf(jid);
+    const { sessions, version } = await this.bus.accountSessions(jid);
     const state: AccountState = {
       jid: internJid(jid),
       roster: new RosterCache(internJid(jid), roster),
@@ -383,6 +396,7 @@ export class PresenceEngine {
       heardWhileOnline: 0,
       local: new SmallMap(),
       exists: account !== undefined,
+      version,
     };
     const raced = this.states.get(jid);
     if (raced) return raced;
@@ -439,7 +453,14 @@ export class PresenceEngine {
         : { resource: res, available: false, show: 'available' as Show, status: null, priority: 0, lastActive: now };
       const session = new Session(jid, res, protocol, sink, presence);
       state.local.set(res, session);
-      const all = await this.bus.putSession(jid, this.live(session));
+      let all: AccountSessions;
+      try {
+        all = await this.bus.putSession(jid, this.live(session));
+      } catch (e) {
+        // Not registered (a clustered bus that cannot reach Redis): the login fails and leaves nothing behind.
+        if (state.local.get(res) === session) state.local.delete(res);
+        throw e;
+      }
       this.events.emit('session.opened', { jid, session: presence, protocol });
       await this.recompute(state, all, session.presence);
       return session;
@@ -479,7 +500,13 @@ export class PresenceEngine {
   private async applyPresence(state: AccountState, session: Session, next: SessionPresence): Promise<void> {
     const previous = session.presence;
     session.presence = next;
-    const all = await this.bus.putSession(state.jid, this.live(session));
+    let all: AccountSessions;
+    try {
+      all = await this.bus.putSession(state.jid, this.live(session));
+    } catch (e) {
+      if (session.presence === next) session.presence = previous;
+      throw e;
+    }
     if (this.events.hasListeners('session.changed')) this.events.emit('session.changed', { jid: state.jid, session: next, previous });
     // An explicit unavailable presence is the account's last word if it takes it offline.
     const leaving: Leaving | null = previous.available && !next.available ? { heardAt: next.lastActive, unavailable: { status: next.status }, reason: null } : null;
@@ -517,7 +544,14 @@ export class PresenceEngine {
       if (session.lingerTimer) clearTimeout(session.lingerTimer);
       session.lingerTimer = null;
       state.local.delete(session.resource);
-      const remaining = await this.bus.removeSession(session.jid, session.resource);
+      let remaining: AccountSessions;
+      try {
+        remaining = await this.bus.removeSession(session.jid, session.resource);
+      } catch {
+        // The session is gone here whatever the bus says; the others are what the bus knows of.
+        const known = await this.bus.accountSessions(session.jid);
+        remaining = { sessions: known.sessions.filter((s) => !(s.resource === session.resource && s.node === this.bus.node)), version: 0 };
+      }
       this.events.emit('session.closed', { jid: session.jid, session: session.presence, reason });
       // Per-resource watchers (XMPP) must hear that this resource went, even when the account stays online.
       const gone = session.presence.available ? { ...session.presence, available: false } : null;
@@ -537,16 +571,29 @@ export class PresenceEngine {
     return { ...s.presence, protocol: s.protocol, node: this.bus.node };
   }
 
-  /** Derives the account presence from its sessions and, if watchers could tell the difference, fans it out. */
+  /**
+   * Derives the account presence from its sessions and, if watchers could tell the difference, fans it
+   * out (with `force`, even if they could not: re-announcing after the cluster lost deliveries).
+   *
+   * In a cluster, two nodes may change one account at once, and this node's cache may already have
+   * followed a later change of another node when this result comes back. What watchers were shown
+   * just before this change is then `at.before` (exact, from the registry), not the cache; the change
+   * is fanned out with its version whenever it changed what watchers see, and receivers keep the latest
+   * version (DeliveryVersions), so they end on the newest presence whatever the order of arrival.
+   */
   private recompute(
     state: AccountState,
-    sessions: readonly SessionPresence[],
+    at: AccountSessions,
     cause: SessionPresence | null,
     resourceChanged = false,
     leaving: Leaving | null = null,
+    force = false,
   ): Promise<void> {
-    const previous = state.presence;
-    const next = aggregatePresence(state.jid, sessions, state.lastSeen);
+    const version = at.version;
+    // Whether this result is the newest this node knows of the account (always, with the in-process bus).
+    const newest = version === 0 || version >= state.version;
+    const previous = at.before === undefined ? state.presence : aggregatePresence(state.jid, at.before, state.lastSeen);
+    const next = aggregatePresence(state.jid, at.sessions, state.lastSeen);
     let persisted: Promise<void> = Promise.resolve();
     let presence = next;
     let reason: LeaveReason | null = null;
@@ -555,33 +602,37 @@ export class PresenceEngine {
       const heardAt = Math.max(state.heardWhileOnline, leaving?.heardAt ?? this.now());
       const lastSeen = lastSeenOnGoingOffline(previous, heardAt, leaving?.unavailable ?? null);
       state.lastSeen = lastSeen;
-      state.onlineSince = null;
-      state.heardWhileOnline = 0;
-      presence = aggregatePresence(state.jid, sessions, lastSeen);
+      if (newest) {
+        state.onlineSince = null;
+        state.heardWhileOnline = 0;
+      }
+      presence = aggregatePresence(state.jid, at.sessions, lastSeen);
       // A failed write (database unavailable) must not fail the presence change, which has happened,
       // nor go unhandled from a session closed by a timer: it is reported, and memory keeps the value.
       persisted = this.store.setLastSeen(state.jid, lastSeen).catch((err: unknown) => this.onLastSeenError(err, state.jid));
       reason = leaving?.reason ?? null;
+      // Other nodes saw the sessions go; the last seen is only known here.
+      this.tellOthers({ kind: 'last-seen', jid: state.jid, lastSeen });
     } else if (!previous.online && next.online) {
-      state.onlineSince = this.now();
-      state.heardWhileOnline = 0;
+      if (newest) {
+        state.onlineSince = this.now();
+        state.heardWhileOnline = 0;
+      }
     } else if (next.online && leaving !== null) {
       state.heardWhileOnline = Math.max(state.heardWhileOnline, leaving.heardAt);
     }
-    if (samePresence(previous, presence)) {
+    if (newest) {
       state.presence = presence;
-      if (resourceChanged && cause !== null) {
-        this.fanOut(state, { kind: 'presence', from: state.jid, presence, session: cause, resourceOnly: true });
-      }
+      if (version !== 0) state.version = version;
+    }
+    if (samePresence(previous, presence)) {
+      if (force) this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, null, version));
+      else if (resourceChanged && cause !== null) this.fanOut(state, presenceDelivery(state.jid, presence, cause, true, null, version));
       return persisted;
     }
-    state.presence = presence;
     this.stats.presenceChanges++;
     if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
-    this.fanOut(
-      state,
-      reason === null ? { kind: 'presence', from: state.jid, presence, session: cause } : { kind: 'presence', from: state.jid, presence, session: cause, reason },
-    );
+    this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version));
     return persisted;
   }
 
@@ -595,9 +646,15 @@ export class PresenceEngine {
   }
 
   /** The bus hands every delivery for an account with sessions on this node to here. */
-  private dispatchLocal(to: string, d: Delivery, resource: string | null): void {
+  private dispatchLocal(to: string, delivery: Delivery, resource: string | null): void {
     const state = this.states.get(to);
     if (!state || state.local.size === 0) return;
+    let d = delivery;
+    if (d.kind === 'presence' && d.version !== undefined) {
+      const admitted = this.versions.admit(d);
+      if (admitted === null) return;
+      d = admitted;
+    }
     if (d.kind === 'presence' && d.from !== to && state.blocks.has(d.from)) return;
     if (resource !== null) {
       const s = state.local.get(resource);
@@ -620,6 +677,201 @@ export class PresenceEngine {
       this.stats.deliveries++;
       s.sink.deliver(d);
     }
+  }
+
+  // ---------------------------------------------------------------- the rest of the cluster
+
+  /** Tells the other nodes' engines (the in-process bus has none to tell). */
+  private tellOthers(note: ClusterNote): void {
+    this.bus.publishNote(note);
+  }
+
+  private onClusterEvent(e: ClusterEvent): void | Promise<void> {
+    switch (e.kind) {
+      case 'sessions':
+        this.followSessions(e.jid, e.sessions, e.version);
+        return;
+      case 'node-down':
+        return this.endSessionsOfDeadNode(e);
+      case 'taken-over':
+        this.takenOver(e.jid, e.resource);
+        return;
+      case 'fenced':
+        this.dropEveryLocalSession();
+        return;
+      case 'resynced':
+        return this.afterResync(e.refresh, e.allLocal, e.reloadCaches);
+      case 'note':
+        return this.applyNote(e.note);
+    }
+  }
+
+  /**
+   * Another node changed the account's sessions and fanned the result out itself: the cached state
+   * follows silently, so presence queries answered here, and this node's next change of the account,
+   * start from the truth.
+   */
+  private followSessions(jid: string, sessions: readonly LiveSession[], version: number): void {
+    const state = this.states.get(jid);
+    if (state === undefined || version <= state.version) return;
+    state.version = version;
+    const previous = state.presence;
+    let next = aggregatePresence(jid, sessions, state.lastSeen);
+    if (previous.online && !next.online) {
+      // Provisional until the other node's last-seen note arrives (milliseconds later).
+      const lastSeen = lastSeenOnGoingOffline(previous, this.now());
+      state.lastSeen = lastSeen;
+      next = aggregatePresence(jid, sessions, lastSeen);
+      state.onlineSince = null;
+      state.heardWhileOnline = 0;
+    } else if (!previous.online && next.online) {
+      state.onlineSince = this.now();
+      state.heardWhileOnline = 0;
+    }
+    state.presence = next;
+  }
+
+  /**
+   * This node declares the sessions of a dead node offline (the bus already removed them from the
+   * registry): session.closed events with reason node_down, then the account's presence, fanned out
+   * as if they had ended one after the other.
+   */
+  private async endSessionsOfDeadNode(e: Extract<ClusterEvent, { kind: 'node-down' }>): Promise<void> {
+    await this.sessionLock.run(e.jid, async () => {
+      const state = await this.state(e.jid);
+      for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down' });
+      // What watchers were last told included the dead node's sessions, whatever this cache learnt since.
+      let before: readonly LiveSession[] = [...e.remaining, ...e.removed];
+      for (const s of e.removed) {
+        const after = before.filter((x) => x !== s);
+        const gone = s.available ? { ...presenceOnly(s), available: false } : null;
+        const heardAt = Math.max(e.heardAt, s.lastActive);
+        const leaving: Leaving | null = gone ? { heardAt, unavailable: null, reason: 'node_down' } : null;
+        await this.recompute(state, { sessions: after, version: e.version, before }, gone, gone !== null, leaving);
+        before = after;
+      }
+      this.evict();
+    });
+  }
+
+  /** The same full JID logged in on another node: this node's connection for it ends, the session goes on there. */
+  private takenOver(jid: string, resource: string): void {
+    const state = this.states.get(jid);
+    const s = state?.local.get(resource);
+    if (state === undefined || s === undefined) return;
+    if (s.lingerTimer) clearTimeout(s.lingerTimer);
+    s.lingerTimer = null;
+    state.local.delete(resource);
+    const sink = s.sink;
+    s.sink = null;
+    sink?.close('replaced');
+    if (sink && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: s.presence, protocol: s.protocol });
+  }
+
+  /**
+   * This node was declared dead while it was paused or cut off: the others already told every watcher
+   * its sessions ended (and emitted the events), so every connection here closes without a word to the
+   * registry, and every cached state goes (it may have missed changes). Clients reconnect, to this
+   * node (under its new epoch) or another.
+   */
+  private dropEveryLocalSession(): void {
+    for (const state of this.states.values()) {
+      for (const s of [...state.local.values()]) {
+        if (s.lingerTimer) clearTimeout(s.lingerTimer);
+        s.lingerTimer = null;
+        state.local.delete(s.resource);
+        const sink = s.sink;
+        s.sink = null;
+        sink?.close('shutdown');
+      }
+    }
+    this.states.clear();
+    this.versions.clear();
+  }
+
+  /**
+   * The bus rebuilt its view of the cluster after losing Redis. Versions may have restarted, so
+   * what was remembered of them goes; accounts changed here meanwhile (and all local ones if
+   * deliveries were lost) are announced again from the registry's truth; other cached states follow
+   * the registry, or are dropped to be read again when next needed.
+   */
+  private async afterResync(refresh: readonly string[], allLocal: boolean, reloadCaches: boolean): Promise<void> {
+    this.versions.clear();
+    const announce = new Set(refresh);
+    if (reloadCaches) {
+      if (this.publicity !== null) await this.loadPublicity();
+      for (const [jid, state] of [...this.states]) {
+        if (state.local.size > 0) await this.applyNote({ kind: 'invalidate', jid, parts: ['roster', 'blocks', 'settings'] });
+      }
+    }
+    for (const [jid, state] of [...this.states]) {
+      if (allLocal && state.local.size > 0) announce.add(jid);
+      if (announce.has(jid)) continue;
+      if (state.local.size === 0) {
+        this.states.delete(jid);
+        continue;
+      }
+      const at = await this.bus.accountSessions(jid);
+      state.version = 0;
+      this.followSessions(jid, at.sessions, at.version);
+    }
+    for (const jid of announce) {
+      await this.sessionLock.run(jid, async () => {
+        const state = await this.state(jid);
+        const at = await this.bus.accountSessions(jid);
+        state.version = 0;
+        await this.recompute(state, at, null, false, null, true);
+      });
+    }
+  }
+
+  private async applyNote(note: ClusterNote): Promise<void> {
+    if (note.kind === 'last-seen') {
+      const state = this.states.get(note.jid);
+      if (state !== undefined && !state.presence.online) {
+        state.lastSeen = note.lastSeen;
+        state.presence = aggregatePresence(note.jid, [], note.lastSeen);
+      }
+      return;
+    }
+    const { jid, parts } = note;
+    if (this.publicity !== null && (parts.includes('settings') || parts.includes('account'))) {
+      const settings = await this.store.getSettings(jid);
+      if (typeof settings.publicPresence === 'boolean') this.publicity.set(jid, settings.publicPresence);
+      else this.publicity.delete(jid);
+    }
+    await this.loading.get(jid)?.catch(() => {});
+    const state = this.states.get(jid);
+    if (state === undefined) return;
+    await this.rosterLock.run(jid, async () => {
+      if (this.states.get(jid) !== state) return;
+      if (parts.includes('account') && !(await this.store.getAccount(jid))) {
+        // Deleted through another node: its sessions here end as they do on that node.
+        for (const s of [...state.local.values()]) {
+          const sink = s.sink;
+          s.sink = null;
+          sink?.close('account-removed');
+          await this.closeSession(s, 'kicked');
+        }
+        this.states.delete(jid);
+        this.publicity?.delete(jid);
+        return;
+      }
+      if (state.local.size === 0) {
+        // Nobody here needs it now: read again when next asked about.
+        this.states.delete(jid);
+        return;
+      }
+      if (parts.includes('account')) state.exists = true;
+      const [roster, blocks, settings] = await Promise.all([
+        parts.includes('roster') ? this.store.getRoster(jid) : null,
+        parts.includes('blocks') ? this.store.getBlocks(jid) : null,
+        parts.includes('settings') ? this.store.getSettings(jid) : null,
+      ]);
+      if (roster !== null) state.roster = new RosterCache(state.jid, roster);
+      if (blocks !== null) state.blocks = blocks.length ? new Set(blocks) : NO_BLOCKS;
+      if (settings !== null) state.settings = settings;
+    });
   }
 
   // ---------------------------------------------------------------- presence queries
@@ -744,6 +996,7 @@ export class PresenceEngine {
       const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.stateOf(contact) ?? NONE };
       await this.store.putRosterItems([item]);
       state.roster.set(item);
+      this.tellOthers({ kind: 'invalidate', jid: owner, parts: ['roster'] });
       this.bus.deliver(owner, { kind: 'roster', item, contact });
       return item;
     });
@@ -760,6 +1013,7 @@ export class PresenceEngine {
     await this.rosterLock.run(owner, async () => {
       await this.store.removeRosterItems([{ owner, contact }]);
       state.roster.delete(contact);
+      this.tellOthers({ kind: 'invalidate', jid: owner, parts: ['roster'] });
     });
     this.bus.deliver(owner, { kind: 'roster', item: null, contact });
     return true;
@@ -799,6 +1053,7 @@ export class PresenceEngine {
       if (writes.length) await this.store.putRosterItems(writes);
       a.roster.set(nextA);
       if (b && r.recipientChanged) b.roster.set(nextB);
+      for (const w of writes) this.tellOthers({ kind: 'invalidate', jid: w.owner, parts: ['roster'] });
 
       if (r.senderChanged || !aItem) {
         this.bus.deliver(owner, { kind: 'roster', item: nextA, contact });
@@ -839,6 +1094,7 @@ export class PresenceEngine {
       if (state.blocks.has(contact)) return false;
       await this.store.addBlock(owner, contact);
       state.blocks = new Set([...state.blocks, contact]);
+      this.tellOthers({ kind: 'invalidate', jid: owner, parts: ['blocks'] });
       this.events.emit('block.changed', { owner, contact, blocked: true });
       // The blocked contact sees the owner go unavailable, and the owner stops seeing the contact.
       if (state.roster.get(contact)?.state.from) {
@@ -860,6 +1116,7 @@ export class PresenceEngine {
       const rest = new Set(state.blocks);
       rest.delete(contact);
       state.blocks = rest.size ? rest : NO_BLOCKS;
+      this.tellOthers({ kind: 'invalidate', jid: owner, parts: ['blocks'] });
       this.events.emit('block.changed', { owner, contact, blocked: false });
       const item = state.roster.get(contact);
       if (item?.state.from) this.bus.deliver(contact, { kind: 'presence', from: owner, presence: state.presence, session: null });
@@ -882,6 +1139,7 @@ export class PresenceEngine {
     else this.publicity?.delete(jid);
     const state = this.states.get(jid);
     if (state) state.settings = settings;
+    this.tellOthers({ kind: 'invalidate', jid, parts: ['settings'] });
     return settings;
   }
 
@@ -1036,6 +1294,28 @@ function checkPresenceInput(input: PresenceInput): Required<PresenceInput> {
 
 function sameSessionPresence(a: SessionPresence, b: SessionPresence): boolean {
   return a.available === b.available && a.show === b.show && a.status === b.status && a.priority === b.priority;
+}
+
+/** A presence delivery with only the fields that apply (every fan-out of one change shares the object). */
+function presenceDelivery(
+  from: string,
+  presence: AccountPresence,
+  session: SessionPresence | null,
+  resourceOnly: boolean,
+  reason: LeaveReason | null,
+  version: number,
+): Delivery {
+  if (version === 0) {
+    if (resourceOnly) return { kind: 'presence', from, presence, session, resourceOnly: true };
+    return reason === null ? { kind: 'presence', from, presence, session } : { kind: 'presence', from, presence, session, reason };
+  }
+  if (resourceOnly) return { kind: 'presence', from, presence, session, resourceOnly: true, version };
+  return reason === null ? { kind: 'presence', from, presence, session, version } : { kind: 'presence', from, presence, session, reason, version };
+}
+
+/** The presence part of a registry entry (what session events carry). */
+function presenceOnly(s: LiveSession): SessionPresence {
+  return { resource: s.resource, available: s.available, show: s.show, status: s.status, priority: s.priority, lastActive: s.lastActive };
 }
 
 function sessionFrom(resource: string, p: Required<PresenceInput>, now: number): SessionPresence {

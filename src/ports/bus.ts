@@ -1,5 +1,5 @@
 import type { LeaveReason } from '../core/events.js';
-import type { AccountPresence, SessionPresence } from '../core/presence.js';
+import type { AccountPresence, LastSeen, SessionPresence } from '../core/presence.js';
 import type { RosterItem } from '../core/roster.js';
 import type { SubType } from '../core/subscription.js';
 
@@ -8,6 +8,23 @@ export interface LiveSession extends SessionPresence {
   readonly protocol: string;
   /** Which node holds the connection (always the local node for the in-process bus). */
   readonly node: string;
+}
+
+/**
+ * An account's sessions right after a change, and the registry's version of the account at that point.
+ * A clustered bus numbers every change of an account's sessions (the number only grows), so that two
+ * nodes changing one account at once can tell which result is the later one; the in-process bus, where
+ * changes of an account are applied one at a time, gives 0 ("no versions").
+ */
+export interface AccountSessions {
+  readonly sessions: readonly LiveSession[];
+  readonly version: number;
+  /**
+   * The account's sessions just before this change (clustered bus, for changes it numbered): with them
+   * the node that made change v knows exactly what watchers were shown at v-1, whatever its own cache
+   * learnt since from other nodes' later changes. Absent: the engine's cached presence is the "before".
+   */
+  readonly before?: readonly LiveSession[];
 }
 
 /**
@@ -29,6 +46,11 @@ export type Delivery =
       readonly resourceOnly?: true;
       /** Set when the account went offline because its last session ended: why it ended. */
       readonly reason?: LeaveReason;
+      /**
+       * The registry version of `from` this presence was computed at (clustered bus only). A node that
+       * already delivered a later version of `from` treats this one as stale (see the engine's dispatch).
+       */
+      readonly version?: number;
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }
@@ -39,6 +61,85 @@ export type Delivery =
 export type DeliveryHandler = (to: string, delivery: Delivery, resource: string | null) => void;
 
 /**
+ * A small message from one node's engine to every other node's: a cache to drop, or the last seen the
+ * origin computed when an account went offline (other nodes only learn that its sessions went).
+ */
+export type ClusterNote =
+  | {
+      readonly kind: 'invalidate';
+      readonly jid: string;
+      /** What changed in the store: the roster, the block list, the settings, or the account itself (created or deleted). */
+      readonly parts: ReadonlyArray<'roster' | 'blocks' | 'settings' | 'account'>;
+    }
+  | { readonly kind: 'last-seen'; readonly jid: string; readonly lastSeen: LastSeen };
+
+/**
+ * What the rest of a cluster did that this node's engine must follow. The in-process bus never emits
+ * any. Handlers that return a promise are awaited where the bus says so (node-down).
+ */
+export type ClusterEvent =
+  /** Another node changed the account's sessions: cached presence follows, silently (the other node fanned out). */
+  | { readonly kind: 'sessions'; readonly jid: string; readonly sessions: readonly LiveSession[]; readonly version: number }
+  /**
+   * This node was chosen to declare a dead node's sessions of `jid` offline: they are already gone from
+   * the registry; the engine ends them (reason node_down) and fans the account's presence out. The bus
+   * waits for the returned promise before it counts the account as done.
+   */
+  | {
+      readonly kind: 'node-down';
+      readonly jid: string;
+      readonly removed: readonly LiveSession[];
+      readonly remaining: readonly LiveSession[];
+      readonly version: number;
+      /** When the dead node was last heard (its last lease renewal). */
+      readonly heardAt: number;
+    }
+  /** Another node took over the local session `resource` (the same full JID logged in there). */
+  | { readonly kind: 'taken-over'; readonly jid: string; readonly resource: string }
+  /**
+   * This node lost its lease (paused or cut off for longer than node_lease_ms, and declared dead by the
+   * others, who already told every watcher): every local session must end at once, silently.
+   */
+  | { readonly kind: 'fenced' }
+  /**
+   * The live state was rebuilt after the bus lost its connection (Redis restarted, failed over or was
+   * unreachable): cached presence must be recomputed, and the accounts in `refresh` (changed here
+   * while the bus could not tell the others; every local account when deliveries were lost) announced again.
+   */
+  | {
+      readonly kind: 'resynced';
+      readonly refresh: readonly string[];
+      readonly allLocal: boolean;
+      /** Cache notes of other nodes may have been lost: cached rosters, blocks and settings must be read again. */
+      readonly reloadCaches: boolean;
+    }
+  | { readonly kind: 'note'; readonly note: ClusterNote };
+
+export type ClusterHandler = (event: ClusterEvent) => void | Promise<void>;
+
+/** Counters a clustered bus keeps for the metrics endpoint. */
+export interface BusStats {
+  /** Delivery batches written for other nodes. */
+  batchesSent: number;
+  /** Deliveries (recipient × delivery) sent to other nodes. */
+  remoteDeliveries: number;
+  /** Deliveries received from other nodes. */
+  deliveriesReceived: number;
+  /** Lease renewals that failed (Redis unreachable or too slow), and times this node found itself fenced. */
+  leaseRenewFailures: number;
+  fenced: number;
+  /** Registry writes refused because the writer's epoch was no longer current. */
+  writesRefused: number;
+  /** Dead nodes this node declared, and the sessions it declared offline for them. */
+  nodesDeclaredDown: number;
+  sessionsDeclaredOffline: number;
+  /** Rebuilds of the local registry replica (start, reconnects). */
+  resyncs: number;
+  /** Whether the bus can reach Redis now (1) or not (0). */
+  connected: number;
+}
+
+/**
  * Live presence and fan-out. The in-process implementation keeps everything in memory; a Redis
  * implementation keeps the session registry in Redis and routes deliveries to the node holding each
  * recipient, so the engine above does not change when a deployment becomes a cluster.
@@ -46,10 +147,12 @@ export type DeliveryHandler = (to: string, delivery: Delivery, resource: string 
 export interface PresenceBus {
   readonly node: string;
   /** Inserts or replaces the session; resolves with every session of the account afterwards. */
-  putSession(jid: string, session: LiveSession): Promise<LiveSession[]>;
+  putSession(jid: string, session: LiveSession): Promise<AccountSessions>;
   /** Removes the session; resolves with the sessions of the account that remain. */
-  removeSession(jid: string, resource: string): Promise<LiveSession[]>;
+  removeSession(jid: string, resource: string): Promise<AccountSessions>;
   sessionsOf(jid: string): Promise<LiveSession[]>;
+  /** sessionsOf with the account's registry version (0 for the in-process bus). */
+  accountSessions(jid: string): Promise<AccountSessions>;
   sessionsOfMany(jids: readonly string[]): Promise<Map<string, LiveSession[]>>;
   /** Number of sessions and of online accounts known to the bus (cluster-wide where applicable). */
   counts(): Promise<{ sessions: number; accounts: number }>;
@@ -61,5 +164,11 @@ export interface PresenceBus {
   deliver(to: string, delivery: Delivery, resource?: string | null): void;
   /** The local node's receiver of deliveries; set once by the engine. */
   onDelivery(handler: DeliveryHandler): void;
+  /** Tells every other node's engine (no-op for the in-process bus). Fire-and-forget. */
+  publishNote(note: ClusterNote): void;
+  /** The engine's receiver of cluster events; set once by the engine. */
+  onCluster(handler: ClusterHandler): void;
+  /** Counters for metrics (clustered buses only). */
+  readonly stats?: Readonly<BusStats>;
   close(): Promise<void>;
 }

@@ -1,4 +1,4 @@
-import type { Delivery, DeliveryHandler, LiveSession, PresenceBus } from '../../ports/bus.js';
+import type { AccountSessions, ClusterHandler, ClusterNote, Delivery, DeliveryHandler, LiveSession, PresenceBus } from '../../ports/bus.js';
 
 /** The embedded deployment's bus: one process holds every session, deliveries are direct calls. */
 export class MemoryBus implements PresenceBus {
@@ -12,7 +12,11 @@ export class MemoryBus implements PresenceBus {
   private sessionCount = 0;
   private handler: DeliveryHandler = () => {};
 
-  async putSession(jid: string, session: LiveSession): Promise<LiveSession[]> {
+  async putSession(jid: string, session: LiveSession): Promise<AccountSessions> {
+    return { sessions: this.put(jid, session), version: 0 };
+  }
+
+  private put(jid: string, session: LiveSession): LiveSession[] {
     const cur = this.sessions.get(jid);
     if (cur === undefined) {
       this.sessions.set(jid, session);
@@ -34,7 +38,11 @@ export class MemoryBus implements PresenceBus {
     return [...cur.values()];
   }
 
-  async removeSession(jid: string, resource: string): Promise<LiveSession[]> {
+  async removeSession(jid: string, resource: string): Promise<AccountSessions> {
+    return { sessions: this.remove(jid, resource), version: 0 };
+  }
+
+  private remove(jid: string, resource: string): LiveSession[] {
     const cur = this.sessions.get(jid);
     if (cur === undefined) return [];
     if (!(cur instanceof Map)) {
@@ -52,6 +60,10 @@ export class MemoryBus implements PresenceBus {
 
   async sessionsOf(jid: string): Promise<LiveSession[]> {
     return this.list(jid) ?? [];
+  }
+
+  async accountSessions(jid: string): Promise<AccountSessions> {
+    return { sessions: this.list(jid) ?? [], version: 0 };
   }
 
   async sessionsOfMany(jids: readonly string[]): Promise<Map<string, LiveSession[]>> {
@@ -80,6 +92,11 @@ export class MemoryBus implements PresenceBus {
   onDelivery(handler: DeliveryHandler): void {
     this.handler = handler;
   }
+
+  /** One process is the whole deployment: there is nobody to tell. */
+  publishNote(_note: ClusterNote): void {}
+
+  onCluster(_handler: ClusterHandler): void {}
 
   async close(): Promise<void> {
     this.sessions.clear();

@@ -1,0 +1,241 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
+import { XmppTestClient, befriend as befriendXmpp, xml } from '../helpers/xmpp-client.js';
+import { SharedStoreDirs, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
+import { startRedis, stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
+import type { TestServer } from '../helpers/server.js';
+
+/**
+ * Three presenced nodes in this process, one Redis, one store: a user on one node and a contact on
+ * another cannot tell they are on different nodes. (Deaths of nodes need child processes:
+ * cluster-failures.test.ts.)
+ */
+
+let redis: PrivateRedis;
+const dirs = new SharedStoreDirs();
+let a: TestServer;
+let b: TestServer;
+let c: TestServer;
+const clients: TestClient[] = [];
+const xmppClients: XmppTestClient[] = [];
+
+async function login(node: TestServer, jid: string, extra: Record<string, unknown> = {}): Promise<{ client: TestClient; auth: any }> {
+  const r = await TestClient.login(node.wsUrl, jid, 'secret-pw', extra);
+  clients.push(r.client);
+  return r;
+}
+
+before(async () => {
+  redis = await startRedis();
+  // Bursts of presence changes race two nodes against each other: no rate limit in the way.
+  const limits = { ws_rate_limit: 10_000, ws_rate_burst: 10_000 };
+  a = await startClusterNode(dirs, redis.url, 'node-a', limits);
+  b = await startClusterNode(dirs, redis.url, 'node-b', limits);
+  c = await startClusterNode(dirs, redis.url, 'node-c', limits);
+  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg']) await a.createAccount(`${u}@localhost`);
+});
+
+after(async () => {
+  for (const cl of clients) cl.destroy();
+  for (const x of xmppClients) await x.stop().catch(() => {});
+  for (const n of [a, b, c]) await n?.destroy();
+  await stopAllPrivateServices();
+  dirs.remove();
+});
+
+describe('presence across nodes', () => {
+  test('a watcher on node B sees a user on node A come online, change status and go offline; every node answers alike', async () => {
+    const { client: w } = await login(b, 'wa@localhost');
+    const { client: u } = await login(a, 'ua@localhost', { resource: 'phone' });
+    // The subscription handshake itself crosses nodes both ways (requests, answers, roster pushes).
+    await befriend(u, 'ua@localhost', w, 'wa@localhost');
+    await w.presenceOf('ua@localhost', (p) => p.online === true);
+    await u.request('presence', { show: 'away', status: 'lunch' });
+    const away = await w.presenceOf('ua@localhost', (p) => p.show === 'away');
+    assert.equal(away.status, 'lunch');
+    // Node C never held either session: its cached view follows the registry.
+    for (const n of [a, b, c]) {
+      const r = await n.admin('GET', '/presence/ua@localhost');
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.equal(r.body.show, 'away', `node ${n.config.node_id}: ${JSON.stringify(r.body)}`);
+    }
+    await u.close();
+    const off = await w.presenceOf('ua@localhost', (p) => p.online === false);
+    assert.equal(off.reason, 'graceful');
+    // The last seen the other nodes give is the one node A wrote.
+    await until('every node shows the same last seen', async () => {
+      const seen = await Promise.all([a, b, c].map(async (n) => (await n.admin('GET', '/presence/ua@localhost')).body.lastSeen));
+      return seen.every((s) => s !== null && s === off.lastSeen);
+    });
+    // Back on node C: a real online again.
+    const { client: u2 } = await login(c, 'ua@localhost');
+    await w.presenceOf('ua@localhost', (p) => p.online === true);
+    await u2.close();
+    await w.presenceOf('ua@localhost', (p) => p.online === false);
+    // The bus's own metrics: what went from node to node.
+    const metric = async (n: TestServer, name: string): Promise<number> => {
+      const text = await (await fetch(`${n.url}/metrics`)).text();
+      const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+      return Number(line?.split(' ')[1] ?? NaN);
+    };
+    assert.ok((await metric(a, 'presenced_bus_remote_deliveries_total')) > 0);
+    assert.ok((await metric(b, 'presenced_bus_deliveries_received_total')) > 0);
+    assert.equal(await metric(c, 'presenced_bus_connected'), 1);
+  });
+
+  test('one account on two nodes: the account shows its best session; watchers end on the truth', async () => {
+    const { client: w } = await login(c, 'wb@localhost');
+    const { client: low } = await login(a, 'ub@localhost', { resource: 'desk', presence: { show: 'away', priority: 0 } });
+    await befriend(low, 'ub@localhost', w, 'wb@localhost');
+    await w.presenceOf('ub@localhost', (p) => p.show === 'away');
+    const { client: high } = await login(b, 'ub@localhost', { resource: 'phone', presence: { show: 'dnd', status: 'meeting', priority: 5 } });
+    await w.presenceOf('ub@localhost', (p) => p.show === 'dnd');
+    // Each session of the account hears of the other's changes, whichever node holds it.
+    await high.request('presence', { show: 'xa', status: 'gone home', priority: 5 });
+    await low.presenceOf('ub@localhost', (p) => p.show === 'xa');
+    await w.presenceOf('ub@localhost', (p) => p.show === 'xa');
+    high.destroy();
+    await w.presenceOf('ub@localhost', (p) => p.show === 'away', );
+    await low.close();
+    const off = await w.presenceOf('ub@localhost', (p) => p.online === false);
+    assert.equal(off.reason, 'graceful');
+  });
+
+  test('one account changing on two nodes at once: every watcher ends on the truth', async () => {
+    const { client: w, auth } = await login(c, 'wf@localhost');
+    const { client: x1 } = await login(a, 'uf@localhost', { resource: 'one' });
+    await befriend(x1, 'uf@localhost', w, 'wf@localhost');
+    const { client: x2 } = await login(b, 'uf@localhost', { resource: 'two' });
+    const { client: w2 } = await login(a, 'wf@localhost', { resource: 'second' });
+    for (let round = 0; round < 5; round++) {
+      // Both sessions change as fast as they can, in parallel; each ends on a known presence.
+      const shows = ['away', 'xa', 'dnd', 'chat', 'available'];
+      const burst = (cl: TestClient, tag: string, last: Record<string, unknown>): Promise<unknown> =>
+        Promise.all([
+          ...Array.from({ length: 20 }, (_, i) => cl.request('presence', { show: shows[i % 5], status: `${tag}${i}`, priority: i % 3 })),
+          cl.request('presence', last),
+        ]);
+      await Promise.all([burst(x1, 'a', { show: 'xa', status: 'one final', priority: 1 }), burst(x2, 'b', { show: 'chat', status: 'two final', priority: 2 })]);
+      for (const [cl, au] of [[w, auth], [w2, null]] as const) {
+        await until('the watcher ends on the top session', () => {
+          const v = viewOf(cl, au, 'uf@localhost');
+          return v?.online === true && v.show === 'chat' && v.status === 'two final';
+        });
+      }
+    }
+    // Both go at once: nobody is left believing the account online.
+    x1.destroy();
+    x2.destroy();
+    for (const [cl, au] of [[w, auth], [w2, null]] as const) {
+      await until('the watcher ends on offline', () => viewOf(cl, au, 'uf@localhost')?.online === false);
+    }
+    await w.barrier();
+    assert.equal(viewOf(w, auth, 'uf@localhost')?.online, false);
+  });
+
+  test('an XMPP watcher sees each resource of a contact connected to two other nodes come and go', async () => {
+    const xmppService = (n: TestServer): string => `${n.url.replace(/^http/, 'ws')}/xmpp-websocket`;
+    const w = await XmppTestClient.login(xmppService(c), 'wg', 'secret-pw', 'watch');
+    const u1 = await XmppTestClient.login(xmppService(a), 'ug', 'secret-pw', 'one');
+    xmppClients.push(w, u1);
+    await w.send(xml('presence', {}));
+    await u1.send(xml('presence', {}));
+    await befriendXmpp(u1, 'ug@localhost', w, 'wg@localhost');
+    await u1.send(xml('presence', {}, xml('show', {}, 'away')));
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/one' && s.getChildText('show') === 'away', 'resource one away');
+    const u2 = await XmppTestClient.login(xmppService(b), 'ug', 'secret-pw', 'two');
+    xmppClients.push(u2);
+    await u2.send(xml('presence', {}, xml('show', {}, 'dnd')));
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/two' && s.getChildText('show') === 'dnd', 'resource two dnd');
+    // The first resource goes while the second stays: XMPP watchers hear of that one resource.
+    await u1.stop();
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/one' && s.attrs.type === 'unavailable', 'resource one unavailable');
+    await u2.stop();
+    await w.waitFor((s) => s.is('presence') && s.attrs.from === 'ug@localhost/two' && s.attrs.type === 'unavailable', 'resource two unavailable');
+  });
+
+  test('the same resource logging in on another node takes the session over; the old connection is told', async () => {
+    const { client: w } = await login(a, 'wc@localhost');
+    const { client: first } = await login(b, 'uc@localhost', { resource: 'tablet' });
+    await befriend(first, 'uc@localhost', w, 'wc@localhost');
+    await w.presenceOf('uc@localhost', (p) => p.online === true);
+    const before = pushesAbout(w, 'uc@localhost').length;
+    const { client: second } = await login(c, 'uc@localhost', { resource: 'tablet' });
+    const closed = await first.closed;
+    assert.equal(closed.code, 1000);
+    assert.ok(first.all.some((m) => m.type === 'closing' && m.reason === 'replaced'));
+    const sessions = await a.admin('GET', '/accounts/uc@localhost/sessions');
+    assert.equal(sessions.body.sessions.length, 1, JSON.stringify(sessions.body));
+    // Never offline in between for the watcher.
+    await w.barrier();
+    assert.ok(pushesAbout(w, 'uc@localhost').slice(before).every((p) => p.online === true));
+    await second.close();
+    await w.presenceOf('uc@localhost', (p) => p.online === false);
+  });
+
+  test('a block made on one node stops the fan-out done on another (caches follow)', async () => {
+    const { client: w } = await login(b, 'wd@localhost');
+    const { client: u } = await login(a, 'ud@localhost', { resource: 'one' });
+    await befriend(u, 'ud@localhost', w, 'wd@localhost');
+    await w.presenceOf('ud@localhost', (p) => p.online === true);
+    // The user blocks the watcher from a second session, on node C; presence keeps changing on node A.
+    const { client: u2 } = await login(c, 'ud@localhost', { resource: 'two', presence: { priority: -1 } });
+    await u2.request('block', { jid: 'wd@localhost' });
+    await w.presenceOf('ud@localhost', (p) => p.online === false);
+    await until('node A knows of the block', async () => {
+      await u.request('presence', { show: 'dnd', status: `probe ${Date.now()}` });
+      await w.barrier();
+      return pushesAbout(w, 'ud@localhost').at(-1)?.online === false;
+    });
+    const seen = pushesAbout(w, 'ud@localhost').length;
+    await u.request('presence', { show: 'chat', status: 'after the block' });
+    await u.barrier();
+    await w.barrier();
+    assert.equal(pushesAbout(w, 'ud@localhost').length, seen, 'nothing after the block');
+  });
+});
+
+describe('Redis restarting', () => {
+  test('logins fail clearly while it is down, connected clients stay, and every view converges afterwards', async () => {
+    const { client: w, auth: wAuth } = await login(c, 'we@localhost');
+    const { client: stays } = await login(a, 'ue@localhost');
+    const { client: leaves } = await login(b, 'ue2@localhost');
+    await befriend(stays, 'ue@localhost', w, 'we@localhost');
+    await befriend(leaves, 'ue2@localhost', w, 'we@localhost');
+    await w.presenceOf('ue@localhost', (p) => p.online === true);
+    await w.presenceOf('ue2@localhost', (p) => p.online === true);
+    await redis.stop();
+    // A new login: a clear error, not a crash nor a hang.
+    const tryLogin = await TestClient.connect(b.wsUrl);
+    clients.push(tryLogin);
+    await until('login refused as unavailable', async () => {
+      try {
+        await tryLogin.request('auth', { jid: 'ue2@localhost', password: 'secret-pw', resource: 'x' });
+        return false;
+      } catch (e) {
+        return e instanceof RequestFailed && e.error.code === 'unavailable';
+      }
+    });
+    // Meanwhile one user leaves and the other changes status.
+    await leaves.close();
+    await stays.request('presence', { show: 'away', status: 'during the outage' });
+    await redis.start();
+    await until('the watcher sees the truth', () => {
+      const s = viewOf(w, wAuth, 'ue@localhost');
+      const l = viewOf(w, wAuth, 'ue2@localhost');
+      return s?.online === true && s.show === 'away' && l?.online === false;
+    }, 20_000);
+    // Every node's registry holds exactly who is connected.
+    for (const n of [a, b, c]) {
+      await until(`node ${n.config.node_id} agrees`, async () => {
+        const [s, l] = await Promise.all([n.admin('GET', '/accounts/ue@localhost/sessions'), n.admin('GET', '/accounts/ue2@localhost/sessions')]);
+        return s.body.sessions.length === 1 && l.body.sessions.length === 0;
+      });
+    }
+    // And logins work again.
+    const { client: back } = await login(b, 'ue2@localhost');
+    await w.presenceOf('ue2@localhost', (p) => p.online === true);
+    await back.close();
+  });
+});
