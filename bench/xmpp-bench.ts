@@ -46,6 +46,7 @@ import {
   startProsody,
   type RunningServer,
 } from './lib/xmpp-servers.js';
+import { attr, elementEnd } from './lib/xmpp-wire.js';
 import { cpuCounters, rssKb } from './proc-stats.js';
 
 const { values: args } = parseArgs({
@@ -210,32 +211,6 @@ const KINDS: Record<string, ServerKind> = { presenced, prosody, ejabberd };
 // The raw XMPP client
 
 const STREAM_HEADER = `<?xml version='1.0'?><stream:stream to='${DOMAIN}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`;
-
-/** The value of an attribute in an element's text, whichever quote the server used. */
-function attr(text: string, name: string): string | null {
-  const end = text.indexOf('>');
-  let i = text.indexOf(` ${name}=`);
-  if (i < 0 || (end >= 0 && i > end)) return null;
-  i += name.length + 2;
-  const q = text[i];
-  const close = text.indexOf(q as string, i + 1);
-  return close < 0 ? null : text.slice(i + 1, close);
-}
-
-/** End (exclusive) of the element starting at `start`, or -1 when it is not complete yet. */
-function elementEnd(buf: string, start: number): number {
-  let nameEnd = start + 1;
-  while (nameEnd < buf.length) {
-    const c = buf.charCodeAt(nameEnd);
-    if (c === 32 || c === 62 || c === 47 || c === 10 || c === 9 || c === 13) break;
-    nameEnd++;
-  }
-  const gt = buf.indexOf('>', nameEnd);
-  if (gt < 0) return -1;
-  if (buf.charCodeAt(gt - 1) === 47) return gt + 1;
-  const close = buf.indexOf(`</${buf.slice(start + 1, nameEnd)}>`, gt);
-  return close < 0 ? -1 : close + nameEnd - start + 2;
-}
 
 const saltedCache = new Map<string, Buffer>();
 
