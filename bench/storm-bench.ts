@@ -53,7 +53,8 @@ const { values: args } = parseArgs({
     servers: { type: 'string', default: 'presenced,prosody,ejabberd' },
     // Storm sizes, each run with every way.
     clients: { type: 'string', default: '1000,10000' },
-    ways: { type: 'string', default: WAYS.join(',') },
+    // plain-warm (plain's accounts again, after plain) is left out unless asked for.
+    ways: { type: 'string', default: WAYS.filter((w) => w !== 'plain-warm').join(',') },
     // Registration costs every server a password hash per client; larger sizes of it are left out
     // unless asked for (presenced's scrypt alone is minutes at 10,000 on one core).
     'register-max': { type: 'string', default: '1000' },
@@ -93,7 +94,17 @@ const STORM_MAX = Math.max(...SIZES);
 if (K % 2 !== 0 || K >= ONLINE) throw new Error('--contacts must be even and smaller than --online');
 
 const watcherOf = (i: number): string => `w${i}`;
-const stormUserOf = (i: number): string => `s${i}`;
+/**
+ * Each way logs in accounts of its own, so that no storm finds what an earlier one left (presenced's
+ * verified-password cache, a peer's own caches): every storm is a reconnect after a restart. plain-warm
+ * logs plain's accounts in again, the reconnect after a network blip.
+ */
+const PREFIX: Record<Exclude<Way, 'register'>, string> = { 'scram-sha-256': 'a', 'scram-sha-1': 'b', plain: 'c', 'plain-warm': 'c', 'native-password': 'd', 'native-token': 'e' };
+const stormUserOf = (way: Exclude<Way, 'register'>, i: number): string => `${PREFIX[way]}${i}`;
+/** The storm accounts to create: each prefix the ways of the run use, STORM_MAX of each. */
+const STORM_USERS: string[] = [...new Set(WAYS_RUN.filter((w): w is Exclude<Way, 'register'> => w !== 'register').map((w) => PREFIX[w]))].flatMap((p) =>
+  Array.from({ length: STORM_MAX }, (_, i) => `${p}${i}`),
+);
 const jidOf = (user: string): string => `${user}@${DOMAIN}`;
 function neighbours(i: number): number[] {
   const out: number[] = [];
@@ -125,7 +136,7 @@ async function preparePresenced(dir: string): Promise<void> {
   presencedAccountGeneration = accountGeneration(Buffer.from(TOKEN_SECRET), creds.passwordHash);
   const now = Date.now();
   for (let i = 0; i < ONLINE; i++) await store.createAccount({ jid: jidOf(watcherOf(i)), ...creds, createdAt: now });
-  for (let i = 0; i < STORM_MAX; i++) await store.createAccount({ jid: jidOf(stormUserOf(i)), ...creds, createdAt: now });
+  for (const u of STORM_USERS) await store.createAccount({ jid: jidOf(u), ...creds, createdAt: now });
   const both = { to: true, from: true, pendingOut: false, pendingIn: false, preApproved: false };
   const batch: RosterItem[] = [];
   for (let i = 0; i < ONLINE; i++) {
@@ -176,7 +187,7 @@ const prosody: ServerKind = {
       writeFileSync(join(host, 'accounts', `${watcherOf(i)}.dat`), account);
       writeFileSync(join(host, 'roster', `${watcherOf(i)}.dat`), prosodyRosterFile(neighbours(i).map((j) => jidOf(watcherOf(j)))));
     }
-    for (let i = 0; i < STORM_MAX; i++) writeFileSync(join(host, 'accounts', `${stormUserOf(i)}.dat`), account);
+    for (const u of STORM_USERS) writeFileSync(join(host, 'accounts', `${u}.dat`), account);
     const s = await startProsody({ dir, port, cpu: SERVER_CPU, domain: DOMAIN, backlog: 4096 });
     return { ...s, httpPort: 0, setupMechanism: 'SCRAM-SHA-1' };
   },
@@ -189,7 +200,7 @@ const ejabberd: ServerKind = {
     const server = { ...s, httpPort: 0, setupMechanism: 'PLAIN' as const };
     // Accounts in band; the online sessions' rosters over XMPP (subscribe, approve) when they log in.
     const t0 = Date.now();
-    const users = [...Array.from({ length: ONLINE }, (_, i) => watcherOf(i)), ...Array.from({ length: STORM_MAX }, (_, i) => stormUserOf(i))];
+    const users = [...Array.from({ length: ONLINE }, (_, i) => watcherOf(i)), ...STORM_USERS];
     await pool(users.length, 50, async (i) => {
       const w = new XmppWire(users[i] as string, port, DOMAIN);
       await w.startStream();
@@ -398,7 +409,7 @@ async function storm(kind: ServerKind, server: StormServer, online: XmppWire[], 
   const result: StormResult = { way, size };
   if (way.startsWith('native') && kind.name !== 'presenced') return { ...result, skipped: 'no native protocol' };
   if (way === 'register' && size > REGISTER_MAX) return { ...result, skipped: `over --register-max ${REGISTER_MAX}` };
-  const users = way === 'register' ? Array.from({ length: size }, (_, i) => `r${registrationRound}x${i}`) : Array.from({ length: size }, (_, i) => stormUserOf(i));
+  const users = way === 'register' ? Array.from({ length: size }, (_, i) => `r${registrationRound}x${i}`) : Array.from({ length: size }, (_, i) => stormUserOf(way, i));
   if (way === 'register') registrationRound++;
   const run: StormRun = {
     cmd: 'run',

@@ -9,6 +9,8 @@ import { MemoryBus } from './adapters/memory/memory-bus.js';
 import type { Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
+import { DEFAULT_SCRYPT } from './engine/credentials.js';
+import { Passwords, type PasswordSettings } from './engine/passwords.js';
 import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
@@ -64,6 +66,17 @@ function tokenSecret(config: Config): Buffer {
   return secret;
 }
 
+/** The password settings of the configuration (src/engine/passwords.ts). */
+export function passwordSettings(config: Config): Partial<PasswordSettings> {
+  return {
+    scrypt: { logN: config.scrypt_cost, r: DEFAULT_SCRYPT.r, p: DEFAULT_SCRYPT.p },
+    scramIterations: config.scram_iterations,
+    pool: config.password_pool === 'libuv' ? 'libuv' : 'workers',
+    poolSize: config.password_pool_size,
+    cacheSize: config.password_cache_size,
+  };
+}
+
 export interface RunningServer {
   readonly engine: PresenceEngine;
   readonly http: FastifyInstance;
@@ -84,6 +97,8 @@ export interface StartOptions {
    * what reloads without a restart (the extensions). Without it a reload reuses `config`.
    */
   readonly rereadConfig?: () => Config;
+  /** The clock of the front doors' liveness sweeps and timeouts (Date.now by default): tests drive the idle sweep with it. */
+  readonly livenessClock?: () => number;
 }
 
 /** The composition root: builds adapters, the engine, the features and every front door from the configuration. */
@@ -91,7 +106,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   const store = openStore(config);
   await store.migrate();
   const bus = new MemoryBus();
+  const passwords = new Passwords(passwordSettings(config));
   const engine = new PresenceEngine(store, bus, {
+    passwords,
     domains: config.domains,
     gracePeriodMs: config.grace_period_ms,
     defaultPublicPresence: config.public_presence_default,
@@ -239,6 +256,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       idleTimeoutMs: config.idle_timeout_ms,
       authTimeoutMs: config.auth_timeout_ms,
       maxConnections: config.max_connections,
+      ...(opts.livenessClock ? { now: opts.livenessClock } : {}),
       rate: config.ws_rate_limit,
       burst: config.ws_rate_burst,
       maxStrikes: config.ws_flood_strikes,
@@ -254,7 +272,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     features.native,
   );
   native.attach(http.server);
-  const xmpp = await startXmpp(config, engine, log, features);
+  const xmpp = await startXmpp(config, engine, log, features, opts.livenessClock);
   xmppServer = xmpp;
   xmpp.attach(http.server);
 
@@ -282,6 +300,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       await features.stop();
       await bus.close();
       await store.close();
+      await passwords.close();
       log.info('stopped');
     })();
     return stopping;
@@ -289,7 +308,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
 }
 
-async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, features: StartedFeatures): Promise<XmppServer> {
+async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, features: StartedFeatures, clock: (() => number) | undefined): Promise<XmppServer> {
   const xlog = log.child({ component: 'xmpp' });
   const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
   if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
@@ -319,6 +338,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, fe
       maxOutputBytes: config.xmpp_max_output_bytes,
       outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,
+      ...(clock ? { now: clock } : {}),
     },
     loadTls(files),
     xlog,

@@ -10,8 +10,8 @@ import { WebSocket } from 'ws';
 import { issueToken } from '../../src/engine/tokens.js';
 import { MechanismNotOffered, XmppWire, type Mechanism } from './xmpp-wire.js';
 
-export type Way = 'scram-sha-256' | 'scram-sha-1' | 'plain' | 'native-password' | 'native-token' | 'register';
-export const WAYS: readonly Way[] = ['scram-sha-256', 'scram-sha-1', 'plain', 'native-password', 'native-token', 'register'];
+export type Way = 'scram-sha-256' | 'scram-sha-1' | 'plain' | 'plain-warm' | 'native-password' | 'native-token' | 'register';
+export const WAYS: readonly Way[] = ['scram-sha-256', 'scram-sha-1', 'plain', 'plain-warm', 'native-password', 'native-token', 'register'];
 
 export interface StormRun {
   readonly cmd: 'run';
@@ -50,7 +50,7 @@ interface Held {
   close(): Promise<void>;
 }
 
-const MECHANISM: Partial<Record<Way, Mechanism>> = { 'scram-sha-256': 'SCRAM-SHA-256', 'scram-sha-1': 'SCRAM-SHA-1', plain: 'PLAIN', register: 'PLAIN' };
+const MECHANISM: Partial<Record<Way, Mechanism>> = { 'scram-sha-256': 'SCRAM-SHA-256', 'scram-sha-1': 'SCRAM-SHA-1', plain: 'PLAIN', 'plain-warm': 'PLAIN', register: 'PLAIN' };
 
 async function xmppLogin(run: StormRun, user: string, held: Held[]): Promise<void> {
   const wire = new XmppWire(user, run.xmppPort, run.domain);

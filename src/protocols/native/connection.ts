@@ -87,6 +87,13 @@ function encodeDelivery(d: Delivery): Buffer {
 export class NativeConnection implements SessionSink {
   lastReceived: number;
   readonly openedAt: number;
+  /** When the unanswered WebSocket ping was sent; null when none is outstanding (liveness.ts). */
+  pingSentAt: number | null = null;
+  /** When the session was opened; 0 before (liveness.ts). */
+  openedSessionAt = 0;
+  /** Time the server spent checking this connection's logins: not the client's against the auth timeout. */
+  private authWaitMs = 0;
+  private authSince = 0;
   private session: Session | null = null;
   private authFailures = 0;
   private tokens: number;
@@ -109,6 +116,8 @@ export class NativeConnection implements SessionSink {
     now: number,
     /** Request types features registered, looked up for any type that is not built in. */
     private readonly extensions: NativeRequestRegistry | null = null,
+    /** The liveness clock (NativeServerOptions.now). */
+    private readonly clock: () => number = Date.now,
   ) {
     this.lastReceived = now;
     this.openedAt = now;
@@ -150,8 +159,23 @@ export class NativeConnection implements SessionSink {
 
   // ---------------------------------------------------------------- transport events
 
-  onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
+  /** Anything from the client (a frame, a pong) shows it is there. */
+  heard(now: number): void {
     this.lastReceived = now;
+    this.pingSentAt = null;
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Not authenticated within the auth timeout, the server's time on its logins not counted. */
+  authTimedOut(now: number, authTimeoutMs: number): boolean {
+    return !this.authenticated && !this.checkingAuth && now - this.openedAt - this.authWaitMs > authTimeoutMs;
+  }
+
+  onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
+    this.heard(now);
     if (isBinary) {
       this.reject(null, new PresenceError('bad-request', 'binary frames are not accepted; send JSON text'));
       return;
@@ -285,10 +309,12 @@ export class NativeConnection implements SessionSink {
   private async auth(b: Record<string, unknown>): Promise<unknown> {
     if (this.session) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
     this.checkingAuth = true;
+    this.authSince = this.clock();
     try {
       return await this.verifyAndOpen(b);
     } finally {
       this.checkingAuth = false;
+      this.authWaitMs += this.clock() - this.authSince;
     }
   }
 
@@ -300,7 +326,13 @@ export class NativeConnection implements SessionSink {
       const address = (this.ws as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress ?? null;
       try {
         jid = await this.engine.loginThrottle.attempt('native', b.token === undefined ? b.jid : null, address, async () => {
-          const who = b.token !== undefined ? await this.engine.authenticateToken(b.token) : await this.engine.authenticatePassword(b.jid, b.password);
+          // A password check waits its turn in the password pool: dropped then if the connection went
+          // (nothing checked, nothing counted) or if the throttle now refuses it.
+          const admit = (): void => {
+            if (this.ended) throw new PresenceError('not-allowed', 'connection closed');
+            this.engine.loginThrottle.check('native', b.jid, address);
+          };
+          const who = b.token !== undefined ? await this.engine.authenticateToken(b.token) : await this.engine.authenticatePassword(b.jid, b.password, { admit });
           if (b.token !== undefined && b.jid !== undefined && this.engine.localJid(b.jid) !== who) {
             throw new PresenceError('auth-failed', 'token does not belong to this jid');
           }
@@ -321,6 +353,7 @@ export class NativeConnection implements SessionSink {
       this.held = [];
       const session = await this.engine.openSession(jid, resource, 'native', this, initial);
       this.session = session;
+      this.openedSessionAt = this.clock();
       if (this.ended) {
         this.engine.detach(session, this, { grace: true, reason: 'timeout' });
         throw new PresenceError('not-allowed', 'connection closed');
@@ -395,7 +428,11 @@ export class NativeConnection implements SessionSink {
     this.ws.terminate();
   }
 
-  ping(): void {
+  /** Sends a WebSocket ping; one at a time, until anything is heard (liveness.ts). */
+  ping(now: number): void {
+    if (this.pingSentAt !== null) return;
+    // A socket no longer open cannot be pinged, but is timed as if it had been: it is ended in due course.
+    this.pingSentAt = now;
     if (this.ws.readyState === 1) this.ws.ping();
   }
 }

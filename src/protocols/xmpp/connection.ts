@@ -60,7 +60,16 @@ export class XmppConnection implements SessionSink, TransportEvents {
   /** Outgoing text waiting for an earlier asynchronous piece (a roster push needing its version). */
   private outQueue: OutItem[] = [];
   private readonly unconfirmed = new Set<(ok: boolean) => void>();
-  private pinging = false;
+  /** When the unanswered XEP-0199 ping was sent; null when none is outstanding (liveness.ts). */
+  pingSentAt: number | null = null;
+  /** When this stream's session was bound or resumed; 0 before (liveness.ts). */
+  openedSessionAt = 0;
+  /**
+   * Time spent by the server on this stream's negotiation stanzas (a password check queued in a login
+   * storm): the client is not charged for it against the negotiation timeout.
+   */
+  private serverWaitMs = 0;
+  private serverBusySince: number | null = null;
   /** XEP-0198 state once the client enabled stream management. */
   sm: SmState | null = null;
   private ackRequested = false;
@@ -126,8 +135,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   onData(chunk: Buffer): void {
     if (this.ended) return;
-    this.lastReceived = Date.now();
-    this.pinging = false;
+    this.lastReceived = this.ctx.now();
+    this.pingSentAt = null;
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
@@ -189,8 +198,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (this.ended) return;
     // RFC 7395 frames arrive one element each; a full stanza queue pauses the socket under them.
     if (this.queue.length >= MAX_QUEUED_STANZAS) this.transport.holdInput('input', true);
-    this.lastReceived = Date.now();
-    this.pinging = false;
+    this.lastReceived = this.ctx.now();
+    this.pingSentAt = null;
     try {
       const e = parseFrame(text, this.ctx.opts.limits);
       if (e.ns === NS.framing && e.name === 'open') this.onStreamStart(e);
@@ -284,6 +293,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   private async drain(): Promise<void> {
     this.busy = true;
+    if (this.stage !== 'bound') this.serverBusySince = this.ctx.now();
     let turnStart = performance.now();
     while (!this.ended) {
       if (performance.now() - turnStart > TURN_BUDGET_MS) {
@@ -317,6 +327,10 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     this.queue.length = this.ended ? 0 : this.queue.length;
     this.busy = false;
+    if (this.serverBusySince !== null) {
+      this.serverWaitMs += this.ctx.now() - this.serverBusySince;
+      this.serverBusySince = null;
+    }
     this.resumeInput();
   }
 
@@ -388,12 +402,21 @@ export class XmppConnection implements SessionSink, TransportEvents {
     throw new StreamError('not-authorized', 'authenticate first');
   }
 
-  private saslBackend(): SaslBackend {
+  /**
+   * What the mechanisms may look up, each lookup first passing `gate` (the login throttle). A password
+   * check waits for its turn in the password pool; when the turn comes it is dropped if this stream has
+   * ended meanwhile (aborted: nothing was checked, nothing is counted) or if the throttle now refuses it.
+   */
+  private saslBackend(gate: (jid: string) => void): SaslBackend {
     const engine = this.ctx.engine;
+    const admit = (jid: string) => (): void => {
+      if (this.ended) throw new SaslFailure('aborted', 'stream closed');
+      gate(jid);
+    };
     return {
       domain: this.domain,
-      checkPassword: (jid, password) => engine.authenticatePasswordFast(jid, password),
-      scramKeys: (jid, algo) => engine.scramKeys(jid, algo),
+      checkPassword: async (jid, password) => (gate(jid), engine.authenticatePassword(jid, password, { admit: admit(jid) })),
+      scramKeys: async (jid, algo) => (gate(jid), engine.scramKeys(jid, algo)),
       fakeSalt: (jid) => createHmac('sha256', this.ctx.saltSecret).update(jid).digest().subarray(0, 16).toString('base64'),
     };
   }
@@ -428,13 +451,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
             throw refuse(ms);
           }
         };
-        const backend = this.saslBackend();
-        this.mechanism = createMechanism(name as MechanismName, {
-          domain: backend.domain,
-          fakeSalt: (jid) => backend.fakeSalt(jid),
-          checkPassword: async (jid, password) => (gate(jid), backend.checkPassword(jid, password)),
-          scramKeys: async (jid, algo) => (gate(jid), backend.scramKeys(jid, algo)),
-        });
+        this.mechanism = createMechanism(name as MechanismName, this.saslBackend(gate));
         const text = s.text().trim();
         if (text === '') {
           // No initial response: ask for it with an empty challenge.
@@ -503,6 +520,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     this.session = session;
     this.stage = 'bound';
+    this.openedSessionAt = this.ctx.now();
     this.sendStanza(
       el('iq', NS.client, { type: 'result', id: s.attr('id') }, el('bind', NS.bind, {}, el('jid', NS.bind, {}, session.fullJid))),
     );
@@ -669,6 +687,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     this.session = session;
     this.sm = state;
     this.stage = 'bound';
+    this.openedSessionAt = this.ctx.now();
     this.available = state.available;
     for (const full of state.directed) this.directed.add(full);
     this.transport.send(`<resumed xmlns='${NS.sm}' previd='${state.id}' h='${state.inbound}'/>`);
@@ -787,15 +806,23 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   /** XEP-0199: the server asks a silent client whether it is still there. */
   ping(): void {
-    if (this.ended || this.pinging || this.stage !== 'bound') return;
-    this.pinging = true;
-    this.sendStanza(el('iq', NS.client, { type: 'get', id: `ping-${Date.now().toString(36)}`, to: this.fullJid, from: this.domain }, el('ping', NS.ping)));
+    if (this.ended || this.pingSentAt !== null || this.stage !== 'bound') return;
+    this.pingSentAt = this.ctx.now();
+    this.sendStanza(el('iq', NS.client, { type: 'get', id: `ping-${this.pingSentAt.toString(36)}`, to: this.fullJid, from: this.domain }, el('ping', NS.ping)));
   }
 
-  /** A connection that is not yet bound, or that sits inside an unfinished stanza. */
+  /**
+   * A connection that is not yet bound, or that sits inside an unfinished stanza. The negotiation
+   * timeout counts the client's time only, not the server's on its stanzas (see serverWaitMs), up to
+   * ten times the timeout in all.
+   */
   timedOut(now: number): StreamError | null {
-    if (this.stage !== 'bound' && now - this.openedAt > this.ctx.opts.negotiationTimeoutMs) {
-      return new StreamError('connection-timeout', 'stream negotiation took too long');
+    if (this.stage !== 'bound') {
+      const serverTime = this.serverWaitMs + (this.serverBusySince !== null ? now - this.serverBusySince : 0);
+      const limit = this.ctx.opts.negotiationTimeoutMs;
+      if (now - this.openedAt - serverTime > limit || now - this.openedAt > 10 * limit) {
+        return new StreamError('connection-timeout', 'stream negotiation took too long');
+      }
     }
     const since = this.partialSince;
     if (since !== null && now - since > this.ctx.opts.stanzaTimeoutMs) return new StreamError('connection-timeout', 'stanza not completed in time');

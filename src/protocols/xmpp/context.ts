@@ -26,6 +26,8 @@ export interface XmppOptions {
   readonly smMaxUnacked: number;
   readonly smMaxUnackedChars: number;
   readonly serverVersion: string;
+  /** The clock of the liveness sweep and its timeouts (ms); Date.now unless a test drives it. */
+  readonly now?: () => number;
   /** Output waiting for a client beyond which its stream stops being read (see OutputLimits). */
   readonly maxOutputBytes: number;
   /** A client whose output stays above `maxOutputBytes` this long has its stream ended. */
@@ -46,6 +48,8 @@ export interface XmppContext {
   /** Secret for the fake SCRAM salts of unknown accounts. */
   readonly saltSecret: Buffer;
   readonly startedAt: number;
+  /** opts.now or Date.now. */
+  readonly now: () => number;
   readonly sm: StreamManagement;
   /** IQ namespaces registered by features, consulted for payloads the server does not handle itself. */
   readonly extensions: XmppIqRegistry | null;

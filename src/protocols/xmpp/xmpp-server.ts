@@ -8,6 +8,7 @@ import type { PresenceEngine } from '../../engine/engine.js';
 import type { XmppIqRegistry } from '../../features/registries.js';
 import { XmppConnection } from './connection.js';
 import type { XmppContext, XmppLog, XmppOptions } from './context.js';
+import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
 import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
@@ -40,6 +41,7 @@ export class XmppServer {
   private readonly conns = new Set<XmppConnection>();
   private readonly ctx: XmppContext;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly dead: DeadPeerCheck<XmppConnection>;
   private tcp: NetServer | null = null;
   private tls: TlsServer | null = null;
   private readonly wss: WebSocketServer;
@@ -60,7 +62,12 @@ export class XmppServer {
       maxOfflineMessages: opts.maxOfflineMessages,
       xml: opts.limits,
     });
-    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm, extensions };
+    const now = opts.now ?? Date.now;
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), now, sm, extensions };
+    this.dead = new DeadPeerCheck(
+      (conn) => !conn.isEnded && livenessVerdict(this.ctx.now(), conn, this.times) === 'dead',
+      (conn) => conn.terminate(),
+    );
     extensions?.setSessionView({
       heldResources: (jid) => sm.heldResources(jid),
       inactive: (jid, resource) => xmppConnectionsOf(engine, jid).some((c) => c.session?.resource === resource && c.csi.inactive),
@@ -134,7 +141,7 @@ export class XmppServer {
   }
 
   private accept(transport: TcpTransport | WsTransport): void {
-    const conn = new XmppConnection(transport, this.ctx, Date.now());
+    const conn = new XmppConnection(transport, this.ctx, this.ctx.now());
     transport.events = {
       onData: (d) => conn.onData(d),
       onFrame: (t) => conn.onFrame(t),
@@ -154,8 +161,13 @@ export class XmppServer {
     return n;
   }
 
+  private get times(): LivenessTimes {
+    return { pingIntervalMs: this.opts.pingIntervalMs, idleTimeoutMs: this.opts.idleTimeoutMs };
+  }
+
   private sweep(): void {
-    const now = Date.now();
+    const now = this.ctx.now();
+    const times = this.times;
     for (const conn of this.conns) {
       if (conn.isEnded) continue;
       const timeout = conn.timedOut(now);
@@ -165,10 +177,10 @@ export class XmppServer {
       }
       // Until bound, the negotiation timeout is the bound (a slow SCRAM client is not a dead one).
       if (!conn.bound) continue;
-      const silent = now - conn.lastReceived;
-      if (silent > this.opts.idleTimeoutMs) conn.terminate();
-      else if (silent >= this.opts.pingIntervalMs) conn.ping();
-      if (this.opts.parserRestMs > 0 && silent >= this.opts.parserRestMs) conn.restParser();
+      const verdict = livenessVerdict(now, conn, times);
+      if (verdict === 'ping') conn.ping();
+      else if (verdict === 'dead') this.dead.suspect(conn);
+      if (this.opts.parserRestMs > 0 && now - conn.lastReceived >= this.opts.parserRestMs) conn.restParser();
     }
   }
 
