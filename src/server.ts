@@ -11,6 +11,7 @@ import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
 import { DEFAULT_SCRYPT } from './engine/credentials.js';
 import { Passwords, type PasswordSettings } from './engine/passwords.js';
+import { LoginTurns } from './protocols/login-turns.js';
 import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
@@ -177,6 +178,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 
   let native: NativeServer | null = null;
   let xmppServer: XmppServer | null = null;
+  // One queue of login work for every front door: a storm on one does not get ahead of the other's.
+  const loginTurns = new LoginTurns();
   const metrics = new Metrics(
     engine,
     () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }),
@@ -257,6 +260,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       authTimeoutMs: config.auth_timeout_ms,
       maxConnections: config.max_connections,
       ...(opts.livenessClock ? { now: opts.livenessClock } : {}),
+      loginTurns,
       rate: config.ws_rate_limit,
       burst: config.ws_rate_burst,
       maxStrikes: config.ws_flood_strikes,
@@ -272,7 +276,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     features.native,
   );
   native.attach(http.server);
-  const xmpp = await startXmpp(config, engine, log, features, opts.livenessClock);
+  const xmpp = await startXmpp(config, engine, log, features, opts.livenessClock, loginTurns);
   xmppServer = xmpp;
   xmpp.attach(http.server);
 
@@ -308,7 +312,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
 }
 
-async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, features: StartedFeatures, clock: (() => number) | undefined): Promise<XmppServer> {
+async function startXmpp(
+  config: Config,
+  engine: PresenceEngine,
+  log: Logger,
+  features: StartedFeatures,
+  clock: (() => number) | undefined,
+  loginTurns: LoginTurns,
+): Promise<XmppServer> {
   const xlog = log.child({ component: 'xmpp' });
   const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
   if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
@@ -339,6 +350,7 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, fe
       outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,
       ...(clock ? { now: clock } : {}),
+      loginTurns,
     },
     loadTls(files),
     xlog,

@@ -20,6 +20,7 @@ import {
   str,
   type Request,
 } from './messages.js';
+import { LoginTurns } from '../login-turns.js';
 import { Outbox, textFrame } from './outbox.js';
 import type { NativeRequestRegistry } from '../../features/registries.js';
 
@@ -118,6 +119,7 @@ export class NativeConnection implements SessionSink {
     private readonly extensions: NativeRequestRegistry | null = null,
     /** The liveness clock (NativeServerOptions.now). */
     private readonly clock: () => number = Date.now,
+    private readonly loginTurns: LoginTurns = new LoginTurns(),
   ) {
     this.lastReceived = now;
     this.openedAt = now;
@@ -174,8 +176,29 @@ export class NativeConnection implements SessionSink {
     return !this.authenticated && !this.checkingAuth && now - this.openedAt - this.authWaitMs > authTimeoutMs;
   }
 
+  /** Frames of a connection not yet logged in, waiting for their login turn (in order). */
+  private framesWaiting: Array<{ data: Buffer | ArrayBuffer | Buffer[]; isBinary: boolean; now: number }> | null = null;
+
   onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
     this.heard(now);
+    if (this.session === null || this.framesWaiting !== null) {
+      // Before its session is open a connection's requests (its auth above all) wait for their login
+      // turn behind the online sessions' traffic (login-turns.ts).
+      if (this.framesWaiting === null) {
+        this.framesWaiting = [];
+        this.loginTurns.enqueue(() => {
+          const frames = this.framesWaiting ?? [];
+          this.framesWaiting = null;
+          for (const f of frames) if (!this.ended) this.frame(f.data, f.isBinary, f.now);
+        });
+      }
+      this.framesWaiting.push({ data, isBinary, now });
+      return;
+    }
+    this.frame(data, isBinary, now);
+  }
+
+  private frame(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
     if (isBinary) {
       this.reject(null, new PresenceError('bad-request', 'binary frames are not accepted; send JSON text'));
       return;

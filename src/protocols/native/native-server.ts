@@ -5,6 +5,7 @@ import { WebSocketServer, type WebSocket } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
 import type { NativeRequestRegistry } from '../../features/registries.js';
 import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
+import { LoginTurns } from '../login-turns.js';
 import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
 
 const CONN = Symbol('presenced.conn');
@@ -43,6 +44,8 @@ export interface NativeServerOptions extends NativeLimits {
   readonly maxConnections: number;
   /** The clock of the liveness sweep and its timeouts (ms); Date.now unless a test drives it. */
   readonly now?: () => number;
+  /** Where login work waits behind the online sessions' traffic; shared with the other front doors. */
+  readonly loginTurns?: LoginTurns;
 }
 
 /**
@@ -57,6 +60,7 @@ export class NativeServer {
   private readonly dead: DeadPeerCheck<NativeConnection>;
   /** @internal the clock (NativeServerOptions.now). */
   readonly now: () => number;
+  private readonly loginTurns: LoginTurns;
 
   constructor(
     private readonly engine: PresenceEngine,
@@ -73,6 +77,7 @@ export class NativeServer {
     });
     // At most a second: the tick adds to the time a watcher waits to see a silent client go (docs/liveness.md).
     this.now = opts.now ?? Date.now;
+    this.loginTurns = opts.loginTurns ?? new LoginTurns();
     this.dead = new DeadPeerCheck(
       (conn) => !conn.isEnded && !conn.authenticating && livenessVerdict(this.now(), conn, this.times) === 'dead',
       (conn) => conn.terminate(),
@@ -94,14 +99,17 @@ export class NativeServer {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket));
+      // The handshake is login work: it waits its turn behind the online sessions' traffic.
+      this.loginTurns.enqueue(() => {
+        if (!socket.destroyed) this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket));
+      });
     });
   }
 
   private accept(ws: WebSocket, socket: Duplex): void {
     // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
     if (socket instanceof Socket) socket.setKeepAlive(true, this.opts.heartbeatIntervalMs);
-    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, this.now(), this.extensions, this.now);
+    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, this.now(), this.extensions, this.now, this.loginTurns);
     conn.onInternalError = this.hooks.onInternalError;
     this.conns.add(conn);
     // Shared listeners that find their connection on the socket: four closures per connection would

@@ -140,8 +140,28 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
-    if (this.inputBacklog.length === 1) this.feedInput();
+    if (this.inputBacklog.length !== 1) return;
+    if (!this.loggingIn) {
+      this.feedInput();
+    } else if (!this.inputScheduled) {
+      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts); meanwhile
+      // the socket is not read.
+      this.inputScheduled = true;
+      this.transport.holdInput('input', true);
+      this.ctx.loginTurns.enqueue(() => this.feedInput());
+    }
   }
+
+  /**
+   * Still logging in: negotiation (stream headers, SASL, bind) and, once bound, what a client does
+   * before its initial presence (session, roster, disco). Its input waits for login turns.
+   */
+  private get loggingIn(): boolean {
+    return this.stage !== 'bound' || !this.available;
+  }
+
+  /** RFC 7395 frames of a stream still logging in, waiting for their login turn (in order). */
+  private framesWaiting: string[] | null = null;
 
   /**
    * Input waiting to be parsed. A pipelining client's bytes are parsed at most INPUT_SLICE per turn,
@@ -195,6 +215,23 @@ export class XmppConnection implements SessionSink, TransportEvents {
   }
 
   onFrame(text: string): void {
+    if (this.ended) return;
+    if (this.loggingIn || this.framesWaiting !== null) {
+      if (this.framesWaiting === null) {
+        this.framesWaiting = [];
+        this.ctx.loginTurns.enqueue(() => {
+          const frames = this.framesWaiting ?? [];
+          this.framesWaiting = null;
+          for (const f of frames) this.frame(f);
+        });
+      }
+      this.framesWaiting.push(text);
+      return;
+    }
+    this.frame(text);
+  }
+
+  private frame(text: string): void {
     if (this.ended) return;
     // RFC 7395 frames arrive one element each; a full stanza queue pauses the socket under them.
     if (this.queue.length >= MAX_QUEUED_STANZAS) this.transport.holdInput('input', true);

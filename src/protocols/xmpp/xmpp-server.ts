@@ -9,6 +9,7 @@ import type { XmppIqRegistry } from '../../features/registries.js';
 import { XmppConnection } from './connection.js';
 import type { XmppContext, XmppLog, XmppOptions } from './context.js';
 import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
+import { LoginTurns } from '../login-turns.js';
 import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
@@ -63,7 +64,7 @@ export class XmppServer {
       xml: opts.limits,
     });
     const now = opts.now ?? Date.now;
-    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), now, sm, extensions };
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), now, loginTurns: opts.loginTurns ?? new LoginTurns(), sm, extensions };
     this.dead = new DeadPeerCheck(
       (conn) => !conn.isEnded && livenessVerdict(this.ctx.now(), conn, this.times) === 'dead',
       (conn) => conn.terminate(),
@@ -125,15 +126,29 @@ export class XmppServer {
     });
   }
 
+  /** Accepted sockets waiting for their login turn to become streams. */
+  private acceptsWaiting = 0;
+
   private acceptTcp(socket: Socket, secure: boolean): void {
-    if (this.conns.size >= this.opts.maxConnections) {
+    if (this.conns.size + this.acceptsWaiting >= this.opts.maxConnections) {
       socket.destroy();
       return;
     }
-    socket.setNoDelay(true);
-    // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
-    socket.setKeepAlive(true, this.opts.pingIntervalMs);
-    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs, this.outputLimits));
+    // Setting a stream up (its parser, its transport) is login work: it waits its turn behind the
+    // online sessions' traffic; until then the socket is not read.
+    socket.pause();
+    socket.on('error', ignoreError);
+    this.acceptsWaiting++;
+    this.ctx.loginTurns.enqueue(() => {
+      this.acceptsWaiting--;
+      if (socket.destroyed) return;
+      socket.setNoDelay(true);
+      // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
+      socket.setKeepAlive(true, this.opts.pingIntervalMs);
+      this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs, this.outputLimits));
+      socket.off('error', ignoreError);
+      socket.resume();
+    });
   }
 
   private get outputLimits(): OutputLimits {
@@ -192,6 +207,10 @@ export class XmppServer {
     await Promise.all([this.tcp, this.tls].map((s) => (s ? new Promise<void>((resolve) => s.close(() => resolve())) : undefined)));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
+}
+
+function ignoreError(): void {
+  // A socket that fails before it became a stream is simply gone ('close' follows).
 }
 
 function listen(server: NetServer, host: string, port: number): Promise<number> {
