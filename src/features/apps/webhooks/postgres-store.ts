@@ -127,6 +127,12 @@ export class PostgresWebhookStore implements WebhookStore {
     return rows[0]?.m ?? 0;
   }
 
+  async appHead(appId: string): Promise<number> {
+    // Written in the transaction that logs the app's rows (under its append lock on PostgreSQL).
+    const { rows } = await sql<{ head: number }>`SELECT head FROM webhook_endpoints WHERE app_id = ${appId}`.execute(this.db);
+    return Number(rows[0]?.head ?? 0);
+  }
+
   async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {
     const { rows } = await sql<{ app_id: string; uid: string; last_body: string }>`
       SELECT app_id, uid, last_body FROM webhook_seq WHERE last_id IS NOT NULL ORDER BY last_id`.execute(this.db);

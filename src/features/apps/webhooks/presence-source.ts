@@ -25,6 +25,12 @@ export interface GrantedAudience {
   grantOf(appId: string, uid: string): GrantedApp | undefined;
   /** The account behind an app's pairwise id while the grant is active. */
   accountOf(appId: string, uid: string): string | undefined;
+  /**
+   * In a cluster, where grants also change on other nodes: brings what this audience knows of these
+   * users of the app in line with the database, before anything about them goes to the app. Absent
+   * where the audience is the whole truth (one process).
+   */
+  confirm?(appId: string, uids: readonly string[]): Promise<void>;
 }
 
 export type AppStatus = 'online' | 'away' | 'dnd' | 'offline';
