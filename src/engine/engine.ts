@@ -739,7 +739,7 @@ export class PresenceEngine {
   private async endSessionsOfDeadNode(e: Extract<ClusterEvent, { kind: 'node-down' }>): Promise<void> {
     await this.sessionLock.run(e.jid, async () => {
       const state = await this.state(e.jid);
-      for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down' });
+      for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down', protocol: s.protocol });
       // What watchers were last told included the dead node's sessions, whatever this cache learnt since.
       let before: readonly LiveSession[] = [...e.remaining, ...e.removed];
       for (const s of e.removed) {
@@ -765,7 +765,7 @@ export class PresenceEngine {
     const sink = s.sink;
     s.sink = null;
     sink?.close('replaced');
-    if (sink && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: s.presence, protocol: s.protocol });
+    if (sink && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: s.presence, protocol: s.protocol, elsewhere: true });
   }
 
   /**
