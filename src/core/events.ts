@@ -34,7 +34,12 @@ export interface PresenceEvents {
    * for it (this node only saw its own connection end; `protocol` is then the old connection's).
    */
   'session.replaced': { jid: string; session: SessionPresence; protocol: string; elsewhere?: true };
-  'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence };
+  /**
+   * `version`, with a clustered bus: the registry version of the account this presence was computed at
+   * (it only grows). Changes made on two nodes reach listeners on two nodes, in any order; the larger
+   * version is the later state.
+   */
+  'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence; version?: number };
   'subscription.changed': { owner: string; contact: string; state: SubState | null };
   'block.changed': { owner: string; contact: string; blocked: boolean };
   'account.created': { jid: string };

@@ -631,7 +631,7 @@ export class PresenceEngine {
       return persisted;
     }
     this.stats.presenceChanges++;
-    if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
+    if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', version === 0 ? { jid: state.jid, presence, previous } : { jid: state.jid, presence, previous, version });
     this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version));
     return persisted;
   }

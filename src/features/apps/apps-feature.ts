@@ -16,9 +16,8 @@ import { GrantSync } from './grant-sync.js';
 import { AppLogHub, type AppLog } from './log-hub.js';
 import { ClusterAppLog } from './log-feed.js';
 import { joinAppsPeers } from './peers.js';
-import { appUpdateOf, differsForApp, reconcileApps, type GrantedApp, type GrantedAudience } from './webhooks/presence-source.js';
+import { appUpdateOf, reconcileApps, registryVersions, type GrantedAudience } from './webhooks/presence-source.js';
 import { webhookStore } from './webhooks/store.js';
-import type { StoredBody } from './webhooks/outbox.js';
 import { startStreams } from './stream/index.js';
 import type { StreamRegistry } from './stream/app-stream.js';
 
@@ -139,29 +138,14 @@ export const appsFeature = defineFeature({
       await cluster.publish('grants', { a: appId, u: account }, { acknowledged: true });
       if (kind !== 'granted') return;
       const key = `${appId}\u0000${service.pairwiseId(appId, account)}`;
-      ctx.engine.presenceOf(account).then(
-        (p) => {
-          const app = index.grantOf(appId, service.pairwiseId(appId, account));
-          if (!initial.delete(key) || app === undefined) return;
-          const update = appUpdateOf(p, app, Date.now());
-          webhooks.outbox.enqueue([update]);
-          if (cluster.clustered) void checkAfterWrite(app, account);
-        },
-        (err: unknown) => ctx.log.error({ err, appId }, 'reading the presence of a new grant failed'),
-      );
-    };
-    /**
-     * In a cluster another node may log a change of the user between the read above and the write:
-     * once written, what the app was told last must be where the user stands, else it is told again.
-     */
-    const checkAfterWrite = async (app: GrantedApp, account: string): Promise<void> => {
       try {
-        await webhooks.outbox.flushed;
-        const [last] = await store.newestOfUsers(app.appId, [app.uid]);
-        const now = appUpdateOf(await ctx.engine.presenceOf(account), app, Date.now());
-        if (index.grantOf(app.appId, app.uid) !== undefined && differsForApp(last === undefined ? undefined : (JSON.parse(last.body) as StoredBody), now)) webhooks.outbox.enqueue([now]);
+        // Versioned (in a cluster): a change another node logs meanwhile is newer, and this one is not logged after it.
+        const version = (await registryVersions(ctx.engine, [account]))?.get(account);
+        const p = await ctx.engine.presenceOf(account);
+        const app = index.grantOf(appId, service.pairwiseId(appId, account));
+        if (initial.delete(key) && app !== undefined) webhooks.outbox.enqueue([appUpdateOf(p, app, Date.now(), version)]);
       } catch (err) {
-        ctx.log.warn({ err, appId: app.appId }, 'checking the first update of a new grant failed');
+        ctx.log.error({ err, appId }, 'reading the presence of a new grant failed');
       }
     };
     /**
