@@ -116,6 +116,11 @@ export class PushWorker {
     }, Math.max(0, at - this.#now()));
   }
 
+  /** Whether the registration's device had its push_rate_per_device_per_minute for now (counted here and, in a cluster, elsewhere). */
+  isLimited(registrationId: string): boolean {
+    return (this.#limited.get(registrationId) ?? 0) > this.#now();
+  }
+
   /** Another node is sending a push to the registration's device: it counts against the same per-minute limit. */
   countElsewhere(registrationId: string): void {
     this.#count(registrationId, this.#now());
