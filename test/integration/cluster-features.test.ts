@@ -16,6 +16,7 @@ import { startTestServer, type TestServer } from '../helpers/server.js';
 import { Receiver } from '../helpers/webhook-receiver.js';
 import { TestClient } from '../helpers/ws-client.js';
 import { XmppTestClient, xml } from '../helpers/xmpp-client.js';
+import { buildDist, killAllServerProcesses, startServerProcess } from '../helpers/server-process.js';
 
 /**
  * Apps, push and extensions on three nodes in this process, sharing one private PostgreSQL (store) and
@@ -27,7 +28,7 @@ import { XmppTestClient, xml } from '../helpers/xmpp-client.js';
 
 const AUDIT = fileURLToPath(new URL('../../examples/extensions/audit-log.mjs', import.meta.url));
 const PUSH_SECRET = `whsec_${randomBytes(24).toString('base64')}`;
-const USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'henry', 'ivan', 'judy', 's1', 's2', 's3', 'rita'];
+const USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'henry', 'ivan', 'judy', 's1', 's2', 's3', 'rita', 'kim', 'm1', 'm2', 'm3'];
 
 let redis: PrivateRedis;
 let pg: PrivatePostgres;
@@ -178,6 +179,7 @@ before(async () => {
 });
 
 after(async () => {
+  killAllServerProcesses();
   for (const s of streams) s.close();
   for (const c of clients) c.destroy();
   for (const x of xmppClients) await x.stop().catch(() => {});
@@ -347,16 +349,17 @@ describe('apps across nodes', () => {
   });
 });
 
+type AuditLine = { jid: string; event: string; resource?: string; reason?: string; protocol?: string };
+const audit = (jid: string): AuditLine[] =>
+  existsSync(auditPath)
+    ? readFileSync(auditPath, 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as AuditLine)
+        .filter((l) => l.jid === jid)
+    : [];
+
 describe('extensions across nodes', () => {
-  type AuditLine = { jid: string; event: string; resource?: string; reason?: string; protocol?: string };
-  const audit = (jid: string): AuditLine[] =>
-    existsSync(auditPath)
-      ? readFileSync(auditPath, 'utf8')
-          .split('\n')
-          .filter(Boolean)
-          .map((l) => JSON.parse(l) as AuditLine)
-          .filter((l) => l.jid === jid)
-      : [];
 
   test('each event is handled once, by the node where it happened: a connection taken over on another node included', async () => {
     const onA = await login('a', 'henry@localhost', { resource: 'phone', presence: { show: 'available' } });
@@ -421,5 +424,47 @@ describe('push across nodes', () => {
     for (const n of ['a', 'b', 'c']) await pushOf(node(n).server.engine)!.xmppSettled();
     await until('henry\'s pushes all sent', () => pg.psql(pg.database, "SELECT count(*) FROM push_outbox WHERE account = 'henry@localhost'").trim() === '0');
     assert.equal(pushesTo('henry-tablet').length, 1, 'once');
+  });
+});
+
+describe('a node killed', () => {
+  test('its user goes offline once: one webhook, one node_down for the extensions, from the node that declared it', async () => {
+    await buildDist();
+    const dir = mkdtempSync(join(work, 'node-k-'));
+    const k = await startServerProcess(dir, {
+      PRESENCED_STORE: pg.url,
+      PRESENCED_BUS: redis.url,
+      PRESENCED_NODE_ID: 'k',
+      PRESENCED_NODE_LEASE_MS: '1500',
+      PRESENCED_TOKEN_SECRET: CLUSTER_TOKEN_SECRET,
+      PRESENCED_WEBHOOKS_ALLOW_PRIVATE: 'true',
+      PRESENCED_WEBHOOK_FLUSH_MS: '5',
+      PRESENCED_WEBHOOK_BATCH_MS: '20',
+      PRESENCED_PUSH_PROVIDERS: JSON.stringify(config('k').push_providers),
+      PRESENCED_EXTENSIONS_LIST: JSON.stringify(config('k').extensions_list),
+    });
+    await grant('b', 'kim@localhost');
+    await hooks.until(() => deliveredTo('kim@localhost').length === 1, 'kim\'s first update');
+    const { client: kim } = await TestClient.login(`${k.url.replace(/^http/, 'ws')}/ws`, 'kim@localhost', 'secret-pw', { presence: { show: 'available' } });
+    clients.push(kim);
+    await hooks.until(() => deliveredTo('kim@localhost').at(-1)?.status === 'online', 'kim online, from the node about to die');
+    // Killed once the delivery is recorded: a node killed between a webhook's answer and its record
+    // leaves the app's lease to run out (webhook_timeout_ms + 30 s), and the batch is sent again.
+    await until('the delivery recorded', () => pg.psql(pg.database, `SELECT head = delivered_through AND claimed_by IS NULL FROM webhook_endpoints WHERE app_id = '${app.id}'`).trim() === 't');
+    k.child.kill('SIGKILL');
+    await k.exited;
+    await hooks.until(() => deliveredTo('kim@localhost').at(-1)?.status === 'offline', 'kim offline, declared by another node', 20_000);
+    // The declaring node emitted the close before the presence change: a marker on every node after it.
+    for (const [n, marker] of [['a', 'm1'], ['b', 'm2'], ['c', 'm3']] as const) {
+      const m = await login(n, `${marker}@localhost`);
+      await m.close();
+    }
+    await until('every node\'s extension reached its marker', () => ['m1', 'm2', 'm3'].every((m) => audit(`${m}@localhost`).some((l) => l.event === 'disconnect')), 15_000);
+    const lines = audit('kim@localhost');
+    assert.deepEqual(lines.filter((l) => l.event === 'connect').map((l) => l.protocol), ['native'], 'the connect, by the node that died');
+    assert.deepEqual(lines.filter((l) => l.event === 'disconnect').map((l) => l.reason), ['node_down'], 'one node_down, by the one node that declared it');
+    const got = deliveredTo('kim@localhost');
+    assert.deepEqual(got.map((u) => u.status), ['offline', 'online', 'offline']);
+    assert.deepEqual(got.map((u) => u.seq), [1, 2, 3]);
   });
 });
