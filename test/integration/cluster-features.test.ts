@@ -28,7 +28,7 @@ import { buildDist, killAllServerProcesses, startServerProcess } from '../helper
 
 const AUDIT = fileURLToPath(new URL('../../examples/extensions/audit-log.mjs', import.meta.url));
 const PUSH_SECRET = `whsec_${randomBytes(24).toString('base64')}`;
-const USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'henry', 'ivan', 'judy', 's1', 's2', 's3', 'rita', 'kim', 'm1', 'm2', 'm3'];
+const USERS = ['alice', 'bob', 'carol', 'dave', 'erin', 'frank', 'grace', 'henry', 'ivan', 'judy', 's1', 's2', 's3', 'rita', 'kim', 'm1', 'm2', 'm3', 'lena', 'mona'];
 
 let redis: PrivateRedis;
 let pg: PrivatePostgres;
@@ -308,6 +308,39 @@ describe('apps across nodes', () => {
     }
     onC.close();
     await erin.close();
+  });
+
+  test('Redis restarts: webhooks go on, a revocation made meanwhile holds on every node, the streams catch up', async () => {
+    await grant('a', 'lena@localhost');
+    await grant('a', 'mona@localhost');
+    const lena = await login('a', 'lena@localhost', { presence: { show: 'available' } });
+    const mona = await login('c', 'mona@localhost', { presence: { show: 'available' } });
+    const onC = await NdjsonStream.open(node('c'), app);
+    await onC.until((l) => l.some((x) => x.type === 'live'), 'the live line');
+    await mona.request('presence', { show: 'away', status: 'before' });
+    await onC.until((l) => l.some((x) => x.uid === uidOf('mona@localhost') && x.statusText === 'before'), 'mona before, on C');
+    await hooks.until(() => deliveredTo('mona@localhost').some((u) => u.statusText === 'before'), 'mona before, by webhook');
+    const linesBefore = onC.lines.length;
+    const monaHooks = deliveredTo('mona@localhost').length;
+    await redis.stop();
+    // Revoked on B while no node hears the others: C, where mona is connected, logs her changes still.
+    const res = await fetch(`${node('b').url}/api/v1/me/apps/${app.id}`, { method: 'DELETE', headers: { authorization: basic('mona@localhost', 'secret-pw') } });
+    assert.equal(res.status, 204);
+    await mona.request('presence', { show: 'dnd', status: 'during' });
+    await lena.request('presence', { show: 'away', status: 'during' });
+    await hooks.until(() => deliveredTo('lena@localhost').some((u) => u.statusText === 'during'), 'lena by webhook while Redis is down');
+    await redis.start();
+    await onC.until((l) => l.some((x) => x.uid === uidOf('lena@localhost') && x.statusText === 'during'), 'lena\'s change while Redis was down, on C', 30_000);
+    await lena.request('presence', { show: 'available', status: 'marker' });
+    await onC.until((l) => l.some((x) => x.uid === uidOf('lena@localhost') && x.statusText === 'marker'), 'the marker on C');
+    await hooks.until(() => deliveredTo('lena@localhost').some((u) => u.statusText === 'marker'), 'the marker by webhook');
+    assert.deepEqual(onC.lines.slice(linesBefore).filter((x) => x.uid === uidOf('mona@localhost')), [], 'the stream on C says nothing more of mona');
+    assert.equal(deliveredTo('mona@localhost').length, monaHooks, 'no webhook carries mona any more');
+    const lenaLines = onC.presence(uidOf('lena@localhost')).filter((x) => x.snapshot !== true).map((x) => x.seq);
+    assert.deepEqual(lenaLines, [...new Set(lenaLines)].sort((x, y) => x - y), 'lena\'s lines once each, in order');
+    onC.close();
+    await lena.close();
+    await mona.close();
   });
 
   test('the client secret rotated on A ends the streams opened with the old one on B and C at once', async () => {

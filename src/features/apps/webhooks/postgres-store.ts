@@ -75,7 +75,7 @@ export class PostgresWebhookStore implements WebhookStore {
           ON CONFLICT (app_id, uid) DO UPDATE SET seq = w.seq + excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body
           -- Rows carrying the account's registry version (a cluster): a user's rows older than what the
           -- log already holds for that user are dropped (written late by another node), not logged after it.
-          WHERE (w.last_body::jsonb ->> 'v') IS NULL OR (excluded.last_body::jsonb ->> 'v') IS NULL
+          WHERE (excluded.last_body::jsonb ->> 'v') IS NULL OR (w.last_body::jsonb ->> 'v') IS NULL
             OR (w.last_body::jsonb ->> 'v')::bigint <= (excluded.last_body::jsonb ->> 'v')::bigint
           RETURNING app_id, uid, seq),
         l AS (
