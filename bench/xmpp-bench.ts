@@ -24,10 +24,9 @@
  * accounts (10,000 by default), then memory with 0 and with that many idle sessions. At 1,000 sessions
  * a server's whole difference is a few MB, within the swing of its idle RSS from run to run.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash, createHmac, pbkdf2Sync, randomBytes } from 'node:crypto';
-import { chownSync, copyFileSync, createWriteStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { connect, createServer, type Socket } from 'node:net';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, type Socket } from 'node:net';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance, PerformanceObserver } from 'node:perf_hooks';
@@ -36,7 +35,19 @@ import { setFlagsFromString } from 'node:v8';
 import { SqliteStore } from '../src/adapters/sqlite/sqlite-store.js';
 import type { RosterItem } from '../src/core/roster.js';
 import { deriveCredentials } from '../src/engine/credentials.js';
-import { cpuCounters, cpuTicks, rssKb } from './proc-stats.js';
+import {
+  ensurePackages,
+  freePort,
+  prosodyAccountFile,
+  prosodyRosterFile,
+  serverQuiet,
+  startEjabberd,
+  startPresenced,
+  startProsody,
+  type RunningServer,
+} from './lib/xmpp-servers.js';
+import { attr, elementEnd } from './lib/xmpp-wire.js';
+import { cpuCounters, rssKb } from './proc-stats.js';
 
 const { values: args } = parseArgs({
   options: {
@@ -121,145 +132,15 @@ type Mechanism = 'PLAIN' | 'SCRAM-SHA-1';
 // ---------------------------------------------------------------------------------------------------
 // Servers
 
-interface RunningServer {
-  port: number;
-  /** The process whose RSS is the server's memory (node, lua, beam.smp). */
-  memPid: number;
+interface BenchServer extends RunningServer {
   mechanism: Mechanism;
-  version: string;
-  stop(): Promise<void>;
 }
 
 interface ServerKind {
   name: string;
   /** Accounts and rosters exist before start (presenced) or are made over XMPP afterwards. */
   preparedAccounts: boolean;
-  start(dir: string, port: number): Promise<RunningServer>;
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
-
-function exited(proc: ChildProcess): Promise<void> {
-  if (proc.exitCode !== null || proc.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => proc.once('exit', () => resolve()));
-}
-
-/** SIGTERM, and SIGKILL if the process has not gone after `graceMs`. */
-async function stopProcess(proc: ChildProcess, pid: number, graceMs: number): Promise<void> {
-  try {
-    process.kill(pid, 'SIGTERM');
-  } catch {
-    return;
-  }
-  const timer = setTimeout(() => {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }, graceMs);
-  await exited(proc);
-  clearTimeout(timer);
-}
-
-/**
- * Waits until the port accepts TCP connections. Prosody and ejabberd have no machine-readable
- * "ready" signal on stdout, so readiness is probed with a connect retried every 200 ms.
- */
-async function waitForPort(port: number, proc: ChildProcess, timeoutMs: number): Promise<void> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    if (proc.exitCode !== null || proc.signalCode !== null) throw new Error(`exited with ${proc.exitCode ?? proc.signalCode} before listening`);
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(port, '127.0.0.1');
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > until) throw new Error(`port ${port} not listening after ${timeoutMs / 1000} s`);
-    await new Promise((r) => setTimeout(r, 200)); // polling a peer's port: an external process gives no event
-  }
-}
-
-function childrenOf(pid: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      // Field 4 (ppid) follows the parenthesised command name, which may itself contain spaces.
-      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === pid) out.push(Number(name));
-    } catch {
-      // the process ended while we looked
-    }
-  }
-  return out;
-}
-
-function commOf(pid: number): string {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-  } catch {
-    return '';
-  }
-}
-
-function findDescendant(pid: number, comm: string): number | null {
-  const todo = [pid];
-  while (todo.length > 0) {
-    const p = todo.shift() as number;
-    if (commOf(p) === comm) return p;
-    todo.push(...childrenOf(p));
-  }
-  return null;
-}
-
-/**
- * Resolves once the server has used at most one clock tick of CPU in half a second: what a burst left
- * (queued writes, a collection it started) is done before latency is measured. A peer process gives no
- * event for this, so its CPU counter is polled; after the stall limit it goes on regardless.
- */
-async function serverQuiet(pid: number): Promise<void> {
-  const until = Date.now() + STALL_MS;
-  let last = cpuTicks(pid);
-  for (;;) {
-    await new Promise((r) => setTimeout(r, 500)); // polling a peer's CPU counter: measurement, not synchronisation
-    const now = cpuTicks(pid);
-    if (now - last <= 1 || Date.now() > until) return;
-    last = now;
-  }
-}
-
-function debVersion(pkg: string): string {
-  const r = spawnSync('dpkg-query', ['-W', '-f=${Version}', pkg], { encoding: 'utf8' });
-  return r.status === 0 ? r.stdout.trim() : '?';
-}
-
-/** Installs the peers from Debian's packages when they are missing. */
-function ensurePackages(names: string[]): void {
-  const missing: string[] = [];
-  if (names.includes('prosody') && spawnSync('sh', ['-c', 'command -v prosody']).status !== 0) missing.push('prosody', 'prosody-modules');
-  if (names.includes('ejabberd') && spawnSync('sh', ['-c', 'command -v ejabberdctl || test -x /usr/sbin/ejabberdctl']).status !== 0) missing.push('ejabberd');
-  if (missing.length === 0) return;
-  console.log(`installing ${missing.join(' ')} with apt-get`);
-  const env = { ...process.env, DEBIAN_FRONTEND: 'noninteractive' };
-  spawnSync('apt-get', ['update'], { stdio: 'inherit', env });
-  const r = spawnSync('apt-get', ['install', '-y', ...missing], { stdio: 'inherit', env });
-  if (r.status !== 0) console.log(`apt-get install failed (${r.status}); the missing servers will be reported as failed`);
+  start(dir: string, port: number): Promise<BenchServer>;
 }
 
 async function prepareData(dir: string, accounts: number): Promise<void> {
@@ -287,44 +168,8 @@ const presenced: ServerKind = {
   preparedAccounts: true,
   async start(dir, port) {
     await prepareData(dir, N);
-    const proc = spawn('sh', ['-c', `ulimit -n 20000; exec taskset -c ${SERVER_CPU} "${process.execPath}" ${args['server-node-args']} bin/presenced.js start`], {
-      env: {
-        ...process.env,
-        PRESENCED_DATA_DIR: dir,
-        PRESENCED_HTTP_PORT: '0',
-        PRESENCED_XMPP_PORT: String(port),
-        PRESENCED_XMPPS_PORT: '-1',
-        PRESENCED_XMPP_REQUIRE_TLS: 'false',
-        PRESENCED_LOG_LEVEL: 'info',
-        PRESENCED_HEARTBEAT_INTERVAL_MS: '600000',
-        PRESENCED_IDLE_TIMEOUT_MS: '3600000',
-        PRESENCED_XMPP_NEGOTIATION_TIMEOUT_MS: '600000',
-        // Streams closed between the phases must end their sessions at once, not linger.
-        PRESENCED_GRACE_PERIOD_MS: '0',
-      },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    // Its log (and whatever --server-node-args make V8 print, such as --trace-gc) is kept beside the
-    // other servers' logs, for --keep-dirs.
-    const log = createWriteStream(join(dir, 'presenced.log'));
-    proc.stdout!.pipe(log);
-    await new Promise<void>((resolve, reject) => {
-      let buf = '';
-      proc.stdout!.on('data', (d: Buffer) => {
-        buf += d.toString();
-        if (buf.includes('listening on')) resolve();
-        if (buf.length > 100_000) buf = buf.slice(-1000);
-      });
-      proc.once('exit', (code) => reject(new Error(`presenced exited with ${code}`)));
-    });
-    const pkg = JSON.parse(readFileSync('package.json', 'utf8')) as { version: string };
-    return {
-      port,
-      memPid: proc.pid!,
-      mechanism: 'SCRAM-SHA-1',
-      version: pkg.version,
-      stop: () => stopProcess(proc, proc.pid!, 15_000),
-    };
+    const s = await startPresenced({ dir, port, cpu: SERVER_CPU, nodeArgs: args['server-node-args'] as string, env: {} });
+    return { ...s, mechanism: 'SCRAM-SHA-1' };
   },
 };
 
@@ -336,18 +181,10 @@ const presenced: ServerKind = {
 function prepareProsodyData(dataDir: string): void {
   const host = join(dataDir, DOMAIN);
   for (const d of ['accounts', 'roster']) mkdirSync(join(host, d), { recursive: true });
-  // mod_auth_internal_hashed: SCRAM-SHA-1 keys in hex over PBKDF2 of the password with a string salt.
-  // One shared salt keeps setup to one PBKDF2; logins still cost the server one each.
-  const salt = 'xmpp-bench-shared-salt';
-  const iterations = 10_000;
-  const salted = pbkdf2Sync(PASSWORD, salt, iterations, 20, 'sha1');
-  const storedKey = createHash('sha1').update(createHmac('sha1', salted).update('Client Key').digest()).digest('hex');
-  const serverKey = createHmac('sha1', salted).update('Server Key').digest('hex');
-  const account = `return {\n\t["stored_key"] = "${storedKey}";\n\t["iteration_count"] = ${iterations};\n\t["server_key"] = "${serverKey}";\n\t["salt"] = "${salt}";\n};\n`;
+  const account = prosodyAccountFile(PASSWORD);
   for (let i = 0; i < N; i++) {
     writeFileSync(join(host, 'accounts', `${userOf(i)}.dat`), account);
-    const items = neighbours(i).map((j) => `\t["${jidOf(j)}"] = { ["groups"] = {}; ["subscription"] = "both"; };\n`);
-    writeFileSync(join(host, 'roster', `${userOf(i)}.dat`), `return {\n\t[false] = { ["version"] = 1; ["pending"] = {}; };\n${items.join('')}};\n`);
+    writeFileSync(join(host, 'roster', `${userOf(i)}.dat`), prosodyRosterFile(neighbours(i).map(jidOf)));
   }
 }
 
@@ -355,41 +192,8 @@ const prosody: ServerKind = {
   name: 'prosody',
   preparedAccounts: true,
   async start(dir, port) {
-    mkdirSync(join(dir, 'data'));
     prepareProsodyData(join(dir, 'data'));
-    const cfg = join(dir, 'prosody.cfg.lua');
-    writeFileSync(
-      cfg,
-      `-- written by bench/xmpp-bench.ts
-run_as_root = true
-daemonize = false
-data_path = "${dir}/data"
-log = { warn = "${dir}/prosody.log" }
-interfaces = { "127.0.0.1" }
-c2s_ports = { ${port} }
-c2s_direct_tls_ports = { }
-legacy_ssl_ports = { }
-c2s_require_encryption = false
-allow_unencrypted_plain_auth = true
-allow_registration = true
-min_seconds_between_registrations = 0
-authentication = "internal_hashed"
-storage = "internal"
--- no tls: without a certificate mod_tls would still offer STARTTLS (PEERS.md); no s2s on this box
-modules_enabled = { "roster", "saslauth", "disco", "ping", "register" }
-modules_disabled = { "s2s" }
-VirtualHost "${DOMAIN}"
-`,
-    );
-    const proc = spawn('sh', ['-c', `ulimit -n 20000; exec taskset -c ${SERVER_CPU} prosody --config "${cfg}"`], { stdio: ['ignore', 'ignore', 'inherit'] });
-    try {
-      await waitForPort(port, proc, 30_000);
-    } catch (e) {
-      proc.kill('SIGKILL');
-      throw e;
-    }
-    // taskset and env exec into lua: the spawned PID is the Lua interpreter.
-    return { port, memPid: proc.pid!, mechanism: 'PLAIN', version: debVersion('prosody'), stop: () => stopProcess(proc, proc.pid!, 15_000) };
+    return { ...(await startProsody({ dir, port, cpu: SERVER_CPU, domain: DOMAIN })), mechanism: 'PLAIN' };
   },
 };
 
@@ -397,76 +201,7 @@ const ejabberd: ServerKind = {
   name: 'ejabberd',
   preparedAccounts: false,
   async start(dir, port) {
-    // Restartable on the same directory: the spool keeps the accounts and rosters.
-    mkdirSync(join(dir, 'logs'), { recursive: true });
-    mkdirSync(join(dir, 'db'), { recursive: true });
-    writeFileSync(
-      join(dir, 'ejabberd.yml'),
-      `# written by bench/xmpp-bench.ts
-hosts: [${DOMAIN}]
-loglevel: warning
-listen:
-  - port: ${port}
-    ip: "127.0.0.1"
-    module: ejabberd_c2s
-    starttls_required: false
-    max_stanza_size: 262144
-    # the default backlog of 5 drops connects of a login storm (resets, 1 s SYN retries)
-    backlog: 1024
-acl:
-  local:
-    user_regexp: ""
-access_rules:
-  local: {allow: local}
-  c2s: {allow: all}
-  register: {allow: all}
-# otherwise one in-band registration per IP per 10 minutes
-registration_timeout: infinity
-modules:
-  mod_roster: {}
-  mod_register:
-    access: register
-    ip_access: all
-  mod_disco: {}
-  mod_ping: {}
-  mod_offline: {}
-`,
-    );
-    // One scheduler: fair against single-threaded servers on the same one-core pin. A node name of our
-    // own so that another ejabberd on this machine is not taken for ours.
-    writeFileSync(
-      join(dir, 'ejabberdctl.cfg'),
-      `ERL_OPTIONS="+S 1:1"\nERLANG_NODE=xmppbench${process.pid}@localhost\nINET_DIST_INTERFACE=127.0.0.1\nERL_EPMD_ADDRESS=127.0.0.1\n`,
-    );
-    copyFileSync('/etc/ejabberd/inetrc', join(dir, 'inetrc'));
-    const uid = Number(spawnSync('id', ['-u', 'ejabberd'], { encoding: 'utf8' }).stdout.trim());
-    const gid = Number(spawnSync('id', ['-g', 'ejabberd'], { encoding: 'utf8' }).stdout.trim());
-    for (const p of [dir, join(dir, 'logs'), join(dir, 'db'), join(dir, 'ejabberd.yml'), join(dir, 'ejabberdctl.cfg'), join(dir, 'inetrc')]) chownSync(p, uid, gid);
-    // Through su/runuser PAM resets the open-files limit to 1024 and ejabberd stops accepting near
-    // 1,000 sessions; setpriv keeps the limit raised here (PEERS.md).
-    const cmd =
-      `ulimit -n 20000; exec taskset -c ${SERVER_CPU} setpriv --reuid=ejabberd --regid=ejabberd --init-groups ` +
-      `env HOME=/var/lib/ejabberd USER=ejabberd ejabberdctl --config-dir "${dir}" --config "${dir}/ejabberd.yml" ` +
-      `--ctl-config "${dir}/ejabberdctl.cfg" --logs "${dir}/logs" --spool "${dir}/db" foreground`;
-    const proc = spawn('sh', ['-c', cmd], { stdio: ['ignore', 'ignore', 'inherit'] });
-    try {
-      await waitForPort(port, proc, 60_000);
-    } catch (e) {
-      const beam = findDescendant(proc.pid!, 'beam.smp');
-      if (beam !== null) process.kill(beam, 'SIGKILL');
-      proc.kill('SIGKILL');
-      throw e;
-    }
-    const beam = findDescendant(proc.pid!, 'beam.smp');
-    if (beam === null) throw new Error('ejabberd is listening but no beam.smp under it');
-    return {
-      port,
-      memPid: beam,
-      mechanism: 'PLAIN',
-      version: debVersion('ejabberd'),
-      // beam.smp takes SIGTERM as init:stop(); the ejabberdctl shell then exits with it.
-      stop: () => stopProcess(proc, beam, 30_000),
-    };
+    return { ...(await startEjabberd({ dir, port, cpu: SERVER_CPU, domain: DOMAIN })), mechanism: 'PLAIN' };
   },
 };
 
@@ -476,32 +211,6 @@ const KINDS: Record<string, ServerKind> = { presenced, prosody, ejabberd };
 // The raw XMPP client
 
 const STREAM_HEADER = `<?xml version='1.0'?><stream:stream to='${DOMAIN}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>`;
-
-/** The value of an attribute in an element's text, whichever quote the server used. */
-function attr(text: string, name: string): string | null {
-  const end = text.indexOf('>');
-  let i = text.indexOf(` ${name}=`);
-  if (i < 0 || (end >= 0 && i > end)) return null;
-  i += name.length + 2;
-  const q = text[i];
-  const close = text.indexOf(q as string, i + 1);
-  return close < 0 ? null : text.slice(i + 1, close);
-}
-
-/** End (exclusive) of the element starting at `start`, or -1 when it is not complete yet. */
-function elementEnd(buf: string, start: number): number {
-  let nameEnd = start + 1;
-  while (nameEnd < buf.length) {
-    const c = buf.charCodeAt(nameEnd);
-    if (c === 32 || c === 62 || c === 47 || c === 10 || c === 9 || c === 13) break;
-    nameEnd++;
-  }
-  const gt = buf.indexOf('>', nameEnd);
-  if (gt < 0) return -1;
-  if (buf.charCodeAt(gt - 1) === 47) return gt + 1;
-  const close = buf.indexOf(`</${buf.slice(start + 1, nameEnd)}>`, gt);
-  return close < 0 ? -1 : close + nameEnd - start + 2;
-}
 
 const saltedCache = new Map<string, Buffer>();
 
@@ -951,7 +660,7 @@ interface Result {
 
 /** What a pass holds that must be released whatever happens: the server process and the clients. */
 interface Held {
-  server: RunningServer | null;
+  server: BenchServer | null;
   clients: Client[];
 }
 
@@ -1004,7 +713,7 @@ async function startPrepared(kind: ServerKind, dir: string, port: number, held: 
  * server settles in, so neither charges a login storm's garbage to the sessions. The clients stay.
  */
 async function sessionMemory(kind: ServerKind, port: number, mech: Mechanism, held: Held, result: Result, idleSeconds: number): Promise<void> {
-  const pid = (held.server as RunningServer).memPid;
+  const pid = (held.server as BenchServer).memPid;
   result.rssIdleKb = await idleRss(pid, idleSeconds);
   const t1 = Date.now();
   held.clients = await loginAll(port, mech);
@@ -1055,7 +764,7 @@ async function measure(kind: ServerKind): Promise<Result> {
     // Idle sessions: the quiet period also lets the login fan-out drain before the burst.
     await sessionMemory(kind, port, mech, held, result, IDLE_SECONDS);
     const clients = held.clients;
-    const server = held.server as RunningServer;
+    const server = held.server as BenchServer;
 
     // Burst: every client changes show and status B times back to back.
     const shows = ['away', 'dnd', 'xa', 'chat'];
@@ -1091,7 +800,7 @@ async function measure(kind: ServerKind): Promise<Result> {
     // median unless too few clean ones remain.
     const rounds: Round[] = [];
     for (let r = 0; r < 2 * ROUNDS && rounds.filter((x) => x.stealPercent <= MAX_STEAL).length < ROUNDS; r++) {
-      await serverQuiet(server.memPid);
+      await serverQuiet(server.memPid, STALL_MS);
       const round = await pacedRound(clients, `${kind.name}.${r + 1}`);
       rounds.push(round);
       console.log(

@@ -7,7 +7,8 @@ import { PresenceEngine } from './engine/engine.js';
 import { startIdleCollector } from './idle-collector.js';
 import { tuneRuntime } from './runtime-tuning.js';
 import { controlRequest, DataDirInUseError } from './control-channel.js';
-import { createLogger, openStore, startServer, VERSION } from './server.js';
+import { createLogger, openStore, passwordSettings, startServer, VERSION } from './server.js';
+import { Passwords } from './engine/passwords.js';
 import { APP_USAGE, appCommand, AppUsageError } from './features/apps/cli.js';
 import { EXTENSIONS_USAGE, extensionsCommand, ExtensionsUsageError } from './features/extensions/cli.js';
 import { extensionsOf } from './features/extensions/extensions-feature.js';
@@ -66,13 +67,19 @@ async function withEngine<T>(config: Config, fn: (engine: PresenceEngine) => Pro
   try {
     await store.migrate();
     // The CLI never holds sessions: an in-memory bus with no subscribers is all the engine needs here.
+    const passwords = new Passwords(passwordSettings(config));
     const engine = new PresenceEngine(store, new MemoryBus(), {
       domains: config.domains,
       gracePeriodMs: 0,
       defaultPublicPresence: config.public_presence_default,
       tokenSecret: Buffer.alloc(32),
+      passwords,
     });
-    return await fn(engine);
+    try {
+      return await fn(engine);
+    } finally {
+      await passwords.close();
+    }
   } finally {
     await store.close();
   }

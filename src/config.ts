@@ -56,6 +56,11 @@ export const CONFIG_KEYS = {
   login_throttle_account_free: { kind: 'int', def: 5, min: 1, max: 100_000, doc: 'Failed logins of one account (any front door) before its next attempts wait: 1 s, then doubling up to login_throttle_max_delay_ms. The wait binds only addresses that failed themselves, so the real user is not locked out.' },
   login_throttle_address_free: { kind: 'int', def: 20, min: 1, max: 1_000_000, doc: 'Failed logins from one address (IPv6: one /64) before its next attempts wait, as for accounts.' },
   login_throttle_max_delay_ms: { kind: 'int', def: 30_000, min: 0, max: 3_600_000, doc: 'Longest wait imposed on a throttled account or address (refused attempts get XMPP temporary-auth-failure, native rate-limited, HTTP 429 with Retry-After). 0 turns login throttling off.' },
+  scrypt_cost: { kind: 'int', def: 15, min: 10, max: 22, doc: 'scrypt cost of the password hash made for each new or changed password, as log2 N (r = 8, p = 1): each step doubles its time and memory (15: 32 MiB, 60-140 ms of one core here; 17: 128 MiB, four times that). Existing hashes keep the cost they were made with. See docs/security.md, "Password work during login storms".' },
+  scram_iterations: { kind: 'int', def: 4096, min: 4096, max: 10_000_000, doc: 'PBKDF2 iterations of the SCRAM-SHA-1 and SCRAM-SHA-256 keys made for each new or changed password (RFC 7677 minimum 4096). Sets what an offline guess against a stolen database costs, and what a PLAIN, native or HTTP Basic login costs the server (about 1.7 ms per 4096 on this machine) when the password is not in the verified-password cache; SCRAM logins cost the server a few HMACs whatever the count (the client derives). Existing keys keep their count.' },
+  password_pool: { kind: 'string', def: 'workers', doc: 'Where password hashing runs: workers (worker threads of the server at a lower CPU priority than the event loop, so connected sessions keep their latency during a login storm) or libuv (node:crypto on libuv\'s thread pool, at the event loop\'s priority). See docs/benchmarks.md, "Login and reconnect storms".' },
+  password_pool_size: { kind: 'int', def: 0, min: 0, max: 256, doc: 'Password derivations run at once (worker threads, or libuv jobs in flight); the rest wait in a fair queue (round robin per account, per address for registrations). 0: one per CPU the process may run on (1 under taskset -c 0 or a one-CPU container).' },
+  password_cache_size: { kind: 'int', def: 100_000, min: 0, max: 10_000_000, doc: 'Accounts whose last verified password is remembered in memory (an HMAC under a per-process key, never written) so that the same password sent again in clear is accepted without a derivation; wrong passwords always pay the full derivation. 0 turns it off. docs/security.md says what it protects and what not.' },
   xmpp_port: { kind: 'int', def: 5222, min: -1, max: 65535, doc: 'XMPP client port (STARTTLS). 0 picks a free port (logged); -1 disables it.' },
   xmpps_port: { kind: 'int', def: 5223, min: -1, max: 65535, doc: 'XMPP client port with direct TLS (XEP-0368). 0 picks a free port; -1 disables it.' },
   xmpp_require_tls: { kind: 'bool', def: true, doc: 'XMPP clients must use TLS before authenticating. false allows plaintext streams with PLAIN (logged as a warning).' },
@@ -156,6 +161,11 @@ export interface Config {
   login_throttle_account_free: number;
   login_throttle_address_free: number;
   login_throttle_max_delay_ms: number;
+  scrypt_cost: number;
+  scram_iterations: number;
+  password_pool: string;
+  password_pool_size: number;
+  password_cache_size: number;
   xmpp_port: number;
   xmpps_port: number;
   xmpp_require_tls: boolean;
@@ -414,6 +424,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   if (c.admin_token !== '' && c.admin_token.length < 16) problems.push('admin_token must be at least 16 characters (or empty to disable the admin API)');
   if (c.idle_timeout_ms <= c.heartbeat_interval_ms) problems.push('idle_timeout_ms must be greater than heartbeat_interval_ms, or live connections would be dropped');
   if (c.ws_rate_burst < 1) problems.push('ws_rate_burst must be at least 1');
+  if (c.password_pool !== 'workers' && c.password_pool !== 'libuv') problems.push('password_pool must be workers or libuv');
   if (c.xmpp_registration !== 'open' && c.xmpp_registration !== 'closed') problems.push('xmpp_registration must be open or closed');
   if (c.xmpp_resource_conflict !== 'replace_old' && c.xmpp_resource_conflict !== 'new_resource') problems.push('xmpp_resource_conflict must be replace_old or new_resource');
   if (c.xmpp_sm_max_unacked_bytes < c.xmpp_max_stanza_bytes) problems.push('xmpp_sm_max_unacked_bytes must be at least xmpp_max_stanza_bytes, or one large message would end a stream');

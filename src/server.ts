@@ -12,6 +12,9 @@ import type { PresenceBus } from './ports/bus.js';
 import { resolveNodeId, type Config } from './config.js';
 import { isPresenceError, type ErrorCode } from './core/errors.js';
 import { PresenceEngine } from './engine/engine.js';
+import { DEFAULT_SCRYPT } from './engine/credentials.js';
+import { Passwords, type PasswordSettings } from './engine/passwords.js';
+import { LoginTurns } from './protocols/login-turns.js';
 import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
@@ -94,6 +97,17 @@ function tokenSecret(config: Config): Buffer {
   return secret;
 }
 
+/** The password settings of the configuration (src/engine/passwords.ts). */
+export function passwordSettings(config: Config): Partial<PasswordSettings> {
+  return {
+    scrypt: { logN: config.scrypt_cost, r: DEFAULT_SCRYPT.r, p: DEFAULT_SCRYPT.p },
+    scramIterations: config.scram_iterations,
+    pool: config.password_pool === 'libuv' ? 'libuv' : 'workers',
+    poolSize: config.password_pool_size,
+    cacheSize: config.password_cache_size,
+  };
+}
+
 export interface RunningServer {
   readonly engine: PresenceEngine;
   readonly http: FastifyInstance;
@@ -114,6 +128,8 @@ export interface StartOptions {
    * what reloads without a restart (the extensions). Without it a reload reuses `config`.
    */
   readonly rereadConfig?: () => Config;
+  /** The clock of the front doors' liveness sweeps and timeouts (Date.now by default): tests drive the idle sweep with it. */
+  readonly livenessClock?: () => number;
 }
 
 /** The composition root: builds adapters, the engine, the features and every front door from the configuration. */
@@ -129,7 +145,9 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     await store.close();
     throw e;
   }
+  const passwords = new Passwords(passwordSettings(config));
   const engine = new PresenceEngine(store, bus, {
+    passwords,
     domains: config.domains,
     gracePeriodMs: config.grace_period_ms,
     defaultPublicPresence: config.public_presence_default,
@@ -201,6 +219,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
 
   let native: NativeServer | null = null;
   let xmppServer: XmppServer | null = null;
+  // One queue of login work for every front door: a storm on one does not get ahead of the other's.
+  const loginTurns = new LoginTurns();
   const metrics = new Metrics(
     engine,
     () => ({ native: native?.connectionCount ?? 0, xmpp: xmppServer?.connectionCount ?? 0 }),
@@ -281,6 +301,8 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       idleTimeoutMs: config.idle_timeout_ms,
       authTimeoutMs: config.auth_timeout_ms,
       maxConnections: config.max_connections,
+      ...(opts.livenessClock ? { now: opts.livenessClock } : {}),
+      loginTurns,
       rate: config.ws_rate_limit,
       burst: config.ws_rate_burst,
       maxStrikes: config.ws_flood_strikes,
@@ -296,7 +318,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
     features.native,
   );
   native.attach(http.server);
-  const xmpp = await startXmpp(config, engine, log, features);
+  const xmpp = await startXmpp(config, engine, log, features, opts.livenessClock, loginTurns);
   xmppServer = xmpp;
   xmpp.attach(http.server);
 
@@ -324,6 +346,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
       await features.stop();
       await bus.close();
       await store.close();
+      await passwords.close();
       log.info('stopped');
     })();
     return stopping;
@@ -331,7 +354,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   return { engine, http, port, url, xmppPort: xmpp.port, xmppsPort: xmpp.tlsPort, log, stop };
 }
 
-async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, features: StartedFeatures): Promise<XmppServer> {
+async function startXmpp(
+  config: Config,
+  engine: PresenceEngine,
+  log: Logger,
+  features: StartedFeatures,
+  clock: (() => number) | undefined,
+  loginTurns: LoginTurns,
+): Promise<XmppServer> {
   const xlog = log.child({ component: 'xmpp' });
   const files = certificateFiles({ certPath: config.tls_cert, keyPath: config.tls_key, dataDir: config.data_dir, domains: config.domains });
   if (files.generated) xlog.info({ cert: files.cert }, 'generated a self-signed TLS certificate for XMPP; set tls_cert/tls_key for a real one');
@@ -361,6 +391,8 @@ async function startXmpp(config: Config, engine: PresenceEngine, log: Logger, fe
       maxOutputBytes: config.xmpp_max_output_bytes,
       outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,
+      ...(clock ? { now: clock } : {}),
+      loginTurns,
     },
     loadTls(files),
     xlog,

@@ -20,7 +20,8 @@ import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
 import type { AccountSessions, ClusterEvent, ClusterNote, Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
 import type { AccountSettings, PresenceCheckpoint, ScramKeys, Store } from '../ports/store.js';
-import { checkPasswordShape, deriveCredentials, hashPassword, scramKeys, verifyPassword, verifyPasswordWithScram } from './credentials.js';
+import { checkPasswordShape } from './credentials.js';
+import { Passwords, type PasswordWork } from './passwords.js';
 import { internJid } from './compact.js';
 import { SmallMap } from './small-map.js';
 import { RosterCache } from './roster-cache.js';
@@ -115,6 +116,8 @@ export interface EngineOptions {
   readonly checkpointMs?: number;
   /** Throttling of failed logins shared by every front door; off when omitted. */
   readonly loginThrottle?: LoginThrottleOptions;
+  /** Password hashing and checking (a worker pool, the verified-password cache); the defaults when omitted. */
+  readonly passwords?: Passwords;
   readonly now?: () => number;
 }
 
@@ -161,6 +164,9 @@ export class PresenceEngine {
   readonly stats: EngineStats = { deliveries: 0, presenceChanges: 0, accountLoads: 0 };
   /** Every front door asks it before checking a password and tells it the outcome. */
   readonly loginThrottle: LoginThrottle;
+  /** Password work (passwords.ts): whoever passed it in closes it; one made here is closed by shutdown(). */
+  readonly passwords: Passwords;
+  private readonly ownPasswords: boolean;
   private readonly states = new Map<string, AccountState>();
   private readonly loading = new Map<string, Promise<AccountState>>();
   private readonly sessionLock = new KeyedLock();
@@ -173,8 +179,6 @@ export class PresenceEngine {
   private checkpointRun: Promise<void> | null = null;
   /** What the checkpoint table holds, per account, as last written by this process. */
   private readonly checkpointed = new Map<string, PresenceCheckpoint>();
-  private dummyHash: Promise<string> | null = null;
-  private dummyScram: Promise<ScramKeys> | null = null;
   /**
    * Every account that chose publicPresence, kept in memory once loadPublicity() ran (null before):
    * an anonymous question about an account that is not public is answered from it alone, touching
@@ -193,6 +197,8 @@ export class PresenceEngine {
     this.domains = new Set(opts.domains);
     this.now = opts.now ?? Date.now;
     this.cacheSize = opts.cacheSize ?? 10_000;
+    this.passwords = opts.passwords ?? new Passwords();
+    this.ownPasswords = opts.passwords === undefined;
     this.loginThrottle = new LoginThrottle(opts.loginThrottle ?? { accountFree: 1, addressFree: 1, maxDelayMs: 0 }, (raw) => {
       try {
         return this.localJid(raw);
@@ -220,12 +226,19 @@ export class PresenceEngine {
     return this.domains.has(domain);
   }
 
-  async createAccount(jidInput: string, password: string): Promise<string> {
+  /**
+   * Creates an account. `work` places its password derivations in the pool's fair queue (default: under
+   * the account; in-band registration passes the client's address, so one address's flood of
+   * registrations takes one turn per round).
+   */
+  async createAccount(jidInput: string, password: string, work: PasswordWork = {}): Promise<string> {
     const jid = this.localJid(jidInput);
     const bad = checkPasswordShape(password);
     if (bad) throw new PresenceError('bad-request', bad);
-    const creds = await deriveCredentials(password);
+    const creds = await this.passwords.derive(password, { key: work.fairKey ?? `account:${jid}`, ...(work.admit ? { admit: work.admit } : {}) });
     await this.store.createAccount({ jid, ...creds, createdAt: this.now() });
+    // Registration is usually followed by a login with the same password: it needs no second derivation.
+    this.passwords.remember(jid, password, creds);
     const cached = this.states.get(jid);
     if (cached) cached.exists = true;
     this.tellOthers({ kind: 'invalidate', jid, parts: ['account'] });
@@ -237,7 +250,8 @@ export class PresenceEngine {
     const jid = this.localJid(jidInput);
     const bad = checkPasswordShape(password);
     if (bad) throw new PresenceError('bad-request', bad);
-    const creds = await deriveCredentials(password);
+    const creds = await this.passwords.derive(password, { key: `account:${jid}` });
+    this.passwords.forget(jid);
     if (!(await this.store.setCredentials(jid, creds))) throw new PresenceError('not-found', `no account ${jid}`);
     // Tokens issued before now stop working: a password change is how a user locks out a lost device.
     await this.store.updateSettings(jid, { tokensNotBefore: this.now() });
@@ -259,6 +273,7 @@ export class PresenceEngine {
     const pointing = await this.store.getItemsPointingAt(jid);
     await this.store.removeRosterItems(pointing.map((i) => ({ owner: i.owner, contact: i.contact })));
     const existed = await this.store.deleteAccount(jid);
+    this.passwords.forget(jid);
     this.states.delete(jid);
     this.publicity?.delete(jid);
     this.tellOthers({ kind: 'invalidate', jid, parts: ['account'] });
@@ -277,8 +292,14 @@ export class PresenceEngine {
     return (await this.store.getAccount(jid)) !== undefined;
   }
 
-  /** Resolves with the normalised JID, or rejects with 'auth-failed' without saying which part was wrong. */
-  async authenticatePassword(jidInput: unknown, password: unknown): Promise<string> {
+  /**
+   * Checks a password sent in clear (SASL PLAIN, native auth, HTTP Basic). Resolves with the normalised
+   * JID, or rejects with 'auth-failed' without saying which part was wrong. The check waits its turn in
+   * the password pool's fair queue under the account; `work.admit` is called when the turn comes and may
+   * refuse it (the connection went, or the login throttle now says wait). See passwords.ts for what it
+   * costs.
+   */
+  async authenticatePassword(jidInput: unknown, password: unknown, work: PasswordWork = {}): Promise<string> {
     let jid: string;
     try {
       jid = this.localJid(jidInput);
@@ -289,34 +310,10 @@ export class PresenceEngine {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
     const account = await this.store.getAccount(jid);
-    // An unknown account costs the same scrypt as a wrong password, so the time to answer does not
-    // tell whether the account exists (HTTP Basic on the presence endpoints would otherwise let anyone probe).
-    const hash = account?.passwordHash ?? (await (this.dummyHash ??= hashPassword(randomBytes(18).toString('base64'))));
-    if (!(await verifyPassword(password, hash)) || !account) {
+    const ticket = { key: work.fairKey ?? `account:${jid}`, ...(work.admit ? { admit: work.admit } : {}) };
+    if (!(await this.passwords.verify(jid, password, account, ticket)) || !account) {
       throw new PresenceError('auth-failed', 'wrong jid or password');
     }
-    return jid;
-  }
-
-  /**
-   * Like authenticatePassword, but checked against the account's SCRAM-SHA-256 keys when it has them
-   * (XMPP SASL PLAIN): a login then costs a PBKDF2 instead of an scrypt, so a thousand clients
-   * reconnecting after a restart do not queue for seconds behind the password hash.
-   */
-  async authenticatePasswordFast(jidInput: unknown, password: unknown): Promise<string> {
-    let jid: string;
-    try {
-      jid = this.localJid(jidInput);
-    } catch {
-      throw new PresenceError('auth-failed', 'wrong jid or password');
-    }
-    if (typeof password !== 'string' || checkPasswordShape(password)) throw new PresenceError('auth-failed', 'wrong jid or password');
-    const account = await this.store.getAccount(jid);
-    // As in authenticatePassword: an unknown account costs what a wrong password costs, so the time to
-    // answer does not tell whether it exists.
-    const keys = account ? account.scramSha256 : await (this.dummyScram ??= scramKeys(randomBytes(18).toString('base64'), 'sha256'));
-    const ok = keys ? await verifyPasswordWithScram(password, keys, 'sha256') : await verifyPassword(password, (account as { passwordHash: string }).passwordHash);
-    if (!ok || !account) throw new PresenceError('auth-failed', 'wrong jid or password');
     return jid;
   }
 
@@ -1173,6 +1170,7 @@ export class PresenceEngine {
       await this.store.clearPresenceCheckpoints();
       this.checkpointed.clear();
     }
+    if (this.ownPasswords) await this.passwords.close();
   }
 
   // ---------------------------------------------------------------- crash truth

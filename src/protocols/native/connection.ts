@@ -20,6 +20,7 @@ import {
   str,
   type Request,
 } from './messages.js';
+import { LoginTurns } from '../login-turns.js';
 import { Outbox, textFrame } from './outbox.js';
 import type { NativeRequestRegistry } from '../../features/registries.js';
 
@@ -87,6 +88,13 @@ function encodeDelivery(d: Delivery): Buffer {
 export class NativeConnection implements SessionSink {
   lastReceived: number;
   readonly openedAt: number;
+  /** When the unanswered WebSocket ping was sent; null when none is outstanding (liveness.ts). */
+  pingSentAt: number | null = null;
+  /** When the session was opened; 0 before (liveness.ts). */
+  openedSessionAt = 0;
+  /** Time the server spent checking this connection's logins: not the client's against the auth timeout. */
+  private authWaitMs = 0;
+  private authSince = 0;
   private session: Session | null = null;
   private authFailures = 0;
   private tokens: number;
@@ -109,6 +117,9 @@ export class NativeConnection implements SessionSink {
     now: number,
     /** Request types features registered, looked up for any type that is not built in. */
     private readonly extensions: NativeRequestRegistry | null = null,
+    /** The liveness clock (NativeServerOptions.now). */
+    private readonly clock: () => number = Date.now,
+    private readonly loginTurns: LoginTurns = new LoginTurns(),
   ) {
     this.lastReceived = now;
     this.openedAt = now;
@@ -150,8 +161,44 @@ export class NativeConnection implements SessionSink {
 
   // ---------------------------------------------------------------- transport events
 
-  onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
+  /** Anything from the client (a frame, a pong) shows it is there. */
+  heard(now: number): void {
     this.lastReceived = now;
+    this.pingSentAt = null;
+  }
+
+  get isEnded(): boolean {
+    return this.ended;
+  }
+
+  /** Not authenticated within the auth timeout, the server's time on its logins not counted. */
+  authTimedOut(now: number, authTimeoutMs: number): boolean {
+    return !this.authenticated && !this.checkingAuth && now - this.openedAt - this.authWaitMs > authTimeoutMs;
+  }
+
+  /** Frames of a connection not yet logged in, waiting for their login turn (in order). */
+  private framesWaiting: Array<{ data: Buffer | ArrayBuffer | Buffer[]; isBinary: boolean; now: number }> | null = null;
+
+  onMessage(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
+    this.heard(now);
+    if (this.session === null || this.framesWaiting !== null) {
+      // Before its session is open a connection's requests (its auth above all) wait for their login
+      // turn behind the online sessions' traffic (login-turns.ts).
+      if (this.framesWaiting === null) {
+        this.framesWaiting = [];
+        this.loginTurns.enqueue(() => {
+          const frames = this.framesWaiting ?? [];
+          this.framesWaiting = null;
+          for (const f of frames) if (!this.ended) this.frame(f.data, f.isBinary, f.now);
+        });
+      }
+      this.framesWaiting.push({ data, isBinary, now });
+      return;
+    }
+    this.frame(data, isBinary, now);
+  }
+
+  private frame(data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean, now: number): void {
     if (isBinary) {
       this.reject(null, new PresenceError('bad-request', 'binary frames are not accepted; send JSON text'));
       return;
@@ -285,10 +332,12 @@ export class NativeConnection implements SessionSink {
   private async auth(b: Record<string, unknown>): Promise<unknown> {
     if (this.session) throw new PresenceError('already-authenticated', 'this connection is already authenticated');
     this.checkingAuth = true;
+    this.authSince = this.clock();
     try {
       return await this.verifyAndOpen(b);
     } finally {
       this.checkingAuth = false;
+      this.authWaitMs += this.clock() - this.authSince;
     }
   }
 
@@ -300,7 +349,13 @@ export class NativeConnection implements SessionSink {
       const address = (this.ws as unknown as { _socket?: { remoteAddress?: string } })._socket?.remoteAddress ?? null;
       try {
         jid = await this.engine.loginThrottle.attempt('native', b.token === undefined ? b.jid : null, address, async () => {
-          const who = b.token !== undefined ? await this.engine.authenticateToken(b.token) : await this.engine.authenticatePassword(b.jid, b.password);
+          // A password check waits its turn in the password pool: dropped then if the connection went
+          // (nothing checked, nothing counted) or if the throttle now refuses it.
+          const admit = (): void => {
+            if (this.ended) throw new PresenceError('not-allowed', 'connection closed');
+            this.engine.loginThrottle.check('native', b.jid, address);
+          };
+          const who = b.token !== undefined ? await this.engine.authenticateToken(b.token) : await this.engine.authenticatePassword(b.jid, b.password, { admit });
           if (b.token !== undefined && b.jid !== undefined && this.engine.localJid(b.jid) !== who) {
             throw new PresenceError('auth-failed', 'token does not belong to this jid');
           }
@@ -321,6 +376,7 @@ export class NativeConnection implements SessionSink {
       this.held = [];
       const session = await this.engine.openSession(jid, resource, 'native', this, initial);
       this.session = session;
+      this.openedSessionAt = this.clock();
       if (this.ended) {
         this.engine.detach(session, this, { grace: true, reason: 'timeout' });
         throw new PresenceError('not-allowed', 'connection closed');
@@ -395,7 +451,11 @@ export class NativeConnection implements SessionSink {
     this.ws.terminate();
   }
 
-  ping(): void {
+  /** Sends a WebSocket ping; one at a time, until anything is heard (liveness.ts). */
+  ping(now: number): void {
+    if (this.pingSentAt !== null) return;
+    // A socket no longer open cannot be pinged, but is timed as if it had been: it is ended in due course.
+    this.pingSentAt = now;
     if (this.ws.readyState === 1) this.ws.ping();
   }
 }

@@ -4,6 +4,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import type { PresenceEngine } from '../../engine/engine.js';
 import type { NativeRequestRegistry } from '../../features/registries.js';
+import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
+import { LoginTurns } from '../login-turns.js';
 import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
 
 const CONN = Symbol('presenced.conn');
@@ -11,10 +13,12 @@ const SERVER = Symbol('presenced.server');
 type SocketWithConn = WebSocket & { [CONN]: NativeConnection; [SERVER]: NativeServer };
 
 function onMessage(this: WebSocket, data: Buffer, isBinary: boolean): void {
-  (this as SocketWithConn)[CONN].onMessage(data, isBinary, Date.now());
+  const self = this as SocketWithConn;
+  self[CONN].onMessage(data, isBinary, self[SERVER].now());
 }
 function onPong(this: WebSocket): void {
-  (this as SocketWithConn)[CONN].lastReceived = Date.now();
+  const self = this as SocketWithConn;
+  self[CONN].heard(self[SERVER].now());
 }
 function onError(): void {
   // 'close' follows; oversized frames and protocol errors end up there with their code.
@@ -38,6 +42,10 @@ export interface NativeServerOptions extends NativeLimits {
   /** A connection that has not authenticated within this time is closed. */
   readonly authTimeoutMs: number;
   readonly maxConnections: number;
+  /** The clock of the liveness sweep and its timeouts (ms); Date.now unless a test drives it. */
+  readonly now?: () => number;
+  /** Where login work waits behind the online sessions' traffic; shared with the other front doors. */
+  readonly loginTurns?: LoginTurns;
 }
 
 /**
@@ -49,6 +57,10 @@ export class NativeServer {
   private readonly wss: WebSocketServer;
   private readonly conns = new Set<NativeConnection>();
   private readonly sweeper: NodeJS.Timeout;
+  private readonly dead: DeadPeerCheck<NativeConnection>;
+  /** @internal the clock (NativeServerOptions.now). */
+  readonly now: () => number;
+  private readonly loginTurns: LoginTurns;
 
   constructor(
     private readonly engine: PresenceEngine,
@@ -64,6 +76,12 @@ export class NativeServer {
       clientTracking: false,
     });
     // At most a second: the tick adds to the time a watcher waits to see a silent client go (docs/liveness.md).
+    this.now = opts.now ?? Date.now;
+    this.loginTurns = opts.loginTurns ?? new LoginTurns();
+    this.dead = new DeadPeerCheck(
+      (conn) => !conn.isEnded && !conn.authenticating && livenessVerdict(this.now(), conn, this.times) === 'dead',
+      (conn) => conn.terminate(),
+    );
     const tick = Math.max(20, Math.min(MAX_SWEEP_TICK_MS, opts.heartbeatIntervalMs / 2, opts.idleTimeoutMs - opts.heartbeatIntervalMs, opts.authTimeoutMs / 2));
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
@@ -81,14 +99,17 @@ export class NativeServer {
         socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
         return;
       }
-      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket));
+      // The handshake is login work: it waits its turn behind the online sessions' traffic.
+      this.loginTurns.enqueue(() => {
+        if (!socket.destroyed) this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, socket));
+      });
     });
   }
 
   private accept(ws: WebSocket, socket: Duplex): void {
     // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
     if (socket instanceof Socket) socket.setKeepAlive(true, this.opts.heartbeatIntervalMs);
-    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, Date.now(), this.extensions);
+    const conn = new NativeConnection(ws, socket, this.engine, this.opts, this.hooks, this.now(), this.extensions, this.now, this.loginTurns);
     conn.onInternalError = this.hooks.onInternalError;
     this.conns.add(conn);
     // Shared listeners that find their connection on the socket: four closures per connection would
@@ -106,13 +127,23 @@ export class NativeServer {
     this.conns.delete(conn);
   }
 
+  private get times(): LivenessTimes {
+    return { pingIntervalMs: this.opts.heartbeatIntervalMs, idleTimeoutMs: this.opts.idleTimeoutMs };
+  }
+
   private sweep(): void {
-    const now = Date.now();
+    const now = this.now();
+    const times = this.times;
     for (const conn of this.conns) {
-      const silent = now - conn.lastReceived;
-      if (!conn.authenticated && !conn.authenticating && now - conn.openedAt > this.opts.authTimeoutMs) conn.close('auth-timeout');
-      else if (silent > this.opts.idleTimeoutMs) conn.terminate();
-      else if (silent >= this.opts.heartbeatIntervalMs) conn.ping();
+      // A login being checked is waiting for the server, not the client (a queued password check).
+      if (conn.authenticating) continue;
+      if (conn.authTimedOut(now, this.opts.authTimeoutMs)) {
+        conn.close('auth-timeout');
+        continue;
+      }
+      const verdict = livenessVerdict(now, conn, times);
+      if (verdict === 'ping') conn.ping(now);
+      else if (verdict === 'dead') this.dead.suspect(conn);
     }
   }
 

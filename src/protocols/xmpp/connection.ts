@@ -60,7 +60,16 @@ export class XmppConnection implements SessionSink, TransportEvents {
   /** Outgoing text waiting for an earlier asynchronous piece (a roster push needing its version). */
   private outQueue: OutItem[] = [];
   private readonly unconfirmed = new Set<(ok: boolean) => void>();
-  private pinging = false;
+  /** When the unanswered XEP-0199 ping was sent; null when none is outstanding (liveness.ts). */
+  pingSentAt: number | null = null;
+  /** When this stream's session was bound or resumed; 0 before (liveness.ts). */
+  openedSessionAt = 0;
+  /**
+   * Time spent by the server on this stream's negotiation stanzas (a password check queued in a login
+   * storm): the client is not charged for it against the negotiation timeout.
+   */
+  private serverWaitMs = 0;
+  private serverBusySince: number | null = null;
   /** XEP-0198 state once the client enabled stream management. */
   sm: SmState | null = null;
   private ackRequested = false;
@@ -126,13 +135,33 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   onData(chunk: Buffer): void {
     if (this.ended) return;
-    this.lastReceived = Date.now();
-    this.pinging = false;
+    this.lastReceived = this.ctx.now();
+    this.pingSentAt = null;
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
-    if (this.inputBacklog.length === 1) this.feedInput();
+    if (this.inputBacklog.length !== 1) return;
+    if (!this.loggingIn) {
+      this.feedInput();
+    } else if (!this.inputScheduled) {
+      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts); meanwhile
+      // the socket is not read.
+      this.inputScheduled = true;
+      this.transport.holdInput('input', true);
+      this.ctx.loginTurns.enqueue(() => this.feedInput());
+    }
   }
+
+  /**
+   * Still logging in: negotiation (stream headers, SASL, bind) and, once bound, what a client does
+   * before its initial presence (session, roster, disco). Its input waits for login turns.
+   */
+  private get loggingIn(): boolean {
+    return this.stage !== 'bound' || !this.available;
+  }
+
+  /** RFC 7395 frames of a stream still logging in, waiting for their login turn (in order). */
+  private framesWaiting: string[] | null = null;
 
   /**
    * Input waiting to be parsed. A pipelining client's bytes are parsed at most INPUT_SLICE per turn,
@@ -187,10 +216,27 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   onFrame(text: string): void {
     if (this.ended) return;
+    if (this.loggingIn || this.framesWaiting !== null) {
+      if (this.framesWaiting === null) {
+        this.framesWaiting = [];
+        this.ctx.loginTurns.enqueue(() => {
+          const frames = this.framesWaiting ?? [];
+          this.framesWaiting = null;
+          for (const f of frames) this.frame(f);
+        });
+      }
+      this.framesWaiting.push(text);
+      return;
+    }
+    this.frame(text);
+  }
+
+  private frame(text: string): void {
+    if (this.ended) return;
     // RFC 7395 frames arrive one element each; a full stanza queue pauses the socket under them.
     if (this.queue.length >= MAX_QUEUED_STANZAS) this.transport.holdInput('input', true);
-    this.lastReceived = Date.now();
-    this.pinging = false;
+    this.lastReceived = this.ctx.now();
+    this.pingSentAt = null;
     try {
       const e = parseFrame(text, this.ctx.opts.limits);
       if (e.ns === NS.framing && e.name === 'open') this.onStreamStart(e);
@@ -284,6 +330,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   private async drain(): Promise<void> {
     this.busy = true;
+    if (this.stage !== 'bound') this.serverBusySince = this.ctx.now();
     let turnStart = performance.now();
     while (!this.ended) {
       if (performance.now() - turnStart > TURN_BUDGET_MS) {
@@ -323,6 +370,10 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     this.queue.length = this.ended ? 0 : this.queue.length;
     this.busy = false;
+    if (this.serverBusySince !== null) {
+      this.serverWaitMs += this.ctx.now() - this.serverBusySince;
+      this.serverBusySince = null;
+    }
     this.resumeInput();
   }
 
@@ -394,12 +445,21 @@ export class XmppConnection implements SessionSink, TransportEvents {
     throw new StreamError('not-authorized', 'authenticate first');
   }
 
-  private saslBackend(): SaslBackend {
+  /**
+   * What the mechanisms may look up, each lookup first passing `gate` (the login throttle). A password
+   * check waits for its turn in the password pool; when the turn comes it is dropped if this stream has
+   * ended meanwhile (aborted: nothing was checked, nothing is counted) or if the throttle now refuses it.
+   */
+  private saslBackend(gate: (jid: string) => void): SaslBackend {
     const engine = this.ctx.engine;
+    const admit = (jid: string) => (): void => {
+      if (this.ended) throw new SaslFailure('aborted', 'stream closed');
+      gate(jid);
+    };
     return {
       domain: this.domain,
-      checkPassword: (jid, password) => engine.authenticatePasswordFast(jid, password),
-      scramKeys: (jid, algo) => engine.scramKeys(jid, algo),
+      checkPassword: async (jid, password) => (gate(jid), engine.authenticatePassword(jid, password, { admit: admit(jid) })),
+      scramKeys: async (jid, algo) => (gate(jid), engine.scramKeys(jid, algo)),
       fakeSalt: (jid) => createHmac('sha256', this.ctx.saltSecret).update(jid).digest().subarray(0, 16).toString('base64'),
     };
   }
@@ -434,13 +494,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
             throw refuse(ms);
           }
         };
-        const backend = this.saslBackend();
-        this.mechanism = createMechanism(name as MechanismName, {
-          domain: backend.domain,
-          fakeSalt: (jid) => backend.fakeSalt(jid),
-          checkPassword: async (jid, password) => (gate(jid), backend.checkPassword(jid, password)),
-          scramKeys: async (jid, algo) => (gate(jid), backend.scramKeys(jid, algo)),
-        });
+        this.mechanism = createMechanism(name as MechanismName, this.saslBackend(gate));
         const text = s.text().trim();
         if (text === '') {
           // No initial response: ask for it with an empty challenge.
@@ -509,6 +563,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     }
     this.session = session;
     this.stage = 'bound';
+    this.openedSessionAt = this.ctx.now();
     this.sendStanza(
       el('iq', NS.client, { type: 'result', id: s.attr('id') }, el('bind', NS.bind, {}, el('jid', NS.bind, {}, session.fullJid))),
     );
@@ -675,6 +730,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
     this.session = session;
     this.sm = state;
     this.stage = 'bound';
+    this.openedSessionAt = this.ctx.now();
     this.available = state.available;
     for (const full of state.directed) this.directed.add(full);
     this.transport.send(`<resumed xmlns='${NS.sm}' previd='${state.id}' h='${state.inbound}'/>`);
@@ -793,15 +849,23 @@ export class XmppConnection implements SessionSink, TransportEvents {
 
   /** XEP-0199: the server asks a silent client whether it is still there. */
   ping(): void {
-    if (this.ended || this.pinging || this.stage !== 'bound') return;
-    this.pinging = true;
-    this.sendStanza(el('iq', NS.client, { type: 'get', id: `ping-${Date.now().toString(36)}`, to: this.fullJid, from: this.domain }, el('ping', NS.ping)));
+    if (this.ended || this.pingSentAt !== null || this.stage !== 'bound') return;
+    this.pingSentAt = this.ctx.now();
+    this.sendStanza(el('iq', NS.client, { type: 'get', id: `ping-${this.pingSentAt.toString(36)}`, to: this.fullJid, from: this.domain }, el('ping', NS.ping)));
   }
 
-  /** A connection that is not yet bound, or that sits inside an unfinished stanza. */
+  /**
+   * A connection that is not yet bound, or that sits inside an unfinished stanza. The negotiation
+   * timeout counts the client's time only, not the server's on its stanzas (see serverWaitMs), up to
+   * ten times the timeout in all.
+   */
   timedOut(now: number): StreamError | null {
-    if (this.stage !== 'bound' && now - this.openedAt > this.ctx.opts.negotiationTimeoutMs) {
-      return new StreamError('connection-timeout', 'stream negotiation took too long');
+    if (this.stage !== 'bound') {
+      const serverTime = this.serverWaitMs + (this.serverBusySince !== null ? now - this.serverBusySince : 0);
+      const limit = this.ctx.opts.negotiationTimeoutMs;
+      if (now - this.openedAt - serverTime > limit || now - this.openedAt > 10 * limit) {
+        return new StreamError('connection-timeout', 'stream negotiation took too long');
+      }
     }
     const since = this.partialSince;
     if (since !== null && now - since > this.ctx.opts.stanzaTimeoutMs) return new StreamError('connection-timeout', 'stanza not completed in time');

@@ -1,5 +1,6 @@
 import type { PresenceEngine } from '../../engine/engine.js';
 import type { XmppIqRegistry } from '../../features/registries.js';
+import type { LoginTurns } from '../login-turns.js';
 import type { XmlLimits } from './parser.js';
 import type { StreamManagement } from './stream-management.js';
 
@@ -26,6 +27,10 @@ export interface XmppOptions {
   readonly smMaxUnacked: number;
   readonly smMaxUnackedChars: number;
   readonly serverVersion: string;
+  /** The clock of the liveness sweep and its timeouts (ms); Date.now unless a test drives it. */
+  readonly now?: () => number;
+  /** Where login work waits behind the online sessions' traffic; shared with the other front doors. */
+  readonly loginTurns?: LoginTurns;
   /** Output waiting for a client beyond which its stream stops being read (see OutputLimits). */
   readonly maxOutputBytes: number;
   /** A client whose output stays above `maxOutputBytes` this long has its stream ended. */
@@ -46,6 +51,10 @@ export interface XmppContext {
   /** Secret for the fake SCRAM salts of unknown accounts. */
   readonly saltSecret: Buffer;
   readonly startedAt: number;
+  /** opts.now or Date.now. */
+  readonly now: () => number;
+  /** opts.loginTurns or one of this server's own. */
+  readonly loginTurns: LoginTurns;
   readonly sm: StreamManagement;
   /** IQ namespaces registered by features, consulted for payloads the server does not handle itself. */
   readonly extensions: XmppIqRegistry | null;

@@ -1,4 +1,5 @@
-import { isPresenceError } from '../../core/errors.js';
+import { isPresenceError, PresenceError } from '../../core/errors.js';
+import { addressKey, hostOf } from '../../engine/login-throttle.js';
 import type { XmppConnection } from './connection.js';
 import { StanzaError, stanzaErrorReply } from './errors.js';
 import { NS } from './namespaces.js';
@@ -19,7 +20,15 @@ export async function handleRegistration(conn: XmppConnection, s: XmlElement): P
     const password = q.childText('password') ?? '';
     if (username === '' || password === '') throw new StanzaError('not-acceptable', 'username and password are required');
     try {
-      await conn.ctx.engine.createAccount(`${username}@${conn.streamDomain}`, password);
+      // The derivations wait their turn under the client's address: a flood of registrations from one
+      // address takes one turn per round of the password pool's queue, and is dropped if the stream goes.
+      const address = hostOf(conn.transport.remote);
+      await conn.ctx.engine.createAccount(`${username}@${conn.streamDomain}`, password, {
+        fairKey: `register:${addressKey(address) ?? address}`,
+        admit: () => {
+          if (conn.isEnded) throw new PresenceError('not-allowed', 'stream closed');
+        },
+      });
     } catch (e) {
       if (isPresenceError(e) && e.code === 'conflict') throw new StanzaError('conflict', 'that username is taken');
       if (isPresenceError(e)) throw new StanzaError('not-acceptable', e.message);

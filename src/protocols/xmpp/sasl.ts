@@ -26,7 +26,10 @@ export class SaslFailure extends Error {
 /** What a mechanism needs from the server: credentials lookups, never the password store itself. */
 export interface SaslBackend {
   readonly domain: string;
-  /** Resolves with the bare JID, or rejects (any error) for wrong credentials. */
+  /**
+   * Resolves with the bare JID, or rejects for wrong credentials (any error; a SaslFailure, such as a
+   * throttled or aborted attempt, is passed on as it is).
+   */
   checkPassword(jid: string, password: string): Promise<string>;
   /** The stored SCRAM keys of `jid`; null for an unknown account. */
   scramKeys(jid: string, algo: 'sha1' | 'sha256'): Promise<ScramKeys | null>;
@@ -72,6 +75,7 @@ export class PlainMechanism implements SaslMechanism {
     try {
       jid = await this.backend.checkPassword(accountOf(authcid, this.backend.domain), password);
     } catch (e) {
+      if (e instanceof SaslFailure) throw e;
       throw unavailable(e) ?? new SaslFailure('not-authorized');
     }
     if (authzid !== '' && authzid.toLowerCase() !== jid) throw new SaslFailure('invalid-authzid');

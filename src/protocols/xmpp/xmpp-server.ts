@@ -8,6 +8,8 @@ import type { PresenceEngine } from '../../engine/engine.js';
 import type { XmppIqRegistry } from '../../features/registries.js';
 import { XmppConnection } from './connection.js';
 import type { XmppContext, XmppLog, XmppOptions } from './context.js';
+import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
+import { LoginTurns } from '../login-turns.js';
 import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
@@ -40,6 +42,7 @@ export class XmppServer {
   private readonly conns = new Set<XmppConnection>();
   private readonly ctx: XmppContext;
   private readonly sweeper: NodeJS.Timeout;
+  private readonly dead: DeadPeerCheck<XmppConnection>;
   private tcp: NetServer | null = null;
   private tls: TlsServer | null = null;
   private readonly wss: WebSocketServer;
@@ -60,7 +63,12 @@ export class XmppServer {
       maxOfflineMessages: opts.maxOfflineMessages,
       xml: opts.limits,
     });
-    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), sm, extensions };
+    const now = opts.now ?? Date.now;
+    this.ctx = { engine, opts, log, saltSecret: randomBytes(32), startedAt: Date.now(), now, loginTurns: opts.loginTurns ?? new LoginTurns(), sm, extensions };
+    this.dead = new DeadPeerCheck(
+      (conn) => !conn.isEnded && livenessVerdict(this.ctx.now(), conn, this.times) === 'dead',
+      (conn) => conn.terminate(),
+    );
     extensions?.setSessionView({
       heldResources: (jid) => sm.heldResources(jid),
       inactive: (jid, resource) => xmppConnectionsOf(engine, jid).some((c) => c.session?.resource === resource && c.csi.inactive),
@@ -118,15 +126,29 @@ export class XmppServer {
     });
   }
 
+  /** Accepted sockets waiting for their login turn to become streams. */
+  private acceptsWaiting = 0;
+
   private acceptTcp(socket: Socket, secure: boolean): void {
-    if (this.conns.size >= this.opts.maxConnections) {
+    if (this.conns.size + this.acceptsWaiting >= this.opts.maxConnections) {
       socket.destroy();
       return;
     }
-    socket.setNoDelay(true);
-    // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
-    socket.setKeepAlive(true, this.opts.pingIntervalMs);
-    this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs, this.outputLimits));
+    // Setting a stream up (its parser, its transport) is login work: it waits its turn behind the
+    // online sessions' traffic; until then the socket is not read.
+    socket.pause();
+    socket.on('error', ignoreError);
+    this.acceptsWaiting++;
+    this.ctx.loginTurns.enqueue(() => {
+      this.acceptsWaiting--;
+      if (socket.destroyed) return;
+      socket.setNoDelay(true);
+      // The kernel probes a peer whose host vanished even when pings are set far apart (a mobile profile).
+      socket.setKeepAlive(true, this.opts.pingIntervalMs);
+      this.accept(new TcpTransport(socket, this.tlsMaterial?.context ?? null, secure, this.opts.closeTimeoutMs, this.outputLimits));
+      socket.off('error', ignoreError);
+      socket.resume();
+    });
   }
 
   private get outputLimits(): OutputLimits {
@@ -134,7 +156,7 @@ export class XmppServer {
   }
 
   private accept(transport: TcpTransport | WsTransport): void {
-    const conn = new XmppConnection(transport, this.ctx, Date.now());
+    const conn = new XmppConnection(transport, this.ctx, this.ctx.now());
     transport.events = {
       onData: (d) => conn.onData(d),
       onFrame: (t) => conn.onFrame(t),
@@ -154,8 +176,13 @@ export class XmppServer {
     return n;
   }
 
+  private get times(): LivenessTimes {
+    return { pingIntervalMs: this.opts.pingIntervalMs, idleTimeoutMs: this.opts.idleTimeoutMs };
+  }
+
   private sweep(): void {
-    const now = Date.now();
+    const now = this.ctx.now();
+    const times = this.times;
     for (const conn of this.conns) {
       if (conn.isEnded) continue;
       const timeout = conn.timedOut(now);
@@ -165,10 +192,10 @@ export class XmppServer {
       }
       // Until bound, the negotiation timeout is the bound (a slow SCRAM client is not a dead one).
       if (!conn.bound) continue;
-      const silent = now - conn.lastReceived;
-      if (silent > this.opts.idleTimeoutMs) conn.terminate();
-      else if (silent >= this.opts.pingIntervalMs) conn.ping();
-      if (this.opts.parserRestMs > 0 && silent >= this.opts.parserRestMs) conn.restParser();
+      const verdict = livenessVerdict(now, conn, times);
+      if (verdict === 'ping') conn.ping();
+      else if (verdict === 'dead') this.dead.suspect(conn);
+      if (this.opts.parserRestMs > 0 && now - conn.lastReceived >= this.opts.parserRestMs) conn.restParser();
     }
   }
 
@@ -180,6 +207,10 @@ export class XmppServer {
     await Promise.all([this.tcp, this.tls].map((s) => (s ? new Promise<void>((resolve) => s.close(() => resolve())) : undefined)));
     await new Promise<void>((resolve) => this.wss.close(() => resolve()));
   }
+}
+
+function ignoreError(): void {
+  // A socket that fails before it became a stream is simply gone ('close' follows).
 }
 
 function listen(server: NetServer, host: string, port: number): Promise<number> {
