@@ -123,7 +123,10 @@ export class RedisBus implements PresenceBus {
   private lostPeerMessages = false;
   /** The feed was interrupted (or this node fenced): the features are told to read again once it is back. */
   private peerMissed = false;
-  private peer: PeerHandler = () => {};
+  /** Until the features are there to handle them, other nodes' messages are acknowledged as handled (there is nothing to update). */
+  private peer: PeerHandler = (e) => {
+    if (e.kind === 'message') e.done();
+  };
   /** Feature messages of this node waiting for other nodes' acknowledgements, by id. */
   private readonly acks = new Map<string, { readonly pending: Set<string>; readonly done: () => void }>();
   private flushScheduled = false;

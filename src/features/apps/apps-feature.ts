@@ -103,12 +103,25 @@ export const appsFeature = defineFeature({
         confirm: (appId, uids) => sync.confirm(appId, uids),
       };
       cluster.onLost(() => clusterLog.pause());
+      // Users of grants made elsewhere while this node could not hear of them: their changes here meanwhile were not logged.
+      const unreconciled: Array<{ readonly appId: string; readonly account: string }> = [];
+      const resync = async (): Promise<void> => {
+        try {
+          unreconciled.push(...(await sync.reload()));
+          clusterLog.resume();
+          if (unreconciled.length > 0) {
+            await reconcileUnder([...unreconciled]);
+            unreconciled.length = 0;
+          }
+        } catch (err) {
+          // The streams stay paused until the grants could be read again.
+          ctx.log.warn({ err }, 'reading the grants again after messages of other nodes may have been missed failed; trying again');
+          setTimeout(() => void resync(), 1_000).unref();
+        }
+      };
       cluster.onResync(async () => {
         await started;
-        const added = await sync.reload();
-        clusterLog.resume();
-        // Users of grants made elsewhere while this node could not hear of them: their changes here meanwhile were not logged.
-        if (added.length > 0) await reconcileUnder(added);
+        await resync();
       });
     } else {
       log = new AppLogHub();

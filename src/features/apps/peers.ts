@@ -19,6 +19,8 @@ import type { StreamRegistry } from './stream/app-stream.js';
  * The feature's messages are handled one at a time in arrival order (FeatureContext.cluster), so a
  * row read after a grant message is judged by that grant.
  */
+const RETRY_MS = 1_000;
+
 export interface AppsPeersDeps {
   readonly service: AppService;
   readonly sync: GrantSync;
@@ -30,16 +32,33 @@ export interface AppsPeersDeps {
 export function joinAppsPeers(ctx: FeatureContext, deps: AppsPeersDeps): void {
   const { cluster } = ctx;
   const { service, sync, log } = deps;
+  /**
+   * The database could not be read (PostgreSQL restarting, or out of this node's reach): tried again
+   * until it can, so the node does not keep what it had. Nothing leaves this node for the app meanwhile
+   * anyway: the log it would send is in that database too.
+   */
+  const untilDone = async (what: string, fn: () => Promise<void>): Promise<void> => {
+    try {
+      await fn();
+    } catch (err) {
+      ctx.log.warn({ err, what }, 'reading the database after another node\'s message failed; trying again');
+      const t = setTimeout(() => void untilDone(what, fn), RETRY_MS);
+      t.unref();
+    }
+  };
   cluster.subscribe('grants', async (p) => {
     const m = p as { a?: unknown; u?: unknown };
     if (typeof m.a !== 'string' || typeof m.u !== 'string') return;
-    await sync.refresh(m.a, m.u);
+    const [appId, account] = [m.a, m.u];
+    await untilDone('grant', () => sync.refresh(appId, account));
   });
   cluster.subscribe('apps', async (p) => {
     const appId = (p as { a?: unknown }).a;
     if (typeof appId !== 'string') return;
-    if ((await service.repo.get(appId)) === undefined) sync.dropApp(appId);
-    await deps.streams()?.recheckApp(appId);
+    await untilDone('app', async () => {
+      if ((await service.repo.get(appId)) === undefined) sync.dropApp(appId);
+      await deps.streams()?.recheckApp(appId);
+    });
   });
   cluster.subscribe('logged', (p) => {
     const heads = (p as { h?: unknown }).h;
