@@ -20,14 +20,26 @@ export type LeaveReason = (typeof LEAVE_REASONS)[number];
 export interface PresenceEvents {
   'session.opened': { jid: string; session: SessionPresence; protocol: string };
   'session.changed': { jid: string; session: SessionPresence; previous: SessionPresence };
-  'session.closed': { jid: string; session: SessionPresence; reason: LeaveReason };
+  /**
+   * `protocol` is given when the session ended on another node (reason node_down: this node declares a
+   * dead node's sessions offline); listeners on the node holding a session know its protocol already.
+   */
+  'session.closed': { jid: string; session: SessionPresence; reason: LeaveReason; protocol?: string };
   /**
    * A login took over a resource whose connection was still up: that connection ended (reason
    * `replaced`) while the session itself goes on, so watchers see nothing and no `session.closed`
    * is emitted. `session` is the session as it was; `protocol` is the new connection's.
+   *
+   * `elsewhere`: the new connection is on another node of the cluster, which emits `session.opened`
+   * for it (this node only saw its own connection end; `protocol` is then the old connection's).
    */
-  'session.replaced': { jid: string; session: SessionPresence; protocol: string };
-  'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence };
+  'session.replaced': { jid: string; session: SessionPresence; protocol: string; elsewhere?: true };
+  /**
+   * `version`, with a clustered bus: the registry version of the account this presence was computed at
+   * (it only grows). Changes made on two nodes reach listeners on two nodes, in any order; the larger
+   * version is the later state.
+   */
+  'presence.changed': { jid: string; presence: AccountPresence; previous: AccountPresence; version?: number };
   'subscription.changed': { owner: string; contact: string; state: SubState | null };
   'block.changed': { owner: string; contact: string; blocked: boolean };
   'account.created': { jid: string };

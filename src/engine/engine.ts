@@ -628,7 +628,7 @@ export class PresenceEngine {
       return persisted;
     }
     this.stats.presenceChanges++;
-    if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', { jid: state.jid, presence, previous });
+    if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', version === 0 ? { jid: state.jid, presence, previous } : { jid: state.jid, presence, previous, version });
     this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version));
     return persisted;
   }
@@ -736,7 +736,7 @@ export class PresenceEngine {
   private async endSessionsOfDeadNode(e: Extract<ClusterEvent, { kind: 'node-down' }>): Promise<void> {
     await this.sessionLock.run(e.jid, async () => {
       const state = await this.state(e.jid);
-      for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down' });
+      for (const s of e.removed) this.events.emit('session.closed', { jid: e.jid, session: presenceOnly(s), reason: 'node_down', protocol: s.protocol });
       // What watchers were last told included the dead node's sessions, whatever this cache learnt since.
       let before: readonly LiveSession[] = [...e.remaining, ...e.removed];
       for (const s of e.removed) {
@@ -762,7 +762,7 @@ export class PresenceEngine {
     const sink = s.sink;
     s.sink = null;
     sink?.close('replaced');
-    if (sink && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: s.presence, protocol: s.protocol });
+    if (sink && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: s.presence, protocol: s.protocol, elsewhere: true });
   }
 
   /**

@@ -5,6 +5,7 @@ import type { PresenceEngine } from '../engine/engine.js';
 import type { Metrics } from '../metrics.js';
 import type { FeatureStorage } from '../ports/store.js';
 import type { Migration } from '../adapters/sqlite/migrations.js';
+import type { FeatureCluster } from './peers.js';
 import type { NativeRequestRegistry, XmppIqRegistry } from './registries.js';
 
 /**
@@ -42,10 +43,16 @@ export interface FeatureContext {
    */
   readonly xmpp: Pick<XmppIqRegistry, 'iq' | 'accountFeatures' | 'component' | 'hooks' | 'sessions'>;
   /**
-   * A random 32-byte secret kept in `data_dir/<file>` (created mode 0600 on first use), so that it
-   * survives restarts and never leaves the data directory.
+   * A random 32-byte secret generated on first use and the same ever after: in `data_dir/<file>`
+   * (mode 0600) with SQLite; in the shared PostgreSQL database (table feature_secrets) otherwise, so
+   * that every node of a cluster uses the same one (see feature-secrets.ts).
    */
-  secret(file: string): Buffer;
+  secret(file: string): Promise<Buffer>;
+  /**
+   * The feature's line to itself on the other nodes of a cluster: messages, a lock held by one node at
+   * a time, and what to do after messages may have been missed. Inert with the in-process bus.
+   */
+  readonly cluster: FeatureCluster;
   /** Called at shutdown, in reverse order of setup, after the front doors closed and before the store closes. */
   onStop(fn: () => Promise<void> | void): void;
 }

@@ -1,30 +1,13 @@
-import { randomBytes } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { PresenceEngine } from '../engine/engine.js';
 import type { Metrics } from '../metrics.js';
 import type { FeatureStorage } from '../ports/store.js';
 import type { FeatureContext, FeatureDefinition, FeatureHttpPlugin } from './feature.js';
+import { featureSecret } from './feature-secrets.js';
 import { runFeatureMigrations } from './migrations.js';
+import { PeerChannels } from './peers.js';
 import { NativeRequestRegistry, XmppIqRegistry } from './registries.js';
-
-/** A secret of 32 random bytes kept base64 in `dir/file`, generated once. */
-export function persistentSecret(dir: string, file: string): Buffer {
-  if (!/^[a-z0-9][a-z0-9._-]*$/i.test(file)) throw new Error(`secret file name "${file}" must be a plain file name`);
-  const path = join(dir, file);
-  if (existsSync(path)) return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
-  const secret = randomBytes(32);
-  // 'wx': two processes racing to create it must not end with two different secrets in use.
-  try {
-    writeFileSync(path, secret.toString('base64') + '\n', { mode: 0o600, flag: 'wx' });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return Buffer.from(readFileSync(path, 'utf8').trim(), 'base64');
-    throw e;
-  }
-  return secret;
-}
 
 export interface FeatureHostDeps {
   readonly config: Config;
@@ -59,6 +42,7 @@ export async function startFeatures(all: readonly FeatureDefinition[], deps: Fea
   const stops: Array<() => Promise<void> | void> = [];
   const names: string[] = [];
   const seen = new Set<string>();
+  const peers = new PeerChannels(deps.engine.bus, deps.storage, deps.log.child({ component: 'peers' }));
   const stop = async (): Promise<void> => {
     for (const fn of stops.splice(0).reverse()) {
       try {
@@ -96,7 +80,8 @@ export async function startFeatures(all: readonly FeatureDefinition[], deps: Fea
             return xmpp.sessions;
           },
         },
-        secret: (file) => persistentSecret(deps.config.data_dir, file),
+        secret: (file) => featureSecret(deps.storage, deps.config.data_dir, file, deps.log.child({ feature: f.name })),
+        cluster: peers.forFeature(f.name),
         onStop: (fn) => stops.push(fn),
       };
       await f.setup(ctx);

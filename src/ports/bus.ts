@@ -117,6 +117,29 @@ export type ClusterEvent =
 
 export type ClusterHandler = (event: ClusterEvent) => void | Promise<void>;
 
+/**
+ * What features exchange with their peers on the other nodes (FeatureContext.cluster), apart from the
+ * engine's notes: the bus carries them and knows nothing of what they mean.
+ */
+export type PeerEvent =
+  /**
+   * A message another node published on `topic`; per sender, in the order it published them. `done`
+   * must be called once it is handled: a sender waiting for acknowledgements waits for it.
+   */
+  | { readonly kind: 'message'; readonly topic: string; readonly payload: unknown; readonly from: string; readonly done: () => void }
+  /** Messages of other nodes may be missed from now on (this node lost the feed, or was fenced). */
+  | { readonly kind: 'lost' }
+  /**
+   * The feed carries messages again, and some may have been missed meanwhile: whatever a feature keeps
+   * in memory from its peers' messages must be read again from the database.
+   */
+  | { readonly kind: 'resync' };
+
+export type PeerHandler = (event: PeerEvent) => void;
+
+/** How long a sender waits for the other nodes to acknowledge a feature message (a node that does not is slow or cut off). */
+export const PEER_ACK_TIMEOUT_MS = 2_000;
+
 /** Counters a clustered bus keeps for the metrics endpoint. */
 export interface BusStats {
   /** Delivery batches written for other nodes. */
@@ -168,6 +191,16 @@ export interface PresenceBus {
   publishNote(note: ClusterNote): void;
   /** The engine's receiver of cluster events; set once by the engine. */
   onCluster(handler: ClusterHandler): void;
+  /**
+   * Sends a feature's message (JSON-serialisable) to every other node; no-op for the in-process bus.
+   * Resolves once the cluster took it, so anything any node publishes afterwards reaches every node
+   * after it; with `acknowledged`, once every live node also handled it (or `PEER_ACK_TIMEOUT_MS`
+   * passed). While Redis is unreachable it is kept and sent when it is back (and resolves at once).
+   * Never rejects.
+   */
+  publishPeer(topic: string, payload: unknown, opts?: { readonly acknowledged?: boolean }): Promise<void>;
+  /** The receiver of other nodes' feature messages; set once by the feature host. */
+  onPeer(handler: PeerHandler): void;
   /** Counters for metrics (clustered buses only). */
   readonly stats?: Readonly<BusStats>;
   close(): Promise<void>;

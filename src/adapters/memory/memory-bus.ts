@@ -1,4 +1,4 @@
-import type { AccountSessions, ClusterHandler, ClusterNote, Delivery, DeliveryHandler, LiveSession, PresenceBus } from '../../ports/bus.js';
+import type { AccountSessions, ClusterHandler, ClusterNote, Delivery, DeliveryHandler, LiveSession, PeerHandler, PresenceBus } from '../../ports/bus.js';
 
 /** The embedded deployment's bus: one process holds every session, deliveries are direct calls. */
 export class MemoryBus implements PresenceBus {
@@ -97,6 +97,10 @@ export class MemoryBus implements PresenceBus {
   publishNote(_note: ClusterNote): void {}
 
   onCluster(_handler: ClusterHandler): void {}
+
+  async publishPeer(_topic: string, _payload: unknown, _opts?: { readonly acknowledged?: boolean }): Promise<void> {}
+
+  onPeer(_handler: PeerHandler): void {}
 
   async close(): Promise<void> {
     this.sessions.clear();

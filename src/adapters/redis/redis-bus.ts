@@ -11,8 +11,11 @@ import type {
   Delivery,
   DeliveryHandler,
   LiveSession,
+  PeerEvent,
+  PeerHandler,
   PresenceBus,
 } from '../../ports/bus.js';
+import { PEER_ACK_TIMEOUT_MS } from '../../ports/bus.js';
 import { BusKeys, incarnation, NODE_ID_PATTERN } from './keys.js';
 import { RegistryMirror } from './mirror.js';
 import { DeliveryOutbox, type OutgoingBatch } from './outbox.js';
@@ -54,6 +57,8 @@ const ECHO_TIMEOUT_MS = 1_000;
 const DEAD_REMEMBERED = 1_000;
 /** Cache notes kept while Redis is unreachable; beyond this every node's engine re-reads its cached rosters. */
 const NOTES_KEPT = 10_000;
+/** Feature messages kept while Redis is unreachable; beyond this every node's features read their state again. */
+const PEER_MESSAGES_KEPT = 10_000;
 
 /**
  * The PresenceBus of a cluster, on Redis (docs/cluster.md). In short:
@@ -114,6 +119,16 @@ export class RedisBus implements PresenceBus {
   private lostDeliveries = false;
   private notesWaiting: ClusterNote[] = [];
   private lostNotes = false;
+  private peerWaiting: Array<{ readonly topic: string; readonly payload: unknown }> = [];
+  private lostPeerMessages = false;
+  /** The feed was interrupted (or this node fenced): the features are told to read again once it is back. */
+  private peerMissed = false;
+  /** Until the features are there to handle them, other nodes' messages are acknowledged as handled (there is nothing to update). */
+  private peer: PeerHandler = (e) => {
+    if (e.kind === 'message') e.done();
+  };
+  /** Feature messages of this node waiting for other nodes' acknowledgements, by id. */
+  private readonly acks = new Map<string, { readonly pending: Set<string>; readonly done: () => void }>();
   private flushScheduled = false;
   private readonly echoWaiters = new Map<string, Array<{ v: number; done: () => void }>>();
   /** Feed messages received while a snapshot is read (null otherwise). */
@@ -170,6 +185,7 @@ export class RedisBus implements PresenceBus {
     this.cmd.on('reconnecting', () => this.connectionLost());
     this.sub.on('reconnecting', () => {
       this.feedLost = true;
+      this.peerLost();
       this.connectionLost();
     });
   }
@@ -350,6 +366,88 @@ export class RedisBus implements PresenceBus {
     this.cluster = handler;
   }
 
+  async publishPeer(topic: string, payload: unknown, opts: { readonly acknowledged?: boolean } = {}): Promise<void> {
+    if (this.state !== 'ready' || this.peerWaiting.length > 0) {
+      this.keepPeer(topic, payload);
+      return;
+    }
+    if (opts.acknowledged !== true) {
+      await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'p', o: this.node, e: this.epoch, k: topic, p: payload })).catch(() => this.keepPeer(topic, payload));
+      return;
+    }
+    const id = randomBytes(8).toString('hex');
+    let settle!: () => void;
+    const acknowledged = new Promise<void>((resolve) => (settle = resolve));
+    const timer = setTimeout(() => {
+      const late = [...(this.acks.get(id)?.pending ?? [])];
+      this.log?.warn({ topic, nodes: late }, 'nodes did not acknowledge a feature message in time (slow, or cut off from Redis: they read again when back)');
+      done();
+    }, PEER_ACK_TIMEOUT_MS);
+    const done = (): void => {
+      clearTimeout(timer);
+      this.acks.delete(id);
+      settle();
+    };
+    try {
+      // The nodes not declared dead: each acknowledges once its features handled the message.
+      const nodes = Object.keys(await this.cmd.hGetAll(this.keys.nodes)).filter((n) => n !== this.node);
+      if (nodes.length === 0) {
+        done();
+        return;
+      }
+      this.acks.set(id, { pending: new Set(nodes), done });
+      await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'p', o: this.node, e: this.epoch, k: topic, p: payload, a: id }));
+    } catch {
+      done();
+      this.keepPeer(topic, payload);
+      return;
+    }
+    await acknowledged;
+  }
+
+  onPeer(handler: PeerHandler): void {
+    this.peer = handler;
+  }
+
+  private keepPeer(topic: string, payload: unknown): void {
+    if (this.peerWaiting.length >= PEER_MESSAGES_KEPT) {
+      this.peerWaiting.shift();
+      this.lostPeerMessages = true;
+    }
+    this.peerWaiting.push({ topic, payload });
+  }
+
+  private async flushPeers(): Promise<void> {
+    const waiting = this.peerWaiting;
+    this.peerWaiting = [];
+    for (const m of waiting) await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'p', o: this.node, e: this.epoch, k: m.topic, p: m.payload }));
+    if (this.lostPeerMessages) {
+      this.lostPeerMessages = false;
+      await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'r', o: this.node, e: this.epoch }));
+    }
+  }
+
+  private emitPeer(event: PeerEvent): void {
+    try {
+      this.peer(event);
+    } catch (err) {
+      this.log?.error({ err, event: event.kind }, 'feature message handler failed');
+    }
+  }
+
+  private peerLost(): void {
+    if (this.peerMissed || this.state === 'closing' || this.state === 'closed') return;
+    this.peerMissed = true;
+    this.emitPeer({ kind: 'lost' });
+  }
+
+  /** After a rebuild: if the feed was interrupted, the features read again what their peers told them. */
+  private peerResync(): void {
+    if (!this.peerMissed) return;
+    this.peerMissed = false;
+    this.emitPeer({ kind: 'resync' });
+  }
+
   /**
    * Graceful stop (after the engine ended its sessions): what is still registered is removed, the
    * lease and node entry go at once, so nobody has to wait for the lease to lapse.
@@ -527,6 +625,34 @@ export class RedisBus implements PresenceBus {
         return;
       case 'd':
         this.rememberDead(incarnation(m.n, m.e));
+        // A node declared dead acknowledges nothing more.
+        for (const w of [...this.acks.values()]) {
+          w.pending.delete(m.n);
+          if (w.pending.size === 0) w.done();
+        }
+        return;
+      case 'p': {
+        if (m.o === this.node || this.deadIncarnations.has(incarnation(m.o, m.e))) return;
+        const ackId = m.a;
+        let acked = false;
+        const done = (): void => {
+          if (acked || ackId === undefined) return;
+          acked = true;
+          this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'k', o: this.node, i: ackId, to: m.o })).catch(() => {});
+        };
+        this.emitPeer({ kind: 'message', topic: m.k, payload: m.p, from: m.o, done });
+        return;
+      }
+      case 'k': {
+        if (m.to !== this.node) return;
+        const w = this.acks.get(m.i);
+        if (w === undefined) return;
+        w.pending.delete(m.o);
+        if (w.pending.size === 0) w.done();
+        return;
+      }
+      case 'r':
+        if (m.o !== this.node) this.emitPeer({ kind: 'resync' });
         return;
       case 'm':
         return;
@@ -870,6 +996,7 @@ export class RedisBus implements PresenceBus {
     this.own.clear();
     this.indexed.clear();
     this.dirty.clear();
+    this.peerLost();
     try {
       await this.cluster({ kind: 'fenced' });
     } catch (err) {
@@ -890,7 +1017,9 @@ export class RedisBus implements PresenceBus {
         this.log?.info({ node: this.node, epoch: this.epoch }, 'joined the cluster again');
         // Whatever this node missed while it was cut off: every cached state was dropped with the sessions.
         await this.flushNotes().catch(() => {});
+        await this.flushPeers().catch(() => {});
         this.emit({ kind: 'resynced', refresh: [], allLocal: false, reloadCaches: false });
+        this.peerResync();
         return;
       } catch (err) {
         this.log?.warn({ err }, 'joining the cluster again failed; retrying');
@@ -1066,12 +1195,14 @@ export class RedisBus implements PresenceBus {
       this.sweepAfter = Date.now() + this.leaseMs;
       await this.flushBacklog();
       await this.flushNotes();
+      await this.flushPeers();
       const allLocal = this.lostDeliveries;
       const reloadCaches = this.lostNotes;
       this.lostDeliveries = false;
       this.lostNotes = false;
       this.log?.info({ reregistered: toSync.size, refreshed: refresh.size, lostDeliveries: allLocal, lostNotes: reloadCaches }, 'Redis reachable again: live state rebuilt');
       this.emit({ kind: 'resynced', refresh: [...refresh], allLocal, reloadCaches });
+      this.peerResync();
     } catch (err) {
       if (err instanceof FencedError) {
         await this.onFenced();

@@ -96,7 +96,13 @@ export type FeedMessage =
   /** An incarnation was declared dead: its delivery batches still in flight are dropped. */
   | { readonly t: 'd'; readonly o: string; readonly n: string; readonly e: string }
   /** A node checking that its subscription is live again (it waits to read its own marker). */
-  | { readonly t: 'm'; readonly o: string; readonly k: string };
+  | { readonly t: 'm'; readonly o: string; readonly k: string }
+  /** A feature's message to its peers (topic, JSON payload); with `a`, the sender waits for each node's acknowledgement. */
+  | { readonly t: 'p'; readonly o: string; readonly e: string; readonly k: string; readonly p: unknown; readonly a?: string }
+  /** Node `o` handled the feature message `i` of node `to`. */
+  | { readonly t: 'k'; readonly o: string; readonly i: string; readonly to: string }
+  /** A node dropped some of its feature messages while Redis was unreachable: every node's features read again. */
+  | { readonly t: 'r'; readonly o: string; readonly e: string };
 
 export function parseFeed(text: string): FeedMessage | null {
   const m = safeParse(text) as Record<string, unknown> | undefined;
@@ -111,6 +117,13 @@ export function parseFeed(text: string): FeedMessage | null {
       return typeof m.n === 'string' && typeof m.e === 'string' ? { t: 'd', o: m.o, n: m.n, e: m.e } : null;
     case 'm':
       return typeof m.k === 'string' ? { t: 'm', o: m.o, k: m.k } : null;
+    case 'p':
+      if (typeof m.e !== 'string' || typeof m.k !== 'string' || m.k === '' || !('p' in m) || (m.a !== undefined && typeof m.a !== 'string')) return null;
+      return { t: 'p', o: m.o, e: m.e, k: m.k, p: m.p, ...(typeof m.a === 'string' ? { a: m.a } : {}) };
+    case 'k':
+      return typeof m.i === 'string' && typeof m.to === 'string' ? { t: 'k', o: m.o, i: m.i, to: m.to } : null;
+    case 'r':
+      return typeof m.e === 'string' ? { t: 'r', o: m.o, e: m.e } : null;
     default:
       return null;
   }

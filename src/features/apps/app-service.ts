@@ -13,8 +13,12 @@ export const ADMIN_OWNER = 'admin';
  * decided here: `viewer` is an account's bare JID, or null for the operator (who sees every app).
  */
 export class AppService {
-  /** `app.deleted` after an app is gone from the store (its grants went with it), for the parts that keep apps in memory. */
-  readonly events = new EventEmitter<{ 'app.deleted': [{ readonly appId: string }] }>();
+  /**
+   * `app.deleted` after an app is gone from the store (its grants went with it), for the parts that
+   * keep apps in memory; `app.secret-changed` after its client secret was replaced (streams opened
+   * with the old one end).
+   */
+  readonly events = new EventEmitter<{ 'app.deleted': [{ readonly appId: string }]; 'app.secret-changed': [{ readonly appId: string }] }>();
 
   constructor(
     readonly repo: AppRepository,
@@ -61,7 +65,9 @@ export class AppService {
 
   async rotateClientSecret(app: AppRecord): Promise<{ app: AppRecord; clientSecret: string }> {
     const clientSecret = newClientSecret();
-    return { app: await this.updated(app.id, { clientSecretHash: hashClientSecret(this.keys.clientSecret, clientSecret) }), clientSecret };
+    const updated = await this.updated(app.id, { clientSecretHash: hashClientSecret(this.keys.clientSecret, clientSecret) });
+    this.events.emit('app.secret-changed', { appId: app.id });
+    return { app: updated, clientSecret };
   }
 
   rotateWebhookSecret(app: AppRecord): Promise<AppRecord> {

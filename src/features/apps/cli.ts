@@ -1,7 +1,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import type { Config } from '../../config.js';
 import { PresenceError } from '../../core/errors.js';
-import { persistentSecret } from '../host.js';
+import { featureSecret } from '../feature-secrets.js';
 import { runFeatureMigrations } from '../migrations.js';
 import type { Store } from '../../ports/store.js';
 import { isManifest, manifestFields, MAX_MANIFEST_BYTES, registrationFields, WEBHOOK_FORMATS } from './app-input.js';
@@ -40,7 +40,7 @@ export async function appCommand(config: Config, store: Store, sub: string | und
   if (!config.apps) throw new PresenceError('not-allowed', 'the apps feature is turned off on this server (apps: false)');
   const storage = store.featureStorage();
   await runFeatureMigrations(storage.db, 'apps', APP_MIGRATIONS);
-  const service = new AppService(appRepository(storage), deriveKeys(persistentSecret(config.data_dir, APPS_SECRET_FILE)), { allowPrivate: config.webhooks_allow_private });
+  const service = new AppService(appRepository(storage), deriveKeys(await featureSecret(storage, config.data_dir, APPS_SECRET_FILE)), { allowPrivate: config.webhooks_allow_private });
   const view = (a: Parameters<typeof appView>[0]) => appView(a, config.webhooks_allow_private);
   const oneId = (): string => {
     if (args.length !== 1 || !args[0]) throw new AppUsageError(`app ${sub} needs exactly one app id`);

@@ -52,6 +52,20 @@ export class GrantIndex implements GrantedAudience {
     if (users?.size === 0) this.#byApp.delete(appId);
   }
 
+  /** The account's grant of the app, while active. */
+  grantFor(appId: string, account: string): GrantedApp | undefined {
+    return this.#byAccount.get(account)?.find((a) => a.appId === appId);
+  }
+
+  /** Brings one grant in line with its row in the database (active, revoked or gone); unchanged grants are left as they are. */
+  reflect(appId: string, account: string, scopes: readonly string[] | null): void {
+    if (scopes === null) return this.remove(appId, account);
+    const cur = this.grantFor(appId, account);
+    const want = scopes.filter((s): s is AppScope => s === 'presence' || s === 'presence.status');
+    if (cur !== undefined && cur.scopes.length === want.length && cur.scopes.every((s, i) => s === want[i])) return;
+    this.add(appId, account, scopes);
+  }
+
   appsFor(account: string): readonly GrantedApp[] {
     return this.#byAccount.get(account) ?? [];
   }

@@ -9,6 +9,8 @@ export interface GrantRecord {
   readonly grantedAt: number;
   readonly lastDeliveryAt: number | null;
   readonly revokedAt: number | null;
+  /** The account's pairwise id in the app (null for a grant written before APP_MIGRATIONS 9, until the start fills it). */
+  readonly uid: string | null;
 }
 
 /** An authorization code as stored (by the SHA-256 of its value). */
@@ -41,9 +43,13 @@ export interface TokenRecord {
 
 /** The storage port of grants, codes and tokens: one implementation per database dialect. */
 export interface GrantRepository {
-  /** Creates or renews the grant (clearing a revocation). */
-  upsertGrant(appId: string, account: string, scopes: readonly string[], now: number): Promise<void>;
+  /** Creates or renews the grant (clearing a revocation); `uid` is the account's pairwise id in the app. */
+  upsertGrant(appId: string, account: string, scopes: readonly string[], now: number, uid?: string): Promise<void>;
   getGrant(appId: string, account: string): Promise<GrantRecord | undefined>;
+  /** The grants (active or revoked) of the app's users with these pairwise ids. */
+  grantsByUid(appId: string, uids: readonly string[]): Promise<GrantRecord[]>;
+  /** Records the pairwise ids of grants that have none yet. */
+  setUids(rows: ReadonlyArray<{ readonly appId: string; readonly account: string; readonly uid: string }>): Promise<void>;
   /** Active grants of an account, or of an app; oldest first. */
   grantsOfAccount(account: string): Promise<GrantRecord[]>;
   grantsOfApp(appId: string): Promise<GrantRecord[]>;

@@ -15,6 +15,12 @@ export interface GrantEvents {
   'grant.revoked': [{ readonly appId: string; readonly account: string }];
 }
 
+export interface GrantChange {
+  readonly kind: 'granted' | 'revoked';
+  readonly appId: string;
+  readonly account: string;
+}
+
 /**
  * Who allowed which app to see their presence. A revocation takes effect when `revoke` resolves: the
  * grant is marked revoked and the app's codes and tokens for that account are deleted in one
@@ -23,21 +29,33 @@ export interface GrantEvents {
  */
 export class GrantService {
   readonly events = new EventEmitter<GrantEvents>();
+  /**
+   * Awaited after each change and its event, before the caller is answered: in a cluster the apps
+   * feature tells the other nodes there (so that a revocation answered is a revocation everywhere).
+   */
+  afterChange: (change: GrantChange) => Promise<void> = async () => {};
+  private readonly now: () => number;
 
   constructor(
     readonly repo: GrantRepository,
-    private readonly now: () => number = Date.now,
-  ) {}
+    private readonly opts: { readonly pairwise?: (appId: string, account: string) => string; readonly now?: () => number } = {},
+  ) {
+    this.now = opts.now ?? Date.now;
+  }
 
   async grant(appId: string, account: string, scopes: readonly string[]): Promise<void> {
-    await this.repo.upsertGrant(appId, account, normalizeScopes(scopes), this.now());
+    await this.repo.upsertGrant(appId, account, normalizeScopes(scopes), this.now(), this.opts.pairwise?.(appId, account));
     this.events.emit('grant.created', { appId, account, scopes: normalizeScopes(scopes) });
+    await this.afterChange({ kind: 'granted', appId, account });
   }
 
   /** True when an active grant was revoked. */
   async revoke(appId: string, account: string): Promise<boolean> {
     const revoked = await this.repo.revokeGrant(appId, account, this.now());
-    if (revoked) this.events.emit('grant.revoked', { appId, account });
+    if (revoked) {
+      this.events.emit('grant.revoked', { appId, account });
+      await this.afterChange({ kind: 'revoked', appId, account });
+    }
     return revoked;
   }
 
@@ -45,6 +63,7 @@ export class GrantService {
   async removeAccount(account: string): Promise<number> {
     const apps = await this.repo.deleteAccount(account);
     for (const appId of apps) this.events.emit('grant.revoked', { appId, account });
+    for (const appId of apps) await this.afterChange({ kind: 'revoked', appId, account });
     return apps.length;
   }
 

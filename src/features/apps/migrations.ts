@@ -105,4 +105,15 @@ export const APP_MIGRATIONS: readonly Migration[] = [
         .execute();
     },
   },
+  {
+    version: 9,
+    name: 'grant pairwise ids',
+    async up(db) {
+      // The pairwise id of each grant's user, so that a node finds the grant behind a row of the app's
+      // log (which carries only that id) in the database, without having heard of the grant. Filled by
+      // GrantService for new grants and at start for older ones (the key is not the migration's to know).
+      await db.schema.alterTable('grants').addColumn('uid', 'text').execute();
+      await db.schema.createIndex('grants_uid').on('grants').columns(['app_id', 'uid']).execute();
+    },
+  },
 ];

@@ -10,6 +10,7 @@ interface GrantsTable {
   granted_at: number;
   last_delivery_at: number | null;
   revoked_at: number | null;
+  uid: string | null;
 }
 
 interface CodesTable {
@@ -57,6 +58,7 @@ const toGrant = (r: GrantsTable): GrantRecord => ({
   grantedAt: r.granted_at,
   lastDeliveryAt: r.last_delivery_at,
   revokedAt: r.revoked_at,
+  uid: r.uid,
 });
 
 export class SqlGrantRepository implements GrantRepository {
@@ -69,13 +71,26 @@ export class SqlGrantRepository implements GrantRepository {
     this.#db = db as Kysely<Tables>;
   }
 
-  async upsertGrant(appId: string, account: string, scopes: readonly string[], now: number): Promise<void> {
+  async upsertGrant(appId: string, account: string, scopes: readonly string[], now: number, uid?: string): Promise<void> {
     const s = scopes.join(' ');
+    const id = uid ?? null;
     await this.#db
       .insertInto('grants')
-      .values({ app_id: appId, account, scopes: s, granted_at: now, last_delivery_at: null, revoked_at: null })
-      .onConflict((oc) => oc.columns(['app_id', 'account']).doUpdateSet({ scopes: s, granted_at: now, revoked_at: null }))
+      .values({ app_id: appId, account, scopes: s, granted_at: now, last_delivery_at: null, revoked_at: null, uid: id })
+      .onConflict((oc) => oc.columns(['app_id', 'account']).doUpdateSet(uid === undefined ? { scopes: s, granted_at: now, revoked_at: null } : { scopes: s, granted_at: now, revoked_at: null, uid: id }))
       .execute();
+  }
+
+  async grantsByUid(appId: string, uids: readonly string[]): Promise<GrantRecord[]> {
+    if (uids.length === 0) return [];
+    const rows = await this.#db.selectFrom('grants').selectAll().where('app_id', '=', appId).where('uid', 'in', [...new Set(uids)]).execute();
+    return rows.map(toGrant);
+  }
+
+  async setUids(rows: ReadonlyArray<{ readonly appId: string; readonly account: string; readonly uid: string }>): Promise<void> {
+    for (const r of rows) {
+      await this.#db.updateTable('grants').set({ uid: r.uid }).where('app_id', '=', r.appId).where('account', '=', r.account).where('uid', 'is', null).execute();
+    }
   }
 
   async getGrant(appId: string, account: string): Promise<GrantRecord | undefined> {

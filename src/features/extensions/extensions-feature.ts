@@ -251,9 +251,9 @@ export const extensionsFeature = defineFeature({
       const at = Date.now();
       m.dispatch('onUserPresence', async () => [await userOf(engine, jid), { type: 'connect', resource: session.resource, protocol, at }]);
     });
-    engine.events.on('session.closed', ({ jid, session, reason }) => {
+    engine.events.on('session.closed', ({ jid, session, reason, protocol: elsewhere }) => {
       const k = key(jid, session.resource);
-      const protocol = protocols.get(k);
+      const protocol = protocols.get(k) ?? elsewhere;
       protocols.delete(k);
       if (!m.active) return;
       const at = Date.now();
@@ -262,17 +262,19 @@ export const extensionsFeature = defineFeature({
       m.dispatch('onUserPresence', async () => [await userOf(engine, jid), { type: 'disconnect', resource: session.resource, reason, at }]);
     });
     // The engine keeps a taken-over session going (watchers see nothing), but for an extension the old
-    // connection ended and a new one began: reported as a disconnect (replaced) then a connect.
-    engine.events.on('session.replaced', ({ jid, session, protocol }) => {
+    // connection ended and a new one began: reported as a disconnect (replaced) then a connect. When
+    // the new connection is on another node, that node reports the connect (its session.opened).
+    engine.events.on('session.replaced', ({ jid, session, protocol, elsewhere }) => {
       const k = key(jid, session.resource);
       const before = protocols.get(k);
-      protocols.set(k, protocol);
+      if (elsewhere) protocols.delete(k);
+      else protocols.set(k, protocol);
       if (!m.active) return;
       const at = Date.now();
       const info = sessionInfo(session, before);
       m.dispatch('onSessionClosed', async () => [info, 'replaced', await userOf(engine, jid)]);
       m.dispatch('onUserPresence', async () => [await userOf(engine, jid), { type: 'disconnect', resource: session.resource, reason: 'replaced', at }]);
-      m.dispatch('onUserPresence', async () => [await userOf(engine, jid), { type: 'connect', resource: session.resource, protocol, at }]);
+      if (!elsewhere) m.dispatch('onUserPresence', async () => [await userOf(engine, jid), { type: 'connect', resource: session.resource, protocol, at }]);
     });
     engine.events.on('presence.changed', ({ jid, presence, previous }) => {
       if (!m.active) return;

@@ -101,7 +101,21 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
         },
       });
 
+      // In a cluster every node's worker counts every device's pushes against push_rate_per_device_per_minute:
+      // each node tells the others what it sends, gathered per event-loop turn.
+      let counted: string[] = [];
       const worker = new PushWorker(repo, providers, {
+        onCount: (registrationId) => {
+          if (!ctx.cluster.clustered) return;
+          counted.push(registrationId);
+          if (counted.length === 1) {
+            setImmediate(() => {
+              const s = counted;
+              counted = [];
+              void ctx.cluster.publish('sent', { r: s });
+            });
+          }
+        },
         maxAttempts: c.push_max_attempts,
         maxFailures: c.push_max_failures,
         backoffBaseMs: c.push_backoff_base_ms,
@@ -137,6 +151,16 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       ctx.http(notifyRoutes(ctx.engine, service, c.admin_token), { prefix: '/api/v1/accounts' });
       ctx.http(providerRoutes(providers), { prefix: '/api/v1/push' });
       const xmppTriggers = await setupXmppPush(ctx, service);
+      ctx.cluster.subscribe('sent', (p) => {
+        const ids = (p as { r?: unknown }).r;
+        if (Array.isArray(ids)) for (const id of ids) if (typeof id === 'string') worker.countElsewhere(id);
+      });
+      // An account enabling XEP-0357 push on one node is pushed for messages handled on any other.
+      ctx.cluster.subscribe('enabled', (p) => {
+        const account = (p as { u?: unknown }).u;
+        if (typeof account === 'string') xmppTriggers.enabledBy(account);
+      });
+      ctx.cluster.onResync(() => xmppTriggers.load());
 
       running.set(ctx.engine, {
         enqueue: service.enqueue.bind(service),

@@ -16,6 +16,8 @@ export interface PushWorkerOptions {
   readonly timeoutMs: number;
   readonly log: Logger;
   readonly observe: (provider: string, r: SendResult | { readonly outcome: 'pruned' }) => void;
+  /** A push to the registration's device is being sent (in a cluster, the other nodes count it too). */
+  readonly onCount?: (registrationId: string) => void;
   readonly now?: () => number;
 }
 
@@ -114,6 +116,16 @@ export class PushWorker {
     }, Math.max(0, at - this.#now()));
   }
 
+  /** Whether the registration's device had its push_rate_per_device_per_minute for now (counted here and, in a cluster, elsewhere). */
+  isLimited(registrationId: string): boolean {
+    return (this.#limited.get(registrationId) ?? 0) > this.#now();
+  }
+
+  /** Another node is sending a push to the registration's device: it counts against the same per-minute limit. */
+  countElsewhere(registrationId: string): void {
+    this.#count(registrationId, this.#now());
+  }
+
   /** Counts a push to the device against its per-minute limit. */
   #count(registrationId: string, now: number): void {
     let times = this.#sentAt.get(registrationId);
@@ -192,6 +204,7 @@ export class PushWorker {
       return;
     }
     this.#count(reg.id, this.#now());
+    this.opts.onCount?.(reg.id);
     const result = await provider.send(targetOf(reg), push.message, this.#abort.signal);
     await this.#settle(push, reg, provider, result, log);
   }

@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import type { AppLogHub } from '../log-hub.js';
+import type { AppLog } from '../log-hub.js';
 import type { AppRecord } from '../repository.js';
 import type { GrantedAudience } from '../webhooks/presence-source.js';
 import type { LoggedUpdate, WebhookStore } from '../webhooks/store.js';
@@ -37,7 +37,7 @@ export interface StreamOptions {
 export interface StreamDeps {
   readonly store: Pick<WebhookStore, 'newestOfApp' | 'since' | 'maxId'>;
   readonly audience: Pick<GrantedAudience, 'grantOf'>;
-  readonly hub: AppLogHub;
+  readonly hub: AppLog;
   readonly apps: { get(id: string): Promise<AppRecord | undefined> };
   readonly log: Logger;
   readonly opts: StreamOptions;
@@ -83,6 +83,17 @@ export class StreamRegistry {
   /** Ends every stream of the app (deleted, or its secret rotated: checked at each keep-alive tick too). */
   endApp(appId: string, reason: string): void {
     for (const s of this.#open) if (s.appId === appId) s.end(reason);
+  }
+
+  /**
+   * The app was deleted or its client secret changed (here or on another node): its streams opened
+   * with a secret that no longer holds end now rather than at their next keep-alive tick.
+   */
+  async recheckApp(appId: string): Promise<void> {
+    const streams = [...this.#open].filter((s) => s.appId === appId);
+    if (streams.length === 0) return;
+    const current = await this.deps.apps.get(appId);
+    for (const s of streams) s.recheck(current);
   }
 
   /** Ends every stream with `reason` and resolves once their connections closed (cut after a short grace). */
@@ -148,10 +159,18 @@ class AppStream {
 
   async start(since: string | undefined): Promise<void> {
     const { hub, opts } = this.deps;
-    this.#unsubscribe = hub.subscribe(this.appId, (logged) => this.#onLogged(logged));
     this.#timer = setInterval(() => void this.#tick(), opts.keepaliveMs);
     this.#timer.unref();
     try {
+      // Following first: whatever is logged from now on comes, and the catch-up below reads at least
+      // as far as the follow began, so nothing falls between them.
+      const unsubscribe = await hub.follow(this.appId, (logged) => this.#onLogged(logged));
+      // Ended (shutdown, a cut) while the follow began.
+      if ((this.#phase as Phase) === 'ended') {
+        unsubscribe();
+        return;
+      }
+      this.#unsubscribe = unsubscribe;
       const from = await this.#catchUp(since);
       if (this.#phase === 'ended') return;
       this.#write({ type: 'live', cursor: from });
@@ -289,12 +308,16 @@ class AppStream {
     this.#wrote = false;
     // The app may have been deleted, or its secret rotated (a leaked secret must not keep a stream).
     try {
-      const current = await this.deps.apps.get(this.appId);
-      if (current === undefined) this.end(END_REASONS.appDeleted);
-      else if (current.clientSecretHash !== this.app.clientSecretHash) this.end(END_REASONS.secretChanged);
+      this.recheck(await this.deps.apps.get(this.appId));
     } catch (err) {
       this.deps.log.warn({ err, appId: this.appId }, 'checking a streaming app failed');
     }
+  }
+
+  /** Ends the stream if its app is gone or its client secret is not the one it was opened with. */
+  recheck(current: AppRecord | undefined): void {
+    if (current === undefined) this.end(END_REASONS.appDeleted);
+    else if (current.clientSecretHash !== this.app.clientSecretHash) this.end(END_REASONS.secretChanged);
   }
 
   #cutForLag(): void {

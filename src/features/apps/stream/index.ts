@@ -1,7 +1,7 @@
 import { Counter, Gauge } from 'prom-client';
 import type { FeatureContext } from '../../feature.js';
 import type { AppService } from '../app-service.js';
-import type { AppLogHub } from '../log-hub.js';
+import type { AppLog } from '../log-hub.js';
 import type { GrantedAudience } from '../webhooks/presence-source.js';
 import type { WebhookStore } from '../webhooks/store.js';
 import { END_REASONS, StreamRegistry } from './app-stream.js';
@@ -11,7 +11,7 @@ export interface StreamDepsOfFeature {
   readonly service: AppService;
   readonly store: WebhookStore;
   readonly audience: GrantedAudience;
-  readonly hub: AppLogHub;
+  readonly hub: AppLog;
 }
 
 /**

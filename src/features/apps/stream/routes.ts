@@ -17,7 +17,7 @@ export interface StreamRouteDeps {
   readonly service: Pick<AppService, 'authenticate'>;
   readonly registry: StreamRegistry;
   readonly store: Pick<WebhookStore, 'newestOfUsers'>;
-  readonly audience: Pick<GrantedAudience, 'grantOf'>;
+  readonly audience: Pick<GrantedAudience, 'grantOf' | 'confirm'>;
 }
 
 const idParam = { type: 'string', minLength: 1, maxLength: 64 } as const;
@@ -116,6 +116,8 @@ export function apiStreamRoutes(deps: StreamRouteDeps) {
       async (req) => {
         const record = apps.get(req)!;
         const uids = [...new Set((req.body as { uids: string[] }).uids)];
+        // In a cluster: grants made or revoked on another node a moment ago count already.
+        if (deps.audience.confirm !== undefined) await deps.audience.confirm(record.id, uids);
         const granted = uids.filter((u) => deps.audience.grantOf(record.id, u) !== undefined);
         const rows = new Map((await deps.store.newestOfUsers(record.id, granted)).map((r) => [r.uid, r]));
         return {

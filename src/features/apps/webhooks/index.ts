@@ -4,7 +4,7 @@ import type { FeatureContext } from '../../feature.js';
 import type { AppRepository } from '../repository.js';
 import { WebhookOutbox, type WebhookUpdate } from './outbox.js';
 import { feedWebhooks, type GrantedAudience } from './presence-source.js';
-import type { AppLogHub } from '../log-hub.js';
+import type { AppLog } from '../log-hub.js';
 import { webhookRoutes } from './routes.js';
 import { webhookStore, type WebhookStore } from './store.js';
 import { WebhookWorker } from './worker.js';
@@ -28,10 +28,12 @@ export function webhooksOf(engine: PresenceEngine): Webhooks | undefined {
 
 export interface WebhookDeps {
   readonly apps: AppRepository;
+  /** The outbox's store (made here when not given). */
+  readonly store?: WebhookStore;
   /** Who granted which app (the in-memory grant index). */
   readonly audience: GrantedAudience;
   /** Where written updates go next (the apps' streams). */
-  readonly hub: AppLogHub;
+  readonly hub: AppLog;
   /** A grant's "last delivery" (shown to the user), after a successful request. */
   readonly markDelivered: (appId: string, account: string, at: number) => Promise<void>;
   /** Sees each live presence update before it is enqueued. */
@@ -46,11 +48,11 @@ export function startWebhooks(ctx: FeatureContext, deps: WebhookDeps): Webhooks 
   const { apps, audience, hub } = deps;
   const c = ctx.config;
   const log = ctx.log.child({ part: 'webhooks' });
-  const store = webhookStore(ctx.storage, { backlogCountCap: c.webhook_batch_max });
+  const store = deps.store ?? webhookStore(ctx.storage, { backlogCountCap: c.webhook_batch_max });
   const deliveries = new Counter({ name: 'presenced_webhook_deliveries_total', help: 'Webhook requests by result (delivered, failed, refused by the SSRF rule).', labelNames: ['result'], registers: [ctx.metrics.registry] });
   let worker: WebhookWorker | null = null;
   const outbox = new WebhookOutbox(store, { flushMs: c.webhook_flush_ms, writeRetryMs: c.webhook_backoff_base_ms, log, onWritten: (logged) => {
-    hub.publish(logged);
+    hub.written(logged);
     worker?.noteWritten(logged);
   } });
   const marked = new Map<string, number>();

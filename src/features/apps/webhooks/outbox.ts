@@ -11,6 +11,11 @@ export interface WebhookUpdate {
   readonly lastSeen?: number;
   /** When the change happened (epoch ms). */
   readonly at: number;
+  /**
+   * In a cluster: the account's registry version the presence was computed at. Several nodes write a
+   * user's updates; one older than what the log already holds for the user is not logged after it.
+   */
+  readonly version?: number;
 }
 
 /** What is kept of an update in the outbox's body_json; seq and at are columns. */
@@ -18,6 +23,8 @@ export interface StoredBody {
   readonly status: AppStatus;
   readonly statusText?: string;
   readonly lastSeen?: number;
+  /** WebhookUpdate.version (never shown to the app). */
+  readonly v?: number;
 }
 
 export interface OutboxOptions {
@@ -63,7 +70,12 @@ export class WebhookOutbox {
     }
     const now = this.#now();
     for (const u of updates) {
-      const body: StoredBody = { status: u.status, ...(u.statusText !== undefined ? { statusText: u.statusText } : {}), ...(u.lastSeen !== undefined ? { lastSeen: u.lastSeen } : {}) };
+      const body: StoredBody = {
+        status: u.status,
+        ...(u.statusText !== undefined ? { statusText: u.statusText } : {}),
+        ...(u.lastSeen !== undefined ? { lastSeen: u.lastSeen } : {}),
+        ...(u.version !== undefined ? { v: u.version } : {}),
+      };
       this.#buffer.push({ appId: u.appId, uid: u.uid, at: u.at, body: JSON.stringify(body), dueAt: now });
     }
     if (this.#timer === null) {

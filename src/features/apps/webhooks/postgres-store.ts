@@ -67,14 +67,16 @@ export class PostgresWebhookStore implements WebhookStore {
       const newest = new Map<string, number>();
       rows.forEach((r, i) => newest.set(keyOf(r.appId, r.uid), i));
       const users = [...newest.values()].map((i) => ({ r: rows[i]!, id: ids[i]!, n: count.get(keyOf(rows[i]!.appId, rows[i]!.uid))! }));
-      const heads = new Map<string, number>();
-      rows.forEach((r, i) => heads.set(r.appId, ids[i]!));
       const { rows: written } = await sql<{ id: number; seq: number }>`
         WITH s AS (
           INSERT INTO webhook_seq AS w (app_id, uid, seq, last_id, last_at, last_body)
           SELECT * FROM unnest(${users.map((u) => u.r.appId)}::text[], ${users.map((u) => u.r.uid)}::text[], ${users.map((u) => u.n)}::int[],
             ${users.map((u) => u.id)}::bigint[], ${users.map((u) => u.r.at)}::bigint[], ${users.map((u) => u.r.body)}::text[])
           ON CONFLICT (app_id, uid) DO UPDATE SET seq = w.seq + excluded.seq, last_id = excluded.last_id, last_at = excluded.last_at, last_body = excluded.last_body
+          -- Rows carrying the account's registry version (a cluster): a user's rows older than what the
+          -- log already holds for that user are dropped (written late by another node), not logged after it.
+          WHERE (excluded.last_body::jsonb ->> 'v') IS NULL OR (w.last_body::jsonb ->> 'v') IS NULL
+            OR (w.last_body::jsonb ->> 'v')::bigint <= (excluded.last_body::jsonb ->> 'v')::bigint
           RETURNING app_id, uid, seq),
         l AS (
           INSERT INTO webhook_log (app_id, id, uid, seq, at, body_json, due_at, created_at)
@@ -82,15 +84,20 @@ export class PostgresWebhookStore implements WebhookStore {
           FROM unnest(${rows.map((r) => r.appId)}::text[], ${ids}::bigint[], ${rows.map((r) => r.uid)}::text[], ${back}::int[],
             ${rows.map((r) => r.at)}::bigint[], ${rows.map((r) => r.body)}::text[], ${rows.map((r) => r.dueAt)}::bigint[]) AS i(app_id, id, uid, back, at, body, due_at)
           JOIN s ON s.app_id = i.app_id AND s.uid = i.uid
-          RETURNING id, seq),
+          RETURNING app_id, id, seq),
         e AS (
           -- The app's newest row id: the app has something pending while it is past its delivery position.
           INSERT INTO webhook_endpoints AS ep (app_id, failures, head)
-          SELECT a, 0, h FROM unnest(${[...heads.keys()]}::text[], ${[...heads.values()]}::bigint[]) AS x(a, h)
+          SELECT app_id, 0, max(id) FROM l GROUP BY app_id
           ON CONFLICT (app_id) DO UPDATE SET head = GREATEST(ep.head, excluded.head))
         SELECT id, seq FROM l`.execute(trx);
       const seqOf = new Map(written.map((w) => [w.id, w.seq]));
-      return rows.map((r, i) => ({ id: ids[i]!, appId: r.appId, uid: r.uid, seq: seqOf.get(ids[i]!)!, at: r.at, body: r.body, createdAt: now }));
+      const out: LoggedUpdate[] = [];
+      rows.forEach((r, i) => {
+        const seq = seqOf.get(ids[i]!);
+        if (seq !== undefined) out.push({ id: ids[i]!, appId: r.appId, uid: r.uid, seq, at: r.at, body: r.body, createdAt: now });
+      });
+      return out;
     });
   }
 
@@ -125,6 +132,12 @@ export class PostgresWebhookStore implements WebhookStore {
     // The last id handed out, committed or not yet: a cursor can only hold an id at or below it.
     const { rows } = await sql<{ m: number }>`SELECT CASE WHEN is_called THEN last_value ELSE 0 END AS m FROM webhook_log_id_seq`.execute(this.db);
     return rows[0]?.m ?? 0;
+  }
+
+  async appHead(appId: string): Promise<number> {
+    // Written in the transaction that logs the app's rows (under its append lock on PostgreSQL).
+    const { rows } = await sql<{ head: number }>`SELECT head FROM webhook_endpoints WHERE app_id = ${appId}`.execute(this.db);
+    return Number(rows[0]?.head ?? 0);
   }
 
   async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {

@@ -106,6 +106,8 @@ export interface WebhookStore {
   since(appId: string, after: number, limit: number): Promise<LoggedUpdate[]>;
   /** The largest id ever given in the log (0 when none). */
   maxId(): Promise<number>;
+  /** The app's newest log id (0 when none): every row of the app up to it is visible, every later one gets a larger id. */
+  appHead(appId: string): Promise<number>;
   /** The newest logged body of every (app, user): what each app was last told. */
   newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>>;
   /** The apps with something pending; `count` only where it matters: for apps not yet due by time (oldest due after `dueAfter`), free to claim at `now`. */
@@ -372,6 +374,12 @@ export class SqliteWebhookStore implements WebhookStore {
   async maxId(): Promise<number> {
     const { rows } = await sql<{ last_id: number }>`SELECT last_id FROM webhook_log_head WHERE one = 1`.execute(this.db);
     return rows[0]?.last_id ?? 0;
+  }
+
+  async appHead(appId: string): Promise<number> {
+    // Written in the transaction that logs the app's rows (under its append lock on PostgreSQL).
+    const { rows } = await sql<{ head: number }>`SELECT head FROM webhook_endpoints WHERE app_id = ${appId}`.execute(this.db);
+    return Number(rows[0]?.head ?? 0);
   }
 
   async newestBodies(): Promise<Array<{ readonly appId: string; readonly uid: string; readonly body: string }>> {

@@ -22,7 +22,7 @@ export interface WorkerOptions {
   readonly allowPrivate: boolean;
   readonly log: Logger;
   /** Whose updates may still be sent: a row of a user who revoked the grant since it was written is dropped, never sent. */
-  readonly audience: Pick<GrantedAudience, 'grantOf'>;
+  readonly audience: Pick<GrantedAudience, 'grantOf' | 'confirm'>;
   /** After a successful request: the pairwise ids it carried. */
   readonly onDelivered?: (appId: string, uids: ReadonlySet<string>, at: number) => void;
   /** Counts each attempt by result: delivered, failed, refused. */
@@ -189,6 +189,9 @@ export class WebhookWorker {
         await this.store.discard(appId, claim, claim.rows.map((r) => r.id), this.#now(), { mark: app === undefined });
         return;
       }
+      // In a cluster the grants of these users may have changed on another node a moment ago: the
+      // database says (a grant this node has not heard of yet is not dropped, a revocation is honoured).
+      if (this.opts.audience.confirm !== undefined) await this.opts.audience.confirm(appId, claim.rows.map((r) => r.uid));
       const isGranted = (r: OutboxRow): boolean => this.opts.audience.grantOf(appId, r.uid) !== undefined;
       if (!claim.rows.every(isGranted)) {
         await this.store.discard(appId, claim, claim.rows.filter((r) => !isGranted(r)).map((r) => r.id), this.#now());

@@ -20,8 +20,11 @@ export interface EnableDeps {
   readonly serviceName: string;
   readonly isLocalDomain: (d: string) => boolean;
   readonly now: () => number;
-  /** Told before an enable is written (the triggers skip accounts they know have nothing enabled). */
-  readonly enabling: (account: string) => void;
+  /**
+   * Told before an enable is written (the triggers skip accounts they know have nothing enabled);
+   * resolves once every node of a cluster knows.
+   */
+  readonly enabling: (account: string) => void | Promise<void>;
 }
 
 function resourceOf(fullJid: string): string | null {
@@ -83,7 +86,7 @@ export function pushIqHandler(deps: EnableDeps) {
     if (reg === undefined || reg.account !== account || reg.source !== 'xmpp') {
       throw new StanzaError('item-not-found', `no device of yours is registered under this node; register it with the ad-hoc command register-device at ${serviceJid(domain)} first`);
     }
-    deps.enabling(account);
+    await deps.enabling(account);
     await deps.service.repo.updateXmpp(reg.id, { xmppJid: j.bare, away, options, resource: resourceOf(req.fullJid) }, deps.now());
     return null;
   };

@@ -21,7 +21,10 @@ export async function setupXmppPush(ctx: FeatureContext, service: PushService): 
   );
   await triggers.load();
   triggers.listen(ctx.xmpp.hooks);
-  ctx.xmpp.iq(NS_PUSH, pushIqHandler({ service, serviceName: name, isLocalDomain: (d) => ctx.engine.isLocalDomain(d), now: () => Date.now(), enabling: (a) => triggers.enabledBy(a) }), []);
+  ctx.xmpp.iq(NS_PUSH, pushIqHandler({ service, serviceName: name, isLocalDomain: (d) => ctx.engine.isLocalDomain(d), now: () => Date.now(), enabling: async (a) => {
+        triggers.enabledBy(a);
+        await ctx.cluster.publish('enabled', { u: a }, { acknowledged: true });
+      } }), []);
   ctx.xmpp.accountFeatures([NS_PUSH, NS_PUSH_AWAY]);
   ctx.xmpp.component(name, pushComponent(service, c.webhooks_allow_private));
   // XEP-0352: a client that said it is inactive is not looking at its screen, so its device is pushed.

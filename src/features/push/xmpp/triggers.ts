@@ -74,11 +74,17 @@ export class XmppPushTriggers {
    */
   private mayHave: Set<string> | null = null;
 
+  /**
+   * Reads the accounts with a registration; again in a cluster after messages of other nodes (who
+   * enabled push there) may have been missed. The set only grows, so an enable told meanwhile stays.
+   */
   async load(): Promise<void> {
-    this.mayHave = new Set(await this.service.repo.accounts());
+    const accounts = await this.service.repo.accounts();
+    if (this.mayHave === null) this.mayHave = new Set(accounts);
+    else for (const a of accounts) this.mayHave.add(a);
   }
 
-  /** The account enabled an XMPP registration (XEP-0357 enable). */
+  /** The account enabled an XMPP registration (XEP-0357 enable), here or on another node of the cluster. */
   enabledBy(account: string): void {
     this.mayHave?.add(account);
   }
