@@ -96,7 +96,7 @@ export function receiveStanza(ctx: XmppContext, to: string, d: StanzaDelivery, r
   if (c !== null && takes(c, route)) {
     if (route.expect !== undefined) expectAnswer(c, route.from, route.expect);
     c.sendStanza(d.xml);
-    if (route.hook !== undefined) {
+    if (route.hook !== undefined && (ctx.extensions?.hooks.listenerCount('message.delivered') ?? 0) > 0) {
       const stanza = stanzaOf(ctx, d);
       if (stanza !== null) emitHook({ ctx }, 'message.delivered', { to, from: route.from, stanza, resources: route.hook });
     }
