@@ -127,7 +127,7 @@ before(async () => {
   a = await startClusterNode(dirs, redis.url, 'x-node-a', config);
   b = await startClusterNode(dirs, redis.url, 'x-node-b', config);
   c = await startClusterNode(dirs, redis.url, 'x-node-c', config);
-  const users = ['alice', 'bob', 'iqa', 'iqb', 'dpa', 'dpb', 'sender', 'off', 'con', 'other', 'del', 'pwc', 'gina', 'hank'];
+  const users = ['alice', 'bob', 'iqa', 'iqb', 'dpa', 'dpb', 'sender', 'off', 'con', 'other', 'del', 'pwc', 'gina', 'hank', 'smu'];
   for (const u of users) await a.createAccount(`${u}@localhost`, PW);
 });
 
@@ -307,6 +307,31 @@ describe('XMPP stanzas across nodes', () => {
     assert.equal(second.jid, 'con@localhost/same');
     await second.stop();
     await other.stop();
+  });
+
+  test('a stream held for resumption on one node ends when its resource is bound on another: what it never acknowledged is stored for it', async () => {
+    const sender = await login(c, 'other', 'sm-sender');
+    const held = await raw(a, 'smu', 'phone');
+    held.write(`<enable xmlns='urn:xmpp:sm:3' resume='true'/>`);
+    await held.waitFor(/<enabled [^>]*resume='true'/);
+    held.write('<presence/>');
+    await roundTrip(held);
+    await seen(c, 'smu@localhost', 'phone', a);
+    await sender.send(chat('smu@localhost', 'never acknowledged'));
+    await held.waitFor(/never acknowledged<\/body>/);
+    // Lost without a goodbye and never acknowledged: node A holds the stream for resumption (60 s).
+    held.socket.destroy();
+    await lingering(a, 'smu@localhost', 'phone');
+    // The client comes back through the balancer to node B, cannot resume there, and binds the resource
+    // afresh: node A ends the held stream at once, as a fresh bind on node A would, storing the message.
+    const again = await login(b, 'smu', 'phone');
+    await eventually(async () => assert.equal(offlineCount('smu@localhost'), 1));
+    await again.send(xml('presence'));
+    const m = await again.waitFor(isBody('never acknowledged'), 'the unacknowledged message, from storage');
+    assert.ok(m.getChild('delay', 'urn:xmpp:delay'));
+    await eventually(async () => assert.equal(offlineCount('smu@localhost'), 0));
+    await again.stop();
+    await sender.stop();
   });
 
   test('deleting an account or changing its password ends its streams on every node', async () => {
