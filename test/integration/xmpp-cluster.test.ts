@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { createClient } from 'redis';
 import { pushOf } from '../../src/features/push/push-feature.js';
 import { SharedStoreDirs, startClusterNode, until } from '../helpers/cluster.js';
 import { startPostgres, startRedis, stopAllPrivateServices, type PrivatePostgres, type PrivateRedis } from '../helpers/private-services.js';
@@ -332,6 +333,36 @@ describe('XMPP stanzas across nodes', () => {
     await eventually(async () => assert.equal(offlineCount('smu@localhost'), 0));
     await again.stop();
     await sender.stop();
+  });
+
+  test('malformed stanza deliveries in a node\'s stream are dropped; the node goes on serving', async () => {
+    const target = await raw(b, 'iqb', 'bad-input');
+    target.write('<presence/>');
+    await roundTrip(target);
+    const r = createClient({ url: redis.url });
+    await r.connect();
+    try {
+      const stanza = (xml: unknown, route: unknown, resource = 'bad-input') => ({ d: { kind: 'stanza', node: name(b), xml, route }, resource });
+      const fine = (body: string) => `<message xmlns='jabber:client' from='iqa@localhost/r' to='iqb@localhost/bad-input' type='chat'><body>${body}</body></message>`;
+      const bad = [
+        stanza(42, { from: 'iqa@localhost/r', ifGone: 'drop' }),
+        stanza(fine('bad route: from'), { from: 5, ifGone: 'drop' }),
+        stanza(fine('bad route: ifGone'), { from: 'iqa@localhost/r', ifGone: 'explode' }),
+        stanza(fine('bad route: hops'), { from: 'iqa@localhost/r', ifGone: 'drop', hops: -1 }),
+        stanza(fine('bad route: hook'), { from: 'iqa@localhost/r', ifGone: 'drop', hook: [1] }),
+        // Unreadable, for a resource that is not there: it cannot be bounced or routed again.
+        stanza('<message><body>unclosed', { from: 'iqa@localhost/r', ifGone: 'bounce' }, 'nobody'),
+        stanza('<message><body>unclosed', { from: 'iqa@localhost/r', ifGone: 'bare', tried: [] }, 'nobody'),
+        stanza(fine('valid after the bad ones'), { from: 'iqa@localhost/r', ifGone: 'drop' }),
+      ];
+      const batch = { o: name(a), e: '1', d: bad.map((x) => x.d), i: bad.map((x, n) => ['iqb@localhost', n, x.resource]) };
+      await r.sendCommand(['XADD', `pd:n:{${name(b)}}:in`, '*', 'b', JSON.stringify(batch)]);
+      await target.waitFor(/valid after the bad ones<\/body>/, 'the valid delivery after the malformed ones');
+      assert.doesNotMatch(target.text, /bad route/);
+      await roundTrip(target);
+    } finally {
+      await r.quit();
+    }
   });
 
   test('deleting an account or changing its password ends its streams on every node', async () => {
