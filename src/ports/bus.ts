@@ -54,6 +54,7 @@ export type Delivery =
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }
+  /** Ends the account's sessions (or the one resource) on every node holding them; `reason` is what the client is told. */
   | { readonly kind: 'kick'; readonly reason: string }
   /** A notification for the account's user (the push feature's notify API): shown by the client, not presence. */
   | { readonly kind: 'notification'; readonly id: string; readonly title?: string; readonly body: string; readonly data?: Readonly<Record<string, string>> }

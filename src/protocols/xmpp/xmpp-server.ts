@@ -82,9 +82,12 @@ export class XmppServer {
     engine.events.on('block.changed', (e) => {
       // XEP-0191 §3.3/§3.4: every resource of the user hears of the change, whichever door (and node) made it.
       const child = el(e.blocked ? 'block' : 'unblock', NS.blocking, {}, el('item', NS.blocking, { jid: e.contact }));
-      void xmppResourcesOf(engine, e.owner).then((all) => {
-        for (const r of all) routeTo(engine, r, el('iq', NS.client, { type: 'set', id: nextId('block'), to: `${r.jid}/${r.resource}` }, child), { from: e.owner, ifGone: 'drop' });
-      });
+      xmppResourcesOf(engine, e.owner).then(
+        (all) => {
+          for (const r of all) routeTo(engine, r, el('iq', NS.client, { type: 'set', id: nextId('block'), to: `${r.jid}/${r.resource}` }, child), { from: e.owner, ifGone: 'drop' });
+        },
+        (err: unknown) => log.error({ err }, 'block push failed'),
+      );
     });
   }
 
