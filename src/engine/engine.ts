@@ -18,7 +18,7 @@ import type { RosterItem } from '../core/roster.js';
 import { exchange, type SubType } from '../core/subscription.js';
 import { NONE, type SubState } from '../core/subscription-state.js';
 import { canSeePresence } from '../core/visibility.js';
-import type { AccountSessions, ClusterEvent, ClusterNote, Delivery, LiveSession, PresenceBus } from '../ports/bus.js';
+import type { AccountSessions, ClusterEvent, ClusterNote, Delivery, LiveSession, PresenceBus, StanzaDelivery } from '../ports/bus.js';
 import type { AccountSettings, PresenceCheckpoint, ScramKeys, Store } from '../ports/store.js';
 import { checkPasswordShape } from './credentials.js';
 import { Passwords, type PasswordWork } from './passwords.js';
@@ -39,6 +39,13 @@ export interface SessionSink {
   /** Epoch ms the client was last heard (any frame, stanza or pong): a lost session's last seen. */
   readonly lastReceived: number;
 }
+
+/**
+ * The front door that routes stanzas (XMPP) receives the stanza deliveries meant for this node here,
+ * with this node's session of `to/resource` if there is one (connected or not): what to do when there
+ * is none, or when it cannot take the stanza, is the front door's to decide (see StanzaRoute).
+ */
+export type StanzaHandler = (to: string, delivery: StanzaDelivery, resource: string | null, session: Session | null) => void;
 
 export interface PresenceInput {
   readonly show?: Show;
@@ -255,6 +262,8 @@ export class PresenceEngine {
     if (!(await this.store.setCredentials(jid, creds))) throw new PresenceError('not-found', `no account ${jid}`);
     // Tokens issued before now stop working: a password change is how a user locks out a lost device.
     await this.store.updateSettings(jid, { tokensNotBefore: this.now() });
+    // So do the connections that logged in with the old password, on every node (a kick delivery).
+    this.bus.deliver(jid, { kind: 'kick', reason: 'password-changed' });
   }
 
   async deleteAccount(jidInput: string): Promise<boolean> {
@@ -642,10 +651,39 @@ export class PresenceEngine {
     if (state.local.size > 1 || this.bus.node !== 'local') this.bus.deliver(state.jid, d);
   }
 
+  private stanzaHandler: StanzaHandler | null = null;
+  private readonly elsewhere: Array<(jid: string, sessions: readonly LiveSession[]) => void> = [];
+
+  /** Set once by the front door that routes stanzas between resources (XMPP). */
+  onStanza(handler: StanzaHandler): void {
+    this.stanzaHandler = handler;
+  }
+
+  /**
+   * Called with an account's sessions each time another node changed them (clustered bus): a front
+   * door holding state of its own about a resource (XMPP stream management) learns that the resource
+   * was bound elsewhere.
+   */
+  onSessionsElsewhere(listener: (jid: string, sessions: readonly LiveSession[]) => void): void {
+    this.elsewhere.push(listener);
+  }
+
   /** The bus hands every delivery for an account with sessions on this node to here. */
   private dispatchLocal(to: string, delivery: Delivery, resource: string | null): void {
+    if (delivery.kind === 'stanza') {
+      // The bus hands every delivery to the local engine too; a stanza is for the one node its sender chose.
+      if (delivery.node !== this.bus.node) return;
+      this.stats.deliveries++;
+      const s = resource === null ? null : (this.states.get(to)?.local.get(resource) ?? null);
+      this.stanzaHandler?.(to, delivery, resource, s);
+      return;
+    }
     const state = this.states.get(to);
     if (!state || state.local.size === 0) return;
+    if (delivery.kind === 'kick') {
+      this.kickLocal(state, delivery.reason, resource);
+      return;
+    }
     let d = delivery;
     if (d.kind === 'presence' && d.version !== undefined) {
       const admitted = this.versions.admit(d);
@@ -676,6 +714,20 @@ export class PresenceEngine {
     }
   }
 
+  /**
+   * Ends this node's sessions of the account (or its one resource): the connection is told why, the
+   * session ends at once with reason kicked (watchers see it go).
+   */
+  private kickLocal(state: AccountState, reason: string, resource: string | null): void {
+    for (const s of [...state.local.values()]) {
+      if (resource !== null && s.resource !== resource) continue;
+      const sink = s.sink;
+      s.sink = null;
+      sink?.close(reason);
+      void this.closeSession(s, 'kicked');
+    }
+  }
+
   // ---------------------------------------------------------------- the rest of the cluster
 
   /** Tells the other nodes' engines (the in-process bus has none to tell). */
@@ -687,6 +739,7 @@ export class PresenceEngine {
     switch (e.kind) {
       case 'sessions':
         this.followSessions(e.jid, e.sessions, e.version);
+        for (const l of this.elsewhere) l(e.jid, e.sessions);
         return;
       case 'node-down':
         return this.endSessionsOfDeadNode(e);

@@ -54,9 +54,51 @@ export type Delivery =
     }
   | { readonly kind: 'roster'; readonly item: RosterItem | null; readonly contact: string }
   | { readonly kind: 'subscription'; readonly from: string; readonly type: SubType }
+  /** Ends the account's sessions (or the one resource) on every node holding them; `reason` is what the client is told. */
   | { readonly kind: 'kick'; readonly reason: string }
   /** A notification for the account's user (the push feature's notify API): shown by the client, not presence. */
-  | { readonly kind: 'notification'; readonly id: string; readonly title?: string; readonly body: string; readonly data?: Readonly<Record<string, string>> };
+  | { readonly kind: 'notification'; readonly id: string; readonly title?: string; readonly body: string; readonly data?: Readonly<Record<string, string>> }
+  | StanzaDelivery;
+
+/**
+ * A protocol stanza routed to one resource (XMPP messages, IQs, directed presence), wherever the
+ * resource is connected: the sending node chose the resource (and so `node`) from the registry; the
+ * engine of that node hands it to the front door that registered for stanzas (see
+ * PresenceEngine.onStanza), which also decides what happens when the resource is no longer there.
+ * Sent with `deliver(account, d, resource)`; per recipient it keeps its order with every other delivery.
+ */
+export interface StanzaDelivery {
+  readonly kind: 'stanza';
+  /** The node the sender found the resource on: every other node's engine ignores the delivery. */
+  readonly node: string;
+  /** The stanza, serialised, with its `from` and `to` already set. */
+  readonly xml: string;
+  readonly route: StanzaRoute;
+}
+
+/** How the receiving front door hands a routed stanza over, and what it does if it cannot. */
+export interface StanzaRoute {
+  /** The sender's full JID (answers, directed presence checks and bounced errors are about it). */
+  readonly from: string;
+  /**
+   * The resource is gone (or may not take it): `drop` silently; `bounce` answers the sender with
+   * service-unavailable; `bare` routes the message again by the rules for the bare JID (RFC 6121 §8.5.3.2.1).
+   */
+  readonly ifGone: 'drop' | 'bounce' | 'bare';
+  /** An IQ request with this id: the resource's answer to `from` is routed back. */
+  readonly expect?: string;
+  /** Taken only if the resource sent directed presence to `from` (the only state that lives on its node alone). */
+  readonly directed?: true;
+  /** Taken only if the resource is available (directed presence to a bare JID). */
+  readonly available?: true;
+  /** A message delivered live: the receiving node tells the features (push), naming these resources of the account. */
+  readonly hook?: readonly string[];
+  /** ifGone bare: the other resources the message went to at the same time (they took it if they are still there). */
+  readonly also?: readonly string[];
+  /** ifGone bare: resources already found gone, and how many times the message was routed again. */
+  readonly tried?: readonly string[];
+  readonly hops?: number;
+}
 
 export type DeliveryHandler = (to: string, delivery: Delivery, resource: string | null) => void;
 

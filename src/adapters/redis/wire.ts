@@ -166,5 +166,10 @@ export function parseBatch(text: string): Batch | null {
 export function isDelivery(d: unknown): d is Delivery {
   if (typeof d !== 'object' || d === null) return false;
   const k = (d as { kind?: unknown }).kind;
+  if (k === 'stanza') {
+    // The front door checks the route's fields itself (it parses the stanza anyway).
+    const s = d as { node?: unknown; xml?: unknown; route?: unknown };
+    return typeof s.node === 'string' && typeof s.xml === 'string' && typeof s.route === 'object' && s.route !== null;
+  }
   return k === 'presence' || k === 'roster' || k === 'subscription' || k === 'kick' || k === 'notification';
 }

@@ -56,7 +56,7 @@ const SUBSCRIPTION_TYPES: Record<string, SubType> = {
 let lastDelivery: Delivery | null = null;
 let lastFrame: Buffer = Buffer.alloc(0);
 
-function encodeDelivery(d: Delivery): Buffer {
+function encodeDelivery(d: Exclude<Delivery, { kind: 'stanza' }>): Buffer {
   if (d === lastDelivery) return lastFrame;
   let s: string;
   switch (d.kind) {
@@ -148,6 +148,8 @@ export class NativeConnection implements SessionSink {
   deliver(d: Delivery): void {
     // The native protocol shows account presence only; a change of one resource alone is not news.
     if (d.kind === 'presence' && d.resourceOnly) return;
+    // Stanzas are for the XMPP front door (the engine hands them to it, never to a session's sink).
+    if (d.kind === 'stanza') return;
     const frame = encodeDelivery(d);
     if (this.held) this.held.push(frame);
     else this.sendFrame(frame);

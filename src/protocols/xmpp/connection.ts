@@ -551,8 +551,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
       } catch {
         throw new StanzaError('bad-request', 'invalid resource');
       }
-      const taken = this.ctx.engine.localSessionsOf(jid).some((x) => x.resource === resource && x.sink !== null);
-      if (taken && this.ctx.opts.resourceConflict === 'new_resource') resource = null;
+      if (this.ctx.opts.resourceConflict === 'new_resource') {
+        const engine = this.ctx.engine;
+        // Connected here, or registered on another node (where a lost connection still waiting out its
+        // grace period looks the same as a live one).
+        const taken =
+          engine.localSessionsOf(jid).some((x) => x.resource === resource && x.sink !== null) ||
+          (await engine.sessionsOf(jid)).some((x) => x.resource === resource && x.node !== engine.bus.node);
+        if (taken) resource = null;
+      }
     }
     // A fresh bind of a resource whose stream could have been resumed: that stream is over.
     if (resource !== null) await this.ctx.sm.end(`${jid}/${resource}`);
@@ -776,13 +783,19 @@ export class XmppConnection implements SessionSink, TransportEvents {
           el('message', NS.client, { type: 'headline', from: this.domain, to: this.session.fullJid, id: d.id }, d.title !== undefined ? el('subject', NS.client, {}, d.title) : null, el('body', NS.client, {}, d.body)),
         );
         return;
+      case 'stanza':
+        // Routed stanzas reach connections through the engine's stanza handler (stanza-delivery.ts), not here.
+        return;
     }
   }
 
   close(reason: string): void {
     if (this.ended) return;
     const condition: StreamCondition =
-      reason === 'replaced' ? 'conflict' : reason === 'shutdown' ? 'system-shutdown' : reason === 'kicked' || reason === 'account-removed' ? 'not-authorized' : 'policy-violation';
+      reason === 'replaced' ? 'conflict'
+      : reason === 'shutdown' ? 'system-shutdown'
+      : reason === 'kicked' || reason === 'account-removed' || reason === 'password-changed' ? 'not-authorized'
+      : 'policy-violation';
     // The engine has already taken the session from us (replaced, removed, shutdown): nothing to detach.
     this.session = null;
     this.closeStream(new StreamError(condition, reason), false);
@@ -843,7 +856,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
       void this.ctx.sm.end(sm);
     }
     if (!s) return;
-    if (this.directed.size > 0) sendDirectedUnavailable(this);
+    if (this.directed.size > 0) void sendDirectedUnavailable(this).catch((err: unknown) => this.ctx.log.error({ err }, 'directed unavailable presence failed'));
     this.ctx.engine.detach(s, this, { grace, reason });
   }
 

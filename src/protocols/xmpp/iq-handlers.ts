@@ -1,8 +1,9 @@
 import type { FullJid } from '../../core/jid.js';
 import type { XmppConnection } from './connection.js';
-import { blockedError, StanzaError } from './errors.js';
+import { blockedError, StanzaError, stanzaErrorReply } from './errors.js';
 import { NS } from './namespaces.js';
-import { visibleResource, xmppConnectionsOf } from './routing.js';
+import { visibleResource } from './routing.js';
+import { routeToAddress, routeTo } from './stanza-delivery.js';
 import { handleRosterIq } from './roster.js';
 import { jidAttr } from './stanza-util.js';
 import { el, XmlElement } from './xml.js';
@@ -51,9 +52,14 @@ export async function handleIq(conn: XmppConnection, s: XmlElement): Promise<voi
   if (other !== null && other !== conn.jid && (await conn.ctx.engine.blocks(conn.jid)).includes(other)) throw blockedError();
   if (target.kind === 'component') return answer(conn, s, await componentIq(conn, s, q, target));
   if (target.kind === 'resource') {
-    const c = await visibleResource(conn, target.jid);
-    // Exactly the answer of a resource that is not there (no text, no hint of why).
-    if (c === null || !forward(conn, c, s, target.jid, id)) throw new StanzaError('service-unavailable');
+    const me = conn.session;
+    if (!me) return;
+    const r = await visibleResource(conn, target.jid);
+    const stamped = s.withAttrs({ from: me.fullJid, to: target.jid.full });
+    // Exactly the answer of a resource that is not there (no text, no hint of why), built as the node
+    // holding a resource that went meanwhile builds it.
+    if (r === null) conn.sendStanza(stanzaErrorReply(stamped, 'service-unavailable'));
+    else routeTo(conn.ctx.engine, r, stamped, { from: me.fullJid, ifGone: 'bounce', expect: id, ...(r.directed ? { directed: true as const } : {}) });
     return;
   }
   answer(conn, s, await local(conn, s, q, target));
@@ -72,18 +78,17 @@ function answer(conn: XmppConnection, s: XmlElement, reply: XmlElement): void {
 const awaitingAnswer = new WeakMap<XmppConnection, Map<string, true>>();
 const MAX_AWAITING = 256;
 
-/** Passes an iq to another connected resource (clients query each other's capabilities, versions, …). */
-function forward(conn: XmppConnection, c: XmppConnection, s: XmlElement, to: FullJid, id: string): boolean {
-  const me = conn.session;
-  if (!me) return false;
+/**
+ * The connection `c` is being handed a request of `from` (clients query each other's capabilities,
+ * versions, …): its answer will be routed back, once.
+ */
+export function expectAnswer(c: XmppConnection, from: string, id: string): void {
   let pending = awaitingAnswer.get(c);
   if (!pending) awaitingAnswer.set(c, (pending = new Map()));
-  const key = `${me.fullJid}\0${id}`;
+  const key = `${from}\0${id}`;
   pending.delete(key);
   pending.set(key, true);
   if (pending.size > MAX_AWAITING) pending.delete(pending.keys().next().value as string);
-  c.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
-  return true;
 }
 
 /** Routes a result or error back to the resource whose request this connection was given; drops anything else silently. */
@@ -93,8 +98,7 @@ async function forwardAnswer(conn: XmppConnection, s: XmlElement, to: FullJid, i
   const engine = conn.ctx.engine;
   // A block set since the request was forwarded stops the answer too (XEP-0191 §3.3/§3.4); no error for a result.
   if (to.bare !== me.jid && ((await engine.blocks(me.jid)).includes(to.bare) || (await engine.blocks(to.bare)).includes(me.jid))) return;
-  const c = xmppConnectionsOf(engine, to.bare).find((x) => x.session?.resource === to.resource);
-  c?.sendStanza(s.withAttrs({ from: me.fullJid, to: to.full }));
+  await routeToAddress(engine, to.bare, to.resource, s.withAttrs({ from: me.fullJid, to: to.full }), me.fullJid);
 }
 
 /** disco#info and disco#items of a feature's component from what it declares; any other payload goes to its handler. */

@@ -4,7 +4,8 @@ import type { PresenceInput } from '../../engine/engine.js';
 import type { Delivery } from '../../ports/bus.js';
 import type { XmppConnection } from './connection.js';
 import { blockedError, StanzaError } from './errors.js';
-import { deliverOffline, xmppConnectionsOf } from './routing.js';
+import { deliverOffline } from './routing.js';
+import { routeToAddress } from './stanza-delivery.js';
 import { subscriptionPresence } from './roster.js';
 import { jidAttr } from './stanza-util.js';
 import { escapeAttr, escapeText, type XmlElement } from './xml.js';
@@ -120,7 +121,7 @@ export async function handlePresence(conn: XmppConnection, s: XmlElement): Promi
     conn.available = false;
     await engine.setUnavailable(session, status);
     conn.sendStanza(presenceText(conn.toAttr, conn.toAttr, 'unavailable', null, null, 0));
-    sendDirectedUnavailable(conn);
+    await sendDirectedUnavailable(conn);
     return;
   }
   const input = presenceInput(s);
@@ -172,26 +173,22 @@ async function directedPresence(conn: XmppConnection, s: XmlElement, to: string,
   if ((await engine.blocks(me.jid)).includes(target.bare)) throw blockedError();
   if ((await engine.accountExists(target.bare)) && (await engine.blocks(target.bare)).includes(me.jid)) return;
   const stamped = s.withAttrs({ from: me.fullJid, to: target.full });
-  for (const c of xmppConnectionsOf(engine, target.bare)) {
-    if (target.resource !== null ? c.session?.resource === target.resource : c.available) c.sendStanza(stamped);
-  }
+  await routeToAddress(engine, target.bare, target.resource, stamped, me.fullJid);
   if (unavailable) conn.directed.delete(target.full);
   else conn.directed.add(target.full);
 }
 
-/** RFC 6121 §4.6.3: whoever got directed presence hears that the resource left. */
-export function sendDirectedUnavailable(conn: XmppConnection): void {
+/** RFC 6121 §4.6.3: whoever got directed presence hears that the resource left, wherever it is connected. */
+export async function sendDirectedUnavailable(conn: XmppConnection): Promise<void> {
   const me = conn.session;
   if (!me) return;
   const engine = conn.ctx.engine;
-  for (const full of conn.directed) {
+  const targets = [...conn.directed];
+  conn.directed.clear();
+  for (const full of targets) {
     const slash = full.indexOf('/');
     const bare = slash >= 0 ? full.slice(0, slash) : full;
     const resource = slash >= 0 ? full.slice(slash + 1) : null;
-    const stanza = presenceText(escapeAttr(me.fullJid), escapeAttr(full), 'unavailable', null, null, 0);
-    for (const c of xmppConnectionsOf(engine, bare)) {
-      if (resource !== null ? c.session?.resource === resource : c.available) c.sendStanza(stanza);
-    }
+    await routeToAddress(engine, bare, resource, presenceText(escapeAttr(me.fullJid), escapeAttr(full), 'unavailable', null, null, 0), me.fullJid);
   }
-  conn.directed.clear();
 }

@@ -1,14 +1,17 @@
-import type { FullJid } from '../../core/jid.js';
+import { bareOf, type FullJid } from '../../core/jid.js';
 import type { PresenceEngine } from '../../engine/engine.js';
+import type { StanzaRoute } from '../../ports/bus.js';
 import { XmppConnection } from './connection.js';
+import type { XmppContext } from './context.js';
 import { blockedError, StanzaError } from './errors.js';
 import { NS } from './namespaces.js';
+import { bounce, routeTo, xmppResourcesOf, type Resource } from './stanza-delivery.js';
 import { jidAttr } from './stanza-util.js';
 import { escapeAttr, type XmlElement } from './xml.js';
 import type { XmppHookEvents } from '../../features/registries.js';
 
 /** Tells the features listening (push notifications) what happened; a failing listener never fails routing. */
-export function emitHook<K extends keyof XmppHookEvents>(conn: Pick<XmppConnection, 'ctx'>, event: K, ...args: XmppHookEvents[K]): void {
+export function emitHook<K extends keyof XmppHookEvents>(conn: { readonly ctx: XmppContext }, event: K, ...args: XmppHookEvents[K]): void {
   const hooks = conn.ctx.extensions?.hooks;
   if (!hooks || hooks.listenerCount(event) === 0) return;
   try {
@@ -18,7 +21,7 @@ export function emitHook<K extends keyof XmppHookEvents>(conn: Pick<XmppConnecti
   }
 }
 
-/** The XMPP connections bound to sessions of `jid` on this node (native sessions take no stanzas). */
+/** The XMPP connections bound to sessions of `jid` on this node (native sessions take no stanzas); xmppResourcesOf for the cluster. */
 export function xmppConnectionsOf(engine: PresenceEngine, jid: string): XmppConnection[] {
   const out: XmppConnection[] = [];
   for (const s of engine.localSessionsOf(jid)) {
@@ -27,35 +30,33 @@ export function xmppConnectionsOf(engine: PresenceEngine, jid: string): XmppConn
   return out;
 }
 
-/** Resources that take messages sent to the bare JID: available, non-negative priority (RFC 6121 §8.5.2.1). */
-function bareRecipients(engine: PresenceEngine, jid: string): XmppConnection[] {
-  const avail = xmppConnectionsOf(engine, jid).filter((c) => c.available && c.session !== null && c.session.presence.available && c.session.presence.priority >= 0);
-  if (avail.length === 0) return [];
-  const top = Math.max(...avail.map((c) => (c.session as NonNullable<typeof c.session>).presence.priority));
-  return avail.filter((c) => c.session?.presence.priority === top);
-}
-
 /**
- * The connection of the resource `to` if the bound client of `conn` may address it directly, else
- * null. It may when the resource is one of its own, when that resource sent it directed presence, or
- * when it may see the account's presence and the resource is available (sent available presence).
- * Anything else is answered as for a resource that is not there, so that stanzas to full JIDs
- * (iq pings, message receipts) reveal nothing the requester may not see (RFC 6121 §8.5.3 leaves this
- * to policy; ours is "no leak"). The same lookups run whether or not the resource or account exists.
+ * The resource `to` if the bound client of `conn` may address it directly, else null. It may when the
+ * resource is one of its own, when that resource sent it directed presence, or when it may see the
+ * account's presence and the resource is available (sent available presence). Anything else is
+ * answered as for a resource that is not there, so that stanzas to full JIDs (iq pings, message
+ * receipts) reveal nothing the requester may not see (RFC 6121 §8.5.3 leaves this to policy; ours is
+ * "no leak"). The same lookups run whether or not the resource or account exists.
+ *
+ * Directed presence is known only to the node holding the resource (its connection remembers whom it
+ * sent it to): for a resource on another node that the requester may not see otherwise, the answer is
+ * the resource with `directed` set, and that node delivers only if the resource did send it directed
+ * presence, treating the stanza as one to a resource that is gone otherwise.
  */
-export async function visibleResource(conn: XmppConnection, to: FullJid): Promise<XmppConnection | null> {
+export async function visibleResource(conn: XmppConnection, to: FullJid): Promise<(Resource & { readonly directed?: true }) | null> {
   const me = conn.session;
   if (!me || to.resource === null) return null;
   const engine = conn.ctx.engine;
-  const c = xmppConnectionsOf(engine, to.bare).find((x) => x.session?.resource === to.resource) ?? null;
-  if (to.bare === me.jid) return c;
+  const r = (await xmppResourcesOf(engine, to.bare)).find((x) => x.resource === to.resource) ?? null;
+  if (to.bare === me.jid) return r;
   const visible = await engine.canSee(me.jid, to.bare);
   const blocked = (await engine.blocks(to.bare)).includes(me.jid) || (await engine.blocks(me.jid)).includes(to.bare);
-  if (c === null || c.session === null) return null;
-  if (visible && c.available && c.session.presence.available) return c;
+  if (r === null) return null;
+  if (visible && r.available) return r;
   // Directed presence shows the resource to its addressee (RFC 6121 §4.6), unless a block is in the way.
-  if (!blocked && (c.directed.has(me.fullJid) || c.directed.has(me.jid))) return c;
-  return null;
+  if (blocked) return null;
+  if (r.conn === null) return { ...r, directed: true };
+  return r.conn.directed.has(me.fullJid) || r.conn.directed.has(me.jid) ? r : null;
 }
 
 /**
@@ -89,44 +90,89 @@ export async function routeMessage(conn: XmppConnection, s: XmlElement): Promise
     const exists = await engine.accountExists(to.bare);
     if (!exists || (await engine.blocks(to.bare)).includes(me.jid)) return;
   }
+  const chat = type === 'chat' || type === 'normal';
   if (to.resource !== null) {
     const target = await visibleResource(conn, to);
     if (target) {
-      target.sendStanza(stamped);
-      if ((type === 'chat' || type === 'normal') && target.session) emitHook(conn, 'message.delivered', { to: to.bare, from: me.fullJid, stanza: stamped, resources: [target.session.resource] });
+      // A chat message to a resource that went meanwhile is one to the bare JID (§8.5.3.2.1), decided where it went.
+      const route: StanzaRoute = chat ? { from: me.fullJid, ifGone: 'bare', hook: [target.resource], tried: [], hops: 0 } : { from: me.fullJid, ifGone: 'drop' };
+      routeTo(engine, target, stamped, target.directed ? { ...route, directed: true } : route);
       return;
     }
-    if (type !== 'chat' && type !== 'normal') return;
+    if (!chat) return;
   }
-  const recipients = bareRecipients(engine, to.bare);
-  if (type === 'headline' || type === 'error') {
-    for (const c of recipients) c.sendStanza(stamped);
-    return;
-  }
-  if (recipients.length > 0) {
-    for (const c of recipients) c.sendStanza(stamped);
-    emitHook(conn, 'message.delivered', { to: to.bare, from: me.fullJid, stanza: stamped, resources: recipients.map((c) => c.session?.resource ?? '') });
-    return;
-  }
-  await storeOffline(conn, to.bare, stamped);
+  await routeToBare(conn.ctx, to.bare, stamped, type, new Set(), 0);
 }
 
-async function storeOffline(conn: XmppConnection, to: string, stanza: XmlElement): Promise<void> {
-  const store = conn.ctx.engine.store;
+/** How many times a message whose resources keep vanishing is routed again before it is stored offline. */
+const MAX_HOPS = 3;
+
+/**
+ * RFC 6121 §8.5.2.1: a message to the bare JID goes to the available resources of the highest
+ * non-negative priority, wherever they are connected, and is stored offline when there are none
+ * (chat and normal messages with content). Exactly one node takes that decision for a message: the
+ * sender's, or, when the resource it chose vanished before the message arrived, that resource's node.
+ *
+ * One of the chosen resources leads (this node's if it holds one): the message.delivered hook fires
+ * on its node, and if that resource is gone when the message arrives the message is routed again
+ * from there, unless another chosen resource is still there to have taken it.
+ */
+async function routeToBare(ctx: XmppContext, to: string, stamped: XmlElement, type: string, exclude: ReadonlySet<string>, hops: number): Promise<void> {
+  const engine = ctx.engine;
+  const from = stamped.attr('from') ?? '';
+  const avail = (await xmppResourcesOf(engine, to)).filter((r) => r.available && r.priority >= 0 && !exclude.has(r.resource));
+  const top = Math.max(...avail.map((r) => r.priority));
+  const recipients = avail.filter((r) => r.priority === top);
+  if (type === 'headline' || type === 'error') {
+    for (const r of recipients) routeTo(engine, r, stamped, { from, ifGone: 'drop' });
+    return;
+  }
+  if (recipients.length > 0 && hops <= MAX_HOPS) {
+    const lead = recipients.find((r) => r.conn !== null) ?? (recipients[0] as Resource);
+    const names = recipients.map((r) => r.resource);
+    for (const r of recipients) {
+      const route: StanzaRoute =
+        r === lead ? { from, ifGone: 'bare', hook: names, also: names.filter((n) => n !== r.resource), tried: [...exclude], hops } : { from, ifGone: 'drop' };
+      routeTo(engine, r, stamped, route);
+    }
+    return;
+  }
+  await storeOffline(ctx, to, stamped);
+}
+
+/**
+ * A chat or normal message reached this node for `to/resource`, which cannot take it: gone, or
+ * (`present`) there but not shown to the sender. It is routed again by the bare JID's rules from
+ * here, as the sender's node would have done (a resource that is there may take it that way), unless
+ * another resource it went to at the same time is still there (it took it).
+ */
+export async function rerouteMessage(ctx: XmppContext, to: string, resource: string, present: boolean, stanza: XmlElement, route: StanzaRoute): Promise<void> {
+  const all = await xmppResourcesOf(ctx.engine, to);
+  const others = (route.also ?? []).filter((n) => all.some((r) => r.resource === n && r.available));
+  if (others.length > 0) {
+    emitHook({ ctx }, 'message.delivered', { to, from: route.from, stanza, resources: others });
+    return;
+  }
+  const exclude = new Set([...(route.tried ?? []), ...(route.also ?? []), ...(present ? [] : [resource])]);
+  await routeToBare(ctx, to, stanza, stanza.attr('type') ?? 'normal', exclude, (route.hops ?? 0) + 1);
+}
+
+async function storeOffline(ctx: XmppContext, to: string, stanza: XmlElement): Promise<void> {
+  const store = ctx.engine.store;
   // Only messages with content are worth keeping (not chat states alone).
   if (!stanza.child('body') && !stanza.child('subject')) return;
+  const from = stanza.attr('from') ?? '';
   // Counted and stored in one step: senders on other nodes may store for the same account meanwhile.
-  const id = await store.addOfflineMessageIfRoom({ to, from: stanza.attr('from') ?? '', xml: stanza.toString(), at: Date.now() }, conn.ctx.opts.maxOfflineMessages);
+  const id = await store.addOfflineMessageIfRoom({ to, from, xml: stanza.toString(), at: Date.now() }, ctx.opts.maxOfflineMessages);
   if (id === null) {
     // "Storage full" proves the account exists, so only a sender who may see the recipient's presence
     // (who knows it exists anyway) is told; anyone else's message is dropped as silently as one to
     // nobody. Nothing is stored beyond the limit either way.
-    const me = conn.session;
-    if (me && (await conn.ctx.engine.canSee(me.jid, to))) throw new StanzaError('service-unavailable', 'offline storage full');
-    conn.ctx.log.warn({ to }, 'offline storage full: message dropped');
+    if (await ctx.engine.canSee(bareOf(from), to)) await bounce(ctx.engine, stanza, 'service-unavailable', 'offline storage full');
+    else ctx.log.warn({ to }, 'offline storage full: message dropped');
     return;
   }
-  emitHook(conn, 'message.stored', { to, from: stanza.attr('from') ?? '', stanza });
+  emitHook({ ctx }, 'message.stored', { to, from, stanza });
 }
 
 /** Adds the XEP-0203 delay element saying when the server received the message. */

@@ -2,10 +2,9 @@ import { randomBytes } from 'node:crypto';
 import type { SessionPresence } from '../../core/presence.js';
 import type { PresenceEngine, Session } from '../../engine/engine.js';
 import type { XmppConnection } from './connection.js';
-import { stanzaErrorReply } from './errors.js';
 import { NS } from './namespaces.js';
 import { parseFrame, type XmlLimits } from './parser.js';
-import { xmppConnectionsOf } from './routing.js';
+import { bounce, routeToAddress } from './stanza-delivery.js';
 import { el, type XmlElement } from './xml.js';
 
 /** XEP-0198 counters are unsigned 32-bit and wrap. */
@@ -121,6 +120,15 @@ export class StreamManagement {
         return;
       }
       void this.end(s);
+    });
+    engine.onSessionsElsewhere((jid, sessions) => {
+      const mine = this.byJid.get(jid);
+      if (mine === undefined) return;
+      // The resource was bound on another node (the client could not resume here and bound afresh
+      // there): as a fresh bind here would, that ends the state, and its messages go to offline storage.
+      for (const s of [...mine]) {
+        if (s.conn === null && sessions.some((x) => x.resource === s.resource && x.node !== engine.bus.node)) void this.end(s);
+      }
     });
   }
 
@@ -242,25 +250,21 @@ export class StreamManagement {
 
   /**
    * XEP-0198 §5 treats what cannot be kept as undeliverable: the sender hears service-unavailable
-   * when it is connected here (errors are never stored).
+   * when it is still connected, on any node (errors are never stored).
    */
   private async bounce(m: XmlElement, to: string): Promise<void> {
     const from = m.attr('from');
     if (!from) return;
     const slash = from.indexOf('/');
     const bare = slash >= 0 ? from.slice(0, slash) : from;
-    const resource = slash >= 0 ? from.slice(slash + 1) : null;
     // As in routing: "storage full" proves the account exists, so only a sender who may see its
     // presence is told; anyone else's message is dropped as silently as one to nobody.
     if (!(await this.engine.canSee(bare, to))) return;
-    const error = stanzaErrorReply(m, 'service-unavailable', 'offline storage full');
-    for (const c of xmppConnectionsOf(this.engine, bare)) {
-      if (resource === null || c.session?.resource === resource) c.sendStanza(error);
-    }
+    await bounce(this.engine, m, 'service-unavailable', 'offline storage full');
   }
 
   private directedUnavailable(s: SmState): void {
-    for (const full of s.directed) sendTo(this.engine, full, el('presence', NS.client, { from: s.fullJid, to: full, type: 'unavailable' }));
+    for (const full of s.directed) void sendTo(this.engine, s.fullJid, full, el('presence', NS.client, { from: s.fullJid, to: full, type: 'unavailable' }));
   }
 }
 
@@ -276,16 +280,14 @@ export function announceDirected(engine: PresenceEngine, session: Session, targe
       p.status ? el('status', NS.client, {}, p.status) : null,
       p.priority !== 0 ? el('priority', NS.client, {}, String(p.priority)) : null,
     );
-    sendTo(engine, full, stanza);
+    void sendTo(engine, session.fullJid, full, stanza);
   }
 }
 
-/** Directed presence goes to the named resource, or to the available resources of a bare JID (RFC 6121 §4.6). */
-function sendTo(engine: PresenceEngine, full: string, stanza: XmlElement): void {
+/** Directed presence goes to the named resource, or to the available resources of a bare JID (RFC 6121 §4.6), on any node. */
+function sendTo(engine: PresenceEngine, from: string, full: string, stanza: XmlElement): Promise<void> {
   const slash = full.indexOf('/');
   const bare = slash >= 0 ? full.slice(0, slash) : full;
   const resource = slash >= 0 ? full.slice(slash + 1) : null;
-  for (const c of xmppConnectionsOf(engine, bare)) {
-    if (resource !== null ? c.session?.resource === resource : c.available) c.sendStanza(stanza);
-  }
+  return routeToAddress(engine, bare, resource, stanza, from);
 }

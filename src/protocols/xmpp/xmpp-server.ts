@@ -13,6 +13,7 @@ import { LoginTurns } from '../login-turns.js';
 import { NS } from './namespaces.js';
 import { xmppConnectionsOf } from './routing.js';
 import { nextId } from './stanza-util.js';
+import { receiveStanza, routeTo, xmppResourcesOf } from './stanza-delivery.js';
 import { StreamManagement } from './stream-management.js';
 import type { TlsMaterial } from './tls-certificate.js';
 import { TcpTransport } from './tcp-transport.js';
@@ -84,10 +85,17 @@ export class XmppServer {
     const tick = Math.max(20, Math.min(MAX_SWEEP_TICK_MS, opts.pingIntervalMs / 2, opts.idleTimeoutMs - opts.pingIntervalMs, opts.stanzaTimeoutMs / 2, opts.negotiationTimeoutMs / 2, (opts.parserRestMs || Infinity) / 2));
     this.sweeper = setInterval(() => this.sweep(), tick);
     this.sweeper.unref();
+    // Stanzas other resources (here or on other nodes) routed to this node's connections.
+    engine.onStanza((to, d, resource, session) => receiveStanza(this.ctx, to, d, resource, session));
     engine.events.on('block.changed', (e) => {
-      // XEP-0191 §3.3/§3.4: every resource of the user hears of the change, whichever door made it.
+      // XEP-0191 §3.3/§3.4: every resource of the user hears of the change, whichever door (and node) made it.
       const child = el(e.blocked ? 'block' : 'unblock', NS.blocking, {}, el('item', NS.blocking, { jid: e.contact }));
-      for (const c of xmppConnectionsOf(engine, e.owner)) c.sendStanza(el('iq', NS.client, { type: 'set', id: nextId('block'), to: c.fullJid }, child));
+      xmppResourcesOf(engine, e.owner).then(
+        (all) => {
+          for (const r of all) routeTo(engine, r, el('iq', NS.client, { type: 'set', id: nextId('block'), to: `${r.jid}/${r.resource}` }, child), { from: e.owner, ifGone: 'drop' });
+        },
+        (err: unknown) => log.error({ err }, 'block push failed'),
+      );
     });
   }
 
