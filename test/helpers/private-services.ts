@@ -89,6 +89,7 @@ function exited(proc: ChildProcess): Promise<void> {
 abstract class PrivateServer {
   protected proc: ChildProcess | null = null;
   #output = '';
+  #unref = false;
   constructor(
     readonly port: number,
     readonly dir: string,
@@ -111,8 +112,26 @@ abstract class PrivateServer {
     this.proc = p;
     p.stdout?.on('data', (b: Buffer) => (this.#output += b.toString()));
     p.stderr?.on('data', (b: Buffer) => (this.#output += b.toString()));
+    if (this.#unref) this.unrefProcess(p);
     await waitForPort(this.port, p, 30_000, this.name, () => this.output());
   }
+
+  /**
+   * Lets this process's Node exit while the server runs (the exit hook below then ends it): for
+   * servers a helper starts on a test file's behalf, which no `after` of the file would stop.
+   */
+  unref(): void {
+    this.#unref = true;
+    if (this.proc !== null) this.unrefProcess(this.proc);
+  }
+
+  private unrefProcess(p: ChildProcess): void {
+    p.unref();
+    for (const s of [p.stdout, p.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+  }
+
+  /** Ends the process synchronously at this process's exit (no event loop left to wait with). */
+  abstract endAtExit(): void;
 
   /** Sends the signal and waits for the process to end. */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
@@ -139,9 +158,15 @@ abstract class PrivateServer {
 
   /** Stops the server and removes its directory. */
   async destroy(): Promise<void> {
+    started.delete(this);
     await this.kill('SIGKILL');
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Blocks this thread for `ms` (only for the exit hook, where nothing else can run anyway). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export class PrivateRedis extends PrivateServer {
@@ -149,6 +174,11 @@ export class PrivateRedis extends PrivateServer {
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
+  endAtExit(): void {
+    if (this.pid !== undefined) try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
   protected spawnServer(): ChildProcess {
     return spawn(
       redisServerPath(),
@@ -236,6 +266,32 @@ export class PrivatePostgres extends PrivateServer {
     // SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
     await this.kill('SIGINT');
   }
+
+  /**
+   * SIGQUIT is PostgreSQL's "immediate" shutdown: as quick as SIGKILL for a server about to be
+   * deleted, but the postmaster still ends its backends and removes its System V shared memory
+   * segment, which a SIGKILL leaves behind (one per killed server, until the machine's limit).
+   */
+  override async destroy(): Promise<void> {
+    started.delete(this);
+    await this.kill('SIGQUIT');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  endAtExit(): void {
+    if (this.pid !== undefined) {
+      try {
+        process.kill(this.pid, 'SIGQUIT');
+        // The postmaster removes its pid file last; a zombie cannot be told from a live process here
+        // (Node reaps children from its event loop, which no longer runs).
+        const pidFile = join(this.dataDir, 'postmaster.pid');
+        for (const deadline = Date.now() + 5_000; existsSync(pidFile) && Date.now() < deadline; ) sleepSync(20);
+      } catch {
+        // gone already
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
 }
 
 const started = new Set<PrivateServer>();
@@ -265,5 +321,5 @@ export async function stopAllPrivateServices(): Promise<void> {
 }
 
 process.once('exit', () => {
-  for (const s of started) if (s.pid !== undefined) try { process.kill(s.pid, 'SIGKILL'); } catch { /* gone */ }
+  for (const s of started) s.endAtExit();
 });

@@ -12,6 +12,11 @@ export interface TestServer {
   readonly dataDir: string;
   readonly url: string;
   readonly wsUrl: string;
+  /**
+   * Every node serving this test: this server alone, or under TEST_CLUSTER the cluster's nodes, each
+   * as a server of its own (direct URLs, its own engine), for tests that need to know which is which.
+   */
+  readonly nodes: readonly TestServer[];
   admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
   createAccount(jid: string, password?: string): Promise<void>;
   stop(): Promise<void>;
@@ -19,8 +24,26 @@ export interface TestServer {
   destroy(): Promise<void>;
 }
 
-/** Starts the real server in-process on a free port with its own temporary data directory. */
+/**
+ * Starts the real server in-process on a free port with its own temporary data directory; with
+ * TEST_CLUSTER=N in the environment, a cluster of N such servers on a private PostgreSQL and Redis
+ * behind a balancer, in the same shape (test/helpers/cluster.ts, startTestCluster).
+ */
 export async function startTestServer(overrides: Partial<Config> = {}, dataDir?: string, opts: StartOptions = {}): Promise<TestServer> {
+  // Imported here, not at the top: cluster.ts builds on this module.
+  const { startTestCluster, testClusterSize } = await import('./cluster.js');
+  const size = testClusterSize();
+  return size > 1 ? startTestCluster(size, overrides, dataDir, opts) : startSingleTestServer(overrides, dataDir, opts);
+}
+
+/** Whether startTestServer starts clusters in this process (TEST_CLUSTER), for tests that cannot work in one. */
+export function inTestCluster(): boolean {
+  const raw = process.env.TEST_CLUSTER;
+  return raw !== undefined && raw !== '' && raw !== '1';
+}
+
+/** One server in-process, whatever TEST_CLUSTER says (cluster nodes are made of these). */
+export async function startSingleTestServer(overrides: Partial<Config> = {}, dataDir?: string, opts: StartOptions = {}): Promise<TestServer> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), 'presenced-test-'));
   const config = loadConfig({
     env: {},
@@ -52,12 +75,15 @@ export async function startTestServer(overrides: Partial<Config> = {}, dataDir?:
     stopped = true;
     await server.stop();
   };
-  return {
+  const t: TestServer = {
     server,
     config,
     dataDir: dir,
     url: server.url,
     wsUrl: server.url.replace(/^http/, 'ws') + '/ws',
+    get nodes() {
+      return [t];
+    },
     admin,
     async createAccount(jid: string, password = 'secret-pw') {
       const r = await admin('POST', '/accounts', { jid, password });
@@ -69,4 +95,5 @@ export async function startTestServer(overrides: Partial<Config> = {}, dataDir?:
       rmSync(dir, { recursive: true, force: true });
     },
   };
+  return t;
 }

@@ -2,18 +2,18 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
 import { XmppTestClient, befriend as befriendXmpp, xml } from '../helpers/xmpp-client.js';
-import { SharedStoreDirs, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
-import { startRedis, stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
+import { ClusterServices, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
+import { stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
 import type { TestServer } from '../helpers/server.js';
 
 /**
- * Three presenced nodes in this process, one Redis, one store: a user on one node and a contact on
+ * Three presenced nodes in this process, one Redis, one PostgreSQL database: a user on one node and a contact on
  * another cannot tell they are on different nodes. (Deaths of nodes need child processes:
  * cluster-failures.test.ts.)
  */
 
+let cluster: ClusterServices;
 let redis: PrivateRedis;
-const dirs = new SharedStoreDirs();
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -27,12 +27,13 @@ async function login(node: TestServer, jid: string, extra: Record<string, unknow
 }
 
 before(async () => {
-  redis = await startRedis();
+  cluster = await ClusterServices.start();
+  redis = cluster.redis;
   // Bursts of presence changes race two nodes against each other: no rate limit in the way.
   const limits = { ws_rate_limit: 10_000, ws_rate_burst: 10_000 };
-  a = await startClusterNode(dirs, redis.url, 'node-a', limits);
-  b = await startClusterNode(dirs, redis.url, 'node-b', limits);
-  c = await startClusterNode(dirs, redis.url, 'node-c', limits);
+  a = await startClusterNode(cluster, 'node-a', limits);
+  b = await startClusterNode(cluster, 'node-b', limits);
+  c = await startClusterNode(cluster, 'node-c', limits);
   for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg']) await a.createAccount(`${u}@localhost`);
 });
 
@@ -40,8 +41,8 @@ after(async () => {
   for (const cl of clients) cl.destroy();
   for (const x of xmppClients) await x.stop().catch(() => {});
   for (const n of [a, b, c]) await n?.destroy();
+  await cluster?.remove();
   await stopAllPrivateServices();
-  dirs.remove();
 });
 
 describe('presence across nodes', () => {
