@@ -87,9 +87,26 @@ export class ClusterServices {
   }
 }
 
-/** Starts a node in-process (see startTestServer) joined to the cluster, with its own data directory. */
-export function startClusterNode(services: ClusterServices, nodeId: string, overrides: Partial<Config> = {}): Promise<TestServer> {
-  return startSingleTestServer({ ...services.nodeConfig(nodeId), ...overrides }, services.dataDir(nodeId));
+/**
+ * Starts a node in-process (see startTestServer) joined to the cluster, with its own data directory.
+ * While it runs, TestClient.barrier() also waits for deliveries between it and the other nodes.
+ */
+export async function startClusterNode(services: ClusterServices, nodeId: string, overrides: Partial<Config> = {}): Promise<TestServer> {
+  const n = await startSingleTestServer({ ...services.nodeConfig(nodeId), ...overrides }, services.dataDir(nodeId));
+  liveNodes.add(n);
+  TestClient.settle = settleClusters;
+  return {
+    ...n,
+    nodes: [n],
+    async stop() {
+      liveNodes.delete(n);
+      await n.stop();
+    },
+    async destroy() {
+      liveNodes.delete(n);
+      await n.destroy();
+    },
+  };
 }
 
 /**
@@ -115,6 +132,30 @@ export function testClusterSize(): number {
 
 /** The database of a cluster started on a data directory, so that a restart on that directory finds its data. */
 const databaseOf = new Map<string, string>();
+
+/** In-process nodes of every test cluster running in this process (for settleClusters). */
+const liveNodes = new Set<TestServer>();
+
+/**
+ * Resolves once every delivery a running test cluster's node handed to the bus for another node has
+ * been received there (and so written to its clients' connections), or after a deadline (a node that
+ * stopped never receives what was queued for it). A cross-node barrier that only a test can have:
+ * the nodes' counters are read directly.
+ */
+export async function settleClusters(deadlineMs = 5_000): Promise<void> {
+  const deadline = Date.now() + deadlineMs;
+  for (;;) {
+    let queued = 0;
+    let received = 0;
+    for (const n of liveNodes) {
+      const stats = n.server.engine.bus.stats;
+      queued += stats?.remoteQueued ?? 0;
+      received += stats?.deliveriesReceived ?? 0;
+    }
+    if (received >= queued || Date.now() > deadline) return;
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
 
 const isWebSocketUpgrade = (head: Buffer | null): boolean => head !== null && /\r\nupgrade:[ \t]*websocket/i.test(head.toString('latin1'));
 
@@ -167,6 +208,7 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
   const down = new Set<number>();
   let lb: { http: TcpBalancer; xmpp: TcpBalancer | null; xmpps: TcpBalancer | null } | null = null;
   const stopAll = async (): Promise<void> => {
+    for (const n of nodes) liveNodes.delete(n);
     await Promise.all(nodes.map((n) => n.stop()));
     await lb?.http.close();
     await lb?.xmpp?.close();
@@ -177,6 +219,8 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
     nodes.push(await startSingleTestServer(nodeOverrides(0), dir0, opts));
     for (const d of dirs.slice(1)) copyDataDirFiles(dir0, d);
     nodes.push(...(await Promise.all(dirs.slice(1).map((d, i) => startSingleTestServer(nodeOverrides(i + 1), d, opts)))));
+    for (const n of nodes) liveNodes.add(n);
+    TestClient.settle = settleClusters;
     const turn = { clients: 0, http: 0 };
     const next = (kind: 'clients' | 'http'): TestServer | null => {
       const live = nodes.filter((_, i) => !down.has(i));
@@ -201,10 +245,12 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
       },
       async stop() {
         down.add(i);
+        liveNodes.delete(n);
         await n.stop();
       },
       async destroy() {
         down.add(i);
+        liveNodes.delete(n);
         await n.destroy();
       },
     };

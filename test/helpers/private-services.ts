@@ -137,6 +137,8 @@ abstract class PrivateServer {
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proc;
     if (p === null) return;
+    // An unref'd process would not keep this process running while we wait for it to end.
+    p.ref();
     p.kill(signal);
     await exited(p);
     this.proc = null;

@@ -236,17 +236,20 @@ describe('login snapshot and racing changes', () => {
       await befriend(lena0, 'lena@localhost', milo, 'milo@localhost');
       await lena0.close();
       // The moment lena's new session exists and before its snapshot is taken, milo's presence changes
-      // (delivered through the engine's own bus, as a contact's change racing the login would be).
-      const engine = t.server.engine;
-      const off = engine.events.on('session.opened', (e) => {
-        if (e.jid !== 'lena@localhost') return;
-        off();
-        engine.bus.deliver('lena@localhost', {
-          kind: 'presence',
-          from: 'milo@localhost',
-          presence: { jid: 'milo@localhost', online: true, show: 'dnd', status: 'newer than the snapshot', priority: 0, resource: 'r', lastSeen: null },
-          session: null,
+      // (delivered through the bus of the engine that holds the session, whichever node it is on, as a
+      // contact's change racing the login would be).
+      const offs = t.nodes.map(({ server: { engine } }) => {
+        const off = engine.events.on('session.opened', (e) => {
+          if (e.jid !== 'lena@localhost') return;
+          for (const o of offs) o();
+          engine.bus.deliver('lena@localhost', {
+            kind: 'presence',
+            from: 'milo@localhost',
+            presence: { jid: 'milo@localhost', online: true, show: 'dnd', status: 'newer than the snapshot', priority: 0, resource: 'r', lastSeen: null },
+            session: null,
+          });
         });
+        return off;
       });
       const lena = await TestClient.connect(t.wsUrl);
       await lena.request('auth', { jid: 'lena@localhost', password: 'secret-pw' });

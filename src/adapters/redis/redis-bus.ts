@@ -76,6 +76,7 @@ export class RedisBus implements PresenceBus {
   readonly stats: BusStats = {
     batchesSent: 0,
     remoteDeliveries: 0,
+    remoteQueued: 0,
     deliveriesReceived: 0,
     leaseRenewFailures: 0,
     fenced: 0,
@@ -314,6 +315,7 @@ export class RedisBus implements PresenceBus {
       if (first === null) first = s.node;
       else (seen ??= new Set([first])).add(s.node);
       this.outbox.add(s.node, to, delivery, resource);
+      this.stats.remoteQueued++;
     }
     if (first !== null) this.scheduleFlush();
   }
