@@ -175,5 +175,10 @@ export interface PresenceBus {
   onCluster(handler: ClusterHandler): void;
   /** Counters for metrics (clustered buses only). */
   readonly stats?: Readonly<BusStats>;
+  /**
+   * Null while this node can serve through the bus; otherwise why not, for the health check (Redis
+   * unreachable, declared down and joining again, still joining, shutting down).
+   */
+  health(): string | null;
   close(): Promise<void>;
 }

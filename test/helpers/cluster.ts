@@ -47,13 +47,15 @@ export class ClusterServices {
   private constructor(
     readonly store: string,
     readonly redis: PrivateRedis,
+    /** The PostgreSQL server (shared by every cluster of this test process) holding `store`. */
+    readonly postgres: PrivatePostgres,
   ) {}
 
   static async start(): Promise<ClusterServices> {
     const store = await freshClusterDatabase();
     const redis = await startRedis();
     redis.unref();
-    return new ClusterServices(store, redis);
+    return new ClusterServices(store, redis, await sharedPostgres());
   }
 
   /** A fresh data directory for one node (removed by remove()). */
@@ -136,25 +138,40 @@ const databaseOf = new Map<string, string>();
 /** In-process nodes of every test cluster running in this process (for settleClusters). */
 const liveNodes = new Set<TestServer>();
 
+interface FeedBarrier {
+  feedBarrier?(): Promise<void>;
+}
+
 /**
- * Resolves once every delivery a running test cluster's node handed to the bus for another node has
- * been received there (and so written to its clients' connections), or after a deadline (a node that
- * stopped never receives what was queued for it). A cross-node barrier that only a test can have:
- * the nodes' counters are read directly.
+ * Resolves once what in-process cluster nodes sent one another before the call has been applied: the
+ * feed (registry changes, cache notes) handled by every node (RedisBus.feedBarrier), then every delivery
+ * a node handed to the bus for another node received there (and so written to its clients). A barrier
+ * across the cluster that only a test can have (the nodes' counters are read directly); it gives up
+ * after `deadlineMs` (Redis down, a node stopped with deliveries queued for it).
  */
-export async function settleClusters(deadlineMs = 5_000): Promise<void> {
+export async function settleNodes(nodes: Iterable<TestServer>, deadlineMs = 5_000): Promise<void> {
+  const list = [...nodes];
   const deadline = Date.now() + deadlineMs;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs)));
+  await Promise.race([Promise.allSettled(list.map((n) => (n.server.engine.bus as FeedBarrier).feedBarrier?.())), late]);
+  clearTimeout(timer);
   for (;;) {
     let queued = 0;
     let received = 0;
-    for (const n of liveNodes) {
+    for (const n of list) {
       const stats = n.server.engine.bus.stats;
       queued += stats?.remoteQueued ?? 0;
       received += stats?.deliveriesReceived ?? 0;
     }
     if (received >= queued || Date.now() > deadline) return;
-    await new Promise((r) => setTimeout(r, 5));
+    await new Promise((r) => setTimeout(r, 2));
   }
+}
+
+/** settleNodes over every cluster node running in this process: TestClient.barrier() calls it. */
+export function settleClusters(): Promise<void> {
+  return settleNodes(liveNodes);
 }
 
 const isWebSocketUpgrade = (head: Buffer | null): boolean => head !== null && /\r\nupgrade:[ \t]*websocket/i.test(head.toString('latin1'));
@@ -169,6 +186,12 @@ const isWebSocketUpgrade = (head: Buffer | null): boolean => head !== null && /\
  *   `http_port`/`xmpp_port`/`xmpps_port` overrides name the balancers' ports (a restart on the same
  *   port works); the nodes listen on free ports.
  * - `admin()` and `createAccount()` go to the next node in turn, directly.
+ * - What a client sends (each chunk, through the balancers) and each admin() request reaches its node
+ *   once the cluster has settled (settleNodes): everything earlier changes caused on other nodes (cache
+ *   notes, registry changes, deliveries) has arrived. So a suite's "change, then read or assert that
+ *   nothing came" means what it means on one server, and the cluster's propagation delay (milliseconds,
+ *   docs/cluster.md) is not what these suites test; everything else (routing, fan-out, caches that follow
+ *   changes made elsewhere, shared storage) is.
  * - `server.engine`, `server.http`, `config`, `dataDir` are node 0's (a test reaching into one node's
  *   internals sees node 0), except `server.http.server`: the HTTP balancer's listener, whose
  *   'connection' sockets are the ones clients connect to.
@@ -226,11 +249,12 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
       const live = nodes.filter((_, i) => !down.has(i));
       return live.length === 0 ? null : (live[turn[kind]++ % live.length] as TestServer);
     };
-    const http = await TcpBalancer.listen(overrides.http_port ?? 0, (head) => next(isWebSocketUpgrade(head) ? 'clients' : 'http')?.server.port ?? null, true);
+    const gate = (): Promise<void> => settleNodes(nodes.filter((_, i) => !down.has(i)));
+    const http = await TcpBalancer.listen(overrides.http_port ?? 0, (head) => next(isWebSocketUpgrade(head) ? 'clients' : 'http')?.server.port ?? null, true, gate);
     lb = { http, xmpp: null, xmpps: null };
     const node0 = nodes[0] as TestServer;
-    if (node0.server.xmppPort !== null) lb.xmpp = await TcpBalancer.listen(overrides.xmpp_port ?? 0, () => next('clients')?.server.xmppPort ?? null, false);
-    if (node0.server.xmppsPort !== null) lb.xmpps = await TcpBalancer.listen(overrides.xmpps_port ?? 0, () => next('clients')?.server.xmppsPort ?? null, false);
+    if (node0.server.xmppPort !== null) lb.xmpp = await TcpBalancer.listen(overrides.xmpp_port ?? 0, () => next('clients')?.server.xmppPort ?? null, false, gate);
+    if (node0.server.xmppsPort !== null) lb.xmpps = await TcpBalancer.listen(overrides.xmpps_port ?? 0, () => next('clients')?.server.xmppsPort ?? null, false, gate);
   } catch (e) {
     await stopAll().catch(() => {});
     throw e;
@@ -260,9 +284,11 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
   const balancers = lb as NonNullable<typeof lb>;
   const url = `http://127.0.0.1:${balancers.http.port}`;
   let adminTurn = 0;
-  const admin: TestServer['admin'] = (method, path, body) => {
+  const admin: TestServer['admin'] = async (method, path, body) => {
     const live = members.filter((_, i) => !down.has(i));
     const target = live[adminTurn++ % Math.max(1, live.length)] ?? node0;
+    // As the balancers do for every client: the request arrives once the cluster has settled.
+    await settleNodes(nodes.filter((_, i) => !down.has(i)));
     return target.admin(method, path, body);
   };
   let stopped: Promise<void> | null = null;

@@ -182,9 +182,10 @@ export class PrivateRedis extends PrivateServer {
   }
 
   protected spawnServer(): ChildProcess {
+    // setpriv execs redis-server with a parent-death signal: it ends with the test process, however that ends.
     return spawn(
-      redisServerPath(),
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--protected-mode', 'no'],
+      'setpriv',
+      ['--pdeathsig', 'KILL', '--', redisServerPath(), '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--protected-mode', 'no'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
   }
@@ -192,8 +193,13 @@ export class PrivateRedis extends PrivateServer {
 
 /** The unprivileged user the PostgreSQL server runs as when the tests run as root (it refuses root). */
 const PG_USER = 'nobody';
-/** setpriv execs the command in its own process (runuser forks and waits), so a signal reaches postgres itself. */
-const SETPRIV = ['--reuid', PG_USER, '--regid', 'nogroup', '--clear-groups', '--'];
+/**
+ * setpriv execs the command in its own process (runuser forks and waits), so a signal reaches postgres
+ * itself. --pdeathsig: the server ends when the test process dies, even by SIGKILL (a timeout), instead
+ * of running on unowned; SIGQUIT is PostgreSQL's immediate shutdown, which removes its shared memory.
+ */
+const PG_DEATH = ['--pdeathsig', 'QUIT'];
+const SETPRIV = ['--reuid', PG_USER, '--regid', 'nogroup', '--clear-groups', ...PG_DEATH, '--'];
 
 export class PrivatePostgres extends PrivateServer {
   protected readonly name = 'postgres';
@@ -235,7 +241,7 @@ export class PrivatePostgres extends PrivateServer {
     ];
     return process.getuid?.() === 0
       ? spawn('setpriv', [...SETPRIV, join(bin, 'postgres'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(join(bin, 'postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      : spawn('setpriv', [...PG_DEATH, '--', join(bin, 'postgres'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   override async start(): Promise<void> {
@@ -325,3 +331,12 @@ export async function stopAllPrivateServices(): Promise<void> {
 process.once('exit', () => {
   for (const s of started) s.endAtExit();
 });
+// Interrupted (Ctrl-C, a runner's SIGTERM): end the servers and remove their directories, then die of
+// the same signal. (A SIGKILL leaves only the directories: the servers' parent-death signal ends them.)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const s of started) s.endAtExit();
+    started.clear();
+    process.kill(process.pid, sig);
+  });
+}

@@ -32,7 +32,8 @@ export interface TestServer {
 export async function startTestServer(overrides: Partial<Config> = {}, dataDir?: string, opts: StartOptions = {}): Promise<TestServer> {
   // Imported here, not at the top: cluster.ts builds on this module.
   const { startTestCluster, testClusterSize } = await import('./cluster.js');
-  const size = testClusterSize();
+  // A test naming its own store or bus tests that deployment, whatever TEST_CLUSTER says.
+  const size = overrides.store !== undefined || overrides.bus !== undefined ? 1 : testClusterSize();
   return size > 1 ? startTestCluster(size, overrides, dataDir, opts) : startSingleTestServer(overrides, dataDir, opts);
 }
 
@@ -96,4 +97,19 @@ export async function startSingleTestServer(overrides: Partial<Config> = {}, dat
     },
   };
   return t;
+}
+
+/**
+ * The value of one metric series (`name` or `name{labels}`, as /metrics writes it), summed over the
+ * server's nodes: one server's own value, or under TEST_CLUSTER the cluster's total (what a suite
+ * counts happened on whichever node served it). 0 when no node exports the series yet.
+ */
+export async function metricSum(t: TestServer, series: string): Promise<number> {
+  let sum = 0;
+  for (const n of t.nodes) {
+    const text = await (await fetch(`${n.url}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+    if (line !== undefined) sum += Number(line.slice(series.length + 1));
+  }
+  return sum;
 }

@@ -12,6 +12,13 @@ import net from 'node:net';
  */
 export type ChooseBackend = (head: Buffer | null) => number | null;
 
+/**
+ * Awaited before each chunk a client sends is passed on: a test cluster settles there (see
+ * cluster.ts), so that whatever a client asks reaches its node after every earlier change made
+ * anywhere in the cluster has reached every node, as it would on one server.
+ */
+export type Gate = () => Promise<void>;
+
 /** How long a new connection may stay silent before it is sent to a node without its first bytes. */
 const FIRST_BYTES_WAIT_MS = 50;
 
@@ -22,9 +29,10 @@ export class TcpBalancer {
     /** The listening socket: its 'connection' events carry the client-facing sockets. */
     readonly server: net.Server,
     readonly port: number,
+    private readonly gate: Gate | null,
   ) {}
 
-  static async listen(port: number, choose: ChooseBackend, peek: boolean): Promise<TcpBalancer> {
+  static async listen(port: number, choose: ChooseBackend, peek: boolean, gate: Gate | null = null): Promise<TcpBalancer> {
     const server = net.createServer({ allowHalfOpen: true, noDelay: true });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -33,7 +41,7 @@ export class TcpBalancer {
         resolve();
       });
     });
-    const b = new TcpBalancer(server, (server.address() as net.AddressInfo).port);
+    const b = new TcpBalancer(server, (server.address() as net.AddressInfo).port, gate);
     server.on('connection', (client) => b.#accept(client, choose, peek));
     return b;
   }
@@ -72,15 +80,44 @@ export class TcpBalancer {
     this.#pairs.add(upstream);
     upstream.once('close', () => {
       this.#pairs.delete(upstream);
-      client.destroy();
+      // What the node wrote last (an error answer before it cut the connection) may still be on its
+      // way to the client: end after it rather than cut, as the node's own socket would have.
+      if (client.destroyed) return;
+      client.end();
+      setTimeout(() => client.destroy(), 1_000).unref();
     });
     client.once('close', () => upstream.destroy());
     upstream.on('error', () => upstream.destroy());
-    if (head !== null) upstream.write(head);
     // pipe() forwards each direction's end (a half-close) and respects backpressure both ways.
-    client.pipe(upstream);
     upstream.pipe(client);
-    client.resume();
+    const gate = this.gate;
+    if (gate === null) {
+      if (head !== null) upstream.write(head);
+      client.pipe(upstream);
+      client.resume();
+      return;
+    }
+    // Each chunk (and the end) after the gate, in order; the client is paused while one waits, so
+    // that a client sending faster than the gate opens is held back rather than buffered here.
+    let queue = Promise.resolve();
+    const pass = (chunk: Buffer | null): void => {
+      client.pause();
+      queue = queue
+        .then(gate)
+        .then(() => {
+          if (upstream.destroyed) return;
+          if (chunk === null) {
+            upstream.end();
+            return;
+          }
+          if (upstream.write(chunk)) client.resume();
+          else upstream.once('drain', () => client.resume());
+        });
+    };
+    client.on('data', (chunk: Buffer) => pass(chunk));
+    client.once('end', () => pass(null));
+    if (head !== null) pass(head);
+    else client.resume();
   }
 
   /** Stops accepting and cuts every connection still open. */
