@@ -97,9 +97,11 @@ export async function startClusterNode(services: ClusterServices, nodeId: string
   const n = await startSingleTestServer({ ...services.nodeConfig(nodeId), ...overrides }, services.dataDir(nodeId));
   liveNodes.add(n);
   TestClient.settle = settleClusters;
+  const database = new URL(services.store).pathname.slice(1);
   return {
     ...n,
     nodes: [n],
+    sql: (text, ...args) => services.postgres.query(database, text, args),
     async stop() {
       liveNodes.delete(n);
       await n.stop();
@@ -260,10 +262,14 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
     throw e;
   }
 
+  const postgres = await sharedPostgres();
+  const database = new URL(store).pathname.slice(1);
+  const sql: TestServer['sql'] = (text, ...args) => postgres.query(database, text, args);
   // Each node as seen by cluster-aware tests: its stop/destroy also takes it out of the balancers' turns.
   const members: TestServer[] = nodes.map((n, i) => {
     const m: TestServer = {
       ...n,
+      sql,
       get nodes() {
         return [m];
       },
@@ -295,6 +301,7 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
   const stop = (): Promise<void> => (stopped ??= stopAll());
   const httpView = Object.create(node0.server.http, { server: { value: balancers.http.server } }) as typeof node0.server.http;
   return {
+    sql,
     server: {
       ...node0.server,
       http: httpView,

@@ -264,6 +264,33 @@ export class PrivatePostgres extends PrivateServer {
     return execFileSync('psql', ['-h', '127.0.0.1', '-p', String(this.port), '-U', 'postgres', '-d', database, '-At', '-v', 'ON_ERROR_STOP=1', '-c', command], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
+  /**
+   * Runs one statement on `database` and returns a query's rows as objects (JSON types: numbers,
+   * strings, null), none for other statements; `?` are parameters, substituted as SQL literals.
+   */
+  query(database: string, text: string, args: ReadonlyArray<string | number | null> = []): Array<Record<string, any>> {
+    let i = 0;
+    let quoted = false;
+    let bound = '';
+    for (const ch of text) {
+      if (ch === "'") quoted = !quoted;
+      if (ch !== '?' || quoted) {
+        bound += ch;
+        continue;
+      }
+      if (i >= args.length) throw new Error(`too few parameters for: ${text}`);
+      const v = args[i++];
+      bound += v === null || v === undefined ? 'NULL' : typeof v === 'number' ? String(v) : `'${String(v).replace(/'/g, "''")}'`;
+    }
+    if (i !== args.length) throw new Error(`${args.length} parameters for ${i} placeholders in: ${text}`);
+    if (!/^\s*(select|with)\b/i.test(bound)) {
+      this.psql(database, bound);
+      return [];
+    }
+    const out = this.psql(database, `select coalesce(json_agg(q), '[]'::json) from (${bound}) q`);
+    return JSON.parse(out) as Array<Record<string, any>>;
+  }
+
   createDatabase(name: string): string {
     if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a plain database name: ${name}`);
     this.psql('postgres', `CREATE DATABASE ${name}`);

@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -5,6 +6,8 @@ import { loadConfig, type Config } from '../../src/config.js';
 import { startServer, type RunningServer, type StartOptions } from '../../src/server.js';
 
 export const ADMIN_TOKEN = 'test-admin-token-0123456789';
+
+export type SqlValue = string | number | null;
 
 export interface TestServer {
   readonly server: RunningServer;
@@ -18,6 +21,12 @@ export interface TestServer {
    */
   readonly nodes: readonly TestServer[];
   admin(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }>;
+  /**
+   * Runs one SQL statement on the server's database, synchronously, for tests that look at stored rows:
+   * the SQLite file in data_dir, or under TEST_CLUSTER the cluster's PostgreSQL database. `?` are
+   * parameters. Resolves a query's rows (none for other statements). Keep to SQL both databases speak.
+   */
+  sql(text: string, ...args: SqlValue[]): Array<Record<string, any>>;
   createAccount(jid: string, password?: string): Promise<void>;
   stop(): Promise<void>;
   /** Stops the server and removes its data directory. */
@@ -80,6 +89,17 @@ export async function startSingleTestServer(overrides: Partial<Config> = {}, dat
     server,
     config,
     dataDir: dir,
+    sql(text, ...args) {
+      const db = new Database(join(dir, 'presenced.sqlite'), { fileMustExist: true });
+      try {
+        const st = db.prepare(text);
+        if (st.reader) return st.all(...args) as Array<Record<string, any>>;
+        st.run(...args);
+        return [];
+      } finally {
+        db.close();
+      }
+    },
     url: server.url,
     wsUrl: server.url.replace(/^http/, 'ws') + '/ws',
     get nodes() {
