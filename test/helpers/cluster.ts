@@ -196,7 +196,8 @@ const isWebSocketUpgrade = (head: Buffer | null): boolean => head !== null && /\
  *   changes made elsewhere, shared storage) is.
  * - `server.engine`, `server.http`, `config`, `dataDir` are node 0's (a test reaching into one node's
  *   internals sees node 0), except `server.http.server`: the HTTP balancer's listener, whose
- *   'connection' sockets are the ones clients connect to.
+ *   'connection' sockets are the ones clients connect to, and `config`'s store, bus and node_id, which
+ *   are left as the test set them (a restart on `dataDir` finds the cluster's database again).
  * - `nodes` gives each node as a server of its own, for tests that need to know about the cluster.
  *
  * Node 0 starts first (it migrates the database and creates the data directory's secrets); the files of
@@ -311,7 +312,9 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
       xmppsPort: balancers.xmpps?.port ?? null,
       stop,
     },
-    config: node0.config,
+    // As the test configured its one server: without the cluster's own keys, so that a test restarting
+    // "the server" with this configuration (and data directory) gets the same cluster back.
+    config: { ...node0.config, store: '', bus: '', node_id: '' },
     dataDir: dir0,
     url,
     wsUrl: `ws://127.0.0.1:${balancers.http.port}/ws`,
