@@ -99,6 +99,7 @@ export class Metrics {
       };
       counter('presenced_bus_batches_sent_total', 'Delivery batches written to other nodes (one per destination node per event-loop tick, or more for large fan-outs).', () => bus.batchesSent);
       counter('presenced_bus_remote_deliveries_total', 'Deliveries (recipient x update) sent to sessions on other nodes.', () => bus.remoteDeliveries);
+      counter('presenced_bus_remote_deliveries_queued_total', 'Deliveries (recipient x update) handed to the bus for sessions on other nodes; minus presenced_bus_remote_deliveries_total, those waiting to leave (e.g. while Redis is unreachable).', () => bus.remoteQueued);
       counter('presenced_bus_deliveries_received_total', 'Deliveries received from other nodes for sessions on this one.', () => bus.deliveriesReceived);
       counter('presenced_bus_lease_renew_failures_total', 'Lease renewals of this node that failed (Redis unreachable or too slow, or the lease was lost).', () => bus.leaseRenewFailures);
       counter('presenced_bus_fenced_total', 'Times this node found itself declared dead (paused or cut off past its lease) and dropped every connection.', () => bus.fenced);

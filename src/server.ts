@@ -19,6 +19,7 @@ import { LoginThrottled } from './engine/login-throttle.js';
 import { Metrics } from './metrics.js';
 import { adminApi } from './protocols/http/admin-api.js';
 import { demoPage } from './protocols/http/demo-page.js';
+import { NodeHealth } from './protocols/http/health.js';
 import { httpPresence, type FastPath } from './protocols/http/http-presence.js';
 import { NativeServer } from './protocols/native/native-server.js';
 import { certificateFiles, loadTls } from './protocols/xmpp/tls-certificate.js';
@@ -283,7 +284,14 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   }
   if (features.names.length) log.info({ features: features.names }, 'features enabled');
 
-  http.get('/healthz', async () => ({ status: 'ok', version: VERSION, sessions: engine.localSessionCount() }));
+  const health = new NodeHealth(store, bus);
+  // 503 tells a load balancer to stop sending new clients here (docs/cluster.md, "Load balancer").
+  http.get('/healthz', async (_req, reply) => {
+    const reasons = await health.problems();
+    const sessions = engine.localSessionCount();
+    if (reasons.bus === undefined && reasons.store === undefined) return { status: 'ok', version: VERSION, sessions };
+    return reply.code(503).send({ status: 'unavailable', version: VERSION, sessions, reasons });
+  });
   http.get('/metrics', async (_req, reply) => reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()));
   await http.register(adminApi(engine, { adminToken: config.admin_token, tokenTtlSeconds: config.token_ttl_s }), { prefix: '/api/v1' });
   // Each feature's routes in their own encapsulated context: its hooks guard only its prefix.

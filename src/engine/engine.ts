@@ -631,24 +631,30 @@ export class PresenceEngine {
       state.presence = presence;
       if (version !== 0) state.version = version;
     }
+    const sessions = at.sessions.length;
     if (samePresence(previous, presence)) {
-      if (force) this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, null, version));
-      else if (resourceChanged && cause !== null) this.fanOut(state, presenceDelivery(state.jid, presence, cause, true, null, version));
+      if (force) this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, null, version), sessions);
+      else if (resourceChanged && cause !== null) this.fanOut(state, presenceDelivery(state.jid, presence, cause, true, null, version), sessions);
       return persisted;
     }
     this.stats.presenceChanges++;
     if (this.events.hasListeners('presence.changed')) this.events.emit('presence.changed', version === 0 ? { jid: state.jid, presence, previous } : { jid: state.jid, presence, previous, version });
-    this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version));
+    this.fanOut(state, presenceDelivery(state.jid, presence, cause, false, reason, version), sessions);
     return persisted;
   }
 
-  /** Sends a presence delivery to every contact allowed to see the account, and to the account's own other sessions. */
-  private fanOut(state: AccountState, d: Delivery): void {
+  /**
+   * Sends a presence delivery to every contact allowed to see the account, and to the account's own
+   * sessions when it has more than one (a lone session is not told its own presence). `sessions` is
+   * the account's session count after the change, cluster-wide: in a cluster the other sessions may be
+   * on other nodes, so this node's own count cannot decide.
+   */
+  private fanOut(state: AccountState, d: Delivery, sessions: number): void {
     const blocks = state.blocks;
     state.roster.forEachWhere(isSubscriber, (contact) => {
       if (!blocks.has(contact)) this.bus.deliver(contact, d);
     });
-    if (state.local.size > 1 || this.bus.node !== 'local') this.bus.deliver(state.jid, d);
+    if (this.bus.node === 'local' ? state.local.size > 1 : sessions > 1) this.bus.deliver(state.jid, d);
   }
 
   private stanzaHandler: StanzaHandler | null = null;

@@ -188,6 +188,11 @@ export interface BusStats {
   batchesSent: number;
   /** Deliveries (recipient × delivery) sent to other nodes. */
   remoteDeliveries: number;
+  /**
+   * Deliveries handed to the bus for sessions on other nodes, sent or not yet (gathered for the end of
+   * the tick, or kept while Redis is unreachable): minus remoteDeliveries, what waits to leave.
+   */
+  remoteQueued: number;
   /** Deliveries received from other nodes. */
   deliveriesReceived: number;
   /** Lease renewals that failed (Redis unreachable or too slow), and times this node found itself fenced. */
@@ -245,5 +250,10 @@ export interface PresenceBus {
   onPeer(handler: PeerHandler): void;
   /** Counters for metrics (clustered buses only). */
   readonly stats?: Readonly<BusStats>;
+  /**
+   * Null while this node can serve through the bus; otherwise why not, for the health check (Redis
+   * unreachable, declared down and joining again, still joining, shutting down).
+   */
+  health(): string | null;
   close(): Promise<void>;
 }

@@ -104,6 +104,9 @@ export interface Store {
   /** Every account whose settings choose `publicPresence` (true or false), read once at start. */
   listPublicPresenceChoices(): Promise<Map<string, boolean>>;
 
+  /** One round trip to the database (health checks): rejects, with `unavailable` when it cannot be reached. */
+  ping(): Promise<void>;
+
   getRoster(owner: string): Promise<RosterItem[]>;
   getRosterItem(owner: string, contact: string): Promise<RosterItem | undefined>;
   /**

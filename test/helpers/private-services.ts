@@ -89,6 +89,7 @@ function exited(proc: ChildProcess): Promise<void> {
 abstract class PrivateServer {
   protected proc: ChildProcess | null = null;
   #output = '';
+  #unref = false;
   constructor(
     readonly port: number,
     readonly dir: string,
@@ -111,13 +112,33 @@ abstract class PrivateServer {
     this.proc = p;
     p.stdout?.on('data', (b: Buffer) => (this.#output += b.toString()));
     p.stderr?.on('data', (b: Buffer) => (this.#output += b.toString()));
+    if (this.#unref) this.unrefProcess(p);
     await waitForPort(this.port, p, 30_000, this.name, () => this.output());
   }
+
+  /**
+   * Lets this process's Node exit while the server runs (the exit hook below then ends it): for
+   * servers a helper starts on a test file's behalf, which no `after` of the file would stop.
+   */
+  unref(): void {
+    this.#unref = true;
+    if (this.proc !== null) this.unrefProcess(this.proc);
+  }
+
+  private unrefProcess(p: ChildProcess): void {
+    p.unref();
+    for (const s of [p.stdout, p.stderr]) (s as unknown as { unref?: () => void } | null)?.unref?.();
+  }
+
+  /** Ends the process synchronously at this process's exit (no event loop left to wait with). */
+  abstract endAtExit(): void;
 
   /** Sends the signal and waits for the process to end. */
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const p = this.proc;
     if (p === null) return;
+    // An unref'd process would not keep this process running while we wait for it to end.
+    p.ref();
     p.kill(signal);
     await exited(p);
     this.proc = null;
@@ -139,9 +160,15 @@ abstract class PrivateServer {
 
   /** Stops the server and removes its directory. */
   async destroy(): Promise<void> {
+    started.delete(this);
     await this.kill('SIGKILL');
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/** Blocks this thread for `ms` (only for the exit hook, where nothing else can run anyway). */
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 export class PrivateRedis extends PrivateServer {
@@ -149,10 +176,16 @@ export class PrivateRedis extends PrivateServer {
   get url(): string {
     return `redis://127.0.0.1:${this.port}`;
   }
+  endAtExit(): void {
+    if (this.pid !== undefined) try { process.kill(this.pid, 'SIGKILL'); } catch { /* gone */ }
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
   protected spawnServer(): ChildProcess {
+    // setpriv execs redis-server with a parent-death signal: it ends with the test process, however that ends.
     return spawn(
-      redisServerPath(),
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--protected-mode', 'no'],
+      'setpriv',
+      ['--pdeathsig', 'KILL', '--', redisServerPath(), '--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.dir, '--protected-mode', 'no'],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
   }
@@ -160,8 +193,13 @@ export class PrivateRedis extends PrivateServer {
 
 /** The unprivileged user the PostgreSQL server runs as when the tests run as root (it refuses root). */
 const PG_USER = 'nobody';
-/** setpriv execs the command in its own process (runuser forks and waits), so a signal reaches postgres itself. */
-const SETPRIV = ['--reuid', PG_USER, '--regid', 'nogroup', '--clear-groups', '--'];
+/**
+ * setpriv execs the command in its own process (runuser forks and waits), so a signal reaches postgres
+ * itself. --pdeathsig: the server ends when the test process dies, even by SIGKILL (a timeout), instead
+ * of running on unowned; SIGQUIT is PostgreSQL's immediate shutdown, which removes its shared memory.
+ */
+const PG_DEATH = ['--pdeathsig', 'QUIT'];
+const SETPRIV = ['--reuid', PG_USER, '--regid', 'nogroup', '--clear-groups', ...PG_DEATH, '--'];
 
 export class PrivatePostgres extends PrivateServer {
   protected readonly name = 'postgres';
@@ -203,7 +241,7 @@ export class PrivatePostgres extends PrivateServer {
     ];
     return process.getuid?.() === 0
       ? spawn('setpriv', [...SETPRIV, join(bin, 'postgres'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn(join(bin, 'postgres'), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      : spawn('setpriv', [...PG_DEATH, '--', join(bin, 'postgres'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
   override async start(): Promise<void> {
@@ -226,6 +264,33 @@ export class PrivatePostgres extends PrivateServer {
     return execFileSync('psql', ['-h', '127.0.0.1', '-p', String(this.port), '-U', 'postgres', '-d', database, '-At', '-v', 'ON_ERROR_STOP=1', '-c', command], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
   }
 
+  /**
+   * Runs one statement on `database` and returns a query's rows as objects (JSON types: numbers,
+   * strings, null), none for other statements; `?` are parameters, substituted as SQL literals.
+   */
+  query(database: string, text: string, args: ReadonlyArray<string | number | null> = []): Array<Record<string, any>> {
+    let i = 0;
+    let quoted = false;
+    let bound = '';
+    for (const ch of text) {
+      if (ch === "'") quoted = !quoted;
+      if (ch !== '?' || quoted) {
+        bound += ch;
+        continue;
+      }
+      if (i >= args.length) throw new Error(`too few parameters for: ${text}`);
+      const v = args[i++];
+      bound += v === null || v === undefined ? 'NULL' : typeof v === 'number' ? String(v) : `'${String(v).replace(/'/g, "''")}'`;
+    }
+    if (i !== args.length) throw new Error(`${args.length} parameters for ${i} placeholders in: ${text}`);
+    if (!/^\s*(select|with)\b/i.test(bound)) {
+      this.psql(database, bound);
+      return [];
+    }
+    const out = this.psql(database, `select coalesce(json_agg(q), '[]'::json) from (${bound}) q`);
+    return JSON.parse(out) as Array<Record<string, any>>;
+  }
+
   createDatabase(name: string): string {
     if (!/^[a-z_][a-z0-9_]*$/.test(name)) throw new Error(`not a plain database name: ${name}`);
     this.psql('postgres', `CREATE DATABASE ${name}`);
@@ -235,6 +300,32 @@ export class PrivatePostgres extends PrivateServer {
   override async stop(): Promise<void> {
     // SIGINT is PostgreSQL's "fast" shutdown: disconnect clients, checkpoint, exit.
     await this.kill('SIGINT');
+  }
+
+  /**
+   * SIGQUIT is PostgreSQL's "immediate" shutdown: as quick as SIGKILL for a server about to be
+   * deleted, but the postmaster still ends its backends and removes its System V shared memory
+   * segment, which a SIGKILL leaves behind (one per killed server, until the machine's limit).
+   */
+  override async destroy(): Promise<void> {
+    started.delete(this);
+    await this.kill('SIGQUIT');
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+
+  endAtExit(): void {
+    if (this.pid !== undefined) {
+      try {
+        process.kill(this.pid, 'SIGQUIT');
+        // The postmaster removes its pid file last; a zombie cannot be told from a live process here
+        // (Node reaps children from its event loop, which no longer runs).
+        const pidFile = join(this.dataDir, 'postmaster.pid');
+        for (const deadline = Date.now() + 5_000; existsSync(pidFile) && Date.now() < deadline; ) sleepSync(20);
+      } catch {
+        // gone already
+      }
+    }
+    rmSync(this.dir, { recursive: true, force: true });
   }
 }
 
@@ -265,5 +356,14 @@ export async function stopAllPrivateServices(): Promise<void> {
 }
 
 process.once('exit', () => {
-  for (const s of started) if (s.pid !== undefined) try { process.kill(s.pid, 'SIGKILL'); } catch { /* gone */ }
+  for (const s of started) s.endAtExit();
 });
+// Interrupted (Ctrl-C, a runner's SIGTERM): end the servers and remove their directories, then die of
+// the same signal. (A SIGKILL leaves only the directories: the servers' parent-death signal ends them.)
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => {
+    for (const s of started) s.endAtExit();
+    started.clear();
+    process.kill(process.pid, sig);
+  });
+}

@@ -106,10 +106,18 @@ export class TestClient {
   }
 
   /**
+   * Set by a test cluster (cluster.ts) while one runs in this process: resolves once every delivery
+   * its nodes handed to one another has arrived, so that barrier() means the same as on one server.
+   */
+  static settle: (() => Promise<void>) | null = null;
+
+  /**
    * A round trip through the server: everything the server sent this client before it answered the
-   * ping has arrived once this resolves. Used to assert that something was NOT delivered.
+   * ping has arrived once this resolves (in a test cluster, also what other nodes sent it before the
+   * barrier). Used to assert that something was NOT delivered.
    */
   async barrier(): Promise<void> {
+    await TestClient.settle?.();
     await this.request('ping');
   }
 

@@ -2,10 +2,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { deriveKeys, pairwiseId } from '../../src/features/apps/secrets.js';
 import { authorizeUrl, basic, Browserless, consent, formFields, pkce, registerApp, tokenRequest, type RegisteredApp } from '../helpers/consent-flow.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type SqlValue, type TestServer } from '../helpers/server.js';
 import { TestClient } from '../helpers/ws-client.js';
 
 const CB = 'http://127.0.0.1:8123/cb';
@@ -34,13 +33,8 @@ async function grantAndExchange(t: TestServer, app: RegisteredApp, jid: string, 
   return tok.body;
 }
 
-function tableCount(t: TestServer, sql: string, ...args: unknown[]): number {
-  const db = new Database(join(t.dataDir, 'presenced.sqlite'), { readonly: true });
-  try {
-    return (db.prepare(sql).get(...args) as { n: number }).n;
-  } finally {
-    db.close();
-  }
+function tableCount(t: TestServer, sql: string, ...args: SqlValue[]): number {
+  return (t.sql(sql, ...args)[0] as { n: number }).n;
 }
 
 describe('apps: consent, grants and tokens', () => {

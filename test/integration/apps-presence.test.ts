@@ -183,12 +183,7 @@ describe('apps: presence reaches the apps a user granted, and no other', () => {
     assert.equal((await t.admin('DELETE', '/accounts/bob@localhost')).status, 204);
     assert.equal(rt.index.accountOf(chess.id, bobChess), undefined);
     assert.equal(await rt.grants.isGranted(chess.id, 'bob@localhost', 'presence'), false);
-    const db = new Database(join(t.dataDir, 'presenced.sqlite'), { readonly: true });
-    try {
-      assert.equal((db.prepare("select count(*) as n from grants where account = 'bob@localhost'").get() as { n: number }).n, 0);
-    } finally {
-      db.close();
-    }
+    assert.equal(t.sql("select count(*) as n from grants where account = 'bob@localhost'")[0]?.n, 0);
   });
   test('deleting an app forgets its grants at once: its users\' changes are no longer written for it', async () => {
     const rt = appsOf(t.server.engine)!;

@@ -3,7 +3,6 @@ import { createServer, type Server } from 'node:http';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { clientSecretMatches, deriveKeys } from '../../src/features/apps/secrets.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
 
@@ -36,12 +35,7 @@ const valid = (over: Record<string, unknown> = {}) => ({
 });
 
 function dbRows(t: TestServer): Array<Record<string, unknown>> {
-  const db = new Database(join(t.dataDir, 'presenced.sqlite'), { readonly: true });
-  try {
-    return db.prepare('select * from apps').all() as Array<Record<string, unknown>>;
-  } finally {
-    db.close();
-  }
+  return t.sql('select * from apps');
 }
 
 /** Retries a check until it passes: waits for an effect that follows an answer asynchronously (no fixed sleep). */

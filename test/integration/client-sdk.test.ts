@@ -223,7 +223,9 @@ describe('client SDK: reconnecting restores presence, roster and contacts', () =
     await watcher.connect();
 
     const stuck = gatedWebSocket();
-    const noHeartbeat = client(t, 'dave@localhost', { WebSocket: stuck.WebSocket, requestTimeoutMs: 300 });
+    // A login token: its login (no password hash to compute) fits the short request timeout on a busy machine.
+    const daveToken = (await t.admin('POST', '/accounts/dave@localhost/tokens', { ttl: 600 })).body.token as string;
+    const noHeartbeat = client(t, 'dave@localhost', { WebSocket: stuck.WebSocket, requestTimeoutMs: 300, password: undefined, token: daveToken });
     await noHeartbeat.connect();
     const stalledA = sockets.of(stuck.last());
     stalledA.pause(); // the server stops reading: the client's frames go unanswered

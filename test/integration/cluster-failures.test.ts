@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { TestClient, befriend } from '../helpers/ws-client.js';
-import { CLUSTER_TOKEN_SECRET, SharedStoreDirs, pushesAbout, until } from '../helpers/cluster.js';
-import { startRedis, stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
-import { buildDist, killAllServerProcesses, processAdmin, startServerProcess, type LogRecord, type ServerProcess } from '../helpers/server-process.js';
+import { ClusterServices, pushesAbout, startClusterProcess, until } from '../helpers/cluster.js';
+import { stopAllPrivateServices } from '../helpers/private-services.js';
+import { buildDist, killAllServerProcesses, processAdmin, type LogRecord, type ServerProcess } from '../helpers/server-process.js';
 
 /**
- * Three presenced processes on one Redis, and what happens to watchers when one of them dies (kill -9)
+ * Three presenced processes on one PostgreSQL database and one Redis, and what happens to watchers when one of them dies (kill -9)
  * or is paused past its lease (SIGSTOP ... SIGCONT). Child processes, because only they can be killed
  * or stopped; bin/presenced.js runs dist/, which before() builds.
  */
@@ -15,18 +15,11 @@ const LEASE_MS = 1_500;
 /** The documented bound from death to every watcher (default lease): the tests' deadline, not a measurement. */
 const BOUND_MS = 10_000;
 
-let redis: PrivateRedis;
-const dirs = new SharedStoreDirs();
+let cluster: ClusterServices;
 const clients: TestClient[] = [];
 
 function startNode(name: string): Promise<ServerProcess> {
-  return startServerProcess(dirs.dataDir(`${name}-${Date.now()}`), {
-    PRESENCED_BUS: redis.url,
-    PRESENCED_NODE_ID: name,
-    PRESENCED_NODE_LEASE_MS: String(LEASE_MS),
-    PRESENCED_TOKEN_SECRET: CLUSTER_TOKEN_SECRET,
-    PRESENCED_PRESENCE_CHECKPOINT_MS: '0',
-  });
+  return startClusterProcess(cluster, name, LEASE_MS);
 }
 
 async function login(node: ServerProcess, jid: string): Promise<TestClient> {
@@ -44,7 +37,7 @@ let c: ServerProcess;
 
 before(async () => {
   await buildDist();
-  redis = await startRedis();
+  cluster = await ClusterServices.start();
   [a, b, c] = await Promise.all([startNode('node-a'), startNode('node-b'), startNode('node-c')]);
   for (const u of ['k1', 'k2', 'p1', 'wb', 'wc']) {
     const r = await processAdmin(a.url, 'POST', '/accounts', { jid: `${u}@localhost`, password: 'secret-pw' });
@@ -55,8 +48,8 @@ before(async () => {
 after(async () => {
   for (const cl of clients) cl.destroy();
   killAllServerProcesses();
+  await cluster?.remove();
   await stopAllPrivateServices();
-  dirs.remove();
 });
 
 describe('a node dies', () => {

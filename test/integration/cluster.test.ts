@@ -2,18 +2,18 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
 import { XmppTestClient, befriend as befriendXmpp, xml } from '../helpers/xmpp-client.js';
-import { SharedStoreDirs, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
-import { startRedis, stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
+import { ClusterServices, pushesAbout, startClusterNode, until, viewOf } from '../helpers/cluster.js';
+import { stopAllPrivateServices, type PrivateRedis } from '../helpers/private-services.js';
 import type { TestServer } from '../helpers/server.js';
 
 /**
- * Three presenced nodes in this process, one Redis, one store: a user on one node and a contact on
+ * Three presenced nodes in this process, one Redis, one PostgreSQL database: a user on one node and a contact on
  * another cannot tell they are on different nodes. (Deaths of nodes need child processes:
  * cluster-failures.test.ts.)
  */
 
+let cluster: ClusterServices;
 let redis: PrivateRedis;
-const dirs = new SharedStoreDirs();
 let a: TestServer;
 let b: TestServer;
 let c: TestServer;
@@ -27,21 +27,22 @@ async function login(node: TestServer, jid: string, extra: Record<string, unknow
 }
 
 before(async () => {
-  redis = await startRedis();
+  cluster = await ClusterServices.start();
+  redis = cluster.redis;
   // Bursts of presence changes race two nodes against each other: no rate limit in the way.
   const limits = { ws_rate_limit: 10_000, ws_rate_burst: 10_000 };
-  a = await startClusterNode(dirs, redis.url, 'node-a', limits);
-  b = await startClusterNode(dirs, redis.url, 'node-b', limits);
-  c = await startClusterNode(dirs, redis.url, 'node-c', limits);
-  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg']) await a.createAccount(`${u}@localhost`);
+  a = await startClusterNode(cluster, 'node-a', limits);
+  b = await startClusterNode(cluster, 'node-b', limits);
+  c = await startClusterNode(cluster, 'node-c', limits);
+  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg', 'uh', 'wh']) await a.createAccount(`${u}@localhost`);
 });
 
 after(async () => {
   for (const cl of clients) cl.destroy();
   for (const x of xmppClients) await x.stop().catch(() => {});
   for (const n of [a, b, c]) await n?.destroy();
+  await cluster?.remove();
   await stopAllPrivateServices();
-  dirs.remove();
 });
 
 describe('presence across nodes', () => {
@@ -206,6 +207,16 @@ describe('Redis restarting', () => {
     await w.presenceOf('ue@localhost', (p) => p.online === true);
     await w.presenceOf('ue2@localhost', (p) => p.online === true);
     await redis.stop();
+    // Every node's health check tells the load balancer to stop sending it new clients.
+    for (const n of [a, b, c]) {
+      const h = await until(`node ${n.config.node_id} unhealthy`, async () => {
+        const r = await fetch(`${n.url}/healthz`);
+        return r.status === 503 ? ((await r.json()) as { status: string; reasons: { bus?: string; store?: string } }) : null;
+      });
+      assert.equal(h.status, 'unavailable');
+      assert.match(h.reasons.bus ?? '', /Redis is unreachable/);
+      assert.equal(h.reasons.store, undefined);
+    }
     // A new login: a clear error, not a crash nor a hang.
     const tryLogin = await TestClient.connect(b.wsUrl);
     clients.push(tryLogin);
@@ -233,9 +244,39 @@ describe('Redis restarting', () => {
         return s.body.sessions.length === 1 && l.body.sessions.length === 0;
       });
     }
+    for (const n of [a, b, c]) {
+      const r = await fetch(`${n.url}/healthz`);
+      assert.equal(r.status, 200, JSON.stringify(await r.json()));
+    }
     // And logins work again.
     const { client: back } = await login(b, 'ue2@localhost');
     await w.presenceOf('ue2@localhost', (p) => p.online === true);
     await back.close();
+  });
+});
+
+describe('PostgreSQL unavailable', () => {
+  test('the health check says so (503, reason store) while live presence goes on, and recovers by itself', async () => {
+    const { client: w } = await login(a, 'wh@localhost');
+    const { client: u } = await login(b, 'uh@localhost');
+    await befriend(u, 'uh@localhost', w, 'wh@localhost');
+    await w.presenceOf('uh@localhost', (p) => p.online === true);
+    await cluster.postgres.stop();
+    try {
+      for (const n of [a, b, c]) {
+        const r = await fetch(`${n.url}/healthz`);
+        assert.equal(r.status, 503);
+        const h = (await r.json()) as { status: string; reasons: { bus?: string; store?: string } };
+        assert.deepEqual(h.reasons, { store: 'the database is unavailable' }, JSON.stringify(h));
+      }
+      // Presence between connected sessions needs no database.
+      await u.request('presence', { show: 'dnd', status: 'no database' });
+      await w.presenceOf('uh@localhost', (p) => p.show === 'dnd');
+    } finally {
+      await cluster.postgres.start();
+    }
+    for (const n of [a, b, c]) {
+      await until(`node ${n.config.node_id} healthy again`, async () => (await fetch(`${n.url}/healthz`)).status === 200);
+    }
   });
 });

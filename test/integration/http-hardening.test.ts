@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { controlRequest } from '../../src/control-channel.js';
-import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
+import { ADMIN_TOKEN, metricSum, startTestServer, type TestServer } from '../helpers/server.js';
 import { RequestFailed, TestClient } from '../helpers/ws-client.js';
 
 /**
@@ -33,11 +33,9 @@ async function call(url: string, init: RequestInit = {}): Promise<Answer> {
   return { status: res.status, headers, body, text: body.toString('utf8') };
 }
 
-async function metricValue(t: TestServer, name: string): Promise<number> {
-  const text = await (await fetch(`${t.url}/metrics`)).text();
-  const m = new RegExp(`^${name} (\\d+)`, 'm').exec(text);
-  assert.ok(m, `metric ${name} is exported`);
-  return Number(m[1]);
+/** A counter over the whole server: under TEST_CLUSTER, what every node counted. */
+function metricValue(t: TestServer, name: string): Promise<number> {
+  return metricSum(t, name);
 }
 
 describe('HTTP and authentication hardening (issue 10)', () => {

@@ -3,6 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { CONFIG_KEYS } from '../../src/config.js';
+import type { PresenceEvents } from '../../src/core/events.js';
 import { MAX_SWEEP_TICK_MS as NATIVE_TICK_MS } from '../../src/protocols/native/native-server.js';
 import { MAX_SWEEP_TICK_MS as XMPP_TICK_MS } from '../../src/protocols/xmpp/xmpp-server.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
@@ -34,6 +35,13 @@ async function startFrozenClient(args: string[]): Promise<ChildProcess> {
     child.once('exit', (code) => reject(new Error(`frozen client exited with ${code} before it was ready`)));
   });
   return child;
+}
+
+/** Why the first session matching `pred` ended, on whichever node held it (TEST_CLUSTER: any of them). */
+function sessionClosed(t: TestServer, pred: (e: PresenceEvents['session.closed']) => boolean): Promise<string> {
+  return new Promise<string>((resolve) => {
+    for (const n of t.nodes) n.server.engine.events.on('session.closed', (e) => pred(e) && resolve(e.reason));
+  });
 }
 
 function killChild(child: ChildProcess | null): void {
@@ -76,9 +84,7 @@ describe('liveness: a frozen client (SIGSTOP) is shown offline within the config
       const online = watcher.waitFor((p) => p.type === 'presence' && p.jid === 'frozen@localhost' && p.online === true, 'frozen online');
       child = await startFrozenClient(['native', t.wsUrl, 'frozen@localhost', 'secret-pw', 'phone']);
       await online;
-      const closed = new Promise<string>((resolve) =>
-        t.server.engine.events.on('session.closed', (e) => e.jid === 'frozen@localhost' && resolve(e.reason)),
-      );
+      const closed = sessionClosed(t, (e) => e.jid === 'frozen@localhost');
       const offline = watcher.waitFor((p) => p.type === 'presence' && p.jid === 'frozen@localhost' && p.online === false, 'frozen offline', 10_000);
       const stoppedAt = Date.now();
       child.kill('SIGSTOP');
@@ -98,9 +104,7 @@ describe('liveness: a frozen client (SIGSTOP) is shown offline within the config
       await watcher.send(xml('presence', {}));
       child = await startFrozenClient(['xmpp', String(t.server.xmppPort), 'frozen2', 'secret-pw', 'phone']);
       await watcher.waitFor((s) => s.is('presence') && s.attrs.from === 'frozen2@localhost/phone' && s.attrs.type === undefined, 'frozen2 available');
-      const closed = new Promise<string>((resolve) =>
-        t.server.engine.events.on('session.closed', (e) => e.jid === 'frozen2@localhost' && resolve(e.reason)),
-      );
+      const closed = sessionClosed(t, (e) => e.jid === 'frozen2@localhost');
       const stoppedAt = Date.now();
       child.kill('SIGSTOP');
       await watcher.waitFor((s) => s.is('presence') && s.attrs.from === 'frozen2@localhost/phone' && s.attrs.type === 'unavailable', 'frozen2 unavailable', 10_000);
@@ -122,8 +126,7 @@ describe('liveness: XMPP session end reasons', () => {
   });
   after(async () => t.destroy());
 
-  const closedReason = (resource: string) =>
-    new Promise<string>((resolve) => t.server.engine.events.on('session.closed', (e) => e.jid === 'carol@localhost' && e.session.resource === resource && resolve(e.reason)));
+  const closedReason = (resource: string) => sessionClosed(t, (e) => e.jid === 'carol@localhost' && e.session.resource === resource);
 
   test('a clean </stream:stream> is graceful, a socket lost without one is timeout', async () => {
     const clean = await RawXmpp.open(t.server.xmppPort as number);

@@ -131,7 +131,7 @@ describe('push queue', () => {
     const first = of('bob-token')[0]!;
     assert.deepEqual(first.payload, { type: 'push', provider: 'gw', device: 'bob-token', reason: 'message', count: 1, collapseKey: 'messages', urgency: 'high', ttl: 86_400 });
     assert.ok(!first.body.includes('secret words') && !first.body.includes('carol@'));
-    assert.deepEqual(readRows(t.dataDir, "SELECT message_json FROM push_outbox WHERE message_json LIKE '%secret%'"), []);
+    assert.deepEqual(t.sql("SELECT message_json FROM push_outbox WHERE message_json LIKE '%secret%'"), []);
 
     const open = await startTestServer({ push: true, push_include_sender: true, push_include_body: true, push_providers: {} });
     try {
@@ -159,7 +159,7 @@ describe('push queue', () => {
     await repo.enqueue([{ registrationId: reg, account: 'carol@localhost', trigger: 'offline-message', message: msg(1), pushId: 'p_1' }], now);
     await repo.enqueue([{ registrationId: reg, account: 'carol@localhost', trigger: 'offline-message', message: msg(2), pushId: 'p_2' }], now);
     await repo.enqueue([{ registrationId: reg, account: 'carol@localhost', trigger: 'clear', message: service.messageOf({}, 'clear', 'p_3'), pushId: 'p_3' }], now);
-    const rows = readRows(t.dataDir, 'SELECT push_id, trigger, message_json FROM push_outbox WHERE registration_id = ?', reg);
+    const rows: any[] = t.sql('SELECT push_id, trigger, message_json FROM push_outbox WHERE registration_id = ?', reg);
     assert.equal(rows.length, 1);
     assert.equal(rows[0].push_id, 'p_1');
     assert.equal(rows[0].trigger, 'clear');

@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { pushOf } from '../../src/features/push/push-feature.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
-import { startTestServer, type TestServer } from '../helpers/server.js';
+import { startTestServer, type SqlValue, type TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
 import { XmppTestClient, xml, type Element } from '../helpers/xmpp-client.js';
 
@@ -39,14 +37,7 @@ describe('push over XMPP (XEP-0357, Tigase push component, CSI)', () => {
   const clients: XmppTestClient[] = [];
   const raws: RawXmpp[] = [];
   const service = () => `xmpp://127.0.0.1:${t.server.xmppPort}`;
-  const rows = (sqlText: string, ...args: unknown[]): any[] => {
-    const d = new Database(join(t.dataDir, 'presenced.sqlite'), { readonly: true, fileMustExist: true });
-    try {
-      return d.prepare(sqlText).all(...args);
-    } finally {
-      d.close();
-    }
-  };
+  const rows = (sqlText: string, ...args: SqlValue[]): any[] => t.sql(sqlText, ...args);
   const pushesTo = (token: string): PushBody[] => rx.requests.map((r) => r.payload as PushBody | null).filter((p): p is PushBody => p?.device === token);
   /** Every trigger fired so far has queued its pushes and the queue has sent them. */
   const settled = async () => {

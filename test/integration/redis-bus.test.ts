@@ -17,6 +17,8 @@ interface Node {
   readonly bus: RedisBus;
   readonly received: Array<{ to: string; d: Delivery; resource: string | null }>;
   readonly events: ClusterEvent[];
+  /** What bus.health() said as each event was handed to the engine. */
+  readonly healthAt: Array<[ClusterEvent['kind'], string | null]>;
 }
 
 let redis: PrivateRedis;
@@ -37,11 +39,13 @@ async function node(name: string, prefix: string, leaseMs = 1_500): Promise<Node
   started.push(bus);
   const received: Node['received'] = [];
   const events: ClusterEvent[] = [];
+  const healthAt: Node['healthAt'] = [];
   bus.onDelivery((to, d, resource) => received.push({ to, d, resource }));
   bus.onCluster((e) => {
     events.push(e);
+    healthAt.push([e.kind, bus.health()]);
   });
-  return { bus, received, events };
+  return { bus, received, events, healthAt };
 }
 
 function live(node: string, resource: string, extra: Partial<LiveSession> = {}): LiveSession {
@@ -188,6 +192,10 @@ describe('leases and fencing', () => {
     await until('C fenced', () => c.events.some((e) => e.kind === 'fenced'));
     await until('C joined again', () => c.events.some((e) => e.kind === 'resynced'), 10_000);
     assert.equal(c.bus.stats.fenced, 1);
+    // Its health check said so while it dropped its sessions (a load balancer stops sending it clients), and is good again.
+    assert.match(c.healthAt.find(([k]) => k === 'fenced')?.[1] ?? '', /declared down/);
+    assert.equal(c.healthAt.find(([k]) => k === 'resynced')?.[1], null);
+    assert.equal(c.bus.health(), null);
     const newEpoch = ((await admin.hGet(`${ctl}:nodes`, 'c')) ?? '').split(':')[0]!;
     assert.ok(Number(newEpoch) > Number(oldEpoch));
     // A write still carrying the dead epoch (a late one from the paused process) is refused by the
@@ -237,6 +245,7 @@ describe('Redis outages', () => {
     await until('B sees A', async () => (await b.bus.counts()).sessions === 3);
     await redis.stop();
     await until('A noticed', () => a.bus.stats.connected === 0);
+    assert.match(a.bus.health() ?? '', /Redis is unreachable/);
     await a.bus.putSession('new@d', live('a', 'r')).then(
       () => assert.fail('registered a new session without Redis'),
       (e: unknown) => assert.ok(isPresenceError(e) && e.code === 'unavailable', String(e)),
@@ -247,6 +256,7 @@ describe('Redis outages', () => {
     await redis.start();
     await until('A rebuilt', () => a.events.some((e) => e.kind === 'resynced'), 15_000);
     await until('B rebuilt', () => b.events.some((e) => e.kind === 'resynced'), 15_000);
+    assert.equal(a.bus.health(), null);
     const resynced = a.events.find((e): e is Extract<ClusterEvent, { kind: 'resynced' }> => e.kind === 'resynced')!;
     assert.ok(resynced.refresh.includes('o2@d'), 'the account changed during the outage is announced again');
     // Redis came back empty: both nodes registered their sessions again; the goodbye holds.

@@ -3,8 +3,8 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { createClient } from 'redis';
 import { pushOf } from '../../src/features/push/push-feature.js';
-import { SharedStoreDirs, startClusterNode, until } from '../helpers/cluster.js';
-import { startPostgres, startRedis, stopAllPrivateServices, type PrivatePostgres, type PrivateRedis } from '../helpers/private-services.js';
+import { ClusterServices, startClusterNode, until } from '../helpers/cluster.js';
+import { stopAllPrivateServices, type PrivatePostgres, type PrivateRedis } from '../helpers/private-services.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
 import type { TestServer } from '../helpers/server.js';
 import { eventually, Receiver } from '../helpers/webhook-receiver.js';
@@ -26,7 +26,7 @@ const GRACE_MS = 6_000;
 
 let redis: PrivateRedis;
 let pg: PrivatePostgres;
-const dirs = new SharedStoreDirs();
+let cluster: ClusterServices;
 const rx = new Receiver();
 let a: TestServer;
 let b: TestServer;
@@ -105,19 +105,19 @@ async function seen(n: TestServer, jid: string, resource: string, on: TestServer
 }
 
 function offlineCount(jid: string): number {
-  return Number(pg.psql(pg.database, `SELECT count(*) FROM offline_messages WHERE recipient = '${jid}'`).trim());
+  return Number(pg.psql(new URL(cluster.store).pathname.slice(1), `SELECT count(*) FROM offline_messages WHERE recipient = '${jid}'`).trim());
 }
 
 const isBody = (body: string) => (s: Element) => s.is('message') && s.getChildText('body') === body;
 const chat = (to: string, body: string) => xml('message', { to, type: 'chat' }, xml('body', {}, body));
 
 before(async () => {
-  redis = await startRedis();
-  pg = await startPostgres();
+  cluster = await ClusterServices.start();
+  redis = cluster.redis;
+  pg = cluster.postgres;
   rx.secret = SECRET;
   await rx.listen();
   const config = {
-    store: pg.url,
     xmpp_port: 0,
     xmpp_require_tls: false,
     grace_period_ms: GRACE_MS,
@@ -125,9 +125,9 @@ before(async () => {
     webhooks_allow_private: true,
     push_providers: { gw: { type: 'webhook', url: rx.url, secret: SECRET } },
   };
-  a = await startClusterNode(dirs, redis.url, 'x-node-a', config);
-  b = await startClusterNode(dirs, redis.url, 'x-node-b', config);
-  c = await startClusterNode(dirs, redis.url, 'x-node-c', config);
+  a = await startClusterNode(cluster, 'x-node-a', config);
+  b = await startClusterNode(cluster, 'x-node-b', config);
+  c = await startClusterNode(cluster, 'x-node-c', config);
   const users = ['alice', 'bob', 'iqa', 'iqb', 'dpa', 'dpb', 'sender', 'off', 'con', 'other', 'del', 'pwc', 'gina', 'hank', 'smu'];
   for (const u of users) await a.createAccount(`${u}@localhost`, PW);
 });
@@ -138,7 +138,6 @@ after(async () => {
   for (const n of [a, b, c]) await n?.destroy();
   await rx.close();
   await stopAllPrivateServices();
-  dirs.remove();
 });
 
 describe('XMPP stanzas across nodes', () => {

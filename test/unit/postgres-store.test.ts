@@ -197,6 +197,25 @@ describe('PostgreSQL store: migrations run by several nodes starting together', 
   });
 });
 
+describe('PostgreSQL store: a NUL character', () => {
+  test('in a looked-up or stored value is the client\'s error (bad-request), not an internal fault', async () => {
+    const [s] = await nodes(1);
+    const store = s!;
+    // PostgreSQL keeps no NUL in text (SQLite does): an id with one can name nothing, and cannot be stored.
+    const badRequest = (e: unknown): boolean => {
+      assert.ok(e instanceof PresenceError, `expected a PresenceError, got ${String(e)}`);
+      assert.equal(e.code, 'bad-request');
+      assert.match(e.message, /NUL/);
+      return true;
+    };
+    await assert.rejects(store.getAccount('a\u0000b@localhost'), badRequest);
+    await assert.rejects(store.createAccount(account('nul\u0000@localhost')), badRequest);
+    await assert.rejects(sql`select ${'{"a":"\\u0000"}'}::jsonb`.execute(store.featureStorage().db), badRequest);
+    // The connection is not harmed by it.
+    assert.equal(await store.getAccount('a@localhost'), undefined);
+  });
+});
+
 describe('PostgreSQL store: the server going away', () => {
   test('at start: migrate names the server it cannot reach, never the password', async () => {
     const port = await freePort();

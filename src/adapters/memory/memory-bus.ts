@@ -12,6 +12,10 @@ export class MemoryBus implements PresenceBus {
   private sessionCount = 0;
   private handler: DeliveryHandler = () => {};
 
+  health(): null {
+    return null;
+  }
+
   async putSession(jid: string, session: LiveSession): Promise<AccountSessions> {
     return { sessions: this.put(jid, session), version: 0 };
   }

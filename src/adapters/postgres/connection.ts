@@ -1,6 +1,6 @@
 import { Kysely, PostgresDialect, PostgresDriver, type CompiledQuery, type DatabaseConnection, type Driver, type PostgresDialectConfig, type QueryResult } from 'kysely';
 import pg from 'pg';
-import { translateUnavailable } from './unavailable.js';
+import { translateNul, translateUnavailable } from './unavailable.js';
 
 /**
  * int8 (bigint) and numeric come back from `pg` as strings by default, since a JavaScript number
@@ -33,8 +33,9 @@ export interface PostgresOptions {
 /**
  * A connection whose failures for want of a server (refused, reset, terminated by a restart) reach
  * callers as DatabaseUnavailable, a PresenceError('unavailable') every front door answers as "try
- * again" (HTTP 503), instead of a raw socket error answered as an internal fault. Errors about the
- * statement itself (constraints, syntax) pass unchanged.
+ * again" (HTTP 503), instead of a raw socket error answered as an internal fault; a NUL character
+ * PostgreSQL cannot take in text becomes a bad-request. Other errors about the statement itself
+ * (constraints, syntax) pass unchanged.
  */
 class TranslatingConnection implements DatabaseConnection {
   constructor(readonly inner: DatabaseConnection) {}
@@ -43,7 +44,7 @@ class TranslatingConnection implements DatabaseConnection {
     try {
       return await this.inner.executeQuery<R>(compiledQuery);
     } catch (e) {
-      throw translateUnavailable(e);
+      throw translateNul(translateUnavailable(e));
     }
   }
 

@@ -55,3 +55,18 @@ export function unavailableReason(err: unknown): string {
   if (cause instanceof AggregateError && cause.errors.length > 0) return cause.errors.map(unavailableReason).join('; ');
   return cause instanceof Error ? cause.message : String(cause);
 }
+
+/**
+ * SQLSTATEs PostgreSQL answers for a NUL character (U+0000) in a text parameter (22021, invalid byte
+ * sequence) or in JSON (22P05, unsupported Unicode escape). It stores no NUL in text, where SQLite
+ * does: such input is the client's error (400 "bad-request"), never an internal fault.
+ */
+const NUL_STATES = new Set(['22021', '22P05']);
+
+/** `err` as a bad-request when PostgreSQL refused a NUL character in what it was given, else unchanged. */
+export function translateNul(err: unknown): unknown {
+  if (err instanceof pg.DatabaseError && NUL_STATES.has(err.code ?? '')) {
+    return new PresenceError('bad-request', 'text containing a NUL character (U+0000) is not accepted');
+  }
+  return err;
+}

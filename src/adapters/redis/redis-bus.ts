@@ -81,6 +81,7 @@ export class RedisBus implements PresenceBus {
   readonly stats: BusStats = {
     batchesSent: 0,
     remoteDeliveries: 0,
+    remoteQueued: 0,
     deliveriesReceived: 0,
     leaseRenewFailures: 0,
     fenced: 0,
@@ -133,7 +134,10 @@ export class RedisBus implements PresenceBus {
   private readonly echoWaiters = new Map<string, Array<{ v: number; done: () => void }>>();
   /** Feed messages received while a snapshot is read (null otherwise). */
   private feedBuffer: FeedMessage[] | null = null;
-  private markerWaiter: { key: string; done: () => void } | null = null;
+  /** Markers of this node on their way through the feed, by key. */
+  private readonly markerWaiters = new Map<string, () => void>();
+  /** Engine handlers of cluster events still running (a note re-reading the store, a reap). */
+  private readonly handling = new Set<Promise<unknown>>();
   /** Incarnations declared dead: their batches still in flight are dropped. */
   private readonly deadIncarnations = new Set<string>();
   private readonly reaping = new Set<string>();
@@ -330,12 +334,31 @@ export class RedisBus implements PresenceBus {
       if (first === null) first = s.node;
       else (seen ??= new Set([first])).add(s.node);
       this.outbox.add(s.node, to, delivery, resource);
+      this.stats.remoteQueued++;
     }
     if (first !== null) this.scheduleFlush();
   }
 
   onDelivery(handler: DeliveryHandler): void {
     this.handler = handler;
+  }
+
+  health(): string | null {
+    switch (this.state) {
+      case 'ready':
+        // Ready, but the last renewal is older than the lease allows (a renewal failing, or this process
+        // starved): others may be about to declare this node dead.
+        return Date.now() > this.leaseValidUntil ? 'the node lease was not renewed in time (Redis slow or unreachable)' : null;
+      case 'degraded':
+        return 'Redis is unreachable (or the live state is being rebuilt after it came back): new logins are refused';
+      case 'fenced':
+        return 'this node was declared down by the cluster (its lease lapsed) and is joining again';
+      case 'starting':
+        return 'joining the cluster';
+      case 'closing':
+      case 'closed':
+        return 'shutting down';
+    }
   }
 
   publishNote(note: ClusterNote): void {
@@ -598,7 +621,7 @@ export class RedisBus implements PresenceBus {
       return;
     }
     if (m.t === 'm') {
-      if (m.o === this.node && this.markerWaiter?.key === m.k) this.markerWaiter.done();
+      if (m.o === this.node) this.markerWaiters.get(m.k)?.();
       return;
     }
     if (this.feedBuffer !== null) {
@@ -776,13 +799,25 @@ export class RedisBus implements PresenceBus {
 
   private async confirmSubscription(): Promise<void> {
     const key = randomBytes(8).toString('hex');
-    const seen = new Promise<void>((resolve) => (this.markerWaiter = { key, done: resolve }));
+    const seen = new Promise<void>((resolve) => this.markerWaiters.set(key, resolve));
     try {
       await this.cmd.publish(this.keys.feed, JSON.stringify({ t: 'm', o: this.node, k: key }));
       await withTimeout(seen, 5_000, 'the feed subscription did not deliver our marker');
     } finally {
-      this.markerWaiter = null;
+      this.markerWaiters.delete(key);
     }
+  }
+
+  /**
+   * Resolves once this node has received every message published on the feed before the call (by any
+   * node: registry changes, cache notes), and its engine has finished handling them: a marker of its
+   * own comes back behind them. Called on every node, a barrier across the cluster for what the feed
+   * carries (test harnesses use it to read after a write made on another node). Rejects when Redis is
+   * unreachable.
+   */
+  async feedBarrier(): Promise<void> {
+    await this.confirmSubscription();
+    await Promise.allSettled([...this.handling]);
   }
 
   // ---------------------------------------------------------------- deliveries
@@ -1229,7 +1264,12 @@ export class RedisBus implements PresenceBus {
   private emit(event: ClusterEvent): void {
     try {
       const r = this.cluster(event);
-      if (r instanceof Promise) r.catch((err: unknown) => this.log?.error({ err, event: event.kind }, 'cluster event handler failed'));
+      if (r instanceof Promise) {
+        const p: Promise<unknown> = r
+          .catch((err: unknown) => this.log?.error({ err, event: event.kind }, 'cluster event handler failed'))
+          .finally(() => this.handling.delete(p));
+        this.handling.add(p);
+      }
     } catch (err) {
       this.log?.error({ err, event: event.kind }, 'cluster event handler failed');
     }

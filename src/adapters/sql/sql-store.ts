@@ -1,4 +1,4 @@
-import { Kysely, type Generated, type RawBuilder, type Transaction } from 'kysely';
+import { Kysely, sql, type Generated, type RawBuilder, type Transaction } from 'kysely';
 import { PresenceError } from '../../core/errors.js';
 import type { LastSeen } from '../../core/presence.js';
 import type { RosterItem } from '../../core/roster.js';
@@ -203,6 +203,10 @@ export class SqlStore implements Store {
 
   async close(): Promise<void> {
     await this.db.destroy();
+  }
+
+  async ping(): Promise<void> {
+    await sql`select 1`.execute(this.db);
   }
 
   #tx<T>(fn: (trx: Transaction<Tables>) => Promise<T>): Promise<T> {
