@@ -60,6 +60,8 @@ const { values: args } = parseArgs({
     'register-max': { type: 'string', default: '1000' },
     online: { type: 'string', default: '1000' },
     contacts: { type: 'string', default: '20' },
+    // Deliveries per second due to the online sessions; per server with name=rate (e.g. 10000,prosody=2000):
+    // a server that cannot keep up with the paced load queues it, and its storm then measures the queue.
     'paced-rate': { type: 'string', default: '10000' },
     'baseline-seconds': { type: 'string', default: '3' },
     // Paced changes go on this long after the last storm client is online.
@@ -82,7 +84,14 @@ for (const w of WAYS_RUN) if (!WAYS.includes(w)) throw new Error(`unknown way ${
 const REGISTER_MAX = Number(args['register-max']);
 const ONLINE = Number(args.online);
 const K = Number(args.contacts);
-const PACED_RATE = Number(args['paced-rate']);
+const PACED_RATES = new Map<string, number>();
+let PACED_DEFAULT = 10_000;
+for (const part of (args['paced-rate'] as string).split(',')) {
+  const [name, rate] = part.includes('=') ? (part.split('=') as [string, string]) : [null, part];
+  if (name === null) PACED_DEFAULT = Number(rate);
+  else PACED_RATES.set(name.trim(), Number(rate));
+}
+const pacedRateOf = (server: string): number => PACED_RATES.get(server) ?? PACED_DEFAULT;
 const BASELINE_MS = Number(args['baseline-seconds']) * 1000;
 const TAIL_MS = Number(args['tail-seconds']) * 1000;
 const STALL_MS = Number(args['stall-seconds']) * 1000;
@@ -314,8 +323,8 @@ function waitUntil(what: string, done: () => boolean, timeoutMs: number): Promis
 }
 
 /** Paced presence changes of the online sessions, round robin, until stopped; resolves with how many were sent. */
-function pace(online: XmppWire[]): { stop(): Promise<number> } {
-  const changesPerSec = PACED_RATE / K;
+function pace(online: XmppWire[], rate: number): { stop(): Promise<number> } {
+  const changesPerSec = rate / K;
   let sent = 0;
   let who = 0;
   const start = performance.now();
@@ -430,9 +439,13 @@ async function storm(kind: ServerKind, server: StormServer, online: XmppWire[], 
     await ready;
     pacedSent = [];
     pacedLatency = [];
-    const pacer = pace(online);
+    const pacer = pace(online, pacedRateOf(kind.name));
     const pacedStart = performance.now();
     await new Promise((r) => setTimeout(r, BASELINE_MS)); // the paced baseline before the storm: measurement
+    const baseline = latencyOf(pacedStart, performance.now() - 1000);
+    if (!(baseline.p50 < 1000)) {
+      console.log(`[${kind.name}] does not keep up with ${pacedRateOf(kind.name)} deliveries/s (baseline p50 ${baseline.p50.toFixed(0)} ms): lower --paced-rate for it`);
+    }
     const loop = monitorEventLoopDelay({ resolution: 5 });
     loop.enable();
     const cpu0 = cpuTicks(server.memPid);
@@ -517,7 +530,7 @@ for (const n of names) if (!KINDS[n]) throw new Error(`unknown server ${n} (pres
 ensurePackages(names);
 console.log(
   `storms of ${SIZES.join(', ')} clients (${WAYS_RUN.join(', ')}) while ${ONLINE} sessions online (${K} mutual contacts each) ` +
-    `get ${PACED_RATE} deliveries/s; servers on CPU ${SERVER_CPU}${args['server-env'] ? `; presenced with ${args['server-env']}` : ''}`,
+    `get ${names.map((n) => `${n} ${pacedRateOf(n)}`).join(', ')} deliveries/s; servers on CPU ${SERVER_CPU}${args['server-env'] ? `; presenced with ${args['server-env']}` : ''}`,
 );
 const all = new Map<string, StormResult[]>();
 for (const n of names) all.set(n, await measure(KINDS[n] as ServerKind));

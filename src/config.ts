@@ -41,6 +41,7 @@ export const CONFIG_KEYS = {
   ws_rate_burst: { kind: 'int', def: 60, min: 1, max: 100_000, doc: 'Requests a connection may send at once above the sustained rate.' },
   ws_flood_strikes: { kind: 'int', def: 50, min: 1, max: 100_000, doc: 'Rate-limited requests in a row after which the connection is closed (1008).' },
   max_auth_failures: { kind: 'int', def: 3, min: 1, max: 100, doc: 'Failed logins on one connection after which it is closed (1008).' },
+  listen_backlog: { kind: 'int', def: 4096, min: 1, max: 65_535, doc: 'Connections the kernel holds for the HTTP/WebSocket and XMPP listeners before the server accepts them (capped by net.core.somaxconn). A reconnect storm beyond it has its connects dropped and retried by the clients\' kernels after 1 s, 3 s, 7 s...: keep it above the connections expected at once after a restart (Node\'s own default is 511).' },
   max_connections: { kind: 'int', def: 100_000, min: 1, max: 10_000_000, doc: 'WebSocket connections accepted at once; beyond this upgrades get 503.' },
   token_ttl_s: { kind: 'int', def: 86_400, min: 60, max: 31_536_000, doc: 'Default lifetime of login tokens issued by the REST API.' },
   token_secret: { kind: 'string', def: '', doc: 'Secret signing login tokens (at least 32 characters). Empty: generated once and kept in data_dir/token-secret.' },
@@ -146,6 +147,7 @@ export interface Config {
   ws_rate_burst: number;
   ws_flood_strikes: number;
   max_auth_failures: number;
+  listen_backlog: number;
   max_connections: number;
   token_ttl_s: number;
   token_secret: string;

@@ -75,6 +75,44 @@ export class Metrics {
         for (const [door, n] of engine.loginThrottle.throttled) this.inc({ door }, n);
       },
     });
+    const passwords = engine.passwords;
+    new Gauge({
+      name: 'presenced_password_queue',
+      help: 'Password derivations (scrypt, PBKDF2) waiting for the password pool, and running in it (label state).',
+      labelNames: ['state'],
+      registers: reg,
+      collect() {
+        this.set({ state: 'waiting' }, passwords.pool.queued);
+        this.set({ state: 'running' }, passwords.pool.busy);
+      },
+    });
+    new Counter({
+      name: 'presenced_password_derivations_total',
+      help: 'Password derivations run by the password pool (logins that sent a password, registrations, password changes).',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(passwords.pool.stats.derivations);
+      },
+    });
+    new Counter({
+      name: 'presenced_password_dropped_total',
+      help: 'Queued password checks dropped at their turn without a derivation (their connection went, or the login throttle refused them meanwhile).',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(passwords.pool.stats.dropped);
+      },
+    });
+    new Counter({
+      name: 'presenced_password_cache_hits_total',
+      help: 'Passwords sent in clear recognised by the verified-password cache, without a derivation.',
+      registers: reg,
+      collect() {
+        this.reset();
+        this.inc(passwords.stats.cacheHits);
+      },
+    });
     new Counter({
       name: 'presenced_account_loads_total',
       help: 'Account states read from the store into the cache (anonymous questions about accounts that are not public never cause one).',

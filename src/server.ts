@@ -330,7 +330,7 @@ export async function startServer(config: Config, log: Logger = createLogger(con
   xmppServer = xmpp;
   xmpp.attach(http.server);
 
-  await http.listen({ host: config.host, port: config.http_port });
+  await http.listen({ host: config.host, port: config.http_port, backlog: config.listen_backlog });
   const addr = http.server.address();
   const port = typeof addr === 'object' && addr ? addr.port : config.http_port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
@@ -396,6 +396,7 @@ async function startXmpp(
       smMaxUnacked: config.xmpp_sm_max_unacked,
       smMaxUnackedChars: config.xmpp_sm_max_unacked_bytes,
       closeTimeoutMs: config.xmpp_close_timeout_ms,
+      backlog: config.listen_backlog,
       maxOutputBytes: config.xmpp_max_output_bytes,
       outputTimeoutMs: config.xmpp_output_timeout_ms,
       serverVersion: VERSION,

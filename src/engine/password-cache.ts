@@ -7,14 +7,15 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  *
  * What is kept, and why it is safe (docs/security.md, "Password work during login storms"):
  *
- * - Per account one tag, HMAC-SHA256 of the account and the password under a random 32-byte key made
- *   when the process starts, held in memory only and never written anywhere. No password, no salted
- *   password, nothing the database lacks; the database stays the only copy of the verifiers.
+ * - Per account one tag, HMAC-SHA256 of the account, its stored verifier and the password under a random
+ *   32-byte key made when the process starts, held in memory only and never written anywhere. No
+ *   password, no salted password, nothing the database lacks; the database stays the only copy of the
+ *   verifiers. About 200 bytes per account.
  * - Only passwords that were verified against the stored verifiers are remembered. A wrong password
  *   never matches a tag, so every guess still costs the full derivation: online guessing is as slow as
  *   without the cache, and the login throttle counts it the same.
- * - Each tag carries the stored verifier it was checked against (the SCRAM StoredKey or scrypt hash,
- *   public to whoever reads the database anyway) and matches only while the account still has it: a
+ * - Each tag covers the stored verifier it was checked against (the SCRAM StoredKey or scrypt hash, as
+ *   read from the database at that login) and matches only while the account still has it: a
  *   password changed or an account re-created (here or by another node on the same database) turns the
  *   entry into a miss. A change made through this process also drops it at once (forget()).
  * - Bounded: at most `maxEntries` accounts, the least recently used dropped first.
@@ -26,7 +27,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
  * process that handles passwords; `password_cache_size` 0 turns the cache off.
  */
 export class VerifiedPasswordCache {
-  private readonly entries = new Map<string, { readonly tag: Buffer; readonly verifier: string }>();
+  /** Per account, HMAC(key, account, password, verifier): one 32-byte tag says all three. */
+  private readonly entries = new Map<string, Buffer>();
   private readonly key = randomBytes(32);
 
   constructor(private readonly maxEntries: number) {}
@@ -35,18 +37,17 @@ export class VerifiedPasswordCache {
     return this.entries.size;
   }
 
-  private tag(jid: string, password: string): Buffer {
-    return createHmac('sha256', this.key).update(jid).update('\0').update(password).digest();
+  private tag(jid: string, password: string, verifier: string): Buffer {
+    return createHmac('sha256', this.key).update(jid).update('\0').update(verifier).update('\0').update(password).digest();
   }
 
   /** Whether `password` (normalised) is the one `jid` last logged in with, while its verifier is still `verifier`. */
   matches(jid: string, password: string, verifier: string): boolean {
-    const e = this.entries.get(jid);
-    if (e === undefined || e.verifier !== verifier) return false;
-    if (!timingSafeEqual(e.tag, this.tag(jid, password))) return false;
+    const t = this.entries.get(jid);
+    if (t === undefined || !timingSafeEqual(t, this.tag(jid, password, verifier))) return false;
     // Re-inserted: the Map's order is least recently used first, which is what goes when full.
     this.entries.delete(jid);
-    this.entries.set(jid, e);
+    this.entries.set(jid, t);
     return true;
   }
 
@@ -54,7 +55,7 @@ export class VerifiedPasswordCache {
   remember(jid: string, password: string, verifier: string): void {
     if (this.maxEntries <= 0) return;
     this.entries.delete(jid);
-    this.entries.set(jid, { tag: this.tag(jid, password), verifier });
+    this.entries.set(jid, this.tag(jid, password, verifier));
     if (this.entries.size > this.maxEntries) {
       const oldest = this.entries.keys().next();
       if (!oldest.done) this.entries.delete(oldest.value);

@@ -213,7 +213,9 @@ export function oauthRoutes(deps: OAuthDeps) {
       if (jid === undefined || password === undefined || jid.length > 3071 || password.length > 1024) return again(400, 'enter your address and password');
       let account: string;
       try {
-        account = await engine.loginThrottle.attempt('http', jid, req.ip, () => engine.authenticatePassword(jid, password));
+        account = await engine.loginThrottle.attempt('http', jid, req.ip, () =>
+          engine.authenticatePassword(jid, password, { admit: () => engine.loginThrottle.check('http', jid, req.ip) }),
+        );
       } catch (e) {
         if (e instanceof LoginThrottled) {
           reply.header('retry-after', String(e.retryAfterSeconds));

@@ -81,7 +81,9 @@ export class RequesterResolver {
     if (colon < 0) throw new AuthFailed('malformed Basic credentials');
     const user = decoded.slice(0, colon);
     try {
-      const jid = await this.engine.loginThrottle.attempt('http', user, address, () => this.engine.authenticatePassword(user, decoded.slice(colon + 1)));
+      // A check still queued when the throttle turns against its address is dropped at its turn (refused, not counted).
+      const admit = (): void => this.engine.loginThrottle.check('http', user, address);
+      const jid = await this.engine.loginThrottle.attempt('http', user, address, () => this.engine.authenticatePassword(user, decoded.slice(colon + 1), { admit }));
       return { kind: 'account', jid };
     } catch (e) {
       if (e instanceof LoginThrottled) throw e;

@@ -188,7 +188,10 @@ export class NativeConnection implements SessionSink {
       // turn behind the online sessions' traffic (login-turns.ts).
       if (this.framesWaiting === null) {
         this.framesWaiting = [];
+        const since = this.clock();
         this.loginTurns.enqueue(() => {
+          // Waiting for the turn was the server's time, not the client's (auth timeout).
+          this.authWaitMs += this.clock() - since;
           const frames = this.framesWaiting ?? [];
           this.framesWaiting = null;
           for (const f of frames) if (!this.ended) this.frame(f.data, f.isBinary, f.now);

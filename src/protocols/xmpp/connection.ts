@@ -70,6 +70,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
    */
   private serverWaitMs = 0;
   private serverBusySince: number | null = null;
+  /** Since when this stream's input waits for its login turn (the server's time too). */
+  private turnWaitSince: number | null = null;
   /** XEP-0198 state once the client enabled stream management. */
   sm: SmState | null = null;
   private ackRequested = false;
@@ -148,13 +150,18 @@ export class XmppConnection implements SessionSink, TransportEvents {
       // the socket is not read.
       this.inputScheduled = true;
       this.transport.holdInput('input', true);
-      this.ctx.loginTurns.enqueue(() => this.feedInput());
+      this.turnWaitSince = this.lastReceived;
+      this.ctx.loginTurns.enqueue(() => {
+        this.turnTaken();
+        this.feedInput();
+      });
     }
   }
 
   /**
    * Still logging in: negotiation (stream headers, SASL, bind) and, once bound, what a client does
-   * before its initial presence (session, roster, disco). Its input waits for login turns.
+   * before its initial presence (session, roster, disco). Its input waits for login turns, as does that
+   * of a client that made itself unavailable again: the sessions online come first.
    */
   private get loggingIn(): boolean {
     return this.stage !== 'bound' || !this.available;
@@ -219,7 +226,9 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (this.loggingIn || this.framesWaiting !== null) {
       if (this.framesWaiting === null) {
         this.framesWaiting = [];
+        this.turnWaitSince = this.ctx.now();
         this.ctx.loginTurns.enqueue(() => {
+          this.turnTaken();
           const frames = this.framesWaiting ?? [];
           this.framesWaiting = null;
           for (const f of frames) this.frame(f);
@@ -229,6 +238,13 @@ export class XmppConnection implements SessionSink, TransportEvents {
       return;
     }
     this.frame(text);
+  }
+
+  /** The login turn came: the wait for it was the server's time, not the client's. */
+  private turnTaken(): void {
+    if (this.turnWaitSince === null) return;
+    this.serverWaitMs += this.ctx.now() - this.turnWaitSince;
+    this.turnWaitSince = null;
   }
 
   private frame(text: string): void {
@@ -874,7 +890,8 @@ export class XmppConnection implements SessionSink, TransportEvents {
    */
   timedOut(now: number): StreamError | null {
     if (this.stage !== 'bound') {
-      const serverTime = this.serverWaitMs + (this.serverBusySince !== null ? now - this.serverBusySince : 0);
+      const serverTime =
+        this.serverWaitMs + (this.serverBusySince !== null ? now - this.serverBusySince : 0) + (this.turnWaitSince !== null ? now - this.turnWaitSince : 0);
       const limit = this.ctx.opts.negotiationTimeoutMs;
       if (now - this.openedAt - serverTime > limit || now - this.openedAt > 10 * limit) {
         return new StreamError('connection-timeout', 'stream negotiation took too long');

@@ -33,6 +33,8 @@ export interface XmppServerOptions extends XmppOptions {
   readonly maxConnections: number;
   /** How long a peer has to answer our close before its socket is destroyed. */
   readonly closeTimeoutMs: number;
+  /** Listen backlog of the TCP listeners (Node's default, 511, when omitted). */
+  readonly backlog?: number;
 }
 
 /**
@@ -106,7 +108,7 @@ export class XmppServer {
   async listen(): Promise<void> {
     if (this.opts.port >= 0) {
       this.tcp = createNetServer((socket) => this.acceptTcp(socket, false));
-      this.port = await listen(this.tcp, this.opts.host, this.opts.port);
+      this.port = await listen(this.tcp, this.opts.host, this.opts.port, this.opts.backlog);
     }
     if (this.opts.tlsPort >= 0 && this.tlsMaterial) {
       const { cert, key } = this.tlsMaterial;
@@ -114,7 +116,7 @@ export class XmppServer {
       this.tls.on('tlsClientError', () => {
         // A failed handshake is the client's problem; the socket is gone.
       });
-      this.tlsPort = await listen(this.tls, this.opts.host, this.opts.tlsPort);
+      this.tlsPort = await listen(this.tls, this.opts.host, this.opts.tlsPort, this.opts.backlog);
     }
   }
 
@@ -221,10 +223,10 @@ function ignoreError(): void {
   // A socket that fails before it became a stream is simply gone ('close' follows).
 }
 
-function listen(server: NetServer, host: string, port: number): Promise<number> {
+function listen(server: NetServer, host: string, port: number, backlog = 511): Promise<number> {
   return new Promise((resolve, reject) => {
     server.once('error', reject);
-    server.listen(port, host, () => {
+    server.listen(port, host, backlog, () => {
       server.off('error', reject);
       const addr = server.address();
       resolve(typeof addr === 'object' && addr ? addr.port : port);
