@@ -397,7 +397,7 @@ describe('presenced start: a running server, graceful shutdown and restart', { t
     assert.equal(add.code, 0, show(add));
     assert.equal(add.stdout.trim(), 'created bob@localhost');
 
-    const bob = await WsProbe.open(wsUrl);
+    let bob = await WsProbe.open(wsUrl);
     const reply = await bob.auth(1, 'bob@localhost', 'pw');
     assert.equal(reply.id, 1);
     assert.equal(reply.type, 'result', JSON.stringify(reply));
@@ -406,6 +406,11 @@ describe('presenced start: a running server, graceful shutdown and restart', { t
     // A password given on standard input while the server runs: the server sees the new one at once.
     const passwd = await runCli(['account', 'passwd', 'bob@localhost'], cliEnvForDir, 'new-pw\n');
     assert.equal(passwd.code, 0, show(passwd));
+    // Sessions logged in with the old password end at once; bob logs in again with the new one.
+    assert.deepEqual(await bob.waitFor((f) => f.type === 'closing'), { type: 'closing', reason: 'password-changed' });
+    await bob.closed;
+    bob = await WsProbe.open(wsUrl);
+    assert.equal((await bob.auth(1, 'bob@localhost', 'new-pw')).type, 'result');
     const oldPw = await WsProbe.open(wsUrl);
     const refused = await oldPw.auth(1, 'bob@localhost', 'pw');
     assert.deepEqual([refused.type, refused.error?.code], ['error', 'auth-failed'], JSON.stringify(refused));
