@@ -1232,6 +1232,15 @@ export class PresenceEngine {
     if (this.ownPasswords) await this.passwords.close();
   }
 
+  /**
+   * Resolves once no session, presence, subscription or roster change that has started is still
+   * running here (including its registry and store writes). Test harnesses wait for it on every node
+   * before reading, on one node, what a client of another node just did.
+   */
+  async idle(): Promise<void> {
+    await Promise.all([this.sessionLock.idle(), this.rosterLock.idle()]);
+  }
+
   // ---------------------------------------------------------------- crash truth
 
   private started = false;

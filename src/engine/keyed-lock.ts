@@ -20,6 +20,11 @@ export class KeyedLock {
     return next;
   }
 
+  /** Resolves once no work is queued or running under any key (work added meanwhile is waited for too). */
+  async idle(): Promise<void> {
+    while (this.tails.size > 0) await Promise.all([...this.tails.values()]);
+  }
+
   /** Runs under several keys at once; keys are taken in sorted order so two callers cannot deadlock. */
   runAll<T>(keys: readonly string[], fn: () => Promise<T>): Promise<T> {
     const sorted = [...new Set(keys)].sort();

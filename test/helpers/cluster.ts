@@ -145,9 +145,10 @@ interface FeedBarrier {
 }
 
 /**
- * Resolves once what in-process cluster nodes sent one another before the call has been applied: the
- * feed (registry changes, cache notes) handled by every node (RedisBus.feedBarrier), then every delivery
- * a node handed to the bus for another node received there (and so written to its clients). A barrier
+ * Resolves once what in-process cluster nodes sent one another before the call has been applied: work
+ * each engine had started finished (PresenceEngine.idle: a connection's close, a subscription change),
+ * the feed (registry changes, cache notes) handled by every node (RedisBus.feedBarrier), then every
+ * delivery a node handed to the bus for another node received there (and so written to its clients). A barrier
  * across the cluster that only a test can have (the nodes' counters are read directly); it gives up
  * after `deadlineMs` (Redis down, a node stopped with deliveries queued for it).
  */
@@ -156,7 +157,15 @@ export async function settleNodes(nodes: Iterable<TestServer>, deadlineMs = 5_00
   const deadline = Date.now() + deadlineMs;
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, deadlineMs)));
-  await Promise.race([Promise.allSettled(list.map((n) => (n.server.engine.bus as FeedBarrier).feedBarrier?.())), late]);
+  // Work the nodes had started (a connection's close, a subscription) finishes first: it may write to
+  // the store and publish on the feed; then the feed, then the deliveries.
+  await Promise.race([
+    (async () => {
+      await Promise.allSettled(list.map((n) => n.server.engine.idle()));
+      await Promise.allSettled(list.map((n) => (n.server.engine.bus as FeedBarrier).feedBarrier?.()));
+    })(),
+    late,
+  ]);
   clearTimeout(timer);
   for (;;) {
     let queued = 0;
@@ -189,8 +198,9 @@ const isWebSocketUpgrade = (head: Buffer | null): boolean => head !== null && /\
  *   port works); the nodes listen on free ports.
  * - `admin()` and `createAccount()` go to the next node in turn, directly.
  * - What a client sends (each chunk, through the balancers) and each admin() request reaches its node
- *   once the cluster has settled (settleNodes): everything earlier changes caused on other nodes (cache
- *   notes, registry changes, deliveries) has arrived. So a suite's "change, then read or assert that
+ *   once the cluster has settled (TcpBalancer.quiet, settleNodes): connections of clients that went
+ *   away are closed at the nodes, and everything earlier changes caused on other nodes (store writes,
+ *   cache notes, registry changes, deliveries) has arrived. So a suite's "change, then read or assert that
  *   nothing came" means what it means on one server, and the cluster's propagation delay (milliseconds,
  *   docs/cluster.md) is not what these suites test; everything else (routing, fan-out, caches that follow
  *   changes made elsewhere, shared storage) is.
@@ -252,7 +262,11 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
       const live = nodes.filter((_, i) => !down.has(i));
       return live.length === 0 ? null : (live[turn[kind]++ % live.length] as TestServer);
     };
-    const gate = (): Promise<void> => settleNodes(nodes.filter((_, i) => !down.has(i)));
+    // The balancers are made just below; the gate runs only once a client sends.
+    const gate = async (): Promise<void> => {
+      await Promise.all([lb?.http.quiet(), lb?.xmpp?.quiet(), lb?.xmpps?.quiet()]);
+      await settleNodes(nodes.filter((_, i) => !down.has(i)));
+    };
     const http = await TcpBalancer.listen(overrides.http_port ?? 0, (head) => next(isWebSocketUpgrade(head) ? 'clients' : 'http')?.server.port ?? null, true, gate);
     lb = { http, xmpp: null, xmpps: null };
     const node0 = nodes[0] as TestServer;
@@ -295,6 +309,7 @@ export async function startTestCluster(size: number, overrides: Partial<Config>,
     const live = members.filter((_, i) => !down.has(i));
     const target = live[adminTurn++ % Math.max(1, live.length)] ?? node0;
     // As the balancers do for every client: the request arrives once the cluster has settled.
+    await Promise.all([balancers.http.quiet(), balancers.xmpp?.quiet(), balancers.xmpps?.quiet()]);
     await settleNodes(nodes.filter((_, i) => !down.has(i)));
     return target.admin(method, path, body);
   };

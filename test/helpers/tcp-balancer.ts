@@ -22,8 +22,18 @@ export type Gate = () => Promise<void>;
 /** How long a new connection may stay silent before it is sent to a node without its first bytes. */
 const FIRST_BYTES_WAIT_MS = 50;
 
+/** One turn of the event loop with its I/O: what peers in this process already sent has been read. */
+const ioTurn = async (): Promise<void> => {
+  // The first immediate runs in this turn's check phase, the second in the next one's, after its poll.
+  await new Promise((r) => setImmediate(r));
+  await new Promise((r) => setImmediate(r));
+};
+
 export class TcpBalancer {
   readonly #pairs = new Set<net.Socket>();
+  /** Connections to nodes whose client has gone (its end passed on, or cut) and that are not closed yet. */
+  readonly #closing = new Set<net.Socket>();
+  #closed: Array<() => void> = [];
 
   private constructor(
     /** The listening socket: its 'connection' events carry the client-facing sockets. */
@@ -80,13 +90,17 @@ export class TcpBalancer {
     this.#pairs.add(upstream);
     upstream.once('close', () => {
       this.#pairs.delete(upstream);
+      if (this.#closing.delete(upstream)) for (const w of this.#closed.splice(0)) w();
       // What the node wrote last (an error answer before it cut the connection) may still be on its
       // way to the client: end after it rather than cut, as the node's own socket would have.
       if (client.destroyed) return;
       client.end();
       setTimeout(() => client.destroy(), 1_000).unref();
     });
-    client.once('close', () => upstream.destroy());
+    client.once('close', () => {
+      if (!upstream.destroyed) this.#closing.add(upstream);
+      upstream.destroy();
+    });
     upstream.on('error', () => upstream.destroy());
     // pipe() forwards each direction's end (a half-close) and respects backpressure both ways.
     upstream.pipe(client);
@@ -97,27 +111,48 @@ export class TcpBalancer {
       client.resume();
       return;
     }
-    // Each chunk (and the end) after the gate, in order; the client is paused while one waits, so
-    // that a client sending faster than the gate opens is held back rather than buffered here.
+    // Each chunk after the gate, in order; the client is paused while one waits, so that a client
+    // sending faster than the gate opens is held back rather than buffered here. Its end follows its
+    // last chunk without waiting for the gate (which may be waiting for this very connection to close).
     let queue = Promise.resolve();
-    const pass = (chunk: Buffer | null): void => {
+    const pass = (chunk: Buffer): void => {
       client.pause();
       queue = queue
         .then(gate)
         .then(() => {
           if (upstream.destroyed) return;
-          if (chunk === null) {
-            upstream.end();
-            return;
-          }
           if (upstream.write(chunk)) client.resume();
           else upstream.once('drain', () => client.resume());
         });
     };
     client.on('data', (chunk: Buffer) => pass(chunk));
-    client.once('end', () => pass(null));
+    client.once('end', () => {
+      queue = queue.then(() => {
+        if (upstream.destroyed) return;
+        this.#closing.add(upstream);
+        upstream.end();
+      });
+    });
     if (head !== null) pass(head);
     else client.resume();
+  }
+
+  /**
+   * Resolves once every connection whose client went away before the call is closed on the node's
+   * side too, and the node has had a turn to handle it (so that a test's next request, wherever it
+   * lands, finds the session of a client that disconnected already ending).
+   */
+  async quiet(deadlineMs = 5_000): Promise<void> {
+    await ioTurn();
+    const deadline = Date.now() + deadlineMs;
+    while (this.#closing.size > 0 && Date.now() < deadline) {
+      await new Promise<void>((resolve) => {
+        this.#closed.push(resolve);
+        // A node that keeps a half-closed connection open must not hold every client back forever.
+        setTimeout(resolve, Math.max(0, deadline - Date.now())).unref();
+      });
+    }
+    await ioTurn();
   }
 
   /** Stops accepting and cuts every connection still open. */
