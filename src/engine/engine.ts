@@ -415,7 +415,9 @@ export class PresenceEngine {
     if (this.states.size <= this.cacheSize) return;
     for (const [jid, s] of this.states) {
       if (this.states.size <= this.cacheSize) break;
-      if (s.local.size === 0) this.states.delete(jid);
+      // A state whose account has work under way (a login between loading it and adding its session)
+      // must stay: that work holds this object, and a fresh copy loaded later would not know of it.
+      if (s.local.size === 0 && !this.sessionLock.held(jid)) this.states.delete(jid);
     }
   }
 

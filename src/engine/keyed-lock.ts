@@ -20,6 +20,11 @@ export class KeyedLock {
     return next;
   }
 
+  /** Whether work is queued or running under `key`. */
+  held(key: string): boolean {
+    return this.tails.has(key);
+  }
+
   /** Resolves once no work is queued or running under any key (work added meanwhile is waited for too). */
   async idle(): Promise<void> {
     while (this.tails.size > 0) await Promise.all([...this.tails.values()]);
