@@ -40,6 +40,8 @@ const { values: args } = parseArgs({
     seconds: { type: 'string', default: '12' },
     /** The first seconds of the window are not counted (JIT, the log's working size). */
     warmup: { type: 'string', default: '3' },
+    /** Streams whose every line is read, ordered and timed; the rest only count their lines (see StreamReader). */
+    'checked-streams': { type: 'string', default: '10' },
     'flush-ms': { type: 'string', default: '5' },
     'server-cpu': { type: 'string', default: '0' },
     /** Extra node flags for the server under test (e.g. --cpu-prof). */
@@ -87,13 +89,21 @@ class Histogram {
 /** The clock the changes carry (µs since this process started), so a line is timed without a BigInt. */
 const nowUs = (): number => Math.round(performance.now() * 1000);
 
+/** The non-negative integer written at `at` (no substring, no parseInt: this runs half a million times a second). */
+function digitsAt(text: string, at: number): number {
+  let n = 0;
+  for (let i = at; ; i++) {
+    const c = text.charCodeAt(i) - 48;
+    if (c < 0 || c > 9) return n;
+    n = n * 10 + c;
+  }
+}
+
 const shared = {
   measuring: false,
   /** µs of the first change of the window: lines of earlier changes are not timed. */
   windowFrom: Infinity,
   hist: new Histogram(),
-  /** Live presence lines received in the window, all streams. */
-  windowLines: 0,
 };
 
 class StreamReader {
@@ -108,7 +118,12 @@ class StreamReader {
   endReason: string | null = null;
   readonly #req: http.ClientRequest;
 
-  constructor(port: number, appId: string, clientSecret: string) {
+  /**
+   * `checked`: every line is read (seq order per user, latency). Otherwise presence lines are only
+   * counted: reading every line of 100 streams (half a million a second) would take this process's
+   * whole core, and its own delay would then be what the latencies measure.
+   */
+  constructor(port: number, appId: string, clientSecret: string, readonly checked: boolean) {
     const auth = `Basic ${Buffer.from(`${appId}:${clientSecret}`).toString('base64')}`;
     this.#req = http.get(`http://127.0.0.1:${port}/${appId}/presence.json`, { headers: { authorization: auth }, agent: false });
     this.#req.on('error', () => undefined);
@@ -126,7 +141,9 @@ class StreamReader {
         const text = rest + chunk;
         let from = 0;
         for (let nl = text.indexOf('\n'); nl !== -1; nl = text.indexOf('\n', from)) {
-          this.#line(text, from, nl, now);
+          // A live presence line, told by its prefix alone: {"type":"presence","uid":"…","seq":…
+          if (!this.checked && this.isLive && text.charCodeAt(from + 9) === 112 && text.charCodeAt(from + 18) === 44) this.liveLines++;
+          else this.#line(text, from, nl, now);
           from = nl + 1;
         }
         rest = text.slice(from);
@@ -147,7 +164,7 @@ class StreamReader {
       const uidTo = text.indexOf('"', uidFrom);
       const uid = text.slice(uidFrom, uidTo);
       const seqAt = text.indexOf('"seq":', uidTo) + 6;
-      const seq = parseInt(text.slice(seqAt, text.indexOf(',', seqAt)), 10);
+      const seq = digitsAt(text, seqAt);
       const last = this.lastSeq.get(uid);
       if (last !== undefined) {
         if (seq <= last) this.duplicates++;
@@ -158,10 +175,9 @@ class StreamReader {
       if (shared.measuring) {
         const t = text.indexOf('"statusText":"t', seqAt);
         if (t !== -1 && t < end) {
-          const sent = Number(text.slice(t + 15, text.indexOf('"', t + 15)));
+          const sent = digitsAt(text, t + 15);
           if (sent >= shared.windowFrom) {
             shared.hist.add((now - sent) / 1000);
-            shared.windowLines++;
           }
         }
       }
@@ -230,14 +246,16 @@ interface Row {
   drainSeconds: number;
   gaps: number;
   duplicates: number;
-  /** Streams whose users' seqs did not advance by exactly the changes sent. */
+  /** Streams whose users' seqs did not advance by exactly the changes sent (unchecked streams: whose count of lines is not exactly that). */
   incomplete: number;
+  /** Streams whose every line was read and timed; the others only count their lines. */
+  checked: number;
 }
 
 async function run(apps: number, rate: number): Promise<Row> {
   const streamsPerApp = Math.max(1, Math.round(Number(args.streams) / apps));
   const dir = mkdtempSync(join(tmpdir(), 'presenced-stream-bench-'));
-  Object.assign(shared, { measuring: false, windowFrom: Infinity, hist: new Histogram(), windowLines: 0 });
+  Object.assign(shared, { measuring: false, windowFrom: Infinity, hist: new Histogram() });
   // No webhook URL: the apps' updates are only streamed.
   const prepared = await prepare(dir, N, apps, (a) => ({ name: `Stream bench ${a}`, homepage: 'https://bench.example/', redirectUris: ['https://bench.example/cb'] }));
   const { proc, port } = await startServer(dir, { PRESENCED_WEBHOOK_FLUSH_MS: args['flush-ms'] as string }, pinned);
@@ -245,7 +263,8 @@ async function run(apps: number, rate: number): Promise<Row> {
   try {
     // Opened before the clients log in: the snapshot has everyone offline (told at start), then each
     // login is one live update per user, which tells that the stream follows before the changes start.
-    for (const app of prepared.apps) for (let s = 0; s < streamsPerApp; s++) readers.push(new StreamReader(port, app.id, app.clientSecret));
+    const checkedPerApp = Math.max(1, Math.round(Number(args['checked-streams']) / apps));
+    for (const app of prepared.apps) for (let s = 0; s < streamsPerApp; s++) readers.push(new StreamReader(port, app.id, app.clientSecret, s < checkedPerApp));
     if (!(await until(() => readers.every((r) => r.isLive || r.endReason !== null), 60_000))) throw new Error('streams did not reach live');
     const clients = await connectAll(port, N, prepared.accountGen);
     if (!(await until(() => readers.every((r) => r.endReason !== null || r.liveLines >= N), 60_000))) throw new Error('logins did not reach every stream');
@@ -257,6 +276,7 @@ async function run(apps: number, rate: number): Promise<Row> {
     let sentAtWarm = 0;
     let who = 0;
     let atWarm = { t: 0, cpu: 0, bench: process.cpuUsage(), busy: machineTicks() };
+    let linesAtWarm = 0;
     let warmStats: Promise<Awaited<ReturnType<typeof serverStats>>> | null = null;
     const benchLoop = monitorEventLoopDelay({ resolution: 5 });
     const start = Date.now();
@@ -276,6 +296,7 @@ async function run(apps: number, rate: number): Promise<Row> {
           shared.windowFrom = nowUs();
           sentAtWarm = sent;
           atWarm = { t: performance.now(), cpu: cpuTicks(proc.pid!), bench: process.cpuUsage(), busy: machineTicks() };
+          linesAtWarm = readers.reduce((n, r) => n + r.liveLines, 0);
           warmStats = serverStats(port);
           benchLoop.enable();
         }
@@ -287,7 +308,8 @@ async function run(apps: number, rate: number): Promise<Row> {
     });
     // The window ends when the sending ends; lines still on their way count in the latencies, not in lines/s.
     const secs = (performance.now() - atWarm.t) / 1000;
-    const windowLines = shared.windowLines;
+    // Every stream's lines, the counted ones too (the checked streams alone time them).
+    const windowLines = readers.reduce((n, r) => n + r.liveLines, 0) - linesAtWarm;
     const cpu = (cpuTicks(proc.pid!) - atWarm.cpu) / secs;
     const b = process.cpuUsage(atWarm.bench);
     const benchCpu = ((b.user + b.system) / 1e6 / secs) * 100;
@@ -325,7 +347,8 @@ async function run(apps: number, rate: number): Promise<Row> {
       drainSeconds,
       gaps: readers.reduce((n, r) => n + r.gaps, 0),
       duplicates: readers.reduce((n, r) => n + r.duplicates, 0),
-      incomplete: readers.filter((r) => r.endReason === null && (r.advanced() !== N + sent || r.lastSeq.size !== N)).length,
+      incomplete: readers.filter((r) => r.endReason === null && (r.checked ? r.advanced() !== N + sent || r.lastSeq.size !== N : r.liveLines !== N + sent)).length,
+      checked: readers.filter((r) => r.checked).length,
     };
   } finally {
     for (const r of readers) r.close();
@@ -342,7 +365,7 @@ for (const apps of (args.apps as string).split(',').map(Number)) {
     rows.push(r);
   }
 }
-console.log(`\n${N} accounts, each granted to every app, ${args.streams} streams; each rate for ${args.seconds} s (first ${args.warmup} s not counted); webhook_flush_ms ${args['flush-ms']}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
+console.log(`\n${N} accounts, each granted to every app, ${args.streams} streams (${rows[0]?.checked ?? '?'} read line by line: latencies and seq checks; the others count their lines); each rate for ${args.seconds} s (first ${args.warmup} s not counted); webhook_flush_ms ${args['flush-ms']}; ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'})`);
 console.log('| apps × streams | changes/s | lines/s | p50 | p99 | max | server CPU | bench CPU | other processes CPU | server loop delay p99 / max | server GC | bench loop delay p99 / max | lag cuts | drained in | seq gaps / dups / incomplete streams |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of rows) {

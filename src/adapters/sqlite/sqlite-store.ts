@@ -13,6 +13,7 @@ import {
 } from 'kysely';
 import { SqlStore, type DialectOps, type Tables } from '../sql/sql-store.js';
 import { FifoGate } from './fifo-gate.js';
+import { SAFETY_NET_PAGES, WalCheckpointer } from './wal-checkpointer.js';
 
 const STATEMENT_CACHE_SIZE = 256;
 
@@ -114,18 +115,22 @@ const SQLITE_OPS: DialectOps = {
 
 export class SqliteStore extends SqlStore {
   readonly #raw: Database.Database;
+  readonly #checkpointer: WalCheckpointer | null;
   #closed = false;
 
-  private constructor(raw: Database.Database, node: string | undefined) {
+  private constructor(raw: Database.Database, node: string | undefined, checkpointer: WalCheckpointer | null) {
     super(new Kysely<Tables>({ dialect: new ImmediateSqliteDialect({ database: new StatementCache(raw) }) }), SQLITE_OPS, node);
     this.#raw = raw;
+    this.#checkpointer = checkpointer;
   }
 
   /**
    * Opens (creating if needed) the database file; its directory must exist. `:memory:` works too.
-   * `node` names the presence checkpoint rows (default: the embedded deployment's).
+   * `node` names the presence checkpoint rows (default: the embedded deployment's). With
+   * `checkpointThread` (a long-running server) WAL checkpoints run on a thread of their own
+   * (wal-checkpointer.ts); its failures are handed to the function given.
    */
-  static open(opts: { path: string; node?: string }): SqliteStore {
+  static open(opts: { path: string; node?: string; checkpointThread?: (error: string) => void }): SqliteStore {
     const raw = new Database(opts.path);
     try {
       // First, so that switching to WAL waits for a CLI or server that holds the file instead of failing.
@@ -139,12 +144,18 @@ export class SqliteStore extends SqlStore {
       raw.close();
       throw e;
     }
-    return new SqliteStore(raw, opts.node);
+    let checkpointer: WalCheckpointer | null = null;
+    if (opts.checkpointThread && raw.memory === false) {
+      raw.pragma(`wal_autocheckpoint = ${SAFETY_NET_PAGES}`);
+      checkpointer = new WalCheckpointer(opts.path, { onError: opts.checkpointThread });
+    }
+    return new SqliteStore(raw, opts.node, checkpointer);
   }
 
   override async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    await this.#checkpointer?.close();
     await super.close();
     // Kysely only closes the database if it ever ran a query.
     if (this.#raw.open) this.#raw.close();
