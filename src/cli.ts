@@ -34,6 +34,23 @@ write to the database directly.`;
 
 class UsageError extends Error {}
 
+/** A command that can only be done right by a running node (printed with exit 1, not usage). */
+class NeedsNodeError extends Error {}
+
+/**
+ * In a cluster, ending an account's sessions or revoking its tokens is work for the nodes that hold
+ * them: written to the database from here, the sessions on every node would carry on, logged in with
+ * a password that no longer exists. So without a node on this machine (its control socket) the command
+ * is refused, and says where it works.
+ */
+function refuseOffNodeInCluster(config: Config, command: string, rest: string): void {
+  if (config.bus === '') return;
+  throw new NeedsNodeError(
+    `${command}: no presenced node is running with this data directory (${config.data_dir}), and in a cluster ` +
+      `only a node can end the account's sessions on every node. Run the command on a node, or use the REST API: ${rest}`,
+  );
+}
+
 /** An error answered by the running server, printed like the same error raised here. */
 function failed(r: { code: string; message: string }): number {
   console.error(`presenced: ${r.message} (${r.code})`);
@@ -159,6 +176,7 @@ export async function main(argv: string[]): Promise<number> {
         };
         const viaServer = await controlRequest(config.data_dir, { op, jid: arg, password });
         if (viaServer) return viaServer.ok ? done(viaServer.jid) : failed(viaServer);
+        if (sub === 'passwd') refuseOffNodeInCluster(config, 'account passwd', 'PUT /api/v1/accounts/{jid}/password');
         return await withEngine(config, async (engine) => {
           if (sub === 'add') return done(await engine.createAccount(arg, password));
           await engine.changePassword(arg, password);
@@ -177,6 +195,7 @@ export async function main(argv: string[]): Promise<number> {
         };
         const viaServer = await controlRequest(config.data_dir, { op: 'account.remove', jid: arg });
         if (viaServer) return viaServer.ok ? result(viaServer.jid, viaServer.removed === true) : failed(viaServer);
+        refuseOffNodeInCluster(config, 'account remove', 'DELETE /api/v1/accounts/{jid}');
         return await withEngine(config, async (engine) => result(engine.localJid(arg), await engine.deleteAccount(arg)));
       }
       case 'list': {
@@ -207,7 +226,7 @@ export async function main(argv: string[]): Promise<number> {
       console.error(`presenced: ${e.message} (${e.code})`);
       return 1;
     }
-    if (e instanceof DataDirInUseError) {
+    if (e instanceof DataDirInUseError || e instanceof NeedsNodeError) {
       console.error(`presenced: ${e.message}`);
       return 1;
     }

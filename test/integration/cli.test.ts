@@ -324,6 +324,23 @@ describe('presenced CLI: account commands and argument handling', { timeout: 120
     assert.match(r.stderr, /no account alice@localhost/, show(r));
   });
 
+  test('in a cluster with no node on this machine, passwd and remove are refused (only a node can end the sessions on every node) and change nothing', async () => {
+    const dir = tempDir();
+    const local = cliEnv({ PRESENCED_DATA_DIR: dir, PRESENCED_LOG_LEVEL: 'silent' });
+    const added = await runCli(['account', 'add', 'kim@localhost', '--password', 'old-pw'], local);
+    assert.equal(added.code, 0, show(added));
+    // The same data directory, configured as a cluster member; nothing listens on the bus: the refusal comes first.
+    const clustered = cliEnv({ PRESENCED_DATA_DIR: dir, PRESENCED_LOG_LEVEL: 'silent', PRESENCED_BUS: 'redis://127.0.0.1:1' });
+    const passwd = await runCli(['account', 'passwd', 'kim@localhost', '--password', 'new-pw'], clustered);
+    assert.equal(passwd.code, 1, show(passwd));
+    assert.match(passwd.stderr, /only a node can end the account's sessions.*PUT \/api\/v1\/accounts\/\{jid\}\/password/, show(passwd));
+    const remove = await runCli(['account', 'remove', 'kim@localhost'], clustered);
+    assert.equal(remove.code, 1, show(remove));
+    assert.match(remove.stderr, /DELETE \/api\/v1\/accounts\/\{jid\}/, show(remove));
+    const list = await runCli(['account', 'list'], local);
+    assert.equal(list.stdout.trim(), 'kim@localhost', 'the account is still there');
+  });
+
   test('account list --domain only lists that domain', async () => {
     const multi = cliEnv({ PRESENCED_DATA_DIR: tempDir(), PRESENCED_LOG_LEVEL: 'silent', PRESENCED_DOMAINS: 'localhost,example.com' });
     for (const jid of ['zoe@localhost', 'amy@example.com', 'bea@example.com']) {
