@@ -1051,8 +1051,11 @@ export class PresenceEngine {
     if (contact === owner) throw new PresenceError('bad-request', 'an account cannot be its own contact');
     return this.rosterLock.run(owner, async () => {
       const state = await this.state(owner);
-      const item: RosterItem = { owner, contact, name, groups: [...groups], state: state.roster.stateOf(contact) ?? NONE };
-      await this.store.putRosterItems([item]);
+      // The subscription flags are kept as stored: another node may have changed them since this cache heard.
+      const item = await this.store.updateRosterPair(owner, contact, (stored) => {
+        const next: RosterItem = { owner, contact, name, groups: [...groups], state: stored?.state ?? NONE };
+        return { put: [next], result: next };
+      });
       state.roster.set(item);
       this.tellOthers({ kind: 'invalidate', jid: owner, parts: ['roster'] });
       this.bus.deliver(owner, { kind: 'roster', item, contact });
@@ -1064,7 +1067,8 @@ export class PresenceEngine {
   async removeRosterItem(owner: string, contactInput: string): Promise<boolean> {
     const contact = parseAccountJid(contactInput);
     const state = await this.state(owner);
-    const item = state.roster.get(contact);
+    // As stored, not as cached: which directions to cancel may have changed on another node.
+    const item = await this.store.getRosterItem(owner, contact);
     if (!item) return false;
     if (item.state.to || item.state.pendingOut) await this.subscription(owner, contact, 'unsubscribe');
     if (item.state.from || item.state.pendingIn || item.state.preApproved) await this.subscription(owner, contact, 'unsubscribed');
@@ -1092,25 +1096,32 @@ export class PresenceEngine {
     return this.rosterLock.runAll([owner, contact], async () => {
       const a = await this.state(owner);
       const b = contactExists ? await this.state(contact) : null;
-      const aItem = a.roster.get(contact);
-      const bItem = b?.roster.get(owner);
-      const r = exchange({
-        sender: aItem?.state,
-        recipient: bItem?.state,
-        type,
-        senderBlocksRecipient: a.blocks.has(contact),
-        recipientBlocksSender: b !== null && b.blocks.has(owner),
+      // Both items are read where they are written, in one transaction taken in turn with any other
+      // node's change between the same two accounts: this node's cached rosters may not have heard of
+      // that change yet, and flags computed from them would undo it (a watcher would stop being
+      // told of the contact, and see a ghost when the contact's node dies).
+      const { r, aItem, bItem, nextA, nextB, writes } = await this.store.updateRosterPair(owner, contact, (aStored, bStored) => {
+        const aItem = aStored;
+        const bItem = b === null ? undefined : bStored;
+        const r = exchange({
+          sender: aItem?.state,
+          recipient: bItem?.state,
+          type,
+          senderBlocksRecipient: a.blocks.has(contact),
+          recipientBlocksSender: b !== null && b.blocks.has(owner),
+        });
+        const writes: RosterItem[] = [];
+        const nextA: RosterItem = { owner, contact, name: aItem?.name ?? null, groups: aItem?.groups ?? [], state: r.sender };
+        const nextB: RosterItem = { owner: contact, contact: owner, name: bItem?.name ?? null, groups: bItem?.groups ?? [], state: r.recipient };
+        // A pending-in request alone does not make a visible roster entry until it is answered, but we
+        // keep it as an item so the request survives restarts.
+        if (r.senderChanged || !aItem) writes.push(nextA);
+        if (b && r.recipientChanged) writes.push(nextB);
+        return { put: writes, result: { r, aItem, bItem, nextA, nextB, writes } };
       });
-      const writes: RosterItem[] = [];
-      const nextA: RosterItem = { owner, contact, name: aItem?.name ?? null, groups: aItem?.groups ?? [], state: r.sender };
-      const nextB: RosterItem = { owner: contact, contact: owner, name: bItem?.name ?? null, groups: bItem?.groups ?? [], state: r.recipient };
-      // A pending-in request alone does not make a visible roster entry until it is answered, but we
-      // keep it as an item so the request survives restarts.
-      if (r.senderChanged || !aItem) writes.push(nextA);
-      if (b && r.recipientChanged) writes.push(nextB);
-      if (writes.length) await this.store.putRosterItems(writes);
       a.roster.set(nextA);
-      if (b && r.recipientChanged) b.roster.set(nextB);
+      if (b && bItem !== undefined) b.roster.set(r.recipientChanged ? nextB : bItem);
+      else if (b && r.recipientChanged) b.roster.set(nextB);
       for (const w of writes) this.tellOthers({ kind: 'invalidate', jid: w.owner, parts: ['roster'] });
 
       if (r.senderChanged || !aItem) {

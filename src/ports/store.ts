@@ -114,6 +114,19 @@ export interface Store {
    * concerned. A subscription change touches both parties' rosters, which must never disagree.
    */
   putRosterItems(items: readonly RosterItem[]): Promise<void>;
+  /**
+   * Changes the items between two accounts from what is stored, not from a cache: in one write
+   * transaction, taken in turn with every other call for the same two accounts (in a cluster, on any
+   * node), reads owner→contact and contact→owner, hands them to `decide`, and writes the items it
+   * returns (bumping their owners' roster versions). Two nodes answering both ends of a subscription at
+   * once would otherwise each write flags computed from a cache the other's change had not reached,
+   * and one would undo the other. `decide` may run more than once (a retried transaction): it only computes.
+   */
+  updateRosterPair<T>(
+    owner: string,
+    contact: string,
+    decide: (ownerItem: RosterItem | undefined, contactItem: RosterItem | undefined) => { readonly put: readonly RosterItem[]; readonly result: T },
+  ): Promise<T>;
   /** Removes items atomically; absent items are ignored. Bumps each owner's roster version. */
   removeRosterItems(keys: ReadonlyArray<{ owner: string; contact: string }>): Promise<void>;
   /** Monotonic counter, incremented on every change of the owner's roster (XEP-0237). 0 if never changed. */

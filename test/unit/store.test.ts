@@ -315,6 +315,39 @@ for (const makeBackend of BACKENDS) {
           assert.equal(await store.getRosterVersion(c), 1);
         });
 
+        test('updateRosterPair: two stores (two nodes) changing the same pairs at once lose no change', async () => {
+          // Each side sets its own flag from what it read; without the pair taken in turn, both read
+          // the same old item and the later write undoes the earlier one's flag. Two connections on
+          // PostgreSQL; on SQLite (one process, one writer) the same store for both.
+          const other = backend.dialect === 'postgres' ? await openMigrated(place) : store;
+          try {
+            const contacts = Array.from({ length: 40 }, (_, i) => `p${i}@example.com`);
+            const set = (st: SqlStore, contact: string, flag: 'to' | 'from') =>
+              st.updateRosterPair(a, contact, (mine, theirs) => {
+                const next = item(a, contact, { ...(mine?.state ?? {}), [flag]: true });
+                return { put: [next], result: theirs };
+              });
+            await Promise.all(contacts.flatMap((c) => [set(store, c, 'to'), set(other, c, 'from')]));
+            for (const c of contacts) {
+              const got = await store.getRosterItem(a, c);
+              assert.equal(got?.state.to && got.state.from, true, `${c}: both changes kept, got ${JSON.stringify(got?.state)}`);
+            }
+            assert.equal(await store.getRosterVersion(a), 80, 'each write bumped the version once');
+          } finally {
+            if (other !== store) await other.close();
+          }
+        });
+
+        test('updateRosterPair reads both directions and writes only what decide returns', async () => {
+          await store.putRosterItems([item(a, b, { to: true }, { name: 'Bob', groups: ['G'] }), item(b, a, { from: true })]);
+          const seen = await store.updateRosterPair(a, b, (mine, theirs) => ({ put: [], result: [mine, theirs] }));
+          assert.deepEqual(seen, [item(a, b, { to: true }, { name: 'Bob', groups: ['G'] }), item(b, a, { from: true })]);
+          assert.equal(await store.getRosterVersion(a), 1, 'nothing written, no new version');
+          const none = await store.updateRosterPair(a, c, (mine, theirs) => ({ put: [item(c, a, { pendingIn: true })], result: [mine, theirs] }));
+          assert.deepEqual(none, [undefined, undefined]);
+          assert.deepEqual(await store.getRoster(c), [item(c, a, { pendingIn: true })]);
+        });
+
         test('getItemsPointingAt finds the contact in every roster', async () => {
           await store.putRosterItems([item(b, a, { from: true }), item(c, a), item(a, b), item(c, b)]);
           assert.deepEqual(await store.getItemsPointingAt(a), [item(b, a, { from: true }), item(c, a)]);

@@ -96,6 +96,12 @@ export interface DialectOps {
    * (`fn` only touches the database, so running it again is safe).
    */
   transaction<T>(db: Kysely<Tables>, fn: (trx: Transaction<Tables>) => Promise<T>): Promise<T>;
+  /**
+   * Takes a lock named `key` until the transaction ends. SQLite: nothing to do (its write transactions
+   * already run one at a time). PostgreSQL: a transaction-level advisory lock, which also serialises
+   * writers of rows that do not exist yet (row locks cannot).
+   */
+  lockKey(trx: Transaction<Tables>, key: string): Promise<void>;
   /** `jid` ends with `suffix`, exactly (no LIKE wildcards, no case folding). */
   jidEndsWith(suffix: string): RawBuilder<boolean>;
   /**
@@ -159,6 +165,37 @@ function lastPerKey<T>(rows: readonly T[], key: (r: T) => string): T[] {
 
 const byOwnerContact = (a: { owner: string; contact: string }, b: { owner: string; contact: string }): number =>
   a.owner < b.owner ? -1 : a.owner > b.owner ? 1 : a.contact < b.contact ? -1 : a.contact > b.contact ? 1 : 0;
+
+/**
+ * Upserts roster items inside `trx` and bumps their owners' roster versions. Sorted (stable, so of one
+ * key given twice the later still wins): every writer then locks rows in the same order, and a
+ * subscription written from both ends at once cannot deadlock.
+ */
+async function writeRosterItems(trx: Transaction<Tables>, items: readonly RosterItem[]): Promise<void> {
+  const now = Date.now();
+  const sorted = items.length > 1 ? [...items].sort(byOwnerContact) : items;
+  const owners = new Set<string>();
+  for (const item of sorted) {
+    const s = item.state;
+    const fields = {
+      name: item.name,
+      groups: JSON.stringify(item.groups),
+      sub_to: bit(s.to),
+      sub_from: bit(s.from),
+      pending_out: bit(s.pendingOut),
+      pending_in: bit(s.pendingIn),
+      pre_approved: bit(s.preApproved),
+      updated_at: now,
+    };
+    await trx
+      .insertInto('roster_items')
+      .values({ owner: item.owner, contact: item.contact, ...fields })
+      .onConflict((oc) => oc.columns(['owner', 'contact']).doUpdateSet(fields))
+      .execute();
+    owners.add(item.owner);
+  }
+  await bumpRosterVersions(trx, owners);
+}
 
 async function bumpRosterVersions(trx: Transaction<Tables>, owners: Iterable<string>): Promise<void> {
   // One atomic upsert per owner: concurrent writers (other nodes) each add one, none is lost.
@@ -360,32 +397,29 @@ export class SqlStore implements Store {
 
   async putRosterItems(items: readonly RosterItem[]): Promise<void> {
     if (items.length === 0) return;
-    const now = Date.now();
-    // Sorted (stable, so of one key given twice the later still wins): every writer then locks rows in
-    // the same order, and a subscription written from both ends at once cannot deadlock.
-    const sorted = items.length > 1 ? [...items].sort(byOwnerContact) : items;
-    await this.#tx(async (trx) => {
-      const owners = new Set<string>();
-      for (const item of sorted) {
-        const s = item.state;
-        const fields = {
-          name: item.name,
-          groups: JSON.stringify(item.groups),
-          sub_to: bit(s.to),
-          sub_from: bit(s.from),
-          pending_out: bit(s.pendingOut),
-          pending_in: bit(s.pendingIn),
-          pre_approved: bit(s.preApproved),
-          updated_at: now,
-        };
-        await trx
-          .insertInto('roster_items')
-          .values({ owner: item.owner, contact: item.contact, ...fields })
-          .onConflict((oc) => oc.columns(['owner', 'contact']).doUpdateSet(fields))
-          .execute();
-        owners.add(item.owner);
-      }
-      await bumpRosterVersions(trx, owners);
+    await this.#tx((trx) => writeRosterItems(trx, items));
+  }
+
+  async updateRosterPair<T>(
+    owner: string,
+    contact: string,
+    decide: (ownerItem: RosterItem | undefined, contactItem: RosterItem | undefined) => { readonly put: readonly RosterItem[]; readonly result: T },
+  ): Promise<T> {
+    const [x, y] = owner < contact ? [owner, contact] : [contact, owner];
+    return this.#tx(async (trx) => {
+      await this.#ops.lockKey(trx, `roster-pair ${x} ${y}`);
+      const rows = await trx
+        .selectFrom('roster_items')
+        .selectAll()
+        .where((eb) => eb.or([eb.and([eb('owner', '=', owner), eb('contact', '=', contact)]), eb.and([eb('owner', '=', contact), eb('contact', '=', owner)])]))
+        .execute();
+      const items = rows.map(toItem);
+      const { put, result } = decide(
+        items.find((i) => i.owner === owner),
+        items.find((i) => i.owner === contact),
+      );
+      if (put.length > 0) await writeRosterItems(trx, put);
+      return result;
     });
   }
 
