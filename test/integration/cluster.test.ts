@@ -34,7 +34,7 @@ before(async () => {
   a = await startClusterNode(cluster, 'node-a', limits);
   b = await startClusterNode(cluster, 'node-b', limits);
   c = await startClusterNode(cluster, 'node-c', limits);
-  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg', 'uh', 'wh']) await a.createAccount(`${u}@localhost`);
+  for (const u of ['ua', 'wa', 'ub', 'wb', 'uc', 'wc', 'ud', 'wd', 'ue', 'we', 'ue2', 'uf', 'wf', 'ug', 'wg', 'uh', 'wh', 'ui', 'wi0', 'wi1', 'wi2', 'wi3', 'wi4', 'wi5', 'wi6', 'wi7', 'wi8']) await a.createAccount(`${u}@localhost`);
 });
 
 after(async () => {
@@ -133,6 +133,36 @@ describe('presence across nodes', () => {
     }
     await w.barrier();
     assert.equal(viewOf(w, auth, 'uf@localhost')?.online, false);
+  });
+
+  test('subscriptions answered at once on three nodes are all kept, and every watcher hears the user go', async () => {
+    // Each handshake changes the user's roster from the node of whoever acts: the user's answers run on
+    // node A, the watchers' requests and answers on A, B and C. Computed from each node's cache, one
+    // node's write could undo another's flag (the user would stop telling that watcher anything).
+    const { client: u } = await login(a, 'ui@localhost');
+    const nodes = [a, b, c];
+    const watchers = await Promise.all(Array.from({ length: 9 }, async (_, i) => ({ jid: `wi${i}@localhost`, client: (await login(nodes[i % 3]!, `wi${i}@localhost`)).client })));
+    // Both ask at once, and both answer as soon as asked: two answers about one pair run at the same
+    // moment on two nodes.
+    const answer = async (cl: TestClient, from: string): Promise<void> => {
+      await cl.waitFor((p) => p.type === 'subscription' && p.from === from && p.kind === 'subscribe', `request from ${from}`);
+      await cl.request('approve', { jid: from });
+    };
+    await Promise.all(
+      watchers.map(async (w) => {
+        await Promise.all([u.request('subscribe', { jid: w.jid }), w.client.request('subscribe', { jid: 'ui@localhost' })]);
+        await Promise.all([answer(u, w.jid), answer(w.client, 'ui@localhost')]);
+      }),
+    );
+    const rows = a.sql("SELECT contact, sub_to, sub_from FROM roster_items WHERE owner = 'ui@localhost' AND contact LIKE 'wi%' ORDER BY contact");
+    assert.deepEqual(
+      rows.map((r) => `${r.contact} ${r.sub_to} ${r.sub_from}`),
+      watchers.map((w) => `${w.jid} 1 1`),
+      'every subscription is mutual in the database',
+    );
+    for (const w of watchers) await w.client.presenceOf('ui@localhost', (p) => p.online === true);
+    await u.close();
+    for (const w of watchers) await w.client.presenceOf('ui@localhost', (p) => p.online === false);
   });
 
   test('an XMPP watcher sees each resource of a contact connected to two other nodes come and go', async () => {
