@@ -5,7 +5,7 @@ import type { AppRecord } from '../repository.js';
 import type { GrantedAudience } from '../webhooks/presence-source.js';
 import type { LoggedUpdate, WebhookStore } from '../webhooks/store.js';
 import { encodeCursor, judgeCursor } from './cursor.js';
-import { frame, liveBatch, liveFrame, updateView, type StreamFormat, type StreamLine } from './lines.js';
+import { frame, liveBatch, liveFrame, updateView, type LiveBatch, type StreamFormat, type StreamLine } from './lines.js';
 
 /** Reasons an app reads in the `end` line (docs/apps.md). */
 export const END_REASONS = {
@@ -246,7 +246,7 @@ class AppStream {
       // The usual case: nothing of this write was sent yet, so the bytes are those of every stream of the app.
       this.#lastId = logged[logged.length - 1]!.id;
       const batch = liveBatch(this.format, logged, (uid) => this.deps.audience.grantOf(this.appId, uid));
-      if (batch.lines > 0) this.#writeFramed(batch.bytes, 'presence', batch.lines);
+      if (batch.lines > 0) this.#writeShared(batch);
       return;
     }
     let out = '';
@@ -279,6 +279,26 @@ class AppStream {
     this.res.write(text);
     this.#wrote = true;
     this.deps.countLine(type, lines);
+    if (this.buffered > this.deps.opts.maxLagBytes) this.#cutForLag();
+  }
+
+  /**
+   * A live batch, the same bytes for every stream of the app: on a chunked response (HTTP/1.1, the
+   * usual case) the chunk made once for all goes straight to the socket, in order after whatever the
+   * response wrote before (both append to the socket's queue; the response holds bytes of its own
+   * only while it does not own the socket yet, and then this waits its turn through it). The
+   * response's own write would frame it again for each stream, and cork the socket until the next
+   * tick: the lag check just after would then count the whole batch as unread even when the kernel
+   * takes it at once, and a fast consumer could be cut for one large write.
+   */
+  #writeShared(batch: LiveBatch): void {
+    const socket = this.res.socket;
+    if (this.#phase === 'ended' || this.res.destroyed || socket === null || !this.res.chunkedEncoding || this.res.writableLength > socket.writableLength) {
+      return this.#writeFramed(batch.bytes, 'presence', batch.lines);
+    }
+    socket.write(batch.chunk);
+    this.#wrote = true;
+    this.deps.countLine('presence', batch.lines);
     if (this.buffered > this.deps.opts.maxLagBytes) this.#cutForLag();
   }
 

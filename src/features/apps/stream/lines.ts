@@ -74,13 +74,18 @@ export function liveFrame(format: StreamFormat, u: LoggedUpdate, grant: GrantedA
  * reused by the others: one grant check, one concatenation and one UTF-8 encoding per batch instead of
  * one per stream. Held by the array itself, so it goes when the batch does.
  */
-const batches = new WeakMap<readonly LoggedUpdate[], Array<{ readonly bytes: Buffer; readonly lines: number } | undefined>>();
+export interface LiveBatch {
+  readonly bytes: Buffer;
+  readonly lines: number;
+  /** The same bytes as one HTTP/1.1 chunk (size line, bytes, CRLF), made once for every chunked response. */
+  readonly chunk: Buffer;
+}
 
-export function liveBatch(
-  format: StreamFormat,
-  logged: readonly LoggedUpdate[],
-  grantOf: (uid: string) => GrantedApp | undefined,
-): { readonly bytes: Buffer; readonly lines: number } {
+const CRLF = Buffer.from('\r\n', 'latin1');
+
+const batches = new WeakMap<readonly LoggedUpdate[], Array<LiveBatch | undefined>>();
+
+export function liveBatch(format: StreamFormat, logged: readonly LoggedUpdate[], grantOf: (uid: string) => GrantedApp | undefined): LiveBatch {
   const slot = format === 'sse' ? 1 : 0;
   let cache = batches.get(logged);
   if (cache === undefined) batches.set(logged, (cache = []));
@@ -94,7 +99,8 @@ export function liveBatch(
       out += liveFrame(format, u, grant);
       lines++;
     }
-    made = cache[slot] = { bytes: Buffer.from(out, 'utf8'), lines };
+    const bytes = Buffer.from(out, 'utf8');
+    made = cache[slot] = { bytes, lines, chunk: Buffer.concat([Buffer.from(`${bytes.length.toString(16)}\r\n`, 'latin1'), bytes, CRLF]) };
   }
   return made;
 }
