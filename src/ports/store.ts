@@ -167,4 +167,13 @@ export interface Store {
   getOfflineMessages(to: string, limit: number): Promise<OfflineMessage[]>;
   countOfflineMessages(to: string): Promise<number>;
   deleteOfflineMessages(ids: readonly number[]): Promise<void>;
+  /**
+   * Takes, until `now + ms`, the right to hand out `to`'s stored messages, unless another holder has it
+   * and its time has not run out: false then. One deliverer per account at a time across a cluster, so
+   * that two resources announcing themselves on two nodes at the same moment are not both handed the
+   * same messages.
+   */
+  claimOfflineDelivery(to: string, holder: string, now: number, ms: number): Promise<boolean>;
+  /** Gives the right back (only if `holder` still has it). */
+  releaseOfflineDelivery(to: string, holder: string): Promise<void>;
 }

@@ -128,7 +128,7 @@ before(async () => {
   a = await startClusterNode(cluster, 'x-node-a', config);
   b = await startClusterNode(cluster, 'x-node-b', config);
   c = await startClusterNode(cluster, 'x-node-c', config);
-  const users = ['alice', 'bob', 'iqa', 'iqb', 'dpa', 'dpb', 'sender', 'off', 'con', 'other', 'del', 'pwc', 'gina', 'hank', 'smu'];
+  const users = ['alice', 'bob', 'iqa', 'iqb', 'dpa', 'dpb', 'sender', 'off', 'twice', 'con', 'other', 'del', 'pwc', 'gina', 'hank', 'smu'];
   for (const u of users) await a.createAccount(`${u}@localhost`, PW);
 });
 
@@ -293,6 +293,27 @@ describe('XMPP stanzas across nodes', () => {
     assert.equal(back.received.filter((s) => s.is('message') && /^(while|to the)/.test(s.getChildText('body') ?? '')).length, 0, 'each once');
     await sender.stop();
     await back.stop();
+  });
+
+  test('two resources announcing themselves at the same moment on two nodes: the stored messages go out once', async () => {
+    const sender = await login(a, 'sender', 'burst');
+    await sender.send(xml('presence'));
+    // Enough that handing them out takes a while: the two nodes' deliveries would overlap.
+    const N = 300;
+    for (let i = 0; i < N; i++) await sender.send(chat('twice@localhost', `stored ${i}`));
+    // Each is a transaction of its own on PostgreSQL: on a loaded machine that takes a while.
+    await eventually(async () => assert.equal(offlineCount('twice@localhost'), N, 'every message stored'), 90_000);
+    const [onB, onC] = await Promise.all([raw(b, 'twice', 'one'), raw(c, 'twice', 'two')]);
+    // Both initial presences leave at once; each node would read the same rows if nothing took turns.
+    onB.write('<presence/>');
+    onC.write('<presence/>');
+    await eventually(async () => assert.equal(offlineCount('twice@localhost'), 0, 'every message handed out'), 60_000);
+    await Promise.all([roundTrip(onB), roundTrip(onC)]);
+    const got = (r: RawXmpp): string[] => [...r.text.matchAll(/<body>(stored \d+)<\/body>/g)].map((m) => m[1] as string);
+    const all = [...got(onB), ...got(onC)];
+    assert.equal(all.length, N, `each stored message handed out once (one: ${got(onB).length}, two: ${got(onC).length})`);
+    assert.equal(new Set(all).size, N);
+    await sender.stop();
   });
 
   test('the same resource bound on another node replaces the old stream (conflict); stanzas follow the new one', async () => {

@@ -27,9 +27,6 @@ const POSTGRES_OPS: DialectOps = {
       }
     }
   },
-  async lockKey(trx, key) {
-    await sql`SELECT pg_advisory_xact_lock(hashtextextended(${key}, 0))`.execute(trx);
-  },
   // right() takes the last n characters; SQLite's negative substr start has no PostgreSQL equivalent.
   jidEndsWith: (suffix) => sql<boolean>`right(jid, length(cast(${suffix} as text))) = ${suffix}`,
   upsertOncePerKey: true,

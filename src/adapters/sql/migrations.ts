@@ -152,6 +152,22 @@ export const MIGRATIONS: readonly Migration[] = [
       await db.schema.alterTable('presence_checkpoint_by_node').renameTo('presence_checkpoint').execute();
     },
   },
+  {
+    version: 5,
+    name: 'offline delivery leases',
+    async up(db, dialect) {
+      // Who is handing out an account's stored messages right now, and until when (a holder that died
+      // loses it when its time runs out): one deliverer per account across the nodes of a cluster.
+      await withoutRowid(
+        dialect,
+        db.schema
+          .createTable('offline_delivery')
+          .addColumn('recipient', keyTextColumn(dialect), (c) => c.primaryKey().notNull())
+          .addColumn('holder', 'text', (c) => c.notNull())
+          .addColumn('until', timeColumn(dialect), (c) => c.notNull()),
+      ).execute();
+    },
+  },
 ];
 
 function checkOrder(migrations: readonly Migration[]): void {

@@ -68,6 +68,12 @@ interface PresenceCheckpointTable {
   status: string | null;
 }
 
+interface OfflineDeliveryTable {
+  recipient: string;
+  holder: string;
+  until: number;
+}
+
 interface OfflineMessagesTable {
   id: Generated<number>;
   recipient: string;
@@ -84,6 +90,7 @@ export interface Tables {
   blocks: BlocksTable;
   last_seen: LastSeenTable;
   offline_messages: OfflineMessagesTable;
+  offline_delivery: OfflineDeliveryTable;
   presence_checkpoint: PresenceCheckpointTable;
 }
 
@@ -96,12 +103,6 @@ export interface DialectOps {
    * (`fn` only touches the database, so running it again is safe).
    */
   transaction<T>(db: Kysely<Tables>, fn: (trx: Transaction<Tables>) => Promise<T>): Promise<T>;
-  /**
-   * Takes a lock named `key` until the transaction ends. SQLite: nothing to do (its write transactions
-   * already run one at a time). PostgreSQL: a transaction-level advisory lock, which also serialises
-   * writers of rows that do not exist yet (row locks cannot).
-   */
-  lockKey(trx: Transaction<Tables>, key: string): Promise<void>;
   /** `jid` ends with `suffix`, exactly (no LIKE wildcards, no case folding). */
   jidEndsWith(suffix: string): RawBuilder<boolean>;
   /**
@@ -284,6 +285,7 @@ export class SqlStore implements Store {
       await trx.deleteFrom('account_settings').where('jid', '=', jid).execute();
       await trx.deleteFrom('last_seen').where('jid', '=', jid).execute();
       await trx.deleteFrom('offline_messages').where('recipient', '=', jid).execute();
+      await trx.deleteFrom('offline_delivery').where('recipient', '=', jid).execute();
       // Else a crash recovery could give a re-created account the deleted one's last seen (any node's rows).
       await trx.deleteFrom('presence_checkpoint').where('jid', '=', jid).execute();
       return res.numDeletedRows > 0n;
@@ -407,7 +409,7 @@ export class SqlStore implements Store {
   ): Promise<T> {
     const [x, y] = owner < contact ? [owner, contact] : [contact, owner];
     return this.#tx(async (trx) => {
-      await this.#ops.lockKey(trx, `roster-pair ${x} ${y}`);
+      await lockKey(trx, `roster-pair:${x}:${y}`);
       const rows = await trx
         .selectFrom('roster_items')
         .selectAll()
@@ -621,6 +623,25 @@ export class SqlStore implements Store {
       .where('recipient', '=', to)
       .executeTakeFirst();
     return Number(row?.n ?? 0);
+  }
+
+  async claimOfflineDelivery(to: string, holder: string, now: number, ms: number): Promise<boolean> {
+    const row = await this.db
+      .insertInto('offline_delivery')
+      .values({ recipient: to, holder, until: now + ms })
+      .onConflict((oc) =>
+        oc
+          .column('recipient')
+          .doUpdateSet({ holder, until: now + ms })
+          .where((eb) => eb.or([eb('offline_delivery.until', '<=', now), eb('offline_delivery.holder', '=', holder)])),
+      )
+      .returning('holder')
+      .executeTakeFirst();
+    return row !== undefined;
+  }
+
+  async releaseOfflineDelivery(to: string, holder: string): Promise<void> {
+    await this.db.deleteFrom('offline_delivery').where('recipient', '=', to).where('holder', '=', holder).execute();
   }
 
   async deleteOfflineMessages(ids: readonly number[]): Promise<void> {

@@ -108,7 +108,6 @@ class ImmediateSqliteDialect extends SqliteDialect {
 const SQLITE_OPS: DialectOps = {
   dialect: 'sqlite',
   transaction: (db, fn) => db.transaction().execute(fn),
-  lockKey: async () => {},
   // substr with a negative start counts from the end.
   jidEndsWith: (suffix) => sql<boolean>`substr(jid, -length(${suffix})) = ${suffix}`,
   upsertOncePerKey: false,

@@ -183,7 +183,11 @@ function withDelay(xml: string, from: string, at: number): string {
   return xml.slice(0, end) + delay + xml.slice(end);
 }
 
-const delivering = new Set<string>();
+/** Accounts whose stored messages a stream of this server is handing out now, per server (a process may run several, as tests do). */
+const deliveringBy = new WeakMap<object, Set<string>>();
+let deliveries = 0;
+/** How long one batch of stored messages may take to go out before another node may take over the account's delivery. */
+const OFFLINE_DELIVERY_LEASE_MS = 60_000;
 const BATCH = 100;
 /** XEP-0198 counters wrap at 2^32; `a` comes before `b` when it is less than half the range behind. */
 const HALF = 2 ** 31;
@@ -199,13 +203,21 @@ const HALF = 2 ** 31;
  */
 export async function deliverOffline(conn: XmppConnection): Promise<void> {
   const me = conn.session;
+  let delivering = deliveringBy.get(conn.ctx);
+  if (delivering === undefined) deliveringBy.set(conn.ctx, (delivering = new Set()));
   if (!me || delivering.has(me.jid)) return;
   delivering.add(me.jid);
   let handed = 0;
+  const store = conn.ctx.engine.store;
+  // The same rule across nodes: a resource on another node handing the messages out right now has them.
+  const holder = `${conn.ctx.engine.bus.node}:${++deliveries}`;
+  let claimed = false;
   try {
-    const store = conn.ctx.engine.store;
     const domain = conn.streamDomain || me.jid.split('@')[1] || '';
     for (;;) {
+      // Taken again before each batch: a long backlog to a slow client keeps it.
+      claimed = await store.claimOfflineDelivery(me.jid, holder, Date.now(), OFFLINE_DELIVERY_LEASE_MS);
+      if (!claimed) return;
       // Rows sent on this stream management state and not yet acknowledged are skipped, not sent twice.
       const awaiting = new Set(conn.sm?.stillStored.values() ?? []);
       const rows = (await store.getOfflineMessages(me.jid, BATCH + awaiting.size)).filter((m) => !awaiting.has(m.id));
@@ -225,6 +237,7 @@ export async function deliverOffline(conn: XmppConnection): Promise<void> {
     }
   } finally {
     delivering.delete(me.jid);
+    if (claimed) await store.releaseOfflineDelivery(me.jid, holder).catch(() => undefined);
     if (handed > 0) emitHook(conn, 'offline.delivered', { jid: me.jid, resource: me.resource, count: handed });
   }
 }
