@@ -98,7 +98,7 @@ after(async () => {
 });
 
 describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
-  test('webhooks, pushes and offline messages: none lost, none answered twice', async () => {
+  test('webhooks, pushes and offline messages: none lost, none answered twice', async (t) => {
     // An app with a webhook, granted by wu; its first update (wu offline) is delivered before anything else.
     const res = await fetch(`${a.url}/api/v1/apps`, {
       method: 'POST',
@@ -144,11 +144,14 @@ describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
     const MORE = 30;
     sx.write(Array.from({ length: FIRST }, (_, i) => msg(i + 1)).join('') + `<r xmlns='${SM}'/>`);
     await sx.waitFor(new RegExp(`<a xmlns='${SM}' h='${FIRST}'/>`), 'the first messages acknowledged');
-    // More, with the request for an acknowledgement behind them: B dies while handling them.
+    // More, with the request for an acknowledgement behind them: B dies while storing them.
     sx.write(Array.from({ length: MORE }, (_, i) => msg(FIRST + i + 1)).join('') + `<r xmlns='${SM}'/>`);
+    const storedForOu = (): number => Number(sql("SELECT count(*) AS n FROM offline_messages WHERE recipient = 'ou@localhost'")[0]?.n ?? 0);
+    await until('B storing the later messages', () => storedForOu() > FIRST, 5_000);
 
     b.child.kill('SIGKILL');
     assert.equal((await b.exited).signal, 'SIGKILL');
+    const storedAtKill = storedForOu();
     // The held requests were B's: its death closed their connections before they were answered.
     await hooks.until(() => hooks.requests.some((r) => r.aborted === true) && held(hooks).length === 0, 'the held webhook request aborted by B\'s death');
     await pushes.until(() => pushes.requests.some((r) => r.aborted === true) && held(pushes).length === 0, 'the held push request aborted by B\'s death');
@@ -186,14 +189,49 @@ describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
     // ou logs in on C: every message B acknowledged, each once; of those B had not acknowledged, at most once.
     const ou = await xmppLogin(c, 'ou', 'phone');
     ou.write('<presence/>');
-    await until('ou\'s stored messages delivered', () => sql("SELECT count(*) AS n FROM offline_messages WHERE recipient = 'ou@localhost'")[0]?.n === 0 && /msg-1</.test(ou.text));
+    await until('ou\'s stored messages delivered', () => storedForOu() === 0 && /msg-1</.test(ou.text));
     // Anything written before the ping's answer has arrived before it.
     ou.write(`<iq type='get' id='ping-1' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
     await ou.waitFor(/id='ping-1'[^>]*type='result'|type='result'[^>]*id='ping-1'/, 'the ping answered');
     const received = [...ou.text.matchAll(/msg-(\d+)<\/body>/g)].map((m) => Number(m[1]));
     assert.equal(new Set(received).size, received.length, `no message twice: ${received.join(',')}`);
+    assert.equal(received.length, storedAtKill, 'every message stored when B died is delivered');
     for (let i = 1; i <= acked; i++) assert.ok(received.includes(i), `acknowledged message ${i} delivered`);
     assert.ok(received.every((i) => i >= 1 && i <= FIRST + MORE), 'only messages that were sent');
+    t.diagnostic(`messages acknowledged by B: ${acked} of ${FIRST + MORE}; stored when it died: ${storedAtKill}; delivered on C: ${received.length}`);
+    ou.close();
     assert.equal(hooks.bad.length + pushes.bad.length, 0, `every request verified: ${[...hooks.bad, ...pushes.bad].join('; ')}`);
+  });
+
+  test('stored messages being delivered on a node with stream management when it dies: the next login elsewhere gets exactly those not acknowledged', async () => {
+    const sender = await xmppLogin(a, 'sx', 'laptop');
+    const N = 10;
+    sender.write(Array.from({ length: N }, (_, i) => `<message to='ou@localhost' type='chat' id='n${i + 1}'><body>note-${i + 1}</body></message>`).join(''));
+    await until('the notes stored', () => sql("SELECT count(*) AS n FROM offline_messages WHERE recipient = 'ou@localhost'")[0]?.n === N);
+    // ou on C, with stream management: C sends the stored messages and keeps them until acknowledged.
+    const ou = await xmppLogin(c, 'ou', 'phone');
+    ou.write(`<enable xmlns='${SM}'/>`);
+    await ou.waitFor(/<enabled[^>]*\/>/, 'stream management enabled');
+    const from = ou.text.search(/<enabled[^>]*\/>/);
+    ou.write('<presence/>');
+    await ou.waitFor(new RegExp(`note-${N}</body>`), 'every note sent on C');
+    // Acknowledge the stanzas up to and including the fourth note (h counts every stanza since <enabled/>).
+    const after = ou.text.slice(from);
+    const stanzas = [...after.matchAll(/<(message|presence|iq)[\s>]/g)];
+    const fourth = after.indexOf('note-4</body>');
+    const h = stanzas.filter((m) => (m.index ?? 0) < fourth).length;
+    ou.write(`<a xmlns='${SM}' h='${h}'/>`);
+    await until('the acknowledged notes removed from storage', () => sql("SELECT count(*) AS n FROM offline_messages WHERE recipient = 'ou@localhost'")[0]?.n === N - 4);
+    c.child.kill('SIGKILL');
+    await c.exited;
+    await ou.closed;
+    // On A: the six notes C sent but never had acknowledged, each once; none of the first four.
+    const again = await xmppLogin(a, 'ou', 'tablet');
+    again.write('<presence/>');
+    await until('ou\'s notes delivered on A', () => sql("SELECT count(*) AS n FROM offline_messages WHERE recipient = 'ou@localhost'")[0]?.n === 0);
+    again.write(`<iq type='get' id='ping-2' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>`);
+    await again.waitFor(/id='ping-2'[^>]*type='result'|type='result'[^>]*id='ping-2'/, 'the ping answered');
+    const notes = [...again.text.matchAll(/note-(\d+)<\/body>/g)].map((m) => Number(m[1]));
+    assert.deepEqual(notes, [5, 6, 7, 8, 9, 10], 'the unacknowledged notes, each once, in order');
   });
 });

@@ -1,0 +1,257 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { ClusterServices, startClusterNode, until, viewOf } from '../helpers/cluster.js';
+import { basic, Browserless, consent, pkce } from '../helpers/consent-flow.js';
+import { stopAllPrivateServices } from '../helpers/private-services.js';
+import { RawXmpp } from '../helpers/raw-xmpp.js';
+import type { TestServer } from '../helpers/server.js';
+import { Receiver } from '../helpers/webhook-receiver.js';
+import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
+
+/**
+ * PostgreSQL and Redis going away under load: three nodes in this process, users on every node
+ * changing their presence without pause, watchers on every node. PostgreSQL restarted, then stopped
+ * while the test checks what clients get meanwhile (clear errors for what needs the database, live
+ * presence flowing between nodes), then started; Redis restarted. After each, without restarting
+ * any node, everything works again by itself and every watcher's view is the truth.
+ */
+
+let cluster: ClusterServices;
+let nodes: TestServer[];
+const hooks = new Receiver();
+const clients: TestClient[] = [];
+const raws: RawXmpp[] = [];
+const REDIRECT = 'https://chess.example/callback';
+const SHOWS = ['available', 'away', 'dnd', 'xa'] as const;
+
+/** Users changing presence (user i on node i % 3) and their watchers (one per node). */
+const USERS = ['u0', 'u1', 'u2', 'u3', 'u4', 'u5'].map((u) => `${u}@localhost`);
+const WATCHERS = ['w0', 'w1', 'w2'].map((u) => `${u}@localhost`);
+const users = new Map<string, TestClient>();
+const watchers = new Map<string, { client: TestClient; auth: any }>();
+/** What each user last had acknowledged: the truth the watchers must end on. */
+const truth = new Map<string, { show: string; status: string }>();
+const loadErrors: string[] = [];
+let load: { stop: () => Promise<void>; changes: () => number } | null = null;
+
+async function login(node: TestServer, jid: string, extra: Record<string, unknown> = {}): Promise<{ client: TestClient; auth: any }> {
+  const r = await TestClient.login(node.wsUrl, jid, 'secret-pw', extra);
+  clients.push(r.client);
+  return r;
+}
+
+async function xmppLogin(node: TestServer, user: string, resource: string): Promise<RawXmpp> {
+  const x = await RawXmpp.open(node.server.xmppPort!);
+  raws.push(x);
+  await x.loginPlain(user, 'secret-pw', resource);
+  return x;
+}
+
+/** Every user changes presence in turn, as fast as its node answers; every answer is recorded as the truth. */
+function startLoad(): void {
+  let running = true;
+  let n = 0;
+  const loops = USERS.map(async (jid) => {
+    const client = users.get(jid)!;
+    while (running) {
+      const show = SHOWS[n % SHOWS.length]!;
+      const status = `change ${++n}`;
+      try {
+        await client.request('presence', { show, status });
+        truth.set(jid, { show, status });
+      } catch (e) {
+        loadErrors.push(`${jid}: ${e instanceof RequestFailed ? JSON.stringify(e.error) : String(e)}`);
+      }
+      // Pacing, not synchronisation: keeps six loops from starving the nodes that share this process.
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  });
+  load = {
+    changes: () => n,
+    async stop() {
+      running = false;
+      await Promise.all(loops);
+      load = null;
+    },
+  };
+}
+
+/** Load paused: every watcher, on every node, ends on each user's last acknowledged presence. */
+async function convergedOnTruth(what: string, askNodes = true): Promise<void> {
+  for (const [wjid, w] of watchers) {
+    await until(`${wjid} sees the truth ${what}`, () =>
+      USERS.every((u) => {
+        const v = viewOf(w.client, w.auth, u);
+        const t = truth.get(u);
+        return v?.online === true && t !== undefined && v.show === t.show && v.status === t.status;
+      }),
+    20_000);
+  }
+  // Each node's registry, through the admin API (which reads the account from the database).
+  for (const n of askNodes ? nodes : []) {
+    for (const u of USERS) {
+      const s = await n.admin('GET', `/accounts/${u}/sessions`);
+      assert.equal(s.status, 200, `sessions of ${u} on ${n.config.node_id} ${what}`);
+      assert.equal(s.body.sessions.length, 1, `${u} has its one session on ${n.config.node_id} ${what}`);
+    }
+  }
+}
+
+async function healthy(what: string): Promise<void> {
+  for (const n of nodes) await until(`${n.config.node_id} healthy ${what}`, async () => (await fetch(`${n.url}/healthz`)).status === 200, 20_000);
+}
+
+/** What needs the database works again on every node: a login, a roster change, an XMPP login. */
+async function databaseWorks(tag: string): Promise<void> {
+  for (const [i, n] of nodes.entries()) {
+    const { client } = await login(n, `r${i}@localhost`, { resource: tag });
+    await client.request('subscribe', { jid: `r${(i + 1) % 3}@localhost` });
+    const x = await xmppLogin(n, `r${i}`, `x-${tag}`);
+    x.write(`<iq type='get' id='roster-${tag}'><query xmlns='jabber:iq:roster'/></iq>`);
+    await x.waitFor(new RegExp(`id='roster-${tag}'[^>]*type='result'|type='result'[^>]*id='roster-${tag}'`), `roster read over XMPP on ${n.config.node_id}`);
+    x.close();
+    await client.close();
+  }
+  // The subscriptions asked for were written.
+  for (let i = 0; i < 3; i++) {
+    const rows = nodes[0]!.sql('SELECT pending_out FROM roster_items WHERE owner = ? AND contact = ?', `r${i}@localhost`, `r${(i + 1) % 3}@localhost`);
+    assert.equal(rows.length, 1, `r${i} asked r${(i + 1) % 3} (${tag})`);
+  }
+}
+
+type Update = { uid: string; status: string; seq: number; statusText?: string };
+const updates = (): Update[] => hooks.delivered() as Update[];
+
+before(async () => {
+  cluster = await ClusterServices.start();
+  await hooks.listen();
+  const overrides = {
+    ws_rate_limit: 10_000,
+    ws_rate_burst: 10_000,
+    xmpp_port: 0,
+    xmpp_require_tls: false,
+    webhooks_allow_private: true,
+    webhook_flush_ms: 5,
+    webhook_batch_ms: 20,
+    webhook_backoff_base_ms: 20,
+    webhook_backoff_cap_ms: 500,
+  };
+  nodes = [];
+  for (const name of ['node-a', 'node-b', 'node-c']) nodes.push(await startClusterNode(cluster, name, overrides));
+  for (const u of [...USERS, ...WATCHERS, 'owner@localhost', 'r0@localhost', 'r1@localhost', 'r2@localhost', 'late@localhost']) await nodes[0]!.createAccount(u);
+  // An app with a webhook, granted by u0.
+  const res = await fetch(`${nodes[0]!.url}/api/v1/apps`, {
+    method: 'POST',
+    headers: { authorization: basic('owner@localhost', 'secret-pw'), 'content-type': 'application/json' },
+    body: JSON.stringify({ name: 'Chess Club', homepage: 'https://chess.example/', redirectUris: [REDIRECT], webhookUrl: hooks.url, webhookFormat: 'extended' }),
+  });
+  const app = (await res.json()) as { id: string; webhookSecret: string };
+  assert.equal(res.status, 201, JSON.stringify(app));
+  hooks.secret = app.webhookSecret;
+  const back = await consent(new Browserless(nodes[1]!.url), { clientId: app.id, redirectUri: REDIRECT, challenge: pkce().challenge, method: 'S256', scope: 'presence presence.status' }, 'u0@localhost', 'secret-pw');
+  assert.ok(back.searchParams.get('code'));
+  for (const [i, w] of WATCHERS.entries()) watchers.set(w, await login(nodes[i]!, w));
+  for (const [i, u] of USERS.entries()) {
+    const { client } = await login(nodes[i % 3]!, u, { presence: { show: 'available' } });
+    users.set(u, client);
+    for (const [w, { client: wc }] of watchers) await befriend(client, u, wc, w);
+  }
+});
+
+after(async () => {
+  await load?.stop();
+  for (const cl of clients) cl.destroy();
+  for (const x of raws) x.close();
+  for (const n of nodes ?? []) await n.destroy();
+  await hooks.close();
+  await cluster?.remove();
+  await stopAllPrivateServices();
+});
+
+describe('the shared services going away under load', { timeout: 90_000 }, () => {
+  test('PostgreSQL restarted: presence goes on, everything that needs the database works again by itself', async () => {
+    startLoad();
+    const before = load!.changes();
+    await cluster.postgres.restart();
+    await healthy('after the restart');
+    await databaseWorks('restart');
+    await until('presence changing meanwhile', () => load!.changes() > before + 50);
+    await load!.stop();
+    assert.deepEqual(loadErrors, [], 'no presence change refused');
+    await convergedOnTruth('after PostgreSQL restarted');
+  });
+
+  test('PostgreSQL down for a while: clear errors for what needs it, live presence between nodes goes on; back, it all recovers', async () => {
+    startLoad();
+    const wx = await xmppLogin(nodes[1]!, 'w1', 'desk');
+    await cluster.postgres.stop();
+    try {
+      for (const n of nodes) {
+        const id = n.config.node_id;
+        await until(`${id} reports the database unavailable`, async () => {
+          const r = await fetch(`${n.url}/healthz`);
+          return r.status === 503 && ((await r.json()) as { reasons: { store?: string } }).reasons.store !== undefined;
+        });
+        // HTTP: 503 with a JSON error body.
+        const created = await n.admin('POST', '/accounts', { jid: `new-${id}@localhost`, password: 'secret-pw' });
+        assert.equal(created.status, 503, `account creation on ${id}: ${JSON.stringify(created.body)}`);
+        assert.equal(created.body?.error?.code, 'unavailable', JSON.stringify(created.body));
+        // Native: a login is refused with the code unavailable.
+        const fresh = await TestClient.connect(n.wsUrl);
+        clients.push(fresh);
+        await assert.rejects(fresh.request('auth', { jid: 'late@localhost', password: 'secret-pw' }), (e: unknown) => e instanceof RequestFailed && e.error.code === 'unavailable', `native login on ${id}`);
+        fresh.destroy();
+        // XMPP: a login is refused as a temporary failure.
+        const x = await RawXmpp.open(n.server.xmppPort!);
+        raws.push(x);
+        x.write("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>");
+        await x.waitFor(/<\/stream:features>/);
+        x.write(`<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>${Buffer.from('\0late\0secret-pw').toString('base64')}</auth>`);
+        await x.waitFor(/<failure[^>]*><temporary-auth-failure\/>/, `XMPP login on ${id} refused as temporary`);
+        x.close();
+      }
+      // A connected native client's roster change: the code unavailable.
+      const w0 = watchers.get('w0@localhost')!.client;
+      await assert.rejects(w0.request('subscribe', { jid: 'late@localhost' }), (e: unknown) => e instanceof RequestFailed && e.error.code === 'unavailable', 'native roster change');
+      // A connected XMPP client's roster change: an error of type wait.
+      wx.write(`<iq type='set' id='rs-1'><query xmlns='jabber:iq:roster'><item jid='late@localhost'/></query></iq>`);
+      const err = await wx.waitFor(/<iq[^>]*id='rs-1'[\s\S]*?<\/iq>/, 'the roster set answered');
+      assert.match(err, /type='error'/);
+      assert.match(err, /<error[^>]*type='wait'/);
+      // Live presence between nodes: u1 (on node-b) is seen by the watchers on node-a and node-c.
+      const before = load!.changes();
+      await until('presence flowing while the database is down', () => load!.changes() > before + 30);
+      await load!.stop();
+      assert.deepEqual(loadErrors, [], 'no presence change refused while the database is down');
+      await convergedOnTruth('while PostgreSQL is down', false);
+      // u0's last change is made while the database is down: the app must get it once it is back.
+      await users.get('u0@localhost')!.request('presence', { show: 'dnd', status: 'while the database was down' });
+      truth.set('u0@localhost', { show: 'dnd', status: 'while the database was down' });
+    } finally {
+      await cluster.postgres.start();
+    }
+    await healthy('after PostgreSQL came back');
+    await databaseWorks('back');
+    // The XMPP client's roster change works again, on the same stream.
+    wx.write(`<iq type='set' id='rs-2'><query xmlns='jabber:iq:roster'><item jid='late@localhost'/></query></iq>`);
+    await wx.waitFor(/<iq[^>]*id='rs-2'[^>]*type='result'|<iq[^>]*type='result'[^>]*id='rs-2'/, 'the roster set accepted after the outage');
+    // The webhook catches up: u0's change made during the outage arrives, and seqs run without a gap or repeat.
+    await hooks.until(() => updates().at(-1)?.statusText === 'while the database was down', 'u0\'s change made during the outage, by webhook', 30_000);
+    const seqs = updates().map((u) => u.seq);
+    assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'each update once, in order');
+    await convergedOnTruth('after PostgreSQL came back');
+  });
+
+  test('Redis restarted under load: every view converges on the truth, logins work again', async () => {
+    startLoad();
+    const before = load!.changes();
+    await cluster.redis.restart();
+    await healthy('after Redis restarted');
+    await until('presence changing after Redis is back', () => load!.changes() > before + 50, 20_000);
+    await load!.stop();
+    // A change refused while Redis was away is refused clearly, and is not the truth (only acknowledged ones are recorded).
+    assert.ok(loadErrors.every((e) => e.includes('unavailable')), `presence changes refused only as unavailable: ${loadErrors.slice(0, 5).join('; ')}`);
+    await convergedOnTruth('after Redis restarted');
+    await databaseWorks('redis');
+  });
+});
