@@ -1,11 +1,12 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { ClusterServices, startClusterNode, until, viewOf } from '../helpers/cluster.js';
 import { basic, Browserless, consent, pkce } from '../helpers/consent-flow.js';
 import { stopAllPrivateServices } from '../helpers/private-services.js';
 import { RawXmpp } from '../helpers/raw-xmpp.js';
 import type { TestServer } from '../helpers/server.js';
-import { Receiver } from '../helpers/webhook-receiver.js';
+import { Receiver, type Received } from '../helpers/webhook-receiver.js';
 import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
 
 /**
@@ -19,6 +20,8 @@ import { RequestFailed, TestClient, befriend } from '../helpers/ws-client.js';
 let cluster: ClusterServices;
 let nodes: TestServer[];
 const hooks = new Receiver();
+const pushes = new Receiver();
+const PUSH_SECRET = `whsec_${randomBytes(24).toString('base64')}`;
 const clients: TestClient[] = [];
 const raws: RawXmpp[] = [];
 const REDIRECT = 'https://chess.example/callback';
@@ -125,7 +128,10 @@ const updates = (): Update[] => hooks.delivered() as Update[];
 before(async () => {
   cluster = await ClusterServices.start();
   await hooks.listen();
+  await pushes.listen();
+  pushes.secret = PUSH_SECRET;
   const overrides = {
+    push_providers: { gw: { type: 'webhook', url: pushes.url, secret: PUSH_SECRET } },
     ws_rate_limit: 10_000,
     ws_rate_burst: 10_000,
     xmpp_port: 0,
@@ -138,7 +144,7 @@ before(async () => {
   };
   nodes = [];
   for (const name of ['node-a', 'node-b', 'node-c']) nodes.push(await startClusterNode(cluster, name, overrides));
-  for (const u of [...USERS, ...WATCHERS, 'owner@localhost', 'r0@localhost', 'r1@localhost', 'r2@localhost', 'late@localhost']) await nodes[0]!.createAccount(u);
+  for (const u of [...USERS, ...WATCHERS, 'owner@localhost', 'r0@localhost', 'r1@localhost', 'r2@localhost', 'late@localhost', 'pd@localhost']) await nodes[0]!.createAccount(u);
   // An app with a webhook, granted by u0.
   const res = await fetch(`${nodes[0]!.url}/api/v1/apps`, {
     method: 'POST',
@@ -150,6 +156,10 @@ before(async () => {
   hooks.secret = app.webhookSecret;
   const back = await consent(new Browserless(nodes[1]!.url), { clientId: app.id, redirectUri: REDIRECT, challenge: pkce().challenge, method: 'S256', scope: 'presence presence.status' }, 'u0@localhost', 'secret-pw');
   assert.ok(back.searchParams.get('code'));
+  // pd's phone, registered for pushes while pd is offline.
+  const { client: phone } = await login(nodes[2]!, 'pd@localhost', { resource: 'phone' });
+  await phone.request('push.register', { provider: 'gw', token: 'pd-phone' });
+  await phone.close();
   for (const [i, w] of WATCHERS.entries()) watchers.set(w, await login(nodes[i]!, w));
   for (const [i, u] of USERS.entries()) {
     const { client } = await login(nodes[i % 3]!, u, { presence: { show: 'available' } });
@@ -164,6 +174,7 @@ after(async () => {
   for (const x of raws) x.close();
   for (const n of nodes ?? []) await n.destroy();
   await hooks.close();
+  await pushes.close();
   await cluster?.remove();
   await stopAllPrivateServices();
 });
@@ -184,7 +195,17 @@ describe('the shared services going away under load', { timeout: 90_000 }, () =>
   test('PostgreSQL down for a while: clear errors for what needs it, live presence between nodes goes on; back, it all recovers', async () => {
     startLoad();
     const wx = await xmppLogin(nodes[1]!, 'w1', 'desk');
+    // A webhook request and a push in flight as the database goes: answered while it is down, so that
+    // recording them has to wait for it (not sent again after their leases).
+    hooks.holding = true;
+    pushes.holding = true;
+    const heldNow = (rx: Receiver): Received[] => rx.requests.filter((r) => r.answered === 0 && r.aborted !== true);
+    await hooks.until(() => heldNow(hooks).length === 1, 'a webhook request in flight');
+    assert.equal((await nodes[1]!.admin('POST', '/accounts/pd@localhost/notify', { body: 'during' })).status, 202);
+    await pushes.until(() => heldNow(pushes).length === 1, 'a push in flight');
     await cluster.postgres.stop();
+    hooks.release();
+    pushes.release();
     try {
       for (const n of nodes) {
         const id = n.config.node_id;
@@ -240,6 +261,11 @@ describe('the shared services going away under load', { timeout: 90_000 }, () =>
     const seqs = updates().map((u) => u.seq);
     assert.deepEqual(seqs, Array.from({ length: seqs.length }, (_, i) => i + 1), 'each update once, in order');
     await convergedOnTruth('after PostgreSQL came back');
+    // The push answered while the database was down: recorded once it was back, never sent again.
+    await until('the push queue empty', () => nodes[0]!.sql('SELECT count(*) AS n FROM push_outbox')[0]?.n === 0, 20_000);
+    const answeredPushes = pushes.requests.filter((r) => r.answered >= 200 && r.answered < 300);
+    assert.equal(answeredPushes.length, 1, `the push answered once: ${pushes.requests.map((r) => r.answered).join(',')}`);
+    assert.equal(hooks.bad.length + pushes.bad.length, 0, 'every request verified');
   });
 
   test('Redis restarted under load: every view converges on the truth, logins work again', async () => {
