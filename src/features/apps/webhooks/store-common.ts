@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { EndpointState, OutboxRow, WebhookStoreOptions } from './store.js';
 
@@ -64,4 +65,22 @@ export async function purgeDone(db: Kysely<any>, e: PurgeBounds, before: number)
   if (lo <= e.first) return 0;
   const res = await sql`DELETE FROM webhook_log WHERE app_id = ${e.app_id} AND id < ${lo} AND created_at < ${before}`.execute(db);
   return Number(res.numAffectedRows ?? 0n);
+}
+
+/**
+ * How many of the pending rows (replayed ones first, then live ones, as a claim orders them) make up
+ * the batch whose key (batchKeyOf) the endpoint holds, when they are the first of them: a batch that
+ * went out and was never settled (its node died mid-request, or the request failed) goes again as it
+ * was, under its webhook-id, though newer rows were logged since (they follow in the next request).
+ * So a receiver that took the first request can tell the second for a repeat. null: no such batch.
+ */
+export function unsettledBatchLength(ids: readonly number[], key: string | null): number | null {
+  if (key === null) return null;
+  // The key is sha256 of the ids joined with commas: hashed one id at a time, each prefix compared.
+  const h = createHash('sha256');
+  for (let i = 0; i < ids.length; i++) {
+    h.update(i === 0 ? String(ids[i]) : `,${ids[i]}`);
+    if (h.copy().digest('base64url') === key) return i + 1;
+  }
+  return null;
 }

@@ -3,7 +3,7 @@ import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
 import { PostgresWebhookStore } from './postgres-store.js';
-import { countCapOf, purgeDone, toEndpoint, toOutboxRow, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
  * The webhook outbox's storage port, one implementation per database: SqliteWebhookStore below (one
@@ -433,16 +433,22 @@ export class SqliteWebhookStore implements WebhookStore {
         }
       }
       // Replayed rows (older) go first, then the live ones after the app's position.
-      const replayRows = e.replaying === 1
+      let replayRows = e.replaying === 1
         ? (await sql<LogRow>`
             SELECT l.id, l.uid, l.seq, l.at, l.body_json FROM webhook_replay r JOIN webhook_log l ON l.app_id = r.app_id AND l.id = r.id
             WHERE r.app_id = ${appId} ORDER BY r.id LIMIT ${max}`.execute(trx)).rows
         : [];
-      const live = replayRows.length < max
+      let live = replayRows.length < max
         ? (await sql<LogRow>`
             SELECT id, uid, seq, at, body_json FROM webhook_log WHERE app_id = ${appId} AND id > ${from} AND superseded IS NULL
             ORDER BY id LIMIT ${max - replayRows.length}`.execute(trx)).rows
         : [];
+      // The batch that went out last and was never settled goes again first, as it was.
+      const again = unsettledBatchLength([...replayRows, ...live].map((r) => r.id), e.batch_id === null ? null : e.batch_key);
+      if (again !== null) {
+        live = live.slice(0, Math.max(0, again - replayRows.length));
+        replayRows = replayRows.slice(0, again);
+      }
       // Superseded rows between the position and the next live row are passed with this batch; with no
       // live row left, the position goes to the app's newest row.
       const through = live.length > 0 ? live.at(-1)!.id : replayRows.length > 0 ? from : Math.max(from, e.head);
