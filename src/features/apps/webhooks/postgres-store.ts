@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { batchKeyOf } from './migration.js';
 import type { AppBacklog, AttemptRecord, Claim, EndpointState, LoggedUpdate, NewOutboxRow, WebhookStore, WebhookStoreOptions } from './store.js';
-import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, batchIdOf, failedBatchKey, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
  * Advisory lock class of the webhook log's appends (two-key form, a key space of its own); the second
@@ -211,11 +211,8 @@ export class PostgresWebhookStore implements WebhookStore {
       }
       const rows = [...replayRows, ...live];
       const key = batchKeyOf(rows.map((r) => r.id));
-      let batchId = e.batch_id;
-      if (batchId === null || e.batch_key !== key) {
-        batchId = `msg_${randomBytes(16).toString('base64url')}`;
-        await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      }
+      const { batchId, write } = batchIdOf(e, key);
+      if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
@@ -256,7 +253,7 @@ export class PostgresWebhookStore implements WebhookStore {
           last_error = ${change.error}::text,
           disabled_at = CASE WHEN ${change.disabledReason}::text IS NULL THEN disabled_at ELSE ${now}::bigint END,
           disabled_reason = coalesce(${change.disabledReason}::text, disabled_reason),
-          batch_id = ${claim.batchId}::text, batch_key = ${batchKeyOf(sentIds)}::text, claimed_by = NULL, claimed_until = NULL
+          batch_id = ${claim.batchId}::text, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}::text, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
     });
   }

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
 import { PostgresWebhookStore } from './postgres-store.js';
-import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, batchIdOf, failedBatchKey, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
  * The webhook outbox's storage port, one implementation per database: SqliteWebhookStore below (one
@@ -462,11 +461,8 @@ export class SqliteWebhookStore implements WebhookStore {
       const key = batchKeyOf(rows.map((r) => r.id));
       // A retry of exactly the same updates keeps its webhook-id, so the receiver can recognise it; the
       // id is written before the request goes, so a crash does not change it either.
-      let batchId = e.batch_id;
-      if (batchId === null || e.batch_key !== key) {
-        batchId = `msg_${randomBytes(16).toString('base64url')}`;
-        await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      }
+      const { batchId, write } = batchIdOf(e, key);
+      if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
@@ -510,7 +506,7 @@ export class SqliteWebhookStore implements WebhookStore {
           last_error = ${change.error},
           disabled_at = CASE WHEN ${change.disabledReason} IS NULL THEN disabled_at ELSE ${now} END,
           disabled_reason = coalesce(${change.disabledReason}, disabled_reason),
-          batch_id = ${claim.batchId}, batch_key = ${batchKeyOf(sentIds)}, claimed_by = NULL, claimed_until = NULL
+          batch_id = ${claim.batchId}, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
     });
   }
