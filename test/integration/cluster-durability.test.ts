@@ -157,7 +157,6 @@ describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
     await pushes.until(() => pushes.requests.some((r) => r.aborted === true) && held(pushes).length === 0, 'the held push request aborted by B\'s death');
     hooks.release();
     pushes.release();
-    const killedAt = Date.now();
     const acked = Math.max(...[...sx.text.matchAll(new RegExp(`<a xmlns='${SM}' h='(\\d+)'/>`, 'g'))].map((m) => Number(m[1])));
     assert.ok(acked >= FIRST);
 
@@ -167,7 +166,6 @@ describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
     // Every push, after B's lease on the first ran out.
     const pushIdOf = (r: Received): string => String(r.headers['webhook-id']);
     await pushes.until(() => new Set(answered(pushes).map(pushIdOf)).size === 3, 'the three pushes answered', CLAIM_LEASE_MS + 30_000);
-    assert.ok(Date.now() - killedAt < CLAIM_LEASE_MS + 30_000);
 
     // Webhooks: every seq from 1 to the last, each answered once, in order.
     const got = updates();
