@@ -8,9 +8,11 @@ export interface Received {
   readonly headers: IncomingHttpHeaders;
   readonly body: string;
   readonly payload: unknown;
-  /** What the receiver answered, and when it finished answering. */
+  /** What the receiver answered (0 while it holds the request), and when it finished answering. */
   answered: number;
   answeredAt: number;
+  /** The sender's connection closed before the receiver answered (a held request whose sender died). */
+  aborted?: boolean;
 }
 
 /**
@@ -21,7 +23,13 @@ export class Receiver {
   readonly requests: Received[] = [];
   readonly bad: string[] = [];
   answer: () => { status: number; headers?: Record<string, string>; body?: string } = () => ({ status: 204 });
+  /**
+   * While set, requests are recorded (answered 0) and left unanswered until release(): a receiver slow
+   * to answer, so that the sender has the delivery in flight.
+   */
+  holding = false;
   secret = '';
+  readonly #held: Array<() => void> = [];
   #server: Server;
   #waiters: Array<() => void> = [];
 
@@ -38,16 +46,43 @@ export class Receiver {
         } catch (e) {
           this.bad.push(`${(e as Error).message}: ${body.slice(0, 100)}`);
         }
-        const a = this.answer();
-        const r: Received = { at, headers: req.headers, body, payload, answered: a.status, answeredAt: 0 };
+        const r: Received = { at, headers: req.headers, body, payload, answered: 0, answeredAt: 0 };
+        const respond = (): void => {
+          if (r.aborted === true) return;
+          const a = this.answer();
+          r.answered = a.status;
+          res.writeHead(a.status, a.headers ?? {});
+          res.end(a.body ?? '', () => {
+            r.answeredAt = Date.now();
+            this.#wake();
+          });
+        };
+        if (!this.holding) {
+          respond();
+          this.requests.push(r);
+          return;
+        }
         this.requests.push(r);
-        res.writeHead(a.status, a.headers ?? {});
-        res.end(a.body ?? '', () => {
-          r.answeredAt = Date.now();
-          for (const w of this.#waiters.splice(0)) w();
+        res.once('close', () => {
+          if (r.answered === 0) {
+            r.aborted = true;
+            this.#wake();
+          }
         });
+        this.#held.push(respond);
+        this.#wake();
       });
     });
+  }
+
+  #wake(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  /** Stops holding: the requests held so far are answered now (those whose sender is gone are not). */
+  release(): void {
+    this.holding = false;
+    for (const respond of this.#held.splice(0)) respond();
   }
 
   async listen(): Promise<void> {
@@ -58,7 +93,7 @@ export class Receiver {
     return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}/hook`;
   }
 
-  /** Resolves once the received requests satisfy `check` (checked at each request answered). */
+  /** Resolves once the received requests satisfy `check` (checked at each request answered, held or aborted). */
   async until(check: (rs: readonly Received[]) => boolean, what: string, ms = 15_000): Promise<void> {
     const deadline = Date.now() + ms;
     while (!check(this.requests)) {
@@ -72,7 +107,7 @@ export class Receiver {
 
   /** Updates in the order they arrived in requests answered 2xx (extended format). */
   delivered(): Array<{ uid: string; status: AppStatus; seq: number }> {
-    return this.requests.filter((r) => r.answered < 300).flatMap((r) => r.payload as Array<{ uid: string; status: AppStatus; seq: number }>);
+    return this.requests.filter((r) => r.answered >= 200 && r.answered < 300).flatMap((r) => r.payload as Array<{ uid: string; status: AppStatus; seq: number }>);
   }
 
   close(): Promise<void> {

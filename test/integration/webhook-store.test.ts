@@ -164,6 +164,23 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal(await store.pendingCount('a'), 0);
     });
 
+    test('a batch whose worker died mid-request goes again as it was, under its webhook-id; rows logged since follow it', async () => {
+      await store.append([row('a', 'd1', 'online', 6000), row('a', 'd2', 'online', 6000)], 6000);
+      const first = (await store.claim('a', 'dead', 6001, LEASE, 10))!;
+      // Its worker dies with the request out; more is logged meanwhile. Once the lease ran out:
+      await store.append([row('a', 'd1', 'away', 6002), row('a', 'd3', 'online', 6002)], 6002);
+      assert.equal(await store.claim('a', 'w', 6003, LEASE, 10), null, 'not before the lease ran out');
+      const again = (await store.claim('a', 'w', 6001 + LEASE, LEASE, 10))!;
+      assert.deepEqual(ids(again), ids(first));
+      assert.equal(again.batchId, first.batchId, 'the same webhook-id: the receiver can tell a repeat');
+      await store.delivered('a', again, ids(again), 6002 + LEASE, attempt(again, 200));
+      const next = (await store.claim('a', 'w', 6003 + LEASE, LEASE, 10))!;
+      assert.deepEqual(sent(next), [['d1', 2, 'away'], ['d3', 1, 'online']]);
+      assert.notEqual(next.batchId, first.batchId);
+      await store.delivered('a', next, ids(next), 6004 + LEASE, attempt(next, 200));
+      assert.equal(await store.pendingCount('a'), 0);
+    });
+
     test('purge removes done rows older than the retention only, and everything of deleted apps; ids are never reused', async () => {
       const before = await store.maxId();
       await store.append([row('a', 'y', 'online', 8500)], 8500);

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
+import { PresenceError } from '../../core/errors.js';
 import { nextAttemptDelay } from '../apps/webhooks/backoff.js';
 import type { PushProvider, PushTarget, SendResult } from './providers/provider.js';
 import type { PushRepository, QueuedPush, Registration } from './repository.js';
@@ -163,7 +164,11 @@ export class PushWorker {
       try {
         pushes = await this.repo.claimDue(this.id, now, this.leaseMs, room, limited, sent.map((b) => b.push));
       } catch (e) {
-        for (const b of sent) b.done(e);
+        // The database unreachable (a restart, an outage): the pushes answered are marked sent by a
+        // later pass, once it answers again, rather than sent a second time after their lease. Their
+        // devices' next pushes wait for that.
+        if (e instanceof PresenceError && e.code === 'unavailable' && !this.#stopped) this.#sentBatch.unshift(...sent);
+        else for (const b of sent) b.done(e);
         throw e;
       }
       for (const b of sent) b.done();

@@ -1,8 +1,8 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import { batchKeyOf } from './migration.js';
 import type { AppBacklog, AttemptRecord, Claim, EndpointState, LoggedUpdate, NewOutboxRow, WebhookStore, WebhookStoreOptions } from './store.js';
-import { countCapOf, purgeDone, toEndpoint, toOutboxRow, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, batchIdOf, failedBatchKey, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
  * Advisory lock class of the webhook log's appends (two-key form, a key space of its own); the second
@@ -186,16 +186,22 @@ export class PostgresWebhookStore implements WebhookStore {
           SELECT id FROM p WHERE id NOT IN (SELECT max(id) FROM p GROUP BY uid)`.execute(trx);
         await this.#supersede(trx, appId, old.map((o) => o.id));
       }
-      const replayRows = e.replaying === 1
+      let replayRows = e.replaying === 1
         ? (await sql<LogRow>`
             SELECT l.id, l.uid, l.seq, l.at, l.body_json FROM webhook_replay r JOIN webhook_log l ON l.app_id = r.app_id AND l.id = r.id
             WHERE r.app_id = ${appId} ORDER BY r.id LIMIT ${max}`.execute(trx)).rows
         : [];
-      const live = replayRows.length < max
+      let live = replayRows.length < max
         ? (await sql<LogRow>`
             SELECT id, uid, seq, at, body_json FROM webhook_log WHERE app_id = ${appId} AND id > ${from} AND superseded IS NULL
             ORDER BY id LIMIT ${max - replayRows.length}`.execute(trx)).rows
         : [];
+      // The batch that went out last and was never settled goes again first, as it was.
+      const again = unsettledBatchLength([...replayRows, ...live].map((r) => r.id), e.batch_id === null ? null : e.batch_key);
+      if (again !== null) {
+        live = live.slice(0, Math.max(0, again - replayRows.length));
+        replayRows = replayRows.slice(0, again);
+      }
       const through = live.length > 0 ? live.at(-1)!.id : replayRows.length > 0 ? from : Math.max(from, e.head);
       if (replayRows.length === 0 && live.length === 0) {
         await sql`UPDATE webhook_endpoints SET claimed_by = NULL, claimed_until = NULL, delivered_through = ${through},
@@ -205,11 +211,8 @@ export class PostgresWebhookStore implements WebhookStore {
       }
       const rows = [...replayRows, ...live];
       const key = batchKeyOf(rows.map((r) => r.id));
-      let batchId = e.batch_id;
-      if (batchId === null || e.batch_key !== key) {
-        batchId = `msg_${randomBytes(16).toString('base64url')}`;
-        await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      }
+      const { batchId, write } = batchIdOf(e, key);
+      if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
@@ -250,7 +253,7 @@ export class PostgresWebhookStore implements WebhookStore {
           last_error = ${change.error}::text,
           disabled_at = CASE WHEN ${change.disabledReason}::text IS NULL THEN disabled_at ELSE ${now}::bigint END,
           disabled_reason = coalesce(${change.disabledReason}::text, disabled_reason),
-          batch_id = ${claim.batchId}::text, batch_key = ${batchKeyOf(sentIds)}::text, claimed_by = NULL, claimed_until = NULL
+          batch_id = ${claim.batchId}::text, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}::text, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
     });
   }

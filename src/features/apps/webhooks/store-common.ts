@@ -1,3 +1,4 @@
+import { createHash, randomBytes } from 'node:crypto';
 import { sql, type Kysely } from 'kysely';
 import type { EndpointState, OutboxRow, WebhookStoreOptions } from './store.js';
 
@@ -64,4 +65,42 @@ export async function purgeDone(db: Kysely<any>, e: PurgeBounds, before: number)
   if (lo <= e.first) return 0;
   const res = await sql`DELETE FROM webhook_log WHERE app_id = ${e.app_id} AND id < ${lo} AND created_at < ${before}`.execute(db);
   return Number(res.numAffectedRows ?? 0n);
+}
+
+/**
+ * An endpoint's batch_key says which rows its last batch carried (batchKeyOf): as written by the claim
+ * that sent it (its outcome unknown while the lease runs: the worker may have died mid-request), or with
+ * this prefix once the request failed (the receiver did not take it).
+ */
+const FAILED = 'f:';
+
+export const failedBatchKey = (key: string): string => `${FAILED}${key}`;
+
+/**
+ * The webhook-id of a claimed batch whose rows have `key`: the endpoint's when its last batch carried
+ * exactly these rows (a retry), else a new one; `write` when the endpoint's batch_id and batch_key must
+ * be updated (the claim records what goes out before it goes, so a crash does not change it).
+ */
+export function batchIdOf(e: { readonly batch_id: string | null; readonly batch_key: string | null }, key: string): { readonly batchId: string; readonly write: boolean } {
+  if (e.batch_id !== null && (e.batch_key === key || e.batch_key === failedBatchKey(key))) return { batchId: e.batch_id, write: e.batch_key !== key };
+  return { batchId: `msg_${randomBytes(16).toString('base64url')}`, write: true };
+}
+
+/**
+ * How many of the pending rows (replayed ones first, then live ones, as a claim orders them) make up
+ * the batch that went out last and was never settled (its worker died mid-request: the endpoint holds
+ * its key as the claim wrote it), when they are the first of them. That batch goes again as it was,
+ * under its webhook-id, though newer rows were logged since (they follow in the next request): a
+ * receiver that took the first request can tell the second for a repeat. null: no such batch (a failed
+ * batch is not one: the receiver did not take it, and its retry may carry what was logged since).
+ */
+export function unsettledBatchLength(ids: readonly number[], key: string | null): number | null {
+  if (key === null || key.startsWith(FAILED)) return null;
+  // The key is sha256 of the ids joined with commas: hashed one id at a time, each prefix compared.
+  const h = createHash('sha256');
+  for (let i = 0; i < ids.length; i++) {
+    h.update(i === 0 ? String(ids[i]) : `,${ids[i]}`);
+    if (h.copy().digest('base64url') === key) return i + 1;
+  }
+  return null;
 }

@@ -1,9 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import { CompiledQuery, sql, type Kysely } from 'kysely';
 import type { FeatureStorage } from '../../../ports/store.js';
 import { batchKeyOf } from './migration.js';
 import { PostgresWebhookStore } from './postgres-store.js';
-import { countCapOf, purgeDone, toEndpoint, toOutboxRow, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
+import { countCapOf, purgeDone, toEndpoint, toOutboxRow, unsettledBatchLength, batchIdOf, failedBatchKey, type EndpointRow, type LeasedEndpoint, type LogRow, type PurgeBounds } from './store-common.js';
 
 /**
  * The webhook outbox's storage port, one implementation per database: SqliteWebhookStore below (one
@@ -433,16 +432,22 @@ export class SqliteWebhookStore implements WebhookStore {
         }
       }
       // Replayed rows (older) go first, then the live ones after the app's position.
-      const replayRows = e.replaying === 1
+      let replayRows = e.replaying === 1
         ? (await sql<LogRow>`
             SELECT l.id, l.uid, l.seq, l.at, l.body_json FROM webhook_replay r JOIN webhook_log l ON l.app_id = r.app_id AND l.id = r.id
             WHERE r.app_id = ${appId} ORDER BY r.id LIMIT ${max}`.execute(trx)).rows
         : [];
-      const live = replayRows.length < max
+      let live = replayRows.length < max
         ? (await sql<LogRow>`
             SELECT id, uid, seq, at, body_json FROM webhook_log WHERE app_id = ${appId} AND id > ${from} AND superseded IS NULL
             ORDER BY id LIMIT ${max - replayRows.length}`.execute(trx)).rows
         : [];
+      // The batch that went out last and was never settled goes again first, as it was.
+      const again = unsettledBatchLength([...replayRows, ...live].map((r) => r.id), e.batch_id === null ? null : e.batch_key);
+      if (again !== null) {
+        live = live.slice(0, Math.max(0, again - replayRows.length));
+        replayRows = replayRows.slice(0, again);
+      }
       // Superseded rows between the position and the next live row are passed with this batch; with no
       // live row left, the position goes to the app's newest row.
       const through = live.length > 0 ? live.at(-1)!.id : replayRows.length > 0 ? from : Math.max(from, e.head);
@@ -456,11 +461,8 @@ export class SqliteWebhookStore implements WebhookStore {
       const key = batchKeyOf(rows.map((r) => r.id));
       // A retry of exactly the same updates keeps its webhook-id, so the receiver can recognise it; the
       // id is written before the request goes, so a crash does not change it either.
-      let batchId = e.batch_id;
-      if (batchId === null || e.batch_key !== key) {
-        batchId = `msg_${randomBytes(16).toString('base64url')}`;
-        await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      }
+      const { batchId, write } = batchIdOf(e, key);
+      if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
       return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
@@ -504,7 +506,7 @@ export class SqliteWebhookStore implements WebhookStore {
           last_error = ${change.error},
           disabled_at = CASE WHEN ${change.disabledReason} IS NULL THEN disabled_at ELSE ${now} END,
           disabled_reason = coalesce(${change.disabledReason}, disabled_reason),
-          batch_id = ${claim.batchId}, batch_key = ${batchKeyOf(sentIds)}, claimed_by = NULL, claimed_until = NULL
+          batch_id = ${claim.batchId}, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
     });
   }

@@ -2,13 +2,14 @@ import http from 'node:http';
 import https from 'node:https';
 import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
+import { PresenceError } from '../../../core/errors.js';
 import type { AppRecord } from '../repository.js';
 import { nextAttemptDelay, retryAfterMs } from './backoff.js';
 import { postWebhook, type DeliveryResult } from './deliver.js';
 import type { StoredBody } from './outbox.js';
 import type { GrantedAudience } from './presence-source.js';
 import { signedHeaders } from './signer.js';
-import type { OutboxRow, WebhookStore } from './store.js';
+import type { Claim, OutboxRow, WebhookStore } from './store.js';
 
 export interface WorkerOptions {
   readonly batchMax: number;
@@ -217,7 +218,7 @@ export class WebhookWorker {
       const now = this.#now();
       if (ok(res)) {
         this.opts.count('delivered');
-        await this.store.delivered(appId, claim, ids, now, attempt);
+        await this.#recordDelivered(appId, claim, ids, now, attempt);
         settled = true;
         this.opts.onDelivered?.(appId, new Set(rows.map((r) => r.uid)), now);
         return;
@@ -237,6 +238,25 @@ export class WebhookWorker {
       else this.opts.log.warn({ appId, url: app.webhookUrl, error: why, retryInMs: delay, refused: res.refused }, res.refused ? 'webhook refused by the SSRF rule' : 'webhook delivery failed');
     } finally {
       if (!settled) await this.store.release(appId, this.id);
+    }
+  }
+
+  /**
+   * Records a request the app answered 2xx. The database being unreachable at that moment (a restart,
+   * an outage) must not make the batch go again once the lease runs out: the record is retried until
+   * the database answers (the app's slot stays taken meanwhile, and the lease keeps other nodes off).
+   * A node stopping meanwhile gives up; the batch then goes again after the lease.
+   */
+  async #recordDelivered(appId: string, claim: Claim, ids: readonly number[], now: number, attempt: Parameters<WebhookStore['delivered']>[4]): Promise<void> {
+    for (let n = 1; ; n++) {
+      try {
+        await this.store.delivered(appId, claim, ids, now, attempt);
+        return;
+      } catch (err) {
+        if (!(err instanceof PresenceError && err.code === 'unavailable') || this.#stopped) throw err;
+        if (n === 1) this.opts.log.warn({ err, appId }, 'webhook delivered; recording it waits for the database');
+        await new Promise((r) => setTimeout(r, Math.min(this.opts.backoffBaseMs * n, 2_000)));
+      }
     }
   }
 
