@@ -426,6 +426,23 @@ for (const makeBackend of BACKENDS) {
         });
       });
 
+      describe('offline delivery lease', () => {
+        const to = 'olga@example.com';
+
+        test('one holder at a time; the holder takes it again; it lapses; only the holder gives it back', async () => {
+          assert.equal(await store.claimOfflineDelivery(to, 'node-a:1', 1_000, 60_000), true);
+          assert.equal(await store.claimOfflineDelivery(to, 'node-b:1', 2_000, 60_000), false, 'another holder waits');
+          assert.equal(await store.claimOfflineDelivery(to, 'node-a:1', 30_000, 60_000), true, 'the holder renews it');
+          assert.equal(await store.claimOfflineDelivery(to, 'node-b:1', 70_000, 60_000), false, 'renewed: still held at 70 s');
+          await store.releaseOfflineDelivery(to, 'node-b:1');
+          assert.equal(await store.claimOfflineDelivery(to, 'node-b:1', 80_000, 60_000), false, 'a release by another holder does nothing');
+          assert.equal(await store.claimOfflineDelivery(to, 'node-b:1', 90_001, 60_000), true, 'lapsed: a holder that died loses it');
+          await store.releaseOfflineDelivery(to, 'node-b:1');
+          assert.equal(await store.claimOfflineDelivery(to, 'node-c:1', 90_002, 60_000), true, 'given back: free at once');
+          assert.equal(await store.claimOfflineDelivery('other@example.com', 'node-a:2', 90_002, 60_000), true, 'per account');
+        });
+      });
+
       describe('offline messages', () => {
         const msg = (to: string, n: number) => ({ to, from: `s${n}@x.org/r`, xml: `<message to='${to}'><body>${n}</body></message>`, at: 1_700_000_000_000 + n });
 
