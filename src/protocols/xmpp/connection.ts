@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { isPresenceError } from '../../core/errors.js';
 import { parseJid } from '../../core/jid.js';
 import type { Session, SessionSink } from '../../engine/engine.js';
@@ -18,6 +18,7 @@ import { announceDirected, type SmState } from './stream-management.js';
 import { ClientState } from './csi.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
 import { el, escapeAttr, XmlElement } from './xml.js';
+import { randomHex } from './random-ids.js';
 
 interface OutItem {
   readonly text: string | Promise<string | null>;
@@ -292,7 +293,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
   }
 
   private sendHeader(): void {
-    const id = randomBytes(8).toString('hex');
+    const id = randomHex(8);
     // Only a domain we serve is claimed; for host-unknown the header names no one.
     const from = this.ctx.engine.isLocalDomain(this.domain) ? ` from='${escapeAttr(this.domain)}'` : '';
     if (this.transport.framing === 'websocket') {
