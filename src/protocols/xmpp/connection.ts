@@ -143,14 +143,16 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
+    // Input waiting for its turn: past a slice of it (a client that sends without waiting for answers)
+    // the socket is no longer read. A client logging in sends a few hundred bytes and waits, so its
+    // socket is not paused and resumed for every step.
+    if (this.inputBytes > INPUT_SLICE) this.transport.holdInput('input', true);
     if (this.inputBacklog.length !== 1) return;
     if (!this.loggingIn) {
       this.feedInput();
     } else if (!this.inputScheduled) {
-      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts); meanwhile
-      // the socket is not read.
+      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts).
       this.inputScheduled = true;
-      this.transport.holdInput('input', true);
       this.turnWaitSince = this.lastReceived;
       this.ctx.loginTurns.enqueue(() => {
         this.turnTaken();
