@@ -71,3 +71,22 @@ test('a turn takes at most perTurn pieces, and a throwing piece does not stop th
   assert.equal(turns.stats.turns, 3);
   assert.equal(turns.waiting, 0);
 });
+
+test('what was registered to run before each turn runs before its pieces, once per turn', async () => {
+  const turns = new LoginTurns(2, 1_000);
+  const order: string[] = [];
+  const flush = (): void => {
+    order.push('flush');
+  };
+  turns.beforeEachTurn(flush);
+  turns.beforeEachTurn(flush);
+  await new Promise<void>((resolve) => {
+    for (let i = 0; i < 4; i++) {
+      turns.enqueue(() => {
+        order.push(`p${i}`);
+        if (i === 3) setImmediate(resolve);
+      });
+    }
+  });
+  assert.deepEqual(order, ['flush', 'p0', 'p1', 'flush', 'p2', 'p3']);
+});
