@@ -28,6 +28,12 @@ interface OutItem {
 
 /** Bytes of input fed to the XML parser per turn of the event loop; the rest waits (socket paused). */
 const INPUT_SLICE = 64 * 1024;
+/**
+ * Bytes of a stream still logging in read ahead of its login turn before its socket is paused. A login
+ * step is a few hundred bytes and the client waits for the answer, so such a socket is not paused and
+ * resumed at every step; one that floods before authenticating holds at most this beyond one read.
+ */
+const LOGIN_READ_AHEAD = 4 * 1024;
 /** Stanzas parsed but not yet handled beyond which the stream stops reading until half are handled. */
 const MAX_QUEUED_STANZAS = 256;
 /** Handling stanzas this long (ms) in one turn yields to the event loop, so other streams keep their latency. */
@@ -143,10 +149,9 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
-    // Input waiting for its turn: past a slice of it (a client that sends without waiting for answers)
-    // the socket is no longer read. A client logging in sends a few hundred bytes and waits, so its
-    // socket is not paused and resumed for every step.
-    if (this.inputBytes > INPUT_SLICE) this.transport.holdInput('input', true);
+    // Input waiting to be parsed: past a slice of it (a client that sends without waiting for answers)
+    // the socket is no longer read; for a stream logging in, past LOGIN_READ_AHEAD.
+    if (this.inputBytes > (this.loggingIn ? LOGIN_READ_AHEAD : INPUT_SLICE)) this.transport.holdInput('input', true);
     if (this.inputBacklog.length !== 1) return;
     if (!this.loggingIn) {
       this.feedInput();
