@@ -110,7 +110,7 @@ export class XmppServer {
   async listen(): Promise<void> {
     if (this.opts.port >= 0) {
       // Not read until its login turn (acceptTcp): paused from the start, the accept costs no read
-      // start and stop (about 15% of what accepting a socket costs Node, in a storm's burst of accepts).
+      // start and stop (12-15 % of what accepting a socket costs Node, in a storm's burst of accepts).
       this.tcp = createNetServer({ pauseOnConnect: true }, (socket) => this.acceptTcp(socket, false));
       this.port = await listen(this.tcp, this.opts.host, this.opts.port, this.opts.backlog);
     }
