@@ -365,7 +365,11 @@ export class PresenceEngine {
 
   // ---------------------------------------------------------------- account state cache
 
-  private async state(jid: string): Promise<AccountState> {
+  /**
+   * The account's state, loaded if need be. `authenticated`: the caller has just authenticated the
+   * account (a session is opening), so it exists and its row need not be read again for that.
+   */
+  private async state(jid: string, authenticated = false): Promise<AccountState> {
     const cached = this.states.get(jid);
     if (cached) {
       // Re-insert to mark it recently used; Map keeps insertion order, which eviction walks.
@@ -375,20 +379,20 @@ export class PresenceEngine {
     }
     let p = this.loading.get(jid);
     if (!p) {
-      p = this.loadState(jid).finally(() => this.loading.delete(jid));
+      p = this.loadState(jid, authenticated).finally(() => this.loading.delete(jid));
       this.loading.set(jid, p);
     }
     return p;
   }
 
-  private async loadState(jid: string): Promise<AccountState> {
+  private async loadState(jid: string, authenticated: boolean): Promise<AccountState> {
     this.stats.accountLoads++;
     const [roster, blocks, settings, lastSeen, account] = await Promise.all([
       this.store.getRoster(jid),
       this.store.getBlocks(jid),
       this.store.getSettings(jid),
       this.store.getLastSeen(jid),
-      this.store.getAccount(jid),
+      authenticated ? true : this.store.getAccount(jid),
     ]);
     const { sessions, version } = await this.bus.accountSessions(jid);
     const state: AccountState = {
@@ -413,11 +417,20 @@ export class PresenceEngine {
 
   private evict(): void {
     if (this.states.size <= this.cacheSize) return;
+    // Each state is looked at once at most: one kept is moved to the back of the order, so that when
+    // most states are in use (a storm of logins larger than the cache) the next eviction does not walk
+    // past all of them again; a storm of n logins would otherwise cost n² steps.
+    let budget = this.states.size;
     for (const [jid, s] of this.states) {
-      if (this.states.size <= this.cacheSize) break;
+      if (this.states.size <= this.cacheSize || budget-- <= 0) break;
       // A state whose account has work under way (a login between loading it and adding its session)
       // must stay: that work holds this object, and a fresh copy loaded later would not know of it.
-      if (s.local.size === 0 && !this.sessionLock.held(jid)) this.states.delete(jid);
+      if (s.local.size === 0 && !this.sessionLock.held(jid)) {
+        this.states.delete(jid);
+      } else {
+        this.states.delete(jid);
+        this.states.set(jid, s);
+      }
     }
   }
 
@@ -439,7 +452,7 @@ export class PresenceEngine {
     const resource = resourceInput === null ? null : parseResource(resourceInput);
     const input = initial === null ? null : checkPresenceInput(initial);
     return this.sessionLock.run(jid, async () => {
-      const state = await this.state(jid);
+      const state = await this.state(jid, true);
       state.exists = true; // it authenticated, whatever an older cached lookup said
       const res = resource ?? (await this.freshResource(state));
       const existing = state.local.get(res);

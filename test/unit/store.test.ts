@@ -775,6 +775,66 @@ describe('SqliteStore: the file', () => {
     }
   });
 
+  // The reads a login makes run on prepared statements directly when the connection is free
+  // (sqlite-store.ts HotReads); they must still see every write issued before them, and nothing a
+  // transaction has not committed.
+  test('a read issued right after a write, without waiting for it, sees the write', async () => {
+    const s = await openMigrated(await backend.fresh());
+    try {
+      const jid = 'alice@example.com';
+      const created = s.createAccount(account(jid));
+      const gotAccount = s.getAccount(jid);
+      await created;
+      assert.equal((await gotAccount)?.jid, jid);
+      const put = s.putRosterItems([item(jid, 'bob@example.com', { to: true })]);
+      const [gotRoster, gotVersion] = [s.getRoster(jid), s.getRosterVersion(jid)];
+      await put;
+      assert.deepEqual((await gotRoster).map((i) => i.contact), ['bob@example.com']);
+      assert.equal(await gotVersion, 1);
+      const blocked = s.addBlock(jid, 'mallory@example.com');
+      const gotBlocks = s.getBlocks(jid);
+      await blocked;
+      assert.deepEqual(await gotBlocks, ['mallory@example.com']);
+      const settled = s.updateSettings(jid, { publicPresence: true });
+      const gotSettings = s.getSettings(jid);
+      await settled;
+      assert.deepEqual(await gotSettings, { publicPresence: true });
+      const seen = s.setLastSeen(jid, { at: 5, status: 'gone' });
+      const gotSeen = s.getLastSeen(jid);
+      await seen;
+      assert.deepEqual(await gotSeen, { at: 5, status: 'gone' });
+      const stored = s.addOfflineMessage({ to: jid, from: 'bob@example.com', xml: '<message/>', at: 6 });
+      const gotOffline = s.getOfflineMessages(jid, 10);
+      await stored;
+      assert.deepEqual((await gotOffline).map((m) => m.xml), ['<message/>']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a read during a transaction waits for it and never sees what it rolled back', async () => {
+    const s = await openMigrated(await backend.fresh());
+    try {
+      const jid = 'alice@example.com';
+      let read: Promise<AccountRecord | undefined> | null = null;
+      const db = s.featureStorage().db;
+      await assert.rejects(
+        db.transaction().execute(async (trx) => {
+          await trx
+            .insertInto('accounts')
+            .values({ jid, password_hash: 'x', scram_sha1: null, scram_sha256: null, created_at: 1 })
+            .execute();
+          read = s.getAccount(jid);
+          throw new Error('roll back');
+        }),
+        /roll back/,
+      );
+      assert.equal(await (read as unknown as Promise<AccountRecord | undefined>), undefined);
+    } finally {
+      await s.close();
+    }
+  });
+
   test('closing a store that never ran a query releases the file', async () => {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'presenced-sqlite-'));
     const s = SqliteStore.open({ path: path.join(dir, 'presenced.sqlite') });

@@ -17,7 +17,7 @@ import type {
 import { lockKey } from './dialect.js';
 import { EMBEDDED_NODE, runMigrations } from './migrations.js';
 
-interface AccountsTable {
+export interface AccountsTable {
   jid: string;
   password_hash: string;
   scram_sha1: string | null;
@@ -30,7 +30,7 @@ interface AccountSettingsTable {
   data: string;
 }
 
-interface RosterItemsTable {
+export interface RosterItemsTable {
   owner: string;
   contact: string;
   name: string | null;
@@ -125,7 +125,7 @@ const CHECKPOINT_ROWS = 160;
 
 const bit = (b: boolean): number => (b ? 1 : 0);
 
-function toItem(r: RosterItemsTable): RosterItem {
+export function toItem(r: RosterItemsTable): RosterItem {
   const state: SubState = {
     to: r.sub_to === 1,
     from: r.sub_from === 1,
@@ -136,7 +136,7 @@ function toItem(r: RosterItemsTable): RosterItem {
   return { owner: r.owner, contact: r.contact, name: r.name, groups: JSON.parse(r.groups) as string[], state };
 }
 
-function toAccount(r: AccountsTable): AccountRecord {
+export function toAccount(r: AccountsTable): AccountRecord {
   return {
     jid: r.jid,
     passwordHash: r.password_hash,
@@ -151,7 +151,7 @@ const scramJson = (k: ScramKeys | null): string | null =>
     ? null
     : JSON.stringify({ salt: k.salt, iterations: k.iterations, storedKey: k.storedKey, serverKey: k.serverKey });
 
-function parseSettings(data: string | undefined): Record<string, unknown> {
+export function parseSettings(data: string | undefined): Record<string, unknown> {
   if (data === undefined) return {};
   const v: unknown = JSON.parse(data);
   return v !== null && typeof v === 'object' && !Array.isArray(v) ? (v as Record<string, unknown>) : {};

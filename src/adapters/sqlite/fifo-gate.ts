@@ -4,6 +4,11 @@ export class FifoGate {
   private readonly waiting: Array<() => void> = [];
   private head = 0;
 
+  /** Someone holds the gate or waits for it. */
+  get busy(): boolean {
+    return this.held;
+  }
+
   enter(): Promise<void> {
     if (!this.held) {
       this.held = true;

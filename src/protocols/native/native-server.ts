@@ -7,6 +7,7 @@ import type { NativeRequestRegistry } from '../../features/registries.js';
 import { DeadPeerCheck, livenessVerdict, type LivenessTimes } from '../liveness.js';
 import { LoginTurns } from '../login-turns.js';
 import { CLOSE, NativeConnection, type NativeHooks, type NativeLimits } from './connection.js';
+import { flushQueuedFrames } from './outbox.js';
 
 const CONN = Symbol('presenced.conn');
 const SERVER = Symbol('presenced.server');
@@ -78,6 +79,7 @@ export class NativeServer {
     // At most a second: the tick adds to the time a watcher waits to see a silent client go (docs/liveness.md).
     this.now = opts.now ?? Date.now;
     this.loginTurns = opts.loginTurns ?? new LoginTurns();
+    this.loginTurns.beforeEachTurn(flushQueuedFrames);
     this.dead = new DeadPeerCheck(
       (conn) => !conn.isEnded && !conn.authenticating && livenessVerdict(this.now(), conn, this.times) === 'dead',
       (conn) => conn.terminate(),

@@ -38,6 +38,11 @@ export function textFrame(text: string): Buffer {
   return buf;
 }
 
+/** Writes the frames queued so far now rather than at the end of the turn (before a turn of login work). */
+export function flushQueuedFrames(): void {
+  if (flushScheduled) flushAll();
+}
+
 /** A socket's queue of frames waiting for the end of the turn. */
 export class Outbox {
   private pending: Buffer | Buffer[] | null = null;

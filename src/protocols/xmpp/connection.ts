@@ -1,4 +1,4 @@
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac } from 'node:crypto';
 import { isPresenceError } from '../../core/errors.js';
 import { parseJid } from '../../core/jid.js';
 import type { Session, SessionSink } from '../../engine/engine.js';
@@ -18,6 +18,7 @@ import { announceDirected, type SmState } from './stream-management.js';
 import { ClientState } from './csi.js';
 import type { TransportEvents, XmppTransport } from './transport.js';
 import { el, escapeAttr, XmlElement } from './xml.js';
+import { randomHex } from './random-ids.js';
 
 interface OutItem {
   readonly text: string | Promise<string | null>;
@@ -27,6 +28,12 @@ interface OutItem {
 
 /** Bytes of input fed to the XML parser per turn of the event loop; the rest waits (socket paused). */
 const INPUT_SLICE = 64 * 1024;
+/**
+ * Bytes of a stream still logging in read ahead of its login turn before its socket is paused. A login
+ * step is a few hundred bytes and the client waits for the answer, so such a socket is not paused and
+ * resumed at every step; one that floods before authenticating holds at most this beyond one read.
+ */
+const LOGIN_READ_AHEAD = 4 * 1024;
 /** Stanzas parsed but not yet handled beyond which the stream stops reading until half are handled. */
 const MAX_QUEUED_STANZAS = 256;
 /** Handling stanzas this long (ms) in one turn yields to the event loop, so other streams keep their latency. */
@@ -142,14 +149,15 @@ export class XmppConnection implements SessionSink, TransportEvents {
     if (!this.parser) return;
     this.inputBacklog.push(chunk);
     this.inputBytes += chunk.length;
+    // Input waiting to be parsed: past a slice of it (a client that sends without waiting for answers)
+    // the socket is no longer read; for a stream logging in, past LOGIN_READ_AHEAD.
+    if (this.inputBytes > (this.loggingIn ? LOGIN_READ_AHEAD : INPUT_SLICE)) this.transport.holdInput('input', true);
     if (this.inputBacklog.length !== 1) return;
     if (!this.loggingIn) {
       this.feedInput();
     } else if (!this.inputScheduled) {
-      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts); meanwhile
-      // the socket is not read.
+      // Login work waits for its turn behind the online sessions' traffic (login-turns.ts).
       this.inputScheduled = true;
-      this.transport.holdInput('input', true);
       this.turnWaitSince = this.lastReceived;
       this.ctx.loginTurns.enqueue(() => {
         this.turnTaken();
@@ -292,7 +300,7 @@ export class XmppConnection implements SessionSink, TransportEvents {
   }
 
   private sendHeader(): void {
-    const id = randomBytes(8).toString('hex');
+    const id = randomHex(8);
     // Only a domain we serve is claimed; for host-unknown the header names no one.
     const from = this.ctx.engine.isLocalDomain(this.domain) ? ` from='${escapeAttr(this.domain)}'` : '';
     if (this.transport.framing === 'websocket') {

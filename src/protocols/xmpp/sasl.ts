@@ -1,4 +1,5 @@
-import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { randomBase64 } from './random-ids.js';
 import { isPresenceError } from '../../core/errors.js';
 import type { ScramKeys } from '../../ports/store.js';
 
@@ -146,7 +147,7 @@ export class ScramMechanism implements SaslMechanism {
     }
     const salt = this.keys?.salt ?? this.backend.fakeSalt(this.jid);
     const iterations = this.keys?.iterations ?? 4096;
-    this.nonce = cnonce + randomBytes(18).toString('base64');
+    this.nonce = cnonce + randomBase64(18);
     this.serverFirst = `r=${this.nonce},s=${salt},i=${iterations}`;
     this.stage = 'final';
     return { done: false, challenge: this.serverFirst };

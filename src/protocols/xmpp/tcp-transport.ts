@@ -20,6 +20,11 @@ function flushAll(): void {
   }
 }
 
+/** Writes the text queued so far now rather than at the end of the turn (before a turn of login work). */
+export function flushQueuedWrites(): void {
+  if (flushScheduled) flushAll();
+}
+
 /**
  * An XMPP stream over TCP. Text queued during one turn of the event loop leaves in one write, as in the
  * native front door: a burst of presence to one client costs one syscall.
