@@ -181,6 +181,24 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal(await store.pendingCount('a'), 0);
     });
 
+    test('a worker that lost its lease records nothing: the worker holding it now keeps its claim and the position', async () => {
+      await store.append([row('a', 'p1', 'online', 7000), row('a', 'p2', 'online', 7000)], 7000);
+      const paused = (await store.claim('a', 'paused', 7001, LEASE, 10))!;
+      const before = await store.endpoint('a');
+      // Paused past its lease; another worker takes the same batch.
+      const taker = (await store.claim('a', 'taker', 7001 + LEASE, LEASE, 10))!;
+      assert.deepEqual(ids(taker), ids(paused));
+      // The paused one wakes up and tries to record its outcome, each way: all refused, nothing changed.
+      assert.equal(await store.delivered('a', paused, ids(paused), 7002 + LEASE, attempt(paused, 200)), false);
+      assert.equal(await store.failed('a', paused, ids(paused), 7002 + LEASE, FAIL, attempt(paused, 503)), false);
+      assert.equal(await store.discard('a', paused, ids(paused), 7002 + LEASE), false);
+      assert.deepEqual(await store.endpoint('a'), before, 'no success, failure or error recorded');
+      assert.equal(await store.claim('a', 'third', 7003 + LEASE, LEASE, 10), null, "the taker's lease still holds");
+      assert.equal(await store.pendingCount('a'), 2);
+      assert.equal(await store.delivered('a', taker, ids(taker), 7003 + LEASE, attempt(taker, 200)), true);
+      assert.equal(await store.pendingCount('a'), 0);
+    });
+
     test('purge removes done rows older than the retention only, and everything of deleted apps; ids are never reused', async () => {
       const before = await store.maxId();
       await store.append([row('a', 'y', 'online', 8500)], 8500);

@@ -213,7 +213,7 @@ export class PostgresWebhookStore implements WebhookStore {
       const key = batchKeyOf(rows.map((r) => r.id));
       const { batchId, write } = batchIdOf(e, key);
       if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
+      return { batchId, worker, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
 
@@ -230,8 +230,9 @@ export class PostgresWebhookStore implements WebhookStore {
     }
   }
 
-  async delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       if (sentIds.length < claim.rows.length) {
         const sent = new Set(sentIds);
         await this.#supersede(trx, appId, claim.rows.map((r) => r.id).filter((id) => !sent.has(id)));
@@ -242,11 +243,13 @@ export class PostgresWebhookStore implements WebhookStore {
         UPDATE webhook_endpoints SET delivered_through = GREATEST(delivered_through, ${claim.through}::bigint), batch_id = NULL, batch_key = NULL,
           failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now}::bigint, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
+      return true;
     });
   }
 
-  async failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       await this.#logAttempt(trx, attempt);
       await sql`
         UPDATE webhook_endpoints SET failing_since = coalesce(failing_since, ${now}::bigint), failures = failures + 1, next_attempt_at = ${change.nextAttemptAt}::bigint,
@@ -255,18 +258,31 @@ export class PostgresWebhookStore implements WebhookStore {
           disabled_reason = coalesce(${change.disabledReason}::text, disabled_reason),
           batch_id = ${claim.batchId}::text, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}::text, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
+      return true;
     });
   }
 
-  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number, opts: { readonly mark?: boolean } = {}): Promise<void> {
-    if (rowIds.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
+  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number, opts: { readonly mark?: boolean } = {}): Promise<boolean> {
+    if (rowIds.length === 0) return true;
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       if (opts.mark !== false) await this.#supersede(trx, appId, rowIds);
       if (rowIds.length >= claim.rows.length) {
         await this.#pass(trx, appId, claim);
         await sql`UPDATE webhook_endpoints SET delivered_through = GREATEST(delivered_through, ${claim.through}::bigint) WHERE app_id = ${appId}`.execute(trx);
       }
+      return true;
     });
+  }
+
+  /**
+   * Whether this claim's worker still holds the app's lease. A worker paused past its lease (a stopped
+   * or partitioned node) finds another worker's claim in its place, and must not record its outcome:
+   * it would move the position or clear the lease under the worker that now sends the app's batches.
+   */
+  async #stillHeld(trx: Kysely<any>, appId: string, claim: Claim): Promise<boolean> {
+    const { rows } = await sql<{ claimed_by: string | null }>`SELECT claimed_by FROM webhook_endpoints WHERE app_id = ${appId} FOR UPDATE`.execute(trx);
+    return rows[0]?.claimed_by === claim.worker;
   }
 
   async release(appId: string, worker: string): Promise<void> {

@@ -82,6 +82,8 @@ export interface AttemptRecord {
 
 export interface Claim {
   readonly batchId: string;
+  /** Who holds the lease this batch was taken under (the worker's id given to claim()). */
+  readonly worker: string;
   /** Replayed rows first (older), then live ones, each group in log order. */
   readonly rows: readonly OutboxRow[];
   readonly endpoint: EndpointState;
@@ -118,15 +120,15 @@ export interface WebhookStore {
    */
   claim(appId: string, worker: string, now: number, leaseMs: number, max: number, everyTransition?: boolean): Promise<Claim | null>;
   /** The request carrying `sentIds` of the claim succeeded: the app's position moves past the claim (claimed rows not sent are superseded), the attempt is logged, the lease released. */
-  delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void>;
+  delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<boolean>;
   /** The request carrying `sentIds` failed: they stay pending (a retry of exactly them keeps the batch id), the attempt is logged, the lease released. */
-  failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void>;
+  failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<boolean>;
   /**
    * These rows of the claim are not sent (revoked grant, no webhook URL): superseded (so a replay leaves
    * them out), the endpoint's state untouched. `mark: false` only passes over them (an app without a
    * webhook URL, whose updates go by stream: no write per row).
    */
-  discard(appId: string, claim: Claim, rowIds: readonly number[], now: number, opts?: { readonly mark?: boolean }): Promise<void>;
+  discard(appId: string, claim: Claim, rowIds: readonly number[], now: number, opts?: { readonly mark?: boolean }): Promise<boolean>;
   release(appId: string, worker: string): Promise<void>;
   logAttempt(a: AttemptRecord): Promise<void>;
   endpoint(appId: string): Promise<EndpointState>;
@@ -463,7 +465,7 @@ export class SqliteWebhookStore implements WebhookStore {
       // id is written before the request goes, so a crash does not change it either.
       const { batchId, write } = batchIdOf(e, key);
       if (write) await sql`UPDATE webhook_endpoints SET batch_id = ${batchId}, batch_key = ${key} WHERE app_id = ${appId}`.execute(trx);
-      return { batchId, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
+      return { batchId, worker, endpoint: ep, rows: rows.map(toOutboxRow), through, replayed: replayRows.map((r) => r.id) };
     });
   }
 
@@ -482,8 +484,9 @@ export class SqliteWebhookStore implements WebhookStore {
     }
   }
 
-  async delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async delivered(appId: string, claim: Claim, sentIds: readonly number[], now: number, attempt: AttemptRecord): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       if (sentIds.length < claim.rows.length) {
         const sent = new Set(sentIds);
         await this.#supersede(trx, appId, claim.rows.map((r) => r.id).filter((id) => !sent.has(id)));
@@ -494,11 +497,13 @@ export class SqliteWebhookStore implements WebhookStore {
         UPDATE webhook_endpoints SET delivered_through = max(delivered_through, ${claim.through}), batch_id = NULL, batch_key = NULL,
           failing_since = NULL, failures = 0, next_attempt_at = NULL, last_error = NULL, last_success_at = ${now}, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
+      return true;
     });
   }
 
-  async failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<void> {
-    await this.db.transaction().execute(async (trx) => {
+  async failed(appId: string, claim: Claim, sentIds: readonly number[], now: number, change: { nextAttemptAt: number; error: string; disabledReason: string | null }, attempt: AttemptRecord): Promise<boolean> {
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       await this.#logAttempt(trx, attempt);
       // What was sent is the batch whose retry keeps the id (rows left out for a revoked user are superseded by then).
       await sql`
@@ -508,19 +513,32 @@ export class SqliteWebhookStore implements WebhookStore {
           disabled_reason = coalesce(${change.disabledReason}, disabled_reason),
           batch_id = ${claim.batchId}, batch_key = ${failedBatchKey(batchKeyOf(sentIds))}, claimed_by = NULL, claimed_until = NULL
         WHERE app_id = ${appId}`.execute(trx);
+      return true;
     });
   }
 
-  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number, opts: { readonly mark?: boolean } = {}): Promise<void> {
-    if (rowIds.length === 0) return;
-    await this.db.transaction().execute(async (trx) => {
+  async discard(appId: string, claim: Claim, rowIds: readonly number[], _now: number, opts: { readonly mark?: boolean } = {}): Promise<boolean> {
+    if (rowIds.length === 0) return true;
+    return this.db.transaction().execute(async (trx) => {
+      if (!(await this.#stillHeld(trx, appId, claim))) return false;
       if (opts.mark !== false) await this.#supersede(trx, appId, rowIds);
       if (rowIds.length >= claim.rows.length) {
         // Nothing of the claim is sent: it is done as if delivered, the endpoint's state untouched.
         await this.#pass(trx, appId, claim);
         await sql`UPDATE webhook_endpoints SET delivered_through = max(delivered_through, ${claim.through}) WHERE app_id = ${appId}`.execute(trx);
       }
+      return true;
     });
+  }
+
+  /**
+   * Whether this claim's worker still holds the app's lease. A worker paused past its lease (a stopped
+   * or partitioned node) finds another worker's claim in its place, and must not record its outcome:
+   * it would move the position or clear the lease under the worker that now sends the app's batches.
+   */
+  async #stillHeld(trx: Kysely<any>, appId: string, claim: Claim): Promise<boolean> {
+    const { rows } = await sql<{ claimed_by: string | null }>`SELECT claimed_by FROM webhook_endpoints WHERE app_id = ${appId}`.execute(trx);
+    return rows[0]?.claimed_by === claim.worker;
   }
 
   async release(appId: string, worker: string): Promise<void> {

@@ -232,8 +232,9 @@ export class WebhookWorker {
         now - failingSince >= this.opts.retryWindowMs
           ? `no successful delivery since ${new Date(failingSince).toISOString()} (retry window ${this.opts.retryWindowMs} ms, ${failures} attempts); last: ${why}`
           : null;
-      await this.store.failed(appId, claim, ids, now, { nextAttemptAt: now + delay, error: why, disabledReason }, attempt);
+      const recorded = await this.store.failed(appId, claim, ids, now, { nextAttemptAt: now + delay, error: why, disabledReason }, attempt);
       settled = true;
+      if (!recorded) return;
       if (disabledReason !== null) this.opts.log.warn({ appId, reason: disabledReason }, 'app webhook disabled');
       else this.opts.log.warn({ appId, url: app.webhookUrl, error: why, retryInMs: delay, refused: res.refused }, res.refused ? 'webhook refused by the SSRF rule' : 'webhook delivery failed');
     } finally {
@@ -250,7 +251,8 @@ export class WebhookWorker {
   async #recordDelivered(appId: string, claim: Claim, ids: readonly number[], now: number, attempt: Parameters<WebhookStore['delivered']>[4]): Promise<void> {
     for (let n = 1; ; n++) {
       try {
-        await this.store.delivered(appId, claim, ids, now, attempt);
+        // Refused when this worker lost the lease meanwhile (paused past it): the worker that holds it now sends the batch again, under its id.
+        if (!(await this.store.delivered(appId, claim, ids, now, attempt))) this.opts.log.warn({ appId, batchId: claim.batchId }, 'webhook delivered after this worker lost its lease; not recorded, the batch goes again');
         return;
       } catch (err) {
         if (!(err instanceof PresenceError && err.code === 'unavailable') || this.#stopped) throw err;
