@@ -248,7 +248,10 @@ describe('XMPP stanzas across nodes', () => {
     assert.equal(await ping('dp-3'), hidden, 'withdrawn: the same answer as before');
 
     // Sent again, then dpb's stream ends: dpa hears it leave, across nodes.
+    const sentAgain = dpa.text.length;
     dpb.write(`<presence to='dpa@localhost'/>`);
+    // Node C let the ping through only once it handled dpb's presence: wait until dpa has it.
+    await dpa.waitFor(/<presence[^>]*from='dpb@localhost\/r'(?![^>]*type=)[^>]*\/?>/, 'directed presence again', 20_000, sentAgain);
     assert.match(await ping('dp-4'), /type='result'/);
     const before = dpa.text.length;
     dpb.write('</stream:stream>');
