@@ -78,6 +78,20 @@ export interface NewPush {
   readonly trigger: string;
   readonly message: PushMessage;
   readonly pushId: string;
+  /**
+   * The collapse key was made for this push (a notify's own): nothing waiting can have it, so there is
+   * nothing to coalesce with and the push is simply inserted.
+   */
+  readonly freshCollapseKey?: boolean;
+}
+
+export interface PushRepositoryOptions {
+  /**
+   * Keep the registrations of up to this many recently pushed accounts in memory for `targets` and
+   * `registrationsOf` (0, the default: none). Only where this process is the database's only writer
+   * of registrations: not in a cluster.
+   */
+  readonly cacheAccounts?: number;
 }
 
 export class TooManyRegistrations extends Error {}
@@ -94,6 +108,14 @@ export interface PushRepository {
   /** Removes the account's registrations matching `key`, with their waiting pushes; how many. */
   unregister(account: string, key: RegistrationKey): Promise<number>;
   list(account: string): Promise<Registration[]>;
+  /**
+   * The account's registrations as the push path needs them (the policy, the triggers): what `list`
+   * gives, possibly from memory (see PushRepositoryOptions.cacheAccounts), where the counters
+   * (`lastSuccessAt`) may lag behind the table. Not to be changed by the caller.
+   */
+  targets(account: string): Promise<readonly Registration[]>;
+  /** The registrations of these queued pushes that exist, as `targets` gives them (for the worker). */
+  registrationsOf(pushes: readonly { readonly registrationId: string; readonly account: string }[]): Promise<Registration[]>;
   get(id: string): Promise<Registration | undefined>;
   byNode(node: string): Promise<Registration | undefined>;
   /** Changes the XMPP-side fields of a registration (XEP-0357 enable again: away, options, jid). */
@@ -135,10 +157,10 @@ export interface PushRepository {
   pendingCount(): Promise<number>;
 }
 
-export function pushRepository(storage: FeatureStorage): PushRepository {
+export function pushRepository(storage: FeatureStorage, opts: PushRepositoryOptions = {}): PushRepository {
   switch (storage.dialect) {
     case 'sqlite':
     case 'postgres':
-      return new SqlPushRepository(storage.db, storage.dialect);
+      return new SqlPushRepository(storage.db, storage.dialect, opts);
   }
 }

@@ -1,12 +1,14 @@
-import { randomBytes } from 'node:crypto';
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { SqlDialect } from '../sql-dialect.js';
+import { randomId } from './ids.js';
 import type { PushMessage } from './providers/provider.js';
+import { RegistrationCache } from './registration-cache.js';
 import {
   TooManyRegistrations,
   type NewPush,
   type NewRegistration,
   type PushRepository,
+  type PushRepositoryOptions,
   type QueuedPush,
   type Registration,
   type RegistrationKey,
@@ -56,8 +58,6 @@ const toRegistration = (r: RegistrationRow): Registration => ({
   disabledReason: r.disabled_reason,
 });
 
-const randomId = (prefix: string): string => `${prefix}${randomBytes(12).toString('base64url')}`;
-
 type ClaimedRow = { id: number; push_id: string; registration_id: string; account: string; trigger: string; message_json: string; attempts: number };
 
 /**
@@ -74,7 +74,15 @@ interface PushSql {
   stillFree(now: number): RawBuilder<unknown>;
   /** Serialises registrations of the same account or device token (the per-account count, the token's row). */
   lockRegistration(trx: Kysely<any>, account: string, provider: string, token: string): Promise<void>;
+  /**
+   * Inserts the rows in one statement, their ids in the array's order (a device's pushes go in id
+   * order); null where the dialect does not promise that order, and the rows go one by one.
+   */
+  insertMany: ((trx: Kysely<any>, rows: readonly OutboxInsert[]) => Promise<void>) | null;
 }
+
+/** A push_outbox row to insert (due, created and updated at `now`). */
+type OutboxInsert = { r: string; a: string; t: string; k: string; m: string; p: string; n: number };
 
 const SQLITE: PushSql = {
   list: (values) => sql`(SELECT value FROM json_each(${JSON.stringify(values)}))`,
@@ -95,6 +103,15 @@ const SQLITE: PushSql = {
   // The write transaction excludes every other writer: what the UPDATE's subquery saw still holds.
   stillFree: () => sql``,
   lockRegistration: async () => undefined,
+  async insertMany(trx, rows) {
+    // One statement whatever the number of rows (so one prepared statement): the rows as one JSON
+    // array, read back by json_each in the array's order, which SQLite follows when assigning the ids.
+    await sql`
+      INSERT INTO push_outbox (registration_id, account, trigger, collapse_key, message_json, push_id, attempts, due_at, created_at, updated_at)
+      SELECT json_extract(value, '$.r'), json_extract(value, '$.a'), json_extract(value, '$.t'), json_extract(value, '$.k'),
+        json_extract(value, '$.m'), json_extract(value, '$.p'), 0, json_extract(value, '$.n'), json_extract(value, '$.n'), json_extract(value, '$.n')
+      FROM json_each(${JSON.stringify(rows)}) ORDER BY key`.execute(trx);
+  },
 };
 
 /** Advisory lock class of push registrations (two-key form: a space of its own). */
@@ -128,6 +145,8 @@ const POSTGRES: PushSql = {
     const keys = [`a:${account}`, `t:${JSON.stringify([provider, token])}`].sort();
     for (const k of keys) await sql`SELECT pg_advisory_xact_lock(${PG_REGISTRATION_LOCK}, hashtext(${k}))`.execute(trx);
   },
+  // The order in which a sequence's values go to the rows of one INSERT ... SELECT is not promised.
+  insertMany: null,
 };
 
 /**
@@ -136,15 +155,30 @@ const POSTGRES: PushSql = {
  */
 export class SqlPushRepository implements PushRepository {
   readonly #sql: PushSql;
+  /** null: every read goes to the database (a cluster: other nodes change rows too). */
+  readonly #cache: RegistrationCache | null;
 
   constructor(
     private readonly db: Kysely<any>,
     dialect: SqlDialect = 'sqlite',
+    opts: PushRepositoryOptions = {},
   ) {
     this.#sql = dialect === 'postgres' ? POSTGRES : SQLITE;
+    this.#cache = (opts.cacheAccounts ?? 0) > 0 ? new RegistrationCache(opts.cacheAccounts!) : null;
   }
 
   async register(r: NewRegistration, max: number, now: number): Promise<{ registration: Registration; replaced: boolean }> {
+    // The token's previous account loses it (a device changing hands).
+    let previous: string | undefined;
+    try {
+      return await this.#register(r, max, now, (account) => (previous = account));
+    } finally {
+      this.#cache?.drop(r.account);
+      if (previous !== undefined) this.#cache?.drop(previous);
+    }
+  }
+
+  async #register(r: NewRegistration, max: number, now: number, touched: (account: string) => void): Promise<{ registration: Registration; replaced: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       await this.#sql.lockRegistration(trx, r.account, r.provider, r.token);
       const one = async (q: ReturnType<typeof sql<RegistrationRow>>) => (await q.execute(trx)).rows[0];
@@ -155,6 +189,7 @@ export class SqlPushRepository implements PushRepository {
           ? await one(sql<RegistrationRow>`SELECT * FROM push_registrations WHERE account = ${r.account} AND source = 'native' AND resource = ${r.resource} AND provider = ${r.provider}`)
           : undefined;
       const keep = byToken ?? bySlot;
+      if (keep !== undefined) touched(keep.account);
       if (bySlot !== undefined && byToken !== undefined && bySlot.id !== byToken.id) {
         await sql`DELETE FROM push_outbox WHERE registration_id = ${bySlot.id}`.execute(trx);
         await sql`DELETE FROM push_registrations WHERE id = ${bySlot.id}`.execute(trx);
@@ -187,6 +222,14 @@ export class SqlPushRepository implements PushRepository {
   }
 
   async unregister(account: string, key: RegistrationKey): Promise<number> {
+    try {
+      return await this.#unregister(account, key);
+    } finally {
+      this.#cache?.drop(account);
+    }
+  }
+
+  async #unregister(account: string, key: RegistrationKey): Promise<number> {
     return this.db.transaction().execute(async (trx) => {
       const where =
         'id' in key ? sql`id = ${key.id}` : 'token' in key ? sql`token = ${key.token}` : sql`node = ${key.node}`;
@@ -202,6 +245,44 @@ export class SqlPushRepository implements PushRepository {
   async list(account: string): Promise<Registration[]> {
     const { rows } = await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE account = ${account} ORDER BY created_at, id`.execute(this.db);
     return rows.map(toRegistration);
+  }
+
+  async targets(account: string): Promise<readonly Registration[]> {
+    const cache = this.#cache;
+    const hit = cache?.get(account);
+    if (hit !== undefined) return hit;
+    const generation = cache?.generation ?? 0;
+    const regs = await this.list(account);
+    cache?.set(account, regs, generation);
+    return regs;
+  }
+
+  async registrationsOf(pushes: readonly { readonly registrationId: string; readonly account: string }[]): Promise<Registration[]> {
+    const cache = this.#cache;
+    if (cache === null) return this.getMany([...new Set(pushes.map((p) => p.registrationId))]);
+    const wanted = new Set(pushes.map((p) => p.registrationId));
+    const out: Registration[] = [];
+    const missing = new Set<string>();
+    for (const account of new Set(pushes.map((p) => p.account))) {
+      const hit = cache.get(account);
+      if (hit === undefined) missing.add(account);
+      else for (const r of hit) if (wanted.delete(r.id)) out.push(r);
+    }
+    if (missing.size > 0) {
+      // The accounts not in the cache are read whole, in one query, and kept.
+      const generation = cache.generation;
+      const { rows } = await sql<RegistrationRow>`
+        SELECT * FROM push_registrations WHERE account IN ${this.#sql.list([...missing], 'text')} ORDER BY account, created_at, id`.execute(this.db);
+      const byAccount = new Map<string, Registration[]>([...missing].map((a) => [a, []]));
+      for (const row of rows) byAccount.get(row.account)?.push(toRegistration(row));
+      for (const [account, regs] of byAccount) {
+        cache.set(account, regs, generation);
+        for (const r of regs) if (wanted.delete(r.id)) out.push(r);
+      }
+    }
+    // A push whose registration is not among its account's (it changed accounts since): read by id.
+    if (wanted.size > 0) out.push(...(await this.getMany([...wanted])));
+    return out;
   }
 
   async get(id: string): Promise<Registration | undefined> {
@@ -221,15 +302,28 @@ export class SqlPushRepository implements PushRepository {
     if (change.xmppJid !== undefined) sets.push(sql`xmpp_jid = ${change.xmppJid}`);
     if (change.resource !== undefined) sets.push(sql`resource = ${change.resource}`);
     await sql`UPDATE push_registrations SET ${sql.join(sets)} WHERE id = ${id}`.execute(this.db);
-    return this.get(id);
+    // Whose row it is (the account's entry to drop) is known once it is read.
+    let reg: Registration | undefined;
+    try {
+      reg = await this.get(id);
+    } catch (e) {
+      this.#cache?.clear();
+      throw e;
+    }
+    if (reg !== undefined) this.#cache?.drop(reg.account);
+    return reg;
   }
 
   async removeAccount(account: string): Promise<number> {
-    return this.db.transaction().execute(async (trx) => {
-      await sql`DELETE FROM push_outbox WHERE account = ${account}`.execute(trx);
-      const res = await sql`DELETE FROM push_registrations WHERE account = ${account}`.execute(trx);
-      return Number(res.numAffectedRows ?? 0n);
-    });
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        await sql`DELETE FROM push_outbox WHERE account = ${account}`.execute(trx);
+        const res = await sql`DELETE FROM push_registrations WHERE account = ${account}`.execute(trx);
+        return Number(res.numAffectedRows ?? 0n);
+      });
+    } finally {
+      this.#cache?.drop(account);
+    }
   }
 
   async accounts(): Promise<string[]> {
@@ -254,8 +348,27 @@ export class SqlPushRepository implements PushRepository {
     const calls = this.#enqueues.splice(0);
     try {
       await this.db.transaction().execute(async (trx) => {
-        // In the callers' order, as if each had its own transaction: a later push coalesces into an earlier one.
-        for (const { pushes, now } of calls) for (const p of pushes) await this.#enqueueOne(trx, p, now);
+        // In the callers' order, as if each had its own transaction: a later push coalesces into an
+        // earlier one. Pushes with a fresh collapse key cannot coalesce: each run of them is inserted
+        // in one statement where the dialect allows, between the others, so the order is kept.
+        let run: OutboxInsert[] = [];
+        const flush = async () => {
+          if (run.length === 0) return;
+          const rows = run;
+          run = [];
+          await this.#sql.insertMany!(trx, rows);
+        };
+        for (const { pushes, now } of calls) {
+          for (const p of pushes) {
+            if (p.freshCollapseKey === true && this.#sql.insertMany !== null) {
+              run.push({ r: p.registrationId, a: p.account, t: p.trigger, k: p.message.collapseKey, m: JSON.stringify(p.message), p: p.pushId, n: now });
+              continue;
+            }
+            await flush();
+            await this.#enqueueOne(trx, p, now);
+          }
+        }
+        await flush();
       });
     } catch (e) {
       for (const c of calls) c.reject(e);
@@ -267,7 +380,7 @@ export class SqlPushRepository implements PushRepository {
   async #enqueueOne(trx: Kysely<any>, p: NewPush, now: number): Promise<void> {
     const body = JSON.stringify(p.message);
     // Only a push nobody is sending can be replaced: one under way has already left.
-    const res = await sql`
+    const res = p.freshCollapseKey === true ? { numAffectedRows: 0n } : await sql`
       UPDATE push_outbox SET message_json = ${body}, trigger = ${p.trigger}, updated_at = ${now}
       WHERE id = (SELECT id FROM push_outbox WHERE registration_id = ${p.registrationId} AND collapse_key = ${p.message.collapseKey}
                     AND (claimed_until IS NULL OR claimed_until <= ${now}) ORDER BY id DESC LIMIT 1)${this.#sql.stillFree(now)}`.execute(trx);
@@ -322,6 +435,15 @@ export class SqlPushRepository implements PushRepository {
     await sql`
       UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
       WHERE id IN ${this.#sql.list([...new Set(pushes.map((p) => p.registrationId))], 'text')}`.execute(trx);
+    // A kept registration that had failures has none now. (Its last success time is not kept up to
+    // date there: the push path does not read it, and list() reads the table.)
+    const cache = this.#cache;
+    if (cache !== null) {
+      for (const p of pushes) {
+        const r = cache.get(p.account)?.find((x) => x.id === p.registrationId);
+        if (r !== undefined && (r.failures !== 0 || r.lastError !== null)) cache.drop(p.account);
+      }
+    }
   }
 
   async retryLater(p: QueuedPush, dueAt: number, error: string, counted: boolean): Promise<void> {
@@ -331,6 +453,14 @@ export class SqlPushRepository implements PushRepository {
   }
 
   async failed(p: QueuedPush, error: string, maxFailures: number, now: number): Promise<{ failures: number; disabled: boolean }> {
+    try {
+      return await this.#failed(p, error, maxFailures, now);
+    } finally {
+      this.#cache?.drop(p.account);
+    }
+  }
+
+  async #failed(p: QueuedPush, error: string, maxFailures: number, now: number): Promise<{ failures: number; disabled: boolean }> {
     return this.db.transaction().execute(async (trx) => {
       await sql`DELETE FROM push_outbox WHERE id = ${p.rowId}`.execute(trx);
       await sql`
@@ -352,12 +482,18 @@ export class SqlPushRepository implements PushRepository {
   }
 
   async prune(registrationId: string): Promise<Registration | undefined> {
-    return this.db.transaction().execute(async (trx) => {
-      const row = (await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${registrationId}`.execute(trx)).rows[0];
-      await sql`DELETE FROM push_outbox WHERE registration_id = ${registrationId}`.execute(trx);
-      await sql`DELETE FROM push_registrations WHERE id = ${registrationId}`.execute(trx);
-      return row === undefined ? undefined : toRegistration(row);
-    });
+    let account: string | undefined;
+    try {
+      return await this.db.transaction().execute(async (trx) => {
+        const row = (await sql<RegistrationRow>`SELECT * FROM push_registrations WHERE id = ${registrationId}`.execute(trx)).rows[0];
+        account = row?.account;
+        await sql`DELETE FROM push_outbox WHERE registration_id = ${registrationId}`.execute(trx);
+        await sql`DELETE FROM push_registrations WHERE id = ${registrationId}`.execute(trx);
+        return row === undefined ? undefined : toRegistration(row);
+      });
+    } finally {
+      if (account !== undefined) this.#cache?.drop(account);
+    }
   }
 
   async pendingCount(): Promise<number> {

@@ -26,6 +26,8 @@ const IDLE_LOOK_MS = 30_000;
 const MINUTE = 60_000;
 /** How long an answered push may wait to be marked sent (its device waits as long for its next push). */
 const SENT_FLUSH_MS = 5;
+/** Ask the queue for its next due time at least this often while passes run (other nodes' retries, a crashed node's leases). */
+const NEXT_DUE_ASK_MS = 1000;
 
 /**
  * Drains the push queue: one push in flight per registration (a device gets its pushes in order),
@@ -52,6 +54,13 @@ export class PushWorker {
   #again = false;
   #stopped = false;
   #sentBatch: Array<{ readonly push: QueuedPush; readonly done: (err?: unknown) => void }> = [];
+  /**
+   * The earliest time after the last look at which a push falls due, as far as this worker knows: the
+   * queue's answer then, lowered by the retries and leases this worker wrote since. null: nothing
+   * waits for a later time; undefined: not asked yet.
+   */
+  #knownDue: number | null | undefined = undefined;
+  #dueAskedAt = -Infinity;
   #flushing = false;
   readonly #markedSent = new WeakSet<QueuedPush>();
 
@@ -168,7 +177,7 @@ export class PushWorker {
       }
       for (const b of sent) b.done();
       if (pushes.length > 0) {
-        const regs = new Map((await this.repo.getMany([...new Set(pushes.map((p) => p.registrationId))])).map((r) => [r.id, r]));
+        const regs = new Map((await this.repo.registrationsOf(pushes)).map((r) => [r.id, r]));
         for (const push of pushes) {
           const id = push.registrationId;
           const p: Promise<void> = this.#send(push, regs.get(id))
@@ -182,12 +191,24 @@ export class PushWorker {
           this.#inFlight.set(id, p);
         }
       }
-      if (pushes.length < room) {
-        const due = await this.repo.nextDue(now);
-        if (due !== null) next = Math.min(next, due);
+      // A lease that is never settled (a failed write) comes back when it ends.
+      if (pushes.length > 0) this.#dueAt(now + this.leaseMs);
+      // Only when the time this worker knows of has come, or now and then (what other nodes wrote):
+      // the queue's changes that matter are otherwise this worker's own, which it notes as it writes them.
+      const known = this.#knownDue;
+      if (pushes.length < room && (known === undefined || (known !== null && known <= now) || now - this.#dueAskedAt >= NEXT_DUE_ASK_MS)) {
+        this.#dueAskedAt = now;
+        this.#knownDue = await this.repo.nextDue(now);
       }
     }
+    if (this.#knownDue != null) next = Math.min(next, this.#knownDue);
     this.#schedule(next);
+  }
+
+  /** This worker wrote a push due at `at` (a retry, a lease's end). */
+  #dueAt(at: number): void {
+    if (this.#knownDue === undefined) return; // the first look at the queue will see it
+    this.#knownDue = this.#knownDue === null ? at : Math.min(this.#knownDue, at);
   }
 
   async #send(push: QueuedPush, reg: Registration | undefined): Promise<void> {
@@ -262,6 +283,8 @@ export class PushWorker {
         if (push.attempts + 1 < this.opts.maxAttempts) {
           const delay = nextAttemptDelay(push.attempts + 1, r.retryAfterMs ?? null, this.opts.backoffBaseMs, this.opts.backoffCapMs);
           await this.repo.retryLater(push, now + delay, r.error, true);
+          this.#dueAt(now + delay);
+          this.#schedule(now + delay);
           this.opts.log.warn({ ...at, error: r.error, retryInMs: delay }, 'push failed; it will be retried');
           return;
         }
