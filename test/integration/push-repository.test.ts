@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { PUSH_MIGRATIONS } from '../../src/features/push/migrations.js';
 import type { PushMessage } from '../../src/features/push/providers/provider.js';
-import { pushRepository, TooManyRegistrations, type NewPush, type PushRepository } from '../../src/features/push/repository.js';
+import { pushRepository, TooManyRegistrations, type NewPush, type PushRepository, type QueuedPush } from '../../src/features/push/repository.js';
 import { featureDb, type Dialect, type FeatureDb } from '../helpers/feature-db.js';
 import { stopAllPrivateServices } from '../helpers/private-services.js';
 
@@ -104,6 +104,62 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal((await repo.prune(r2.id))?.token, 'c2');
       assert.equal(await repo.pendingCount(), 0);
       assert.equal(await repo.get(r2.id), undefined);
+    });
+
+    test('fresh collapse keys: pushes queued in one turn keep their order, whether inserted together or coalesced', async () => {
+      const r = (await repo.register({ account: 'dan@x', provider: 'fcm', token: 'd1', source: 'native' }, 5, 10)).registration;
+      const fresh = (body: string): NewPush => ({ ...push(r.id, 'dan@x', body, `notify-${body}`), freshCollapseKey: true });
+      // One turn: one transaction, fresh pushes inserted by runs between the others.
+      await Promise.all([
+        repo.enqueue([fresh('a'), fresh('b')], 100),
+        repo.enqueue([push(r.id, 'dan@x', 'c')], 100),
+        repo.enqueue([fresh('d')], 100),
+        repo.enqueue([push(r.id, 'dan@x', 'e')], 101),
+        repo.enqueue([fresh('f')], 101),
+      ]);
+      assert.equal(await repo.pendingCount(), 5, 'e coalesced into c');
+      const bodies: string[] = [];
+      let last: readonly QueuedPush[] = [];
+      for (let i = 0; i < 6; i++) {
+        last = await repo.claimDue('w', 200 + i, LEASE, 10, [], last);
+        assert.ok(last.length <= 1, 'one push at a time for the device');
+        bodies.push(...last.map((p) => `${p.message.body}@${p.message.collapseKey}`));
+      }
+      assert.deepEqual(bodies, ['a@notify-a', 'b@notify-b', 'e@messages', 'd@notify-d', 'f@notify-f']);
+      assert.equal(await repo.pendingCount(), 0);
+    });
+
+    test('with registrations kept in memory, the push path sees every change made through the repository', async () => {
+      const cached = pushRepository(d.storage, { cacheAccounts: 2 });
+      const tokens = async (account: string) => (await cached.targets(account)).map((r) => `${r.token}${r.away ? ' away' : ''}${r.disabledAt !== null ? ' disabled' : ''}`);
+      const e1 = (await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e1', source: 'native' }, 5, 10)).registration;
+      assert.deepEqual(await tokens('eve@x'), ['e1']);
+      const e2 = (await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e2', source: 'xmpp' }, 5, 11)).registration;
+      assert.deepEqual(await tokens('eve@x'), ['e1', 'e2'], 'a new registration');
+      assert.deepEqual(await tokens('fay@x'), []);
+      await cached.register({ account: 'fay@x', provider: 'fcm', token: 'e1', source: 'native' }, 5, 12);
+      assert.deepEqual([await tokens('eve@x'), await tokens('fay@x')], [['e2'], ['e1']], 'a token changing hands leaves its old account');
+      await cached.updateXmpp(e2.id, { away: true }, 13);
+      assert.deepEqual(await tokens('eve@x'), ['e2 away'], 'an XMPP enable');
+      // The worker's read: by the pushes' accounts, from memory or in one query.
+      await cached.enqueue([push(e2.id, 'eve@x', 'p1'), push(e1.id, 'fay@x', 'p2')], 20);
+      const leased = await cached.claimDue('w', 30, LEASE, 10, []);
+      assert.deepEqual((await cached.registrationsOf(leased)).map((r) => r.token).sort(), ['e1', 'e2']);
+      const gone = leased.find((p) => p.registrationId === e2.id)!;
+      assert.deepEqual(await cached.failed(gone, 'HTTP 400', 1, 40), { failures: 1, disabled: true });
+      assert.deepEqual(await tokens('eve@x'), ['e2 away disabled'], 'a registration disabled by its failures');
+      await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e2', source: 'xmpp' }, 5, 41);
+      assert.deepEqual(await tokens('eve@x'), ['e2'], 'registered again: enabled');
+      assert.equal(await cached.unregister('fay@x', { token: 'e1' }), 1);
+      assert.deepEqual(await tokens('fay@x'), [], 'unregistered');
+      assert.deepEqual((await cached.registrationsOf(leased)).map((r) => r.token), ['e2'], 'the worker no longer finds an unregistered device');
+      await cached.prune(e2.id);
+      assert.deepEqual(await tokens('eve@x'), [], 'pruned');
+      await cached.register({ account: 'gus@x', provider: 'fcm', token: 'g1', source: 'native' }, 5, 50);
+      assert.deepEqual(await tokens('gus@x'), ['g1']);
+      assert.equal(await cached.removeAccount('gus@x'), 1);
+      assert.deepEqual(await tokens('gus@x'), [], 'the account removed');
+      assert.equal(await cached.pendingCount(), 0);
     });
   });
 }
