@@ -129,6 +129,27 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal(await repo.pendingCount(), 0);
     });
 
+    test('a success resets the failures; the last success time is rewritten once a minute at most', async () => {
+      const r = (await repo.register({ account: 'hal@x', provider: 'fcm', token: 'h1', source: 'native' }, 5, 10)).registration;
+      const one = async (body: string, at: number) => {
+        await repo.enqueue([push(r.id, 'hal@x', body)], at);
+        const [p] = await repo.claimDue('w', at, LEASE, 10, []);
+        assert.ok(p, `push ${body} leased`);
+        return p;
+      };
+      await repo.sent([await one('s1', 1_000)], 1_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 1_000);
+      await repo.sent([await one('s2', 30_000)], 30_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 1_000, 'within the minute: not rewritten');
+      await repo.failed(await one('f1', 40_000), 'HTTP 500', 5, 40_000);
+      assert.deepEqual([(await repo.get(r.id))?.failures, (await repo.get(r.id))?.lastError], [1, 'HTTP 500']);
+      await repo.sent([await one('s3', 45_000)], 45_000);
+      const after = await repo.get(r.id);
+      assert.deepEqual([after?.failures, after?.lastError, after?.lastSuccessAt], [0, null, 45_000], 'a success after a failure is written at once');
+      await repo.sent([await one('s4', 105_000)], 105_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 105_000, 'a minute later: rewritten');
+    });
+
     test('with registrations kept in memory, the push path sees every change made through the repository', async () => {
       const cached = pushRepository(d.storage, { cacheAccounts: 2 });
       const tokens = async (account: string) => (await cached.targets(account)).map((r) => `${r.token}${r.away ? ' away' : ''}${r.disabledAt !== null ? ' disabled' : ''}`);

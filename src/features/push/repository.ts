@@ -36,6 +36,7 @@ export interface Registration {
   /** Consecutive failed pushes (reset by a successful one). */
   readonly failures: number;
   readonly lastError: string | null;
+  /** The last successful push, to the minute (a device pushed again within a minute keeps the earlier time). */
   readonly lastSuccessAt: number | null;
   /** Set once `failures` reached push_max_failures: nothing is sent to it until it is registered again. */
   readonly disabledAt: number | null;

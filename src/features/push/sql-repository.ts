@@ -114,6 +114,9 @@ const SQLITE: PushSql = {
   },
 };
 
+/** A registration's last success time is kept to this step (see #sent). */
+const SUCCESS_TIME_STEP_MS = 60_000;
+
 /** Advisory lock class of push registrations (two-key form: a space of its own). */
 const PG_REGISTRATION_LOCK = 0x70757368; // "push"
 
@@ -432,9 +435,12 @@ export class SqlPushRepository implements PushRepository {
 
   async #sent(trx: Kysely<any>, pushes: readonly QueuedPush[], now: number): Promise<void> {
     await sql`DELETE FROM push_outbox WHERE id IN ${this.#sql.list(pushes.map((p) => p.rowId), 'bigint')}`.execute(trx);
+    // A registration's row is rewritten (a page of the table written to the WAL) only when it had
+    // failures or its last success is older than a minute: a device pushed again soon keeps its time.
     await sql`
       UPDATE push_registrations SET failures = 0, last_error = NULL, last_success_at = ${now}
-      WHERE id IN ${this.#sql.list([...new Set(pushes.map((p) => p.registrationId))], 'text')}`.execute(trx);
+      WHERE id IN ${this.#sql.list([...new Set(pushes.map((p) => p.registrationId))], 'text')}
+        AND (failures <> 0 OR last_error IS NOT NULL OR last_success_at IS NULL OR last_success_at <= ${now - SUCCESS_TIME_STEP_MS})`.execute(trx);
     // A kept registration that had failures has none now. (Its last success time is not kept up to
     // date there: the push path does not read it, and list() reads the table.)
     const cache = this.#cache;
