@@ -106,10 +106,10 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal(await repo.get(r2.id), undefined);
     });
 
-    test('fresh collapse keys: pushes queued in one turn keep their order, whether inserted together or coalesced', async () => {
+    test('fresh collapse keys: pushes queued in one turn keep their order, whether fresh or coalesced', async () => {
       const r = (await repo.register({ account: 'dan@x', provider: 'fcm', token: 'd1', source: 'native' }, 5, 10)).registration;
       const fresh = (body: string): NewPush => ({ ...push(r.id, 'dan@x', body, `notify-${body}`), freshCollapseKey: true });
-      // One turn: one transaction, fresh pushes inserted by runs between the others.
+      // One turn: one transaction; fresh pushes are only inserted, the others may coalesce.
       await Promise.all([
         repo.enqueue([fresh('a'), fresh('b')], 100),
         repo.enqueue([push(r.id, 'dan@x', 'c')], 100),
