@@ -150,6 +150,34 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal((await repo.get(r.id))?.lastSuccessAt, 105_000, 'a minute later: rewritten');
     });
 
+    test('a claim riding in the enqueue transaction leases what was just queued and takes the sent pushes out, in the same commit', async () => {
+      const r1 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i1', source: 'native' }, 5, 10)).registration;
+      const r2 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i2', source: 'native' }, 5, 10)).registration;
+      const results: Array<QueuedPush[] | string> = [];
+      let sent: QueuedPush[] = [];
+      repo.setClaimRider({
+        request: () => ({ worker: 'w', now: 100, leaseMs: LEASE, limit: 10, exclude: [], sent }),
+        done: (r) => results.push('claimed' in r ? r.claimed : String(r.error)),
+      });
+      try {
+        await repo.enqueue([push(r1.id, 'ivy@x', 'one'), push(r2.id, 'ivy@x', 'two')], 100);
+        assert.equal(results.length, 1, 'the rider was asked once, in the transaction');
+        const first = results[0] as QueuedPush[];
+        assert.deepEqual(first.map((p) => p.message.body), ['one', 'two']);
+        assert.deepEqual(await repo.claimDue('w2', 100, LEASE, 10, []), [], 'leased already');
+        // r1 has a push in flight: its next one waits; once `one` is sent, it is leased in the same transaction.
+        await repo.enqueue([push(r1.id, 'ivy@x', 'three')], 100);
+        assert.deepEqual(results[1], [], 'one push at a time per device');
+        sent = [first[0]!];
+        await repo.enqueue([push(r2.id, 'ivy@x', 'four', 'other')], 100);
+        assert.deepEqual((results[2] as QueuedPush[]).map((p) => p.message.body), ['three']);
+        assert.equal(await repo.pendingCount(), 3, '`one` left the queue; two, three and four remain');
+      } finally {
+        repo.setClaimRider(null);
+      }
+      for (const id of [r1.id, r2.id]) await repo.prune(id);
+    });
+
     test('with registrations kept in memory, the push path sees every change made through the repository', async () => {
       const cached = pushRepository(d.storage, { cacheAccounts: 2 });
       const tokens = async (account: string) => (await cached.targets(account)).map((r) => `${r.token}${r.away ? ' away' : ''}${r.disabledAt !== null ? ' disabled' : ''}`);

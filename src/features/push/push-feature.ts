@@ -135,7 +135,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
           latency.observe({ provider }, r.latencyMs / 1000);
         },
       });
-      const service = new PushService(repo, providers, ctx.engine, c, log, () => worker.wake());
+      const service = new PushService(repo, providers, ctx.engine, c, log, () => worker.written());
 
       // An account's devices go with it; accounts removed while the server was down are swept now.
       ctx.engine.events.on('account.deleted', ({ jid }) => {

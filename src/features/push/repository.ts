@@ -95,6 +95,28 @@ export interface PushRepositoryOptions {
   readonly cacheAccounts?: number;
 }
 
+/** What a worker claims: claimDue's arguments. */
+export interface ClaimRequest {
+  readonly worker: string;
+  readonly now: number;
+  readonly leaseMs: number;
+  readonly limit: number;
+  readonly exclude: readonly string[];
+  readonly sent: readonly QueuedPush[];
+}
+
+/**
+ * A worker's claim that rides in the transaction writing queued pushes, after them: the pushes just
+ * queued are leased at once, and the pushes sent meanwhile leave the queue, with one commit for all
+ * (at a steady trickle each push otherwise took a commit to queue and another to lease).
+ */
+export interface ClaimRider {
+  /** Called inside the transaction once its pushes are written: what to claim, or null (nothing now). */
+  request(): ClaimRequest | null;
+  /** After the transaction, when request() gave a claim: the pushes leased, or what undid the transaction. */
+  done(result: { readonly claimed: QueuedPush[] } | { readonly error: unknown }): void;
+}
+
 export class TooManyRegistrations extends Error {}
 
 /** The push feature's storage port: registrations and the durable queue, one implementation per dialect. */
@@ -131,6 +153,8 @@ export interface PushRepository {
    * registration and collapse key is replaced by the newer one, keeping its place and push id.
    */
   enqueue(pushes: readonly NewPush[], now: number): Promise<void>;
+  /** The claim to make in each enqueue's transaction from now on (null: none). */
+  setClaimRider(rider: ClaimRider | null): void;
   /**
    * Leases up to `limit` due pushes, each the oldest waiting push of its registration (so a device's
    * pushes go one at a time and in order, and none overtakes one backing off), none of `exclude`'s

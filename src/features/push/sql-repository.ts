@@ -5,6 +5,8 @@ import type { PushMessage } from './providers/provider.js';
 import { RegistrationCache } from './registration-cache.js';
 import {
   TooManyRegistrations,
+  type ClaimRequest,
+  type ClaimRider,
   type NewPush,
   type NewRegistration,
   type PushRepository,
@@ -328,20 +330,37 @@ export class SqlPushRepository implements PushRepository {
 
   readonly #enqueues: Array<{ readonly pushes: readonly NewPush[]; readonly now: number; readonly resolve: () => void; readonly reject: (e: unknown) => void }> = [];
 
+  #rider: ClaimRider | null = null;
+
+  setClaimRider(rider: ClaimRider | null): void {
+    this.#rider = rider;
+  }
+
   async #writeEnqueued(): Promise<void> {
     const calls = this.#enqueues.splice(0);
+    const rider = this.#rider;
+    let ride: ClaimRequest | null = null;
+    let claimed: QueuedPush[] = [];
     try {
       await this.db.transaction().execute(async (trx) => {
         // In the callers' order, as if each had its own transaction: a later push coalesces into an earlier one.
         // (One INSERT per row: measured cheaper than one statement for many, through json_each or a
         // multi-row VALUES, which cost more to bind or parse than the per-statement overhead saved.)
         for (const { pushes, now } of calls) for (const p of pushes) await this.#enqueueOne(trx, p, now);
+        // The worker's claim, after the writes: what was just queued can be leased in the same commit.
+        ride = rider?.request() ?? null;
+        if (ride !== null) {
+          if (ride.sent.length > 0) await this.#sent(trx, ride.sent, ride.now);
+          claimed = await this.#claim(trx, ride.worker, ride.now, ride.leaseMs, ride.limit, ride.exclude);
+        }
       });
     } catch (e) {
       for (const c of calls) c.reject(e);
+      if (ride !== null) rider!.done({ error: e });
       return;
     }
     for (const c of calls) c.resolve();
+    if (ride !== null) rider!.done({ claimed });
   }
 
   async #enqueueOne(trx: Kysely<any>, p: NewPush, now: number): Promise<void> {
