@@ -81,16 +81,23 @@ interface PushSql {
 const SQLITE: PushSql = {
   list: (values) => sql`(SELECT value FROM json_each(${JSON.stringify(values)}))`,
   async claim(db, worker, now, until, limit, exclude) {
-    // One statement, in the due-time index's order. due_at moves to the lease's end, so rows being sent
-    // are not scanned again at each pass; claimed_until still marks the lease for coalescing (enqueue).
+    // The rows to lease are read first, in the due-time index's order: most looks at the queue find
+    // none, and the UPDATE with this as its subquery cost about 0.3 ms of CPU even then (the read alone
+    // 0.03 ms). due_at moves to the lease's end, so rows being sent are not scanned again at each pass;
+    // claimed_until still marks the lease for coalescing (enqueue).
+    const { rows: due } = await sql<{ id: number }>`
+      SELECT o.id FROM push_outbox o
+      WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
+        AND o.registration_id NOT IN ${SQLITE.list(exclude, 'text')}
+        AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
+      ORDER BY o.due_at, o.id LIMIT ${limit}`.execute(db);
+    if (due.length === 0) return [];
+    // Outside a transaction another one (an enqueue's riding claim) may have leased a row since it was
+    // read: the lease checks again that each row is still due and free. (A row stays the oldest of its
+    // device's: no older one can appear.)
     const { rows } = await sql<ClaimedRow>`
       UPDATE push_outbox SET claimed_by = ${worker}, claimed_until = ${until}, due_at = ${until}
-      WHERE id IN (
-        SELECT o.id FROM push_outbox o
-        WHERE o.due_at <= ${now} AND (o.claimed_until IS NULL OR o.claimed_until <= ${now})
-          AND o.registration_id NOT IN ${SQLITE.list(exclude, 'text')}
-          AND NOT EXISTS (SELECT 1 FROM push_outbox p WHERE p.registration_id = o.registration_id AND p.id < o.id)
-        ORDER BY o.due_at, o.id LIMIT ${limit})
+      WHERE id IN ${SQLITE.list(due.map((r) => r.id), 'bigint')} AND due_at <= ${now} AND (claimed_until IS NULL OR claimed_until <= ${now})
       RETURNING id, push_id, registration_id, account, trigger, message_json, attempts`.execute(db);
     return rows;
   },
