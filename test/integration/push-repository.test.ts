@@ -150,6 +150,28 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal((await repo.get(r.id))?.lastSuccessAt, 105_000, 'a minute later: rewritten');
     });
 
+    test('two claims at once lease a push once, even when both read it before either leased it', async () => {
+      const r = (await repo.register({ account: 'joe@x', provider: 'fcm', token: 'j1', source: 'native' }, 5, 10)).registration;
+      await repo.enqueue([push(r.id, 'joe@x', 'only')], 100);
+      // Hold the database, queue both claims behind it, then let go: on SQLite both read the row before
+      // either writes its lease.
+      let release!: () => void;
+      const held = new Promise<void>((res) => (release = res));
+      let holding!: () => void;
+      const isHeld = new Promise<void>((res) => (holding = res));
+      const hold = d.storage.db.transaction().execute(async () => {
+        holding();
+        await held;
+      });
+      await isHeld;
+      const claims = Promise.all([repo.claimDue('w1', 200, LEASE, 10, []), repo.claimDue('w2', 200, LEASE, 10, [])]);
+      release();
+      await hold;
+      const [a, b] = await claims;
+      assert.deepEqual([...a, ...b].map((p) => p.message.body), ['only'], 'leased by one worker only');
+      await repo.prune(r.id);
+    });
+
     test('a claim riding in the enqueue transaction leases what was just queued and takes the sent pushes out, in the same commit', async () => {
       const r1 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i1', source: 'native' }, 5, 10)).registration;
       const r2 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i2', source: 'native' }, 5, 10)).registration;
