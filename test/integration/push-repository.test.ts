@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { PUSH_MIGRATIONS } from '../../src/features/push/migrations.js';
 import type { PushMessage } from '../../src/features/push/providers/provider.js';
-import { pushRepository, TooManyRegistrations, type NewPush, type PushRepository } from '../../src/features/push/repository.js';
+import { pushRepository, TooManyRegistrations, type NewPush, type PushRepository, type QueuedPush } from '../../src/features/push/repository.js';
 import { featureDb, type Dialect, type FeatureDb } from '../helpers/feature-db.js';
 import { stopAllPrivateServices } from '../helpers/private-services.js';
 
@@ -104,6 +104,133 @@ for (const dialect of ['sqlite', 'postgres'] as const satisfies readonly Dialect
       assert.equal((await repo.prune(r2.id))?.token, 'c2');
       assert.equal(await repo.pendingCount(), 0);
       assert.equal(await repo.get(r2.id), undefined);
+    });
+
+    test('fresh collapse keys: pushes queued in one turn keep their order, whether fresh or coalesced', async () => {
+      const r = (await repo.register({ account: 'dan@x', provider: 'fcm', token: 'd1', source: 'native' }, 5, 10)).registration;
+      const fresh = (body: string): NewPush => ({ ...push(r.id, 'dan@x', body, `notify-${body}`), freshCollapseKey: true });
+      // One turn: one transaction; fresh pushes are only inserted, the others may coalesce.
+      await Promise.all([
+        repo.enqueue([fresh('a'), fresh('b')], 100),
+        repo.enqueue([push(r.id, 'dan@x', 'c')], 100),
+        repo.enqueue([fresh('d')], 100),
+        repo.enqueue([push(r.id, 'dan@x', 'e')], 101),
+        repo.enqueue([fresh('f')], 101),
+      ]);
+      assert.equal(await repo.pendingCount(), 5, 'e coalesced into c');
+      const bodies: string[] = [];
+      let last: readonly QueuedPush[] = [];
+      for (let i = 0; i < 6; i++) {
+        last = await repo.claimDue('w', 200 + i, LEASE, 10, [], last);
+        assert.ok(last.length <= 1, 'one push at a time for the device');
+        bodies.push(...last.map((p) => `${p.message.body}@${p.message.collapseKey}`));
+      }
+      assert.deepEqual(bodies, ['a@notify-a', 'b@notify-b', 'e@messages', 'd@notify-d', 'f@notify-f']);
+      assert.equal(await repo.pendingCount(), 0);
+    });
+
+    test('a success resets the failures; the last success time is rewritten once a minute at most', async () => {
+      const r = (await repo.register({ account: 'hal@x', provider: 'fcm', token: 'h1', source: 'native' }, 5, 10)).registration;
+      const one = async (body: string, at: number) => {
+        await repo.enqueue([push(r.id, 'hal@x', body)], at);
+        const [p] = await repo.claimDue('w', at, LEASE, 10, []);
+        assert.ok(p, `push ${body} leased`);
+        return p;
+      };
+      await repo.sent([await one('s1', 1_000)], 1_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 1_000);
+      await repo.sent([await one('s2', 30_000)], 30_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 1_000, 'within the minute: not rewritten');
+      await repo.failed(await one('f1', 40_000), 'HTTP 500', 5, 40_000);
+      assert.deepEqual([(await repo.get(r.id))?.failures, (await repo.get(r.id))?.lastError], [1, 'HTTP 500']);
+      await repo.sent([await one('s3', 45_000)], 45_000);
+      const after = await repo.get(r.id);
+      assert.deepEqual([after?.failures, after?.lastError, after?.lastSuccessAt], [0, null, 45_000], 'a success after a failure is written at once');
+      await repo.sent([await one('s4', 105_000)], 105_000);
+      assert.equal((await repo.get(r.id))?.lastSuccessAt, 105_000, 'a minute later: rewritten');
+    });
+
+    test('two claims at once lease a push once, even when both read it before either leased it', async () => {
+      const r = (await repo.register({ account: 'joe@x', provider: 'fcm', token: 'j1', source: 'native' }, 5, 10)).registration;
+      await repo.enqueue([push(r.id, 'joe@x', 'only')], 100);
+      // Hold the database, queue both claims behind it, then let go: on SQLite both read the row before
+      // either writes its lease.
+      let release!: () => void;
+      const held = new Promise<void>((res) => (release = res));
+      let holding!: () => void;
+      const isHeld = new Promise<void>((res) => (holding = res));
+      const hold = d.storage.db.transaction().execute(async () => {
+        holding();
+        await held;
+      });
+      await isHeld;
+      const claims = Promise.all([repo.claimDue('w1', 200, LEASE, 10, []), repo.claimDue('w2', 200, LEASE, 10, [])]);
+      release();
+      await hold;
+      const [a, b] = await claims;
+      assert.deepEqual([...a, ...b].map((p) => p.message.body), ['only'], 'leased by one worker only');
+      await repo.prune(r.id);
+    });
+
+    test('a claim riding in the enqueue transaction leases what was just queued and takes the sent pushes out, in the same commit', async () => {
+      const r1 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i1', source: 'native' }, 5, 10)).registration;
+      const r2 = (await repo.register({ account: 'ivy@x', provider: 'fcm', token: 'i2', source: 'native' }, 5, 10)).registration;
+      const results: Array<QueuedPush[] | string> = [];
+      let sent: QueuedPush[] = [];
+      repo.setClaimRider({
+        request: () => ({ worker: 'w', now: 100, leaseMs: LEASE, limit: 10, exclude: [], sent }),
+        done: (r) => results.push('claimed' in r ? r.claimed : String(r.error)),
+      });
+      try {
+        await repo.enqueue([push(r1.id, 'ivy@x', 'one'), push(r2.id, 'ivy@x', 'two')], 100);
+        assert.equal(results.length, 1, 'the rider was asked once, in the transaction');
+        const first = results[0] as QueuedPush[];
+        assert.deepEqual(first.map((p) => p.message.body), ['one', 'two']);
+        assert.deepEqual(await repo.claimDue('w2', 100, LEASE, 10, []), [], 'leased already');
+        // r1 has a push in flight: its next one waits; once `one` is sent, it is leased in the same transaction.
+        await repo.enqueue([push(r1.id, 'ivy@x', 'three')], 100);
+        assert.deepEqual(results[1], [], 'one push at a time per device');
+        sent = [first[0]!];
+        await repo.enqueue([push(r2.id, 'ivy@x', 'four', 'other')], 100);
+        assert.deepEqual((results[2] as QueuedPush[]).map((p) => p.message.body), ['three']);
+        assert.equal(await repo.pendingCount(), 3, '`one` left the queue; two, three and four remain');
+      } finally {
+        repo.setClaimRider(null);
+      }
+      for (const id of [r1.id, r2.id]) await repo.prune(id);
+    });
+
+    test('with registrations kept in memory, the push path sees every change made through the repository', async () => {
+      const cached = pushRepository(d.storage, { cacheAccounts: 2 });
+      const tokens = async (account: string) => (await cached.targets(account)).map((r) => `${r.token}${r.away ? ' away' : ''}${r.disabledAt !== null ? ' disabled' : ''}`);
+      const e1 = (await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e1', source: 'native' }, 5, 10)).registration;
+      assert.deepEqual(await tokens('eve@x'), ['e1']);
+      const e2 = (await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e2', source: 'xmpp' }, 5, 11)).registration;
+      assert.deepEqual(await tokens('eve@x'), ['e1', 'e2'], 'a new registration');
+      assert.deepEqual(await tokens('fay@x'), []);
+      await cached.register({ account: 'fay@x', provider: 'fcm', token: 'e1', source: 'native' }, 5, 12);
+      assert.deepEqual([await tokens('eve@x'), await tokens('fay@x')], [['e2'], ['e1']], 'a token changing hands leaves its old account');
+      await cached.updateXmpp(e2.id, { away: true }, 13);
+      assert.deepEqual(await tokens('eve@x'), ['e2 away'], 'an XMPP enable');
+      // The worker's read: by the pushes' accounts, from memory or in one query.
+      await cached.enqueue([push(e2.id, 'eve@x', 'p1'), push(e1.id, 'fay@x', 'p2')], 20);
+      const leased = await cached.claimDue('w', 30, LEASE, 10, []);
+      assert.deepEqual((await cached.registrationsOf(leased)).map((r) => r.token).sort(), ['e1', 'e2']);
+      const gone = leased.find((p) => p.registrationId === e2.id)!;
+      assert.deepEqual(await cached.failed(gone, 'HTTP 400', 1, 40), { failures: 1, disabled: true });
+      assert.deepEqual(await tokens('eve@x'), ['e2 away disabled'], 'a registration disabled by its failures');
+      await cached.register({ account: 'eve@x', provider: 'fcm', token: 'e2', source: 'xmpp' }, 5, 41);
+      assert.deepEqual(await tokens('eve@x'), ['e2'], 'registered again: enabled');
+      assert.equal(await cached.unregister('fay@x', { token: 'e1' }), 1);
+      assert.deepEqual(await tokens('fay@x'), [], 'unregistered');
+      assert.deepEqual((await cached.registrationsOf(leased)).map((r) => r.token), ['e2'], 'the worker no longer finds an unregistered device');
+      await cached.prune(e2.id);
+      assert.deepEqual(await tokens('eve@x'), [], 'pruned');
+      await cached.register({ account: 'gus@x', provider: 'fcm', token: 'g1', source: 'native' }, 5, 50);
+      assert.deepEqual(await tokens('gus@x'), ['g1']);
+      assert.equal(await cached.removeAccount('gus@x'), 1);
+      assert.deepEqual(await tokens('gus@x'), [], 'the account removed');
+      assert.equal(await cached.pendingCount(), 0);
     });
   });
 }

@@ -39,6 +39,9 @@ export function pushOf(engine: PresenceEngine): PushRuntime | undefined {
   return running.get(engine);
 }
 
+/** Accounts whose registrations the push path keeps in memory (about 1 KB each, a few devices). */
+const REGISTRATION_CACHE_ACCOUNTS = 10_000;
+
 /** How long shutdown waits for pushes under way before cutting them (they are sent after the restart). */
 const STOP_BOUND_MS = 5_000;
 
@@ -75,7 +78,8 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
       }
       if (providers.size > 0) log.info({ providers: [...providers.values()].map((p) => `${p.name} (${p.type})`) }, 'push providers ready');
 
-      const repo = pushRepository(ctx.storage);
+      // Registrations are kept in memory for the push path only where no other node changes them.
+      const repo = pushRepository(ctx.storage, { cacheAccounts: ctx.cluster.clustered ? 0 : REGISTRATION_CACHE_ACCOUNTS });
       const registry = ctx.metrics.registry;
       const sent = new Counter({ name: 'presenced_push_sent_total', help: 'Pushes the provider accepted, by provider.', labelNames: ['provider'], registers: [registry] });
       const failed = new Counter({
@@ -131,7 +135,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
           latency.observe({ provider }, r.latencyMs / 1000);
         },
       });
-      const service = new PushService(repo, providers, ctx.engine, c, log, () => worker.wake());
+      const service = new PushService(repo, providers, ctx.engine, c, log, () => worker.written());
 
       // An account's devices go with it; accounts removed while the server was down are swept now.
       ctx.engine.events.on('account.deleted', ({ jid }) => {

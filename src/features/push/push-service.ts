@@ -1,8 +1,8 @@
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
+import { randomId } from './ids.js';
 import type { PushMessage, PushProvider } from './providers/provider.js';
 import { TooManyRegistrations, type NewPush, type NewRegistration, type PushRepository, type Registration, type RegistrationKey } from './repository.js';
 
@@ -122,7 +122,7 @@ export class PushService {
    * registration without a resource is pushed only when no session of the account is active.
    */
   async devicesToWake(account: string): Promise<Registration[]> {
-    const regs = (await this.repo.list(account)).filter((r) => r.disabledAt === null && this.providers.has(r.provider));
+    const regs = (await this.repo.targets(account)).filter((r) => r.disabledAt === null && this.providers.has(r.provider));
     if (regs.length === 0) return [];
     const active = await this.activeResources(account);
     return regs.filter((r) => (r.resource !== null ? !active.has(r.resource) : active.size === 0));
@@ -153,17 +153,23 @@ export class PushService {
    * Queues a push for the account's devices (the policy's, or `onlyDevices`), durably: when this
    * resolves the pushes are written and survive a crash. Resolves with the registrations queued.
    */
-  async enqueue(account: string, content: PushContent, opts: EnqueueOptions): Promise<Registration[]> {
+  enqueue(account: string, content: PushContent, opts: EnqueueOptions): Promise<Registration[]> {
+    // A notify without a collapse key gets one of its own (messageOf).
+    return this.#enqueue(account, content, opts, opts.reason === 'notify' && content.collapseKey === undefined);
+  }
+
+  /** `fresh`: the collapse key is new, made for this push (nothing queued can have it). */
+  async #enqueue(account: string, content: PushContent, opts: EnqueueOptions, fresh: boolean): Promise<Registration[]> {
     let targets: Registration[];
     if (opts.onlyDevices !== undefined) {
       const wanted = new Set(opts.onlyDevices);
-      targets = (await this.repo.list(account)).filter((r) => wanted.has(r.id) && r.disabledAt === null && this.providers.has(r.provider));
+      targets = (await this.repo.targets(account)).filter((r) => wanted.has(r.id) && r.disabledAt === null && this.providers.has(r.provider));
     } else targets = await this.devicesToWake(account);
     if (targets.length === 0) return [];
-    const pushId = `p_${randomBytes(12).toString('base64url')}`;
+    const pushId = randomId('p_');
     const message = this.messageOf(content, opts.reason, pushId);
     const trigger = opts.trigger ?? opts.reason;
-    const rows: NewPush[] = targets.map((r) => ({ registrationId: r.id, account, trigger, message, pushId }));
+    const rows: NewPush[] = targets.map((r) => ({ registrationId: r.id, account, trigger, message, pushId, freshCollapseKey: fresh }));
     await this.repo.enqueue(rows, Date.now());
     this.log.info({ account, trigger, reason: opts.reason, push: pushId, devices: targets.map((r) => r.id) }, 'push queued');
     this.written();
@@ -175,7 +181,7 @@ export class PushService {
    * `notification`, an XMPP headline message), and by push to the devices the policy picks.
    */
   async notify(account: string, n: NotificationInput): Promise<{ readonly id: string; readonly sessions: number; readonly pushed: readonly string[] }> {
-    const id = `n_${randomBytes(12).toString('base64url')}`;
+    const id = randomId('n_');
     // Sessions that can take it now: a lingering session (connection lost, grace period) cannot.
     const local = new Map(this.engine.localSessionsOf(account).map((s) => [s.resource, s]));
     const sessions = (await this.engine.sessionsOf(account)).filter((s) => s.node !== this.engine.bus.node || local.get(s.resource)?.sink != null).length;
@@ -186,7 +192,8 @@ export class PushService {
       body: n.body,
       ...(n.data !== undefined ? { data: n.data } : {}),
     });
-    const pushed = await this.enqueue(
+    // Without the caller's collapse key the notification's own is fresh: nothing queued can share it.
+    const pushed = await this.#enqueue(
       account,
       {
         ...(n.title !== undefined ? { title: n.title } : {}),
@@ -196,6 +203,7 @@ export class PushService {
         ...(n.urgency !== undefined ? { urgency: n.urgency } : {}),
       },
       { reason: 'notify' },
+      n.collapseKey === undefined,
     );
     return { id, sessions, pushed: pushed.map((r) => r.id) };
   }

@@ -36,6 +36,7 @@ export interface Registration {
   /** Consecutive failed pushes (reset by a successful one). */
   readonly failures: number;
   readonly lastError: string | null;
+  /** The last successful push, to the minute (a device pushed again within a minute keeps the earlier time). */
   readonly lastSuccessAt: number | null;
   /** Set once `failures` reached push_max_failures: nothing is sent to it until it is registered again. */
   readonly disabledAt: number | null;
@@ -78,6 +79,42 @@ export interface NewPush {
   readonly trigger: string;
   readonly message: PushMessage;
   readonly pushId: string;
+  /**
+   * The collapse key was made for this push (a notify's own): nothing waiting can have it, so there is
+   * nothing to coalesce with and the push is simply inserted.
+   */
+  readonly freshCollapseKey?: boolean;
+}
+
+export interface PushRepositoryOptions {
+  /**
+   * Keep the registrations of up to this many recently pushed accounts in memory for `targets` and
+   * `registrationsOf` (0, the default: none). Only where this process is the database's only writer
+   * of registrations: not in a cluster.
+   */
+  readonly cacheAccounts?: number;
+}
+
+/** What a worker claims: claimDue's arguments. */
+export interface ClaimRequest {
+  readonly worker: string;
+  readonly now: number;
+  readonly leaseMs: number;
+  readonly limit: number;
+  readonly exclude: readonly string[];
+  readonly sent: readonly QueuedPush[];
+}
+
+/**
+ * A worker's claim that rides in the transaction writing queued pushes, after them: the pushes just
+ * queued are leased at once, and the pushes sent meanwhile leave the queue, with one commit for all
+ * (at a steady trickle each push otherwise took a commit to queue and another to lease).
+ */
+export interface ClaimRider {
+  /** Called inside the transaction once its pushes are written: what to claim, or null (nothing now). */
+  request(): ClaimRequest | null;
+  /** After the transaction, when request() gave a claim: the pushes leased, or what undid the transaction. */
+  done(result: { readonly claimed: QueuedPush[] } | { readonly error: unknown }): void;
 }
 
 export class TooManyRegistrations extends Error {}
@@ -94,6 +131,14 @@ export interface PushRepository {
   /** Removes the account's registrations matching `key`, with their waiting pushes; how many. */
   unregister(account: string, key: RegistrationKey): Promise<number>;
   list(account: string): Promise<Registration[]>;
+  /**
+   * The account's registrations as the push path needs them (the policy, the triggers): what `list`
+   * gives, possibly from memory (see PushRepositoryOptions.cacheAccounts), where the counters
+   * (`lastSuccessAt`) may lag behind the table. Not to be changed by the caller.
+   */
+  targets(account: string): Promise<readonly Registration[]>;
+  /** The registrations of these queued pushes that exist, as `targets` gives them (for the worker). */
+  registrationsOf(pushes: readonly { readonly registrationId: string; readonly account: string }[]): Promise<Registration[]>;
   get(id: string): Promise<Registration | undefined>;
   byNode(node: string): Promise<Registration | undefined>;
   /** Changes the XMPP-side fields of a registration (XEP-0357 enable again: away, options, jid). */
@@ -108,6 +153,8 @@ export interface PushRepository {
    * registration and collapse key is replaced by the newer one, keeping its place and push id.
    */
   enqueue(pushes: readonly NewPush[], now: number): Promise<void>;
+  /** The claim to make in each enqueue's transaction from now on (null: none). */
+  setClaimRider(rider: ClaimRider | null): void;
   /**
    * Leases up to `limit` due pushes, each the oldest waiting push of its registration (so a device's
    * pushes go one at a time and in order, and none overtakes one backing off), none of `exclude`'s
@@ -135,10 +182,10 @@ export interface PushRepository {
   pendingCount(): Promise<number>;
 }
 
-export function pushRepository(storage: FeatureStorage): PushRepository {
+export function pushRepository(storage: FeatureStorage, opts: PushRepositoryOptions = {}): PushRepository {
   switch (storage.dialect) {
     case 'sqlite':
     case 'postgres':
-      return new SqlPushRepository(storage.db, storage.dialect);
+      return new SqlPushRepository(storage.db, storage.dialect, opts);
   }
 }

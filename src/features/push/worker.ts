@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { PresenceError } from '../../core/errors.js';
 import { nextAttemptDelay } from '../apps/webhooks/backoff.js';
 import type { PushProvider, PushTarget, SendResult } from './providers/provider.js';
-import type { PushRepository, QueuedPush, Registration } from './repository.js';
+import type { ClaimRider, PushRepository, QueuedPush, Registration } from './repository.js';
 
 export interface PushWorkerOptions {
   readonly maxAttempts: number;
@@ -22,11 +22,16 @@ export interface PushWorkerOptions {
   readonly now?: () => number;
 }
 
+/** A push answered and waiting to be marked sent, and its caller waiting for that. */
+type SentEntry = { readonly push: QueuedPush; readonly done: (err?: unknown) => void };
+
 /** A safety net: look at the queue at least this often even if nothing woke the worker. */
 const IDLE_LOOK_MS = 30_000;
 const MINUTE = 60_000;
 /** How long an answered push may wait to be marked sent (its device waits as long for its next push). */
 const SENT_FLUSH_MS = 5;
+/** Ask the queue for its next due time at least this often while passes run (other nodes' retries, a crashed node's leases). */
+const NEXT_DUE_ASK_MS = 1000;
 
 /**
  * Drains the push queue: one push in flight per registration (a device gets its pushes in order),
@@ -52,7 +57,15 @@ export class PushWorker {
   #passing = false;
   #again = false;
   #stopped = false;
-  #sentBatch: Array<{ readonly push: QueuedPush; readonly done: (err?: unknown) => void }> = [];
+  #started = false;
+  #sentBatch: SentEntry[] = [];
+  /**
+   * The earliest time after the last look at which a push falls due, as far as this worker knows: the
+   * queue's answer then, lowered by the retries and leases this worker wrote since. null: nothing
+   * waits for a later time; undefined: not asked yet.
+   */
+  #knownDue: number | null | undefined = undefined;
+  #dueAskedAt = -Infinity;
   #flushing = false;
   readonly #markedSent = new WeakSet<QueuedPush>();
 
@@ -91,8 +104,18 @@ export class PushWorker {
 
   #run(): void {
     if (this.#stopped) return;
+    // A claim riding in an enqueue started since the wake-up: this pass follows it.
+    if (this.#passing) {
+      this.#again = true;
+      return;
+    }
     this.#passing = true;
-    void this.#pass()
+    this.#finishRun(this.#pass());
+  }
+
+  /** The end of a pass (or of a claim that rode in an enqueue): another pass if one was asked for meanwhile. */
+  #finishRun(work: Promise<void>): void {
+    void work
       .catch((err: unknown) => {
         this.opts.log.error({ err }, 'push worker pass failed');
         this.#schedule(this.#now() + 1000);
@@ -138,8 +161,8 @@ export class PushWorker {
     if (times.length >= rate && times[0]! + MINUTE > now) this.#limited.set(registrationId, times[0]! + MINUTE);
   }
 
-  async #pass(): Promise<void> {
-    const now = this.#now();
+  /** What a pass (or a claim riding in an enqueue) starts from: the devices at their limit, when to look next. */
+  #begin(now: number): { limited: string[]; next: number; sent: SentEntry[]; room: number } {
     let next = now + IDLE_LOOK_MS;
     if (now - this.#sweptAt >= MINUTE) {
       this.#sweptAt = now;
@@ -158,6 +181,12 @@ export class PushWorker {
     const sent = this.#sentBatch.splice(0);
     // Once stopping, nothing new is leased: it would only wait out its lease after the restart.
     const room = this.#stopped ? 0 : this.opts.concurrency - this.#inFlight.size + sent.length;
+    return { limited, next, sent, room };
+  }
+
+  async #pass(): Promise<void> {
+    const now = this.#now();
+    const { limited, next, sent, room } = this.#begin(now);
     // No room: a finishing push wakes the worker again.
     if (room > 0 || sent.length > 0) {
       let pushes: QueuedPush[];
@@ -172,27 +201,82 @@ export class PushWorker {
         throw e;
       }
       for (const b of sent) b.done();
-      if (pushes.length > 0) {
-        const regs = new Map((await this.repo.getMany([...new Set(pushes.map((p) => p.registrationId))])).map((r) => [r.id, r]));
-        for (const push of pushes) {
-          const id = push.registrationId;
-          const p: Promise<void> = this.#send(push, regs.get(id))
-            .catch((err: unknown) => this.opts.log.error({ err, registration: id }, 'push failed unexpectedly'))
-            .finally(() => {
-              // The registration's next push may already be under way (leased as this one was marked sent).
-              if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
-              // A push marked sent freed its room in the pass that marked it, which used it already.
-              if (!this.#markedSent.has(push)) this.wake();
-            });
-          this.#inFlight.set(id, p);
-        }
-      }
-      if (pushes.length < room) {
-        const due = await this.repo.nextDue(now);
-        if (due !== null) next = Math.min(next, due);
-      }
+      await this.#launch(now, pushes, room);
     }
-    this.#schedule(next);
+    this.#scheduleNext(next);
+  }
+
+  /** Sends the pushes just leased (`room` was the most that could be), then notes when to look again. */
+  async #launch(now: number, pushes: readonly QueuedPush[], room: number): Promise<void> {
+    if (pushes.length > 0) {
+      const regs = new Map((await this.repo.registrationsOf(pushes)).map((r) => [r.id, r]));
+      for (const push of pushes) {
+        const id = push.registrationId;
+        const p: Promise<void> = this.#send(push, regs.get(id))
+          .catch((err: unknown) => this.opts.log.error({ err, registration: id }, 'push failed unexpectedly'))
+          .finally(() => {
+            // The registration's next push may already be under way (leased as this one was marked sent).
+            if (this.#inFlight.get(id) === p) this.#inFlight.delete(id);
+            // A push marked sent freed its room in the pass that marked it, which used it already.
+            if (!this.#markedSent.has(push)) this.wake();
+          });
+        this.#inFlight.set(id, p);
+      }
+      // A lease that is never settled (a failed write) comes back when it ends.
+      this.#dueAt(now + this.leaseMs);
+    }
+    // Only when the time this worker knows of has come, or now and then (what other nodes wrote):
+    // the queue's changes that matter are otherwise this worker's own, which it notes as it writes them.
+    const known = this.#knownDue;
+    if (pushes.length < room && (known === undefined || (known !== null && known <= now) || now - this.#dueAskedAt >= NEXT_DUE_ASK_MS)) {
+      this.#dueAskedAt = now;
+      this.#knownDue = await this.repo.nextDue(now);
+    }
+  }
+
+  #scheduleNext(next: number): void {
+    this.#schedule(this.#knownDue != null ? Math.min(next, this.#knownDue) : next);
+  }
+
+  /**
+   * The claim riding in each enqueue's transaction (see ClaimRider): what a pass woken by the enqueue
+   * would have done, without a transaction of its own. Not while a pass is under way (it looks again).
+   */
+  readonly #rider: ClaimRider = {
+    request: () => {
+      if (this.#stopped) return null;
+      if (this.#passing) {
+        // That pass may have looked at the queue before these pushes were committed.
+        this.#again = true;
+        return null;
+      }
+      const now = this.#now();
+      const begun = this.#begin(now);
+      if (begun.room <= 0 && begun.sent.length === 0) {
+        this.#scheduleNext(begun.next);
+        return null;
+      }
+      this.#passing = true;
+      this.#riding = { now, ...begun };
+      return { worker: this.id, now, leaseMs: this.leaseMs, limit: begun.room, exclude: begun.limited, sent: begun.sent.map((b) => b.push) };
+    },
+    done: (result) => {
+      const ride = this.#riding!;
+      this.#riding = null;
+      if ('error' in result) {
+        for (const b of ride.sent) b.done(result.error);
+        this.#finishRun(Promise.reject(result.error));
+        return;
+      }
+      for (const b of ride.sent) b.done();
+      this.#finishRun(this.#launch(ride.now, result.claimed, ride.room).then(() => this.#scheduleNext(ride.next)));
+    },
+  };
+  #riding: { readonly now: number; readonly next: number; readonly sent: SentEntry[]; readonly room: number } | null = null;
+  /** This worker wrote a push due at `at` (a retry, a lease's end). */
+  #dueAt(at: number): void {
+    if (this.#knownDue === undefined) return; // the first look at the queue will see it
+    this.#knownDue = this.#knownDue === null ? at : Math.min(this.#knownDue, at);
   }
 
   async #send(push: QueuedPush, reg: Registration | undefined): Promise<void> {
@@ -267,6 +351,8 @@ export class PushWorker {
         if (push.attempts + 1 < this.opts.maxAttempts) {
           const delay = nextAttemptDelay(push.attempts + 1, r.retryAfterMs ?? null, this.opts.backoffBaseMs, this.opts.backoffCapMs);
           await this.repo.retryLater(push, now + delay, r.error, true);
+          this.#dueAt(now + delay);
+          this.#schedule(now + delay);
           this.opts.log.warn({ ...at, error: r.error, retryInMs: delay }, 'push failed; it will be retried');
           return;
         }
@@ -287,12 +373,24 @@ export class PushWorker {
   }
 
   start(): void {
+    this.#started = true;
+    this.repo.setClaimRider(this.#rider);
+    this.wake();
+  }
+
+  /**
+   * Pushes were queued: the claim riding in their transaction looked at the queue already (or, when a
+   * pass was under way, another pass will), so no pass is needed unless the rider is not attached.
+   */
+  written(): void {
+    if (this.#started && !this.#stopped) return;
     this.wake();
   }
 
   /** Stops taking work; pushes under way get `boundMs`, then are cut (and sent after the restart). */
   async stop(boundMs: number): Promise<void> {
     this.#stopped = true;
+    this.repo.setClaimRider(null);
     if (this.#timer !== null) clearTimeout(this.#timer);
     this.#flushSent();
     const all = Promise.allSettled([...this.#inFlight.values()]);

@@ -98,7 +98,7 @@ export class XmppPushTriggers {
   /** Registrations XEP-0357 `enable` turned on, that the core would send to. */
   private async enabled(account: string): Promise<Registration[]> {
     if (this.mayHave !== null && !this.mayHave.has(account)) return [];
-    return (await this.service.list(account)).filter((r) => r.source === 'xmpp' && r.xmppJid !== null && r.disabledAt === null && this.service.providers.has(r.provider));
+    return (await this.service.repo.targets(account)).filter((r) => r.source === 'xmpp' && r.xmppJid !== null && r.disabledAt === null && this.service.providers.has(r.provider));
   }
 
   private content(m: XmlElement, from: string, count: number): PushContent {
