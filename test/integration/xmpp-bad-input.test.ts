@@ -28,7 +28,7 @@ describe('bad input on the XMPP streams', () => {
       xmpp_stanza_timeout_ms: 500,
       // Short, for the slow-loris test, yet long enough for the witness's own login on a loaded machine
       // (under TEST_CLUSTER each chunk it sends first waits for the cluster to settle).
-      xmpp_negotiation_timeout_ms: 6000,
+      xmpp_negotiation_timeout_ms: 10_000,
       max_auth_failures: 2,
     });
     port = t.server.xmppPort as number;
