@@ -63,6 +63,8 @@ export class Session {
    * lost connection its last frame or pong, for a goodbye the time of the goodbye.
    */
   lastHeard: number | null = null;
+  /** Whether the registry was last told this session is detached (LiveSession.detached). */
+  registeredDetached = false;
   constructor(
     readonly jid: string,
     readonly resource: string,
@@ -467,6 +469,7 @@ export class PresenceEngine {
         old?.close('replaced');
         if (old && this.events.hasListeners('session.replaced')) this.events.emit('session.replaced', { jid, session: existing.presence, protocol });
         if (input) await this.applyPresence(state, existing, sessionFrom(res, input, now));
+        else if (existing.registeredDetached) await this.register(state, existing);
         return existing;
       }
       const presence = input
@@ -528,6 +531,7 @@ export class PresenceEngine {
       if (session.presence === next) session.presence = previous;
       throw e;
     }
+    session.registeredDetached = session.sink === null;
     if (this.events.hasListeners('session.changed')) this.events.emit('session.changed', { jid: state.jid, session: next, previous });
     // An explicit unavailable presence is the account's last word if it takes it offline.
     const leaving: Leaving | null = previous.available && !next.available ? { heardAt: next.lastActive, unavailable: { status: next.status }, reason: null } : null;
@@ -552,6 +556,17 @@ export class PresenceEngine {
         session.lingerTimer = null;
         void this.closeSession(session, reason);
       }, graceMs);
+      // Other nodes cannot see that the connection is gone: the registry tells them (LiveSession.detached).
+      void this.sessionLock
+        .run(session.jid, async () => {
+          const state = this.states.get(session.jid);
+          if (state === undefined || state.local.get(session.resource) !== session || session.sink !== null || session.registeredDetached) return;
+          await this.register(state, session);
+        })
+        .catch(() => {
+          // The session was taken over on another node meanwhile, or the bus cannot be reached (it
+          // registers its sessions again, as they are then, once back): nothing to mark any more.
+        });
       return;
     }
     void this.closeSession(session, reason);
@@ -589,7 +604,19 @@ export class PresenceEngine {
   }
 
   private live(s: Session): LiveSession {
-    return { ...s.presence, protocol: s.protocol, node: this.bus.node };
+    const live: LiveSession = { ...s.presence, protocol: s.protocol, node: this.bus.node };
+    return s.sink === null ? { ...live, detached: true } : live;
+  }
+
+  /**
+   * Writes a session's registry entry again, its presence unchanged (its connection went or came
+   * back: LiveSession.detached). Watchers see nothing; the account's cached version follows. Under the
+   * account's session lock.
+   */
+  private async register(state: AccountState, session: Session): Promise<void> {
+    const all = await this.bus.putSession(state.jid, this.live(session));
+    session.registeredDetached = session.sink === null;
+    await this.recompute(state, all, null);
   }
 
   /**

@@ -8,6 +8,13 @@ export interface LiveSession extends SessionPresence {
   readonly protocol: string;
   /** Which node holds the connection (always the local node for the in-process bus). */
   readonly node: string;
+  /**
+   * The connection is lost and the session waits out its grace period (or stream management's
+   * resumption window) on its node: still online for watchers, but nothing reaches it live. Other
+   * nodes cannot look at the connection, so the registry says it (the push policy counts on it).
+   * Set a moment after the loss is noticed and cleared when the client comes back.
+   */
+  readonly detached?: true;
 }
 
 /**

@@ -1,14 +1,13 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as oauth from 'oauth4webapi';
 import type { Browser, Page } from 'playwright-core';
-import { deriveKeys, pairwiseId } from '../../src/features/apps/secrets.js';
+import { pairwiseId } from '../../src/features/apps/secrets.js';
 import { launchBrowser } from '../helpers/browser.js';
 import { registerApp, type RegisteredApp } from '../helpers/consent-flow.js';
+import { appsKeysOf } from '../helpers/secrets.js';
 import { startTestServer, type TestServer } from '../helpers/server.js';
 
 /** Generous: two cores shared with other test runs. Every wait ends on the page's state, not a clock. */
@@ -117,7 +116,7 @@ describe('the consent page in Chromium, with oauth4webapi as the app', () => {
       const tokens = await oauth.processAuthorizationCodeResponse(as, client, res);
       assert.equal(tokens.token_type, 'bearer');
       assert.equal(tokens.scope, 'presence presence.status');
-      const keys = deriveKeys(Buffer.from(readFileSync(join(t.dataDir, 'apps-secret'), 'utf8').trim(), 'base64'));
+      const keys = appsKeysOf(t);
       assert.equal(tokens.presence_uid, pairwiseId(keys.pairwise, app.id, 'alice@localhost'));
       assert.deepEqual(errors, []);
     } finally {

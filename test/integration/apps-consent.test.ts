@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { deriveKeys, pairwiseId } from '../../src/features/apps/secrets.js';
+import { pairwiseId } from '../../src/features/apps/secrets.js';
 import { authorizeUrl, basic, Browserless, consent, formFields, pkce, registerApp, tokenRequest, type RegisteredApp } from '../helpers/consent-flow.js';
+import { appsKeysOf } from '../helpers/secrets.js';
 import { startTestServer, type SqlValue, type TestServer } from '../helpers/server.js';
 import { TestClient } from '../helpers/ws-client.js';
 
@@ -11,8 +10,7 @@ const CB = 'http://127.0.0.1:8123/cb';
 const OTHER_CB = 'https://chess.example/callback';
 
 function serverPairwise(t: TestServer, appId: string, jid: string): string {
-  const keys = deriveKeys(Buffer.from(readFileSync(join(t.dataDir, 'apps-secret'), 'utf8').trim(), 'base64'));
-  return pairwiseId(keys.pairwise, appId, jid);
+  return pairwiseId(appsKeysOf(t).pairwise, appId, jid);
 }
 
 async function userinfo(t: TestServer, accessToken: string): Promise<{ status: number; body: any; challenge: string | null }> {

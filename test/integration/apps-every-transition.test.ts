@@ -169,8 +169,11 @@ describe('webhookEveryTransition', () => {
       rx.secret = r.body.webhookSecret;
       const appId = r.body.id as string;
       const uid: Record<string, string> = {};
+      // Granted behind GrantService's back (its grant would send each user's current presence first),
+      // but as it stores a grant: with the pairwise id, which a cluster node's worker looks the users
+      // up by before it sends (GrantSync.confirm), whichever node claims the rows.
       for (const jid of ['alice@localhost', 'bob@localhost']) {
-        await rt.grants.repo.upsertGrant(appId, jid, ['presence', 'presence.status'], Date.now());
+        await rt.grants.repo.upsertGrant(appId, jid, ['presence', 'presence.status'], Date.now(), rt.service.pairwiseId(appId, jid));
         uid[jid] = rt.index.add(appId, jid, ['presence', 'presence.status']).uid;
       }
       return { rx, appId, alice: uid['alice@localhost']!, bob: uid['bob@localhost']! };

@@ -3,7 +3,8 @@ import { createServer, type Server } from 'node:http';
 import { readFileSync, existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { clientSecretMatches, deriveKeys } from '../../src/features/apps/secrets.js';
+import { clientSecretMatches } from '../../src/features/apps/secrets.js';
+import { appsKeysOf } from '../helpers/secrets.js';
 import { ADMIN_TOKEN, startTestServer, type TestServer } from '../helpers/server.js';
 
 const basic = (jid: string, pw = 'secret-pw') => `Basic ${Buffer.from(`${jid}:${pw}`).toString('base64')}`;
@@ -191,8 +192,8 @@ describe('apps registration', () => {
       const file = join(t.dataDir, f);
       if (existsSync(file)) assert.ok(!readFileSync(file).includes(clientSecret.slice(4)), `plaintext secret in ${f}`);
     }
-    // The hash is HMAC-SHA256 under a key derived from data_dir/apps-secret.
-    const keys = deriveKeys(Buffer.from(readFileSync(join(t.dataDir, 'apps-secret'), 'utf8').trim(), 'base64'));
+    // The hash is HMAC-SHA256 under a key derived from the apps secret (data_dir/apps-secret, or the cluster's database).
+    const keys = appsKeysOf(t);
     assert.ok(clientSecretMatches(keys.clientSecret, clientSecret, row.client_secret_hash as string));
     assert.equal(row.webhook_secret, webhookSecret);
 

@@ -52,6 +52,9 @@ describe('push queue', () => {
     const { client } = await TestClient.login(t.wsUrl, jid, 'secret-pw', { resource: 'phone' });
     const r = await client.request('push.register', { provider: 'gw', token });
     await client.close();
+    // Offline everywhere: under TEST_CLUSTER the session may have been on another node than node 0,
+    // whose push policy the tests call directly (not through a client, which the harness would settle).
+    await eventually(async () => assert.equal((await t.server.engine.sessionsOf(jid)).length, 0, `${jid} still has a session`));
     return r.id as string;
   };
 

@@ -97,7 +97,7 @@ export class RegistryMirror {
 
 function sameSessions(a: readonly LiveSession[], b: readonly LiveSession[]): boolean {
   if (a.length !== b.length) return false;
-  const key = (s: LiveSession): string => JSON.stringify([s.resource, s.node, s.available, s.show, s.status, s.priority, s.lastActive, s.protocol]);
+  const key = (s: LiveSession): string => JSON.stringify([s.resource, s.node, s.available, s.show, s.status, s.priority, s.lastActive, s.protocol, s.detached === true]);
   const set = new Set(a.map(key));
   return b.every((s) => set.has(key(s)));
 }

@@ -19,6 +19,7 @@ export function encodeEntry(s: LiveSession, epoch: string): string {
     protocol: s.protocol,
     node: s.node,
     epoch: Number(epoch),
+    ...(s.detached === true ? { detached: true } : {}),
   });
 }
 
@@ -38,7 +39,8 @@ export function toEntry(v: unknown): Entry | null {
     typeof o.lastActive !== 'number' ||
     typeof o.protocol !== 'string' ||
     typeof o.node !== 'string' ||
-    typeof o.epoch !== 'number'
+    typeof o.epoch !== 'number' ||
+    (o.detached !== undefined && o.detached !== true)
   ) {
     return null;
   }
@@ -52,6 +54,7 @@ export function toEntry(v: unknown): Entry | null {
     protocol: o.protocol,
     node: o.node,
     epoch: o.epoch,
+    ...(o.detached === true ? { detached: true as const } : {}),
   };
 }
 
@@ -76,6 +79,7 @@ export function liveOf(e: Entry): LiveSession {
     lastActive: e.lastActive,
     protocol: e.protocol,
     node: e.node,
+    ...(e.detached === true ? { detached: true as const } : {}),
   };
 }
 

@@ -19,6 +19,12 @@ export class AppService {
    * with the old one end).
    */
   readonly events = new EventEmitter<{ 'app.deleted': [{ readonly appId: string }]; 'app.secret-changed': [{ readonly appId: string }] }>();
+  /**
+   * Awaited after an app was deleted or its client secret replaced (and its event emitted), before the
+   * caller is answered: in a cluster the apps feature tells the other nodes there, so that a deletion
+   * or a rotation answered is in force on every node (as GrantService.afterChange for revocations).
+   */
+  afterChange: (change: { readonly kind: 'deleted' | 'secret-changed'; readonly appId: string }) => Promise<void> = async () => {};
 
   constructor(
     readonly repo: AppRepository,
@@ -67,6 +73,7 @@ export class AppService {
     const clientSecret = newClientSecret();
     const updated = await this.updated(app.id, { clientSecretHash: hashClientSecret(this.keys.clientSecret, clientSecret) });
     this.events.emit('app.secret-changed', { appId: app.id });
+    await this.afterChange({ kind: 'secret-changed', appId: app.id });
     return { app: updated, clientSecret };
   }
 
@@ -84,7 +91,10 @@ export class AppService {
 
   async remove(id: string): Promise<boolean> {
     const gone = await this.repo.delete(id);
-    if (gone) this.events.emit('app.deleted', { appId: id });
+    if (gone) {
+      this.events.emit('app.deleted', { appId: id });
+      await this.afterChange({ kind: 'deleted', appId: id });
+    }
     return gone;
   }
 
@@ -92,6 +102,7 @@ export class AppService {
     const ids = (await this.repo.list(owner)).map((a) => a.id);
     const n = await this.repo.deleteByOwner(owner);
     for (const appId of ids) this.events.emit('app.deleted', { appId });
+    await Promise.all(ids.map((appId) => this.afterChange({ kind: 'deleted', appId })));
     return n;
   }
 

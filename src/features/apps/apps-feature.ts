@@ -127,15 +127,15 @@ export const appsFeature = defineFeature({
       log = new AppLogHub();
     }
     await sync.reload();
-    const announceApp = ({ appId }: { readonly appId: string }): void => {
-      void streams?.recheckApp(appId).catch((err: unknown) => ctx.log.warn({ err, appId }, 'ending the streams of a changed app failed'));
-      void cluster.publish('apps', { a: appId });
+    service.events.on('app.deleted', (e) => sync.dropApp(e.appId));
+    // The caller (DELETE, secret rotation) is answered once every node dropped the app's grants and
+    // ended the streams the old secret opened: an app deleted on one node sends nothing from another.
+    service.afterChange = async ({ appId }) => {
+      await Promise.all([
+        streams?.recheckApp(appId).catch((err: unknown) => ctx.log.warn({ err, appId }, 'ending the streams of a changed app failed')),
+        cluster.publish('apps', { a: appId }, { acknowledged: true }),
+      ]);
     };
-    service.events.on('app.deleted', (e) => {
-      sync.dropApp(e.appId);
-      announceApp(e);
-    });
-    service.events.on('app.secret-changed', announceApp);
 
     const initial = new Set<string>();
     const webhooks = startWebhooks(ctx, { apps: service.repo, store, audience, hub: log, markDelivered: (appId, account, at) => grants.repo.markDelivered(appId, account, at),

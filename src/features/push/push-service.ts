@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../../config.js';
 import { PresenceError } from '../../core/errors.js';
 import type { PresenceEngine } from '../../engine/engine.js';
+import type { LiveSession } from '../../ports/bus.js';
 import { randomId } from './ids.js';
 import type { PushMessage, PushProvider } from './providers/provider.js';
 import { TooManyRegistrations, type NewPush, type NewRegistration, type PushRepository, type Registration, type RegistrationKey } from './repository.js';
@@ -49,6 +50,17 @@ export interface NotificationInput {
 }
 
 const ACTIVE_SHOWS: ReadonlySet<string> = new Set(['available', 'chat']);
+
+/**
+ * The account's sessions whose connection is up now, on every node: a session lingering after a lost
+ * connection (grace period, stream management) is online but reaches no one. On this node the
+ * connection itself tells; another node's sessions as the registry says (LiveSession.detached, which
+ * that node writes a moment after it noticed the loss).
+ */
+export async function connectedSessions(engine: PresenceEngine, account: string): Promise<LiveSession[]> {
+  const local = new Map(engine.localSessionsOf(account).map((s) => [s.resource, s]));
+  return (await engine.sessionsOf(account)).filter((s) => (s.node === engine.bus.node ? local.get(s.resource)?.sink != null : s.detached !== true));
+}
 
 /**
  * Registrations, the policy (which devices a push should wake) and the entry to the durable queue.
@@ -104,12 +116,9 @@ export class PushService {
    * not made inactive by an activity rule.
    */
   async activeResources(account: string): Promise<Set<string>> {
-    const local = new Map(this.engine.localSessionsOf(account).map((s) => [s.resource, s]));
     const out = new Set<string>();
-    for (const s of await this.engine.sessionsOf(account)) {
+    for (const s of await connectedSessions(this.engine, account)) {
       if (!s.available || !ACTIVE_SHOWS.has(s.show)) continue;
-      // On this node the connection itself tells; another node's sessions are taken as its bus says.
-      if (s.node === this.engine.bus.node && local.get(s.resource)?.sink == null) continue;
       if (!this.#rules.every((rule) => rule(account, s.resource))) continue;
       out.add(s.resource);
     }
@@ -183,8 +192,7 @@ export class PushService {
   async notify(account: string, n: NotificationInput): Promise<{ readonly id: string; readonly sessions: number; readonly pushed: readonly string[] }> {
     const id = randomId('n_');
     // Sessions that can take it now: a lingering session (connection lost, grace period) cannot.
-    const local = new Map(this.engine.localSessionsOf(account).map((s) => [s.resource, s]));
-    const sessions = (await this.engine.sessionsOf(account)).filter((s) => s.node !== this.engine.bus.node || local.get(s.resource)?.sink != null).length;
+    const sessions = (await connectedSessions(this.engine, account)).length;
     this.engine.bus.deliver(account, {
       kind: 'notification',
       id,

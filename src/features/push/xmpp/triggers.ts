@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import type { PresenceEngine } from '../../../engine/engine.js';
 import type { XmlElement } from '../../../protocols/xmpp/xml.js';
 import type { XmppIqRegistry } from '../../registries.js';
-import type { PushContent, PushService } from '../push-service.js';
+import { connectedSessions, type PushContent, type PushService } from '../push-service.js';
 import type { Registration } from '../repository.js';
 
 /** Which XMPP triggers are on (push_xmpp_*). */
@@ -161,10 +161,7 @@ export class XmppPushTriggers {
    * message was stored offline, which is trigger 1's.
    */
   private async allAway(account: string): Promise<boolean> {
-    const local = new Map(this.engine.localSessionsOf(account).map((s) => [s.resource, s]));
-    const connected = (await this.engine.sessionsOf(account)).filter(
-      (s) => s.available && (s.node !== this.engine.bus.node || local.get(s.resource)?.sink != null),
-    );
+    const connected = (await connectedSessions(this.engine, account)).filter((s) => s.available);
     return connected.length > 0 && connected.every((s) => AWAY_SHOWS.has(s.show));
   }
 
