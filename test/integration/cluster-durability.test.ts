@@ -209,6 +209,9 @@ describe('kill -9 of a node with work under way', { timeout: 120_000 }, () => {
   });
 
   test('stored messages being delivered on a node with stream management when it dies: the next login elsewhere gets exactly those not acknowledged', async () => {
+    // The previous test's session of ou on C must be gone from A's view first: a message A still routed
+    // to it would be stored by C (which finds it gone), out of order with those A stores itself.
+    await until('ou offline as node A sees it', async () => (await processAdmin(a.url, 'GET', '/accounts/ou@localhost/sessions')).body.sessions.length === 0);
     const sender = await xmppLogin(a, 'sx', 'laptop');
     const N = 10;
     sender.write(Array.from({ length: N }, (_, i) => `<message to='ou@localhost' type='chat' id='n${i + 1}'><body>note-${i + 1}</body></message>`).join(''));
