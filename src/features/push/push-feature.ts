@@ -178,7 +178,7 @@ export function definePushFeature(factories: ReadonlyMap<string, ProviderFactory
         },
       });
       // Pushes left by a previous run (a crash included) are in the queue: the first pass sends them.
-      worker.start();
+      worker.start(!ctx.cluster.clustered);
       ctx.onStop(closeProviders);
       ctx.onStop(() => worker.stop(STOP_BOUND_MS));
       // Triggers under way finish writing their pushes before the worker and the store go (onStop runs in reverse).

@@ -272,6 +272,7 @@ export class PushWorker {
       this.#finishRun(this.#launch(ride.now, result.claimed, ride.room).then(() => this.#scheduleNext(ride.next)));
     },
   };
+  #rides = false;
   #riding: { readonly now: number; readonly next: number; readonly sent: SentEntry[]; readonly room: number } | null = null;
   /** This worker wrote a push due at `at` (a retry, a lease's end). */
   #dueAt(at: number): void {
@@ -372,9 +373,16 @@ export class PushWorker {
     else this.opts.log.warn({ ...at, error, failures: s.failures }, 'push failed');
   }
 
-  start(): void {
+  /**
+   * `ride`: let the claim ride in each enqueue's transaction. Only on one node for now: in a cluster,
+   * with the rider, pushes queued on a node were left unsent and a pruned token was not counted where
+   * expected (push-native under TEST_CLUSTER, 2 of 10 failing; the cause is not found yet), so there
+   * every enqueue wakes a pass of its own, as before the rider.
+   */
+  start(ride = true): void {
     this.#started = true;
-    this.repo.setClaimRider(this.#rider);
+    this.#rides = ride;
+    if (ride) this.repo.setClaimRider(this.#rider);
     this.wake();
   }
 
@@ -383,7 +391,7 @@ export class PushWorker {
    * pass was under way, another pass will), so no pass is needed unless the rider is not attached.
    */
   written(): void {
-    if (this.#started && !this.#stopped) return;
+    if (this.#started && this.#rides && !this.#stopped) return;
     this.wake();
   }
 
